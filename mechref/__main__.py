@@ -1,0 +1,5 @@
+import sys
+
+from mechref.cli import main
+
+sys.exit(main())

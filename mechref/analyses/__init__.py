@@ -1,0 +1,1 @@
+"""Analyses runnable as ``python -m mechref.analyses.<name>``."""

@@ -1,0 +1,121 @@
+"""Chat formatting with the tokenizer's own template, and the post-instruction positions.
+
+The *post-instruction* tokens are the template tokens between the end of the user's text and
+the start of the model's response (for ChatML: ``<|im_end|>``, ``\\n``, ``<|im_start|>``,
+``assistant``, ``\\n``). The refusal direction is read at these positions. They are derived
+here from the template itself, for any model, by formatting a probe instruction and finding
+which tokens lie after its last character.
+
+>>> from mechref.testing import tiny_tokenizer
+>>> chat = ChatFormatter(tiny_tokenizer("chatml"))
+>>> chat.format("Hi")
+'<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n'
+>>> chat.post_instruction_tokens
+['<|im_end|>', '\\n', '<|im_start|>', 'assistant', '\\n']
+>>> chat.post_instruction_positions
+[-5, -4, -3, -2, -1]
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from mechref.errors import ChatTemplateError, DataFormatError
+
+# Probe instructions: plain words that no template rewrites and that end on a word boundary.
+_PROBES = ("Describe the ocean floor", "List three colors please")
+
+
+class ChatFormatter:
+    """Formats instructions as single-turn chats with the tokenizer's chat template.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer with a ``chat_template``.
+        system_prompt: optional system message; ``None`` keeps the template's default behaviour.
+    """
+
+    def __init__(self, tokenizer, system_prompt: str | None = None):
+        if not getattr(tokenizer, "chat_template", None):
+            raise ChatTemplateError(
+                f"the tokenizer {type(tokenizer).__name__} has no chat template, so mechref cannot format "
+                "chats for it. Pass one as a Jinja string: load_model(..., chat_template='...') or "
+                "ChatFormatter(tokenizer) after setting tokenizer.chat_template; base (non-chat) models "
+                "usually have no template because they were not trained on chats"
+            )
+        self.tokenizer = tokenizer
+        self.system_prompt = system_prompt
+        self.post_instruction_tokens, self._n_post = self._derive_post_instruction()
+
+    def messages(self, instruction: str) -> list[dict]:
+        messages = []
+        if self.system_prompt is not None:
+            messages.append({"role": "system", "content": self.system_prompt})
+        messages.append({"role": "user", "content": instruction})
+        return messages
+
+    def format(self, instruction: str, assistant_prefix: str | None = None) -> str:
+        """The full prompt text for one instruction, ending where the assistant's reply begins.
+
+        ``assistant_prefix`` (e.g. ``"Sure, here is"``) is appended after the generation prompt.
+        """
+        if not isinstance(instruction, str):
+            raise DataFormatError(f"an instruction must be a string, got {type(instruction).__name__}")
+        text = self.tokenizer.apply_chat_template(
+            self.messages(instruction), tokenize=False, add_generation_prompt=True
+        )
+        return text + (assistant_prefix or "")
+
+    def format_many(self, instructions: Sequence[str], assistant_prefix: str | None = None) -> list[str]:
+        if isinstance(instructions, str):
+            instructions = [instructions]
+        return [self.format(i, assistant_prefix) for i in instructions]
+
+    @property
+    def n_post_instruction(self) -> int:
+        return self._n_post
+
+    @property
+    def post_instruction_positions(self) -> list[int]:
+        """Negative positions (relative to the end of a formatted prompt with no assistant prefix)."""
+        return list(range(-self._n_post, 0))
+
+    def instruction_span(self, instruction: str) -> tuple[int, int]:
+        """Token index range ``[start, end)`` of the instruction inside its formatted, unpadded prompt."""
+        text = self.format(instruction)
+        char_start = text.rindex(instruction)
+        char_end = char_start + len(instruction)
+        offsets = self._offsets(text)
+        start = next(i for i, (s, e) in enumerate(offsets) if e > char_start)
+        end = next((i for i, (s, e) in enumerate(offsets) if s >= char_end), len(offsets))
+        return start, end
+
+    # ----- derivation ------------------------------------------------------------------
+    def _offsets(self, text: str) -> list[tuple[int, int]]:
+        try:
+            encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        except (NotImplementedError, TypeError, ValueError) as error:
+            raise ChatTemplateError(
+                "mechref needs a fast tokenizer (with offset mappings) to locate the instruction inside "
+                f"the chat template; load it with use_fast=True ({error})"
+            ) from error
+        return [tuple(pair) for pair in encoded["offset_mapping"]]
+
+    def _derive_post_instruction(self) -> tuple[list[str], int]:
+        found = []
+        for probe in _PROBES:
+            text = self.format(probe)
+            if probe not in text:
+                raise ChatTemplateError(f"the chat template drops or rewrites the user's text; cannot locate {probe!r} in {text!r}")
+            char_end = text.rindex(probe) + len(probe)
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            offsets = self._offsets(text)
+            post = [i for i, (start, _end) in enumerate(offsets) if start >= char_end]
+            if not post or post != list(range(post[0], len(ids))):
+                raise ChatTemplateError(f"could not find the template tokens after the instruction in {text!r}")
+            found.append([self.tokenizer.decode([ids[i]]) for i in post])
+        if found[0] != found[1]:
+            raise ChatTemplateError(
+                f"the post-instruction tokens depend on the instruction ({found[0]} vs {found[1]}); "
+                "this template merges the user's text with the template tokens"
+            )
+        return found[0], len(found[0])

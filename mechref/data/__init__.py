@@ -1,0 +1,16 @@
+"""Prompt sets: the bundled English set, and loaders for the reference dataset layouts."""
+
+from mechref.data.prompts import (
+    PromptSet,
+    bundled,
+    filter_by_refusal_score,
+    load_prompt_file,
+    load_polyrefuse,
+    load_refusal_direction_splits,
+    load_from_hub,
+)
+
+__all__ = [
+    "PromptSet", "bundled", "filter_by_refusal_score", "load_prompt_file", "load_polyrefuse",
+    "load_refusal_direction_splits", "load_from_hub",
+]

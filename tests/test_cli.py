@@ -1,0 +1,35 @@
+import json
+import subprocess
+import sys
+
+from mechref.cli import main
+from mechref.testing import tiny_hf_model, tiny_tokenizer
+
+
+def test_help_everywhere(capsys):
+    for argv in ([], ["--help"], ["model", "--help"], ["model", "info", "--help"]):
+        try:
+            main(argv)
+        except SystemExit as exit:
+            assert exit.code == 0
+    assert "model" in capsys.readouterr().out
+
+
+def test_model_info_json(tmp_path, capsys):
+    tokenizer = tiny_tokenizer("llama3")
+    tiny_hf_model("llama", vocab_size=len(tokenizer)).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    assert main(["model", "info", "--model", str(tmp_path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["n_layers"] == 3 and info["d_model"] == 64 and info["n_heads"] == 4 and info["dtype"] == "float32"
+    assert info["architecture"] == "LlamaForCausalLM" and "cache_dir" in info
+
+
+def test_errors_are_reported_not_raised(capsys):
+    assert main(["model", "info", "--model", "no-such-model"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+
+
+def test_python_dash_m():
+    out = subprocess.run([sys.executable, "-m", "mechref", "--help"], capture_output=True, text=True, check=True)
+    assert "quickstart" in out.stdout

@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from mechref.errors import NonFiniteError, ShapeError
+from mechref.generation import generate, generate_ids
+from mechref.hooks import capture_residual
+from mechref.interventions import activation_addition, directional_ablation
+
+
+def all_points(model, prompts):
+    return torch.cat([capture_residual(model, prompts, positions="post_instruction", kind=kind, progress=False)
+                      for kind in ("resid_pre", "resid_mid", "resid_post")], dim=2)
+
+
+def test_ablation_removes_projection_at_every_layer(tiny, prompts):
+    direction = torch.randn(tiny.d_model)
+    unit = direction / direction.norm()
+    before = all_points(tiny, prompts)
+    assert (before @ unit).abs().max() > 0.1  # there is something to remove
+    with directional_ablation(tiny, direction):
+        after = all_points(tiny, prompts)
+    assert (after @ unit).abs().max() <= 1e-5
+    # The hooks are gone afterwards.
+    torch.testing.assert_close(all_points(tiny, prompts), before)
+
+
+def test_addition_moves_projection_by_coefficient(tiny, prompts):
+    vector = torch.randn(tiny.d_model)
+    unit = vector / vector.norm()
+    layer = 1
+    base = capture_residual(tiny, prompts, layers=[layer], positions="post_instruction", progress=False)
+    for coefficient in (1.0, -2.5):
+        with activation_addition(tiny, vector, layer, coefficient):
+            moved = capture_residual(tiny, prompts, layers=[layer], positions="post_instruction", progress=False)
+        shift = (moved - base) @ unit
+        torch.testing.assert_close(shift, torch.full_like(shift, coefficient * float(vector.norm())), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(moved - base, (coefficient * vector).expand_as(moved), atol=1e-4, rtol=1e-4)
+
+
+def greedy_without_cache(model, prompt, n):
+    ids, _ = model.tokenize([model.chat.format(prompt)])
+    for _ in range(n):
+        logits = model.forward(ids)
+        ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return ids[0, -n:].tolist()
+
+
+def test_interventions_act_during_generation(tiny_qwen):
+    prompt = "Write a poem"
+    direction = torch.randn(tiny_qwen.d_model) * 20
+    with activation_addition(tiny_qwen, direction, layer=1):
+        expected = greedy_without_cache(tiny_qwen, prompt, 5)
+        got = generate_ids(tiny_qwen, [prompt], max_new_tokens=5, progress=False)[0]
+    plain = generate_ids(tiny_qwen, [prompt], max_new_tokens=5, progress=False)[0]
+    assert got == expected[: len(got)]
+    assert got != plain  # a large steering vector changes the greedy reply
+
+
+def test_bad_directions_are_rejected(tiny_qwen):
+    with pytest.raises(ShapeError, match="width 64"):
+        with directional_ablation(tiny_qwen, torch.randn(65)):
+            pass
+    with pytest.raises(NonFiniteError):
+        with activation_addition(tiny_qwen, torch.full((64,), float("nan")), layer=0):
+            pass
+    with pytest.raises(ShapeError, match="zero"):
+        with directional_ablation(tiny_qwen, torch.zeros(64)):
+            pass

@@ -1,0 +1,111 @@
+import hashlib
+import os
+import time
+
+import pytest
+import torch
+
+from mechref.embedded import EmbeddedModel, assemble_gguf
+from mechref.errors import ChecksumError, ContextLengthError, ModelNotFoundError
+from mechref.models import load_model
+from mechref.testing import tiny_hf_model, tiny_tokenizer
+
+
+def test_tokenize_pads_left(tiny_qwen):
+    ids, mask = tiny_qwen.tokenize(["a", "a much longer prompt than the first"])
+    assert mask[0, 0] == 0 and mask[0, -1] == 1 and mask[1].all()
+    assert ids[0, 0] == tiny_qwen.tokenizer.pad_token_id
+
+
+def test_prompt_longer_than_context(tiny_qwen):
+    with pytest.raises(ContextLengthError, match="longer than the model's context of 256"):
+        tiny_qwen.tokenize(["word " * 400])
+
+
+def test_bridge_logits_equal_hf(tiny, prompts):
+    ids, mask = tiny.tokenize(tiny.chat.format_many(prompts))
+    bridge_logits = tiny.forward(ids, mask)
+    with torch.no_grad():
+        hf_logits = tiny.hf_model(input_ids=ids, attention_mask=mask,
+                                  position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).logits
+    real = mask.bool()
+    torch.testing.assert_close(bridge_logits[real], hf_logits[real], atol=1e-5, rtol=1e-5)
+
+
+def test_stop_at_layer_and_last_logits_only(tiny_qwen):
+    ids, mask = tiny_qwen.tokenize(["hello there", "hi"])
+    full = tiny_qwen.forward(ids, mask)
+    last = tiny_qwen.forward(ids, mask, last_logits_only=True)
+    assert last.shape[1] == 1
+    torch.testing.assert_close(last[:, -1], full[:, -1], atol=1e-5, rtol=1e-5)
+    resid = tiny_qwen.forward(ids, mask, stop_at_layer=1)
+    assert resid.shape == (2, ids.shape[1], tiny_qwen.d_model)
+
+
+def test_no_gradients_by_default(tiny_qwen):
+    ids, mask = tiny_qwen.tokenize(["hello"])
+    assert not tiny_qwen.forward(ids, mask).requires_grad
+
+
+def test_load_local_folder(tmp_path):
+    tokenizer = tiny_tokenizer("chatml")
+    hf = tiny_hf_model("qwen2", vocab_size=len(tokenizer))
+    hf.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    model = load_model(tmp_path / "m")
+    assert model.source.startswith("local:") and model.n_layers == 3
+    ids, mask = model.tokenize(["hello"])
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward(ids, mask), hf(input_ids=ids).logits)
+    bf16 = load_model(tmp_path / "m", dtype="bfloat16")
+    assert bf16.dtype == torch.bfloat16 and bf16.info()["dtype"] == "bfloat16"
+
+
+def test_unknown_model_lists_known_ones():
+    with pytest.raises(ModelNotFoundError, match="qwen2.5-coder-1.5b-instruct"):
+        load_model("no-such-model")
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="config.json"):
+        load_model(tmp_path)
+
+
+def test_hub_id_offline_fails_fast(monkeypatch):
+    start = time.perf_counter()
+    with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE"):
+        load_model("someone/some-model-that-is-not-cached")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(ModelNotFoundError, match="offline|not found|reach"):
+        load_model("someone/some-model-that-is-not-cached")
+    assert time.perf_counter() - start < 30
+
+
+def _fake_parts(root, contents):
+    for i, data in enumerate(contents, start=1):
+        package = root / f"mechref_fakepart{i}"
+        (package / "data").mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        (package / "data" / f"part{i:02d}.bin").write_bytes(data)
+
+
+def test_assembly_checks_sha256(tmp_path, monkeypatch):
+    _fake_parts(tmp_path, [b"abc", b"def"])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    good = hashlib.sha256(b"abcdef").hexdigest()
+    spec = dict(name="fake", upstream="x", licence="MIT", part_package="mechref_fakepart{i}", n_parts=2,
+                part_version="0", quantization="Q")
+    out = assemble_gguf(EmbeddedModel(**spec, gguf_sha256=good), tmp_path / "out" / "fake.gguf")
+    assert out.read_bytes() == b"abcdef"
+    target = tmp_path / "out" / "bad.gguf"
+    with pytest.raises(ChecksumError, match="reinstall"):
+        assemble_gguf(EmbeddedModel(**spec, gguf_sha256="0" * 64), target)
+    assert not target.exists()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["fake.gguf"]  # no temporary left behind
+
+
+def test_missing_parts_say_how_to_install():
+    model = EmbeddedModel(name="fake", upstream="x", licence="MIT", part_package="mechref_absent_part{i}", n_parts=2,
+                          part_version="0", gguf_sha256="0" * 64, quantization="Q")
+    with pytest.raises(ModelNotFoundError, match=r'pip install "mechref\[embedded\]"'):
+        model.part_files()

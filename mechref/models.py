@@ -61,6 +61,7 @@ class MechrefModel:
     chat: ChatFormatter
     name: str
     source: str
+    folder: str | None = None  # the local Hugging Face folder the weights came from, if any
     _grad_requested: bool = False
 
     # ----- shape and config -------------------------------------------------------------
@@ -242,8 +243,10 @@ def load_model(
     hf_model = AutoModelForCausalLM.from_pretrained(
         folder, dtype=torch_dtype, attn_implementation="eager", trust_remote_code=trust_remote_code
     )
-    return wrap_hf_model(hf_model, tokenizer, name=name, source=source, device=device,
-                         system_prompt=system_prompt, chat_template=chat_template)
+    model = wrap_hf_model(hf_model, tokenizer, name=name, source=source, device=device,
+                          system_prompt=system_prompt, chat_template=chat_template)
+    model.folder = folder
+    return model
 
 
 def wrap_hf_model(

@@ -1,0 +1,109 @@
+"""Weight orthogonalization: a permanent edit that stops a model from writing a direction.
+
+Every matrix that writes to the residual stream (token embedding, attention output projections,
+MLP output projections, and their biases) is projected so that its output has no component along
+``r``: ``W <- W - r r^T W`` (Arditi et al. 2024, section 4.1). The edited model behaves as the
+hook-based :func:`~mechref.interventions.directional_ablation`, without any hooks, and can be
+saved as an ordinary Hugging Face folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from mechref import __version__
+from mechref.directions import unit
+from mechref.errors import MechrefError
+from mechref.io import atomic_path
+from mechref.models import MechrefModel
+
+
+def writer_module_names(model: MechrefModel) -> list[str]:
+    """Names (in the Hugging Face model) of the linear layers that write to the residual stream."""
+    names = {id(module): name for name, module in model.hf_model.named_modules()}
+    found = []
+    for block in model.bridge.blocks:
+        for part, attr in (("attn", "o"), ("mlp", "out")):
+            wrapper = getattr(getattr(block, part), attr)
+            module = getattr(wrapper, "original_component", wrapper)
+            if id(module) not in names:
+                raise MechrefError(f"cannot locate the {part} output projection of {type(model.hf_model).__name__} for orthogonalization")
+            found.append(names[id(module)])
+    return found
+
+
+@torch.no_grad()
+def orthogonalize_weights(hf_model: torch.nn.Module, direction: Float[Tensor, "d_model"], writer_names: list[str]) -> torch.nn.Module:
+    """Edit ``hf_model`` in place so that nothing it writes to the residual stream has a component along ``direction``."""
+    embedding = hf_model.get_input_embeddings()
+    d_model = embedding.weight.shape[1]
+    r = unit(direction, d_model).double()
+    output = hf_model.get_output_embeddings()
+    if output is not None and output.weight is embedding.weight:
+        # Tied embeddings: the unembedding must keep reading the original vectors.
+        output.weight = torch.nn.Parameter(embedding.weight.detach().clone(), requires_grad=False)
+        hf_model.config.tie_word_embeddings = False
+        if hasattr(hf_model, "_tied_weights_keys"):
+            hf_model._tied_weights_keys = {} if isinstance(hf_model._tied_weights_keys, dict) else []
+    weight = embedding.weight
+    weight.copy_((weight.double() - (weight.double() @ r).unsqueeze(1) * r).to(weight.dtype))
+    modules = dict(hf_model.named_modules())
+    for name in writer_names:
+        linear = modules[name]
+        w = linear.weight.double()  # [d_model, d_in]
+        linear.weight.copy_((w - torch.outer(r, r @ w)).to(linear.weight.dtype))
+        if getattr(linear, "bias", None) is not None:
+            b = linear.bias.double()
+            linear.bias.copy_((b - (b @ r) * r).to(linear.bias.dtype))
+    return hf_model
+
+
+def export_orthogonalized(
+    model: MechrefModel, direction: Float[Tensor, "d_model"], out_dir: str | Path, *, provenance: dict | None = None,
+) -> Path:
+    """Save an orthogonalized copy of ``model`` as a Hugging Face folder that loads without mechref.
+
+    The edit is applied to a fresh plain ``transformers`` model loaded from the model's folder
+    (the bridge's own modules hold shared tensors that ``save_pretrained`` refuses), in float32.
+    """
+    from transformers import AutoModelForCausalLM
+
+    if not model.folder:
+        raise MechrefError("this model was not loaded from a folder, so there are no weights to export; load it with load_model(path)")
+    names = writer_module_names(model)
+    plain = AutoModelForCausalLM.from_pretrained(model.folder, dtype=torch.float32)
+    orthogonalize_weights(plain, direction, names)
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        plain.save_pretrained(tmp)
+        model.tokenizer.save_pretrained(tmp)
+        info = {"mechref_version": __version__, "base_model": model.name, "base_source": model.source,
+                "edited_modules": ["embedding", *names], **(provenance or {})}
+        (tmp / "mechref_edit.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+        (tmp / "README.md").write_text(_model_card(info), encoding="utf-8")
+    return out_dir
+
+
+def _model_card(info: dict) -> str:
+    lines = [
+        f"# {info['base_model']}, refusal direction removed",
+        "",
+        "This model is a copy of the base model whose weights were orthogonalized against one direction "
+        "of its residual stream with mechref (Arditi et al. 2024, 'Refusal in Language Models Is Mediated "
+        "by a Single Direction'): the token embedding and every attention and MLP output projection were "
+        "projected so that the model can no longer write that direction. It was made for research on "
+        "refusal; it will comply with requests its base model refuses, including harmful ones.",
+        "",
+        f"- base model: `{info['base_model']}` ({info['base_source']})",
+    ]
+    for key in ("layer", "position", "bypass_score", "induce_score", "kl", "harmful_train", "harmless_train", "n_train"):
+        if key in info:
+            lines.append(f"- {key.replace('_', ' ')}: `{info[key]}`")
+    lines += [f"- made with mechref {info['mechref_version']}", "",
+              "Load it with `transformers.AutoModelForCausalLM.from_pretrained(<this folder>)`.", ""]
+    return "\n".join(lines)

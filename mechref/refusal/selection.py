@@ -1,0 +1,205 @@
+"""Selecting the refusal direction among the candidates (Arditi et al. 2024, appendix C).
+
+Each candidate ``r`` at (position, layer) gets three scores on the validation prompts:
+
+* **bypass**: mean refusal score of the harmful prompts with ``r`` ablated everywhere (lower is better);
+* **induce**: mean refusal score of the harmless prompts with ``r`` added at its layer;
+* **KL**: mean KL divergence of the harmless prompts' last-position distribution under ablation.
+
+Candidates in the last 20% of layers, with induce <= 0, or with KL > 0.1 are discarded; the one
+with the lowest bypass score is chosen.
+
+``mode="exhaustive"`` scores every candidate: 3 passes over the validation sets each, which on a
+CPU takes most of an hour for a 1.5B model. ``mode="fast"`` (the default) skips the layers the
+filter would discard anyway, ranks the rest by a bypass score measured on a few validation
+prompts only (a cheap proxy), and gives the full three scores to the best ``top_k`` by that
+proxy, widening to the next ``top_k`` only if all of them are filtered out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from mechref.errors import MechrefError
+from mechref.interventions import activation_addition, directional_ablation
+from mechref.models import MechrefModel
+from mechref.refusal.candidates import CandidateDirections
+from mechref.scoring import kl_divergence, last_token_logits, refusal_score_from_logits
+
+
+@dataclass
+class SelectionSettings:
+    """How candidates are scored and filtered (defaults follow the paper)."""
+
+    mode: Literal["fast", "exhaustive"] = "fast"
+    kl_threshold: float = 0.1
+    induce_threshold: float = 0.0
+    prune_layer_fraction: float = 0.2
+    proxy_prompts: int = 8
+    top_k: int = 8
+    batch_size: int = 32
+
+    def __post_init__(self):
+        if self.mode not in ("fast", "exhaustive"):
+            raise ValueError(f"mode must be 'fast' or 'exhaustive', got {self.mode!r}")
+
+
+@dataclass
+class CandidateScores:
+    position: int
+    layer: int
+    bypass: float | None = None
+    induce: float | None = None
+    kl: float | None = None
+    proxy_bypass: float | None = None
+    filtered_by: list[str] = field(default_factory=list)
+
+    @property
+    def evaluated(self) -> bool:
+        return self.bypass is not None
+
+    @property
+    def kept(self) -> bool:
+        return self.evaluated and not self.filtered_by
+
+
+@dataclass
+class SelectionResult:
+    """The chosen candidate, every candidate's scores, and what the search cost."""
+
+    position: int
+    layer: int
+    direction: torch.Tensor
+    scores: list[CandidateScores]
+    baseline_harmful: float
+    baseline_harmless: float
+    n_forward_passes: int
+    n_prompt_passes: int
+    settings: SelectionSettings
+
+    @property
+    def chosen(self) -> CandidateScores:
+        return next(s for s in self.scores if (s.position, s.layer) == (self.position, self.layer))
+
+    def to_dict(self) -> dict:
+        return {
+            "position": self.position, "layer": self.layer, "bypass_score": self.chosen.bypass,
+            "induce_score": self.chosen.induce, "kl": self.chosen.kl,
+            "baseline_refusal_score": {"harmful_val": self.baseline_harmful, "harmless_val": self.baseline_harmless},
+            "n_forward_passes": self.n_forward_passes, "n_prompt_passes": self.n_prompt_passes,
+            "settings": asdict(self.settings), "scores": [asdict(s) for s in self.scores],
+        }
+
+
+class AllCandidatesFilteredError(MechrefError):
+    """Every candidate was discarded by a filter; ``scores`` holds the full table."""
+
+    def __init__(self, scores: list[CandidateScores], settings: SelectionSettings):
+        self.scores = scores
+        lines = [f"{'pos':>4} {'layer':>5} {'bypass':>8} {'induce':>8} {'kl':>8}  removed by"]
+        for s in scores:
+            fmt = lambda v: f"{v:8.3f}" if v is not None else f"{'-':>8}"
+            lines.append(f"{s.position:>4} {s.layer:>5} {fmt(s.bypass)} {fmt(s.induce)} {fmt(s.kl)}  {', '.join(s.filtered_by) or '-'}")
+        super().__init__(
+            "every candidate direction was filtered out (thresholds: KL <= "
+            f"{settings.kl_threshold}, induce > {settings.induce_threshold}, layers before the last "
+            f"{settings.prune_layer_fraction:.0%}). Loosen a threshold (e.g. --kl-threshold) or check the refusal "
+            "tokens. Full table:\n" + "\n".join(lines)
+        )
+
+
+class _Scorer:
+    """Runs the scoring passes and counts them."""
+
+    def __init__(self, model, refusal_tokens, batch_size):
+        self.model, self.tokens, self.batch_size = model, list(refusal_tokens), batch_size
+        self.n_forward_passes = 0
+        self.n_prompt_passes = 0
+
+    def logits(self, prompts: Sequence[str]) -> torch.Tensor:
+        self.n_forward_passes += math.ceil(len(prompts) / self.batch_size)
+        self.n_prompt_passes += len(prompts)
+        return last_token_logits(self.model, prompts, batch_size=self.batch_size, progress=False)
+
+    def score(self, prompts: Sequence[str]) -> float:
+        return float(refusal_score_from_logits(self.logits(prompts), self.tokens).mean())
+
+
+def select_direction(
+    model: MechrefModel,
+    candidates: CandidateDirections,
+    harmful_val: Sequence[str],
+    harmless_val: Sequence[str],
+    refusal_tokens: Sequence[int],
+    settings: SelectionSettings | None = None,
+    *,
+    progress: bool = True,
+) -> SelectionResult:
+    """Score the candidates and return the chosen direction (raises :class:`AllCandidatesFilteredError`)."""
+    settings = settings or SelectionSettings()
+    harmful_val, harmless_val = list(harmful_val), list(harmless_val)
+    scorer = _Scorer(model, refusal_tokens, settings.batch_size)
+    baseline_harmful = scorer.score(harmful_val)
+    baseline_logits = scorer.logits(harmless_val)
+    baseline_harmless = float(refusal_score_from_logits(baseline_logits, refusal_tokens).mean())
+
+    cutoff = int(candidates.n_layers * (1.0 - settings.prune_layer_fraction))
+    table = {(p, l): CandidateScores(p, l) for p in candidates.positions for l in range(candidates.n_layers)}
+
+    def full_scores(keys):
+        bar = tqdm(keys, desc="scoring candidates", unit="cand", disable=not progress, leave=False)
+        for key in bar:
+            entry = table[key]
+            direction = candidates.get(*key)
+            with directional_ablation(model, direction):
+                entry.bypass = scorer.score(harmful_val)
+                entry.kl = float(kl_divergence(baseline_logits, scorer.logits(harmless_val)).mean())
+            with activation_addition(model, direction, entry.layer, 1.0):
+                entry.induce = scorer.score(harmless_val)
+            entry.filtered_by = _filters(entry, settings, cutoff)
+            bar.set_postfix(bypass=f"{entry.bypass:.2f}")
+
+    if settings.mode == "exhaustive":
+        full_scores(list(table))
+    else:
+        eligible = [k for k in table if k[1] < cutoff]
+        for key in table:
+            if key[1] >= cutoff:
+                table[key].filtered_by = ["last layers (not scored)"]
+        subset = harmful_val[: settings.proxy_prompts]
+        for key in tqdm(eligible, desc="proxy bypass", unit="cand", disable=not progress, leave=False):
+            with directional_ablation(model, candidates.get(*key)):
+                table[key].proxy_bypass = scorer.score(subset)
+        ranked = sorted(eligible, key=lambda k: table[k].proxy_bypass)
+        for start in range(0, len(ranked), settings.top_k):
+            full_scores(ranked[start : start + settings.top_k])
+            if any(table[k].kept for k in ranked[: start + settings.top_k]):
+                break
+
+    kept = [s for s in table.values() if s.kept]
+    if not kept:
+        raise AllCandidatesFilteredError(list(table.values()), settings)
+    best = min(kept, key=lambda s: s.bypass)
+    return SelectionResult(
+        position=best.position, layer=best.layer, direction=candidates.get(best.position, best.layer),
+        scores=list(table.values()), baseline_harmful=baseline_harmful, baseline_harmless=baseline_harmless,
+        n_forward_passes=scorer.n_forward_passes, n_prompt_passes=scorer.n_prompt_passes, settings=settings,
+    )
+
+
+def _filters(entry: CandidateScores, settings: SelectionSettings, cutoff: int) -> list[str]:
+    reasons = []
+    if entry.layer >= cutoff:
+        reasons.append(f"layer >= {cutoff} (last {settings.prune_layer_fraction:.0%})")
+    if entry.induce is not None and not entry.induce > settings.induce_threshold:
+        reasons.append(f"induce <= {settings.induce_threshold}")
+    if entry.kl is not None and entry.kl > settings.kl_threshold:
+        reasons.append(f"KL > {settings.kl_threshold}")
+    if entry.bypass is not None and not math.isfinite(entry.bypass):
+        reasons.append("non-finite bypass")
+    return reasons

@@ -1,0 +1,63 @@
+"""Resumable runs: each stage of an analysis writes its artifacts with a manifest of the settings
+that produced them; a later run with the same settings loads them instead of recomputing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+from mechref import __version__
+from mechref.io import read_json, write_json
+
+logger = logging.getLogger(__name__)
+
+
+class Run:
+    """An output folder whose stages are skipped when their manifest matches.
+
+    >>> import tempfile
+    >>> run = Run(tempfile.mkdtemp())
+    >>> calls = []
+    >>> def compute(): calls.append(1); return {"x": 1}
+    >>> run.stage("demo", {"n": 3}, compute, save=lambda v, d: (d / "v.json").write_text(json.dumps(v)),
+    ...           load=lambda d: json.loads((d / "v.json").read_text()))
+    {'x': 1}
+    >>> run.stage("demo", {"n": 3}, compute, save=lambda v, d: None, load=lambda d: json.loads((d / "v.json").read_text()))
+    {'x': 1}
+    >>> len(calls)   # the second call was resumed from disk
+    1
+    """
+
+    def __init__(self, folder: str | Path, resume: bool = True):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.resume = resume
+        self.resumed: list[str] = []
+
+    def manifest_path(self, name: str) -> Path:
+        return self.folder / f"{name}.manifest.json"
+
+    def stage(self, name: str, settings: dict, compute: Callable[[], Any],
+              save: Callable[[Any, Path], None], load: Callable[[Path], Any]) -> Any:
+        """Return the stage's result: loaded when its manifest matches ``settings``, else computed and saved.
+
+        The manifest is written last, after the artifacts, so a stage interrupted half-way is
+        recomputed rather than half-loaded.
+        """
+        settings = json.loads(json.dumps(settings, default=str))
+        path = self.manifest_path(name)
+        if self.resume and path.is_file():
+            previous = read_json(path)
+            if previous.get("settings") == settings:
+                logger.info("resuming stage %s from %s", name, self.folder)
+                self.resumed.append(name)
+                return load(self.folder)
+            logger.info("settings of stage %s changed; recomputing", name)
+            path.unlink()
+        value = compute()
+        save(value, self.folder)
+        write_json(path, {"stage": name, "mechref_version": __version__, "settings": settings})
+        return value

@@ -29,6 +29,22 @@ def as_texts(model: "MechrefModel", prompts: Sequence[str], chat: bool = True, a
     return model.chat.format_many(prompts, assistant_prefix=assistant_prefix)
 
 
+def shared_prefix_length(token_lists: Sequence[Sequence[int]], keep: int = 1) -> int:
+    """Length of the token prefix common to every list, leaving at least ``keep`` tokens in each.
+
+    >>> shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]])
+    2
+    """
+    if not token_lists:
+        return 0
+    first = token_lists[0]
+    limit = min(len(t) for t in token_lists) - keep
+    n = 0
+    while n < limit and all(t[n] == first[n] for t in token_lists):
+        n += 1
+    return max(n, 0)
+
+
 @dataclass
 class Batch:
     indices: list[int]  # positions of these rows in the caller's prompt list
@@ -43,16 +59,40 @@ def iter_batches(
 
     Rows come out of order; each :class:`Batch` says which prompts it holds.
     """
+    token_lists = model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    yield from iter_token_batches(model, token_lists, batch_size, desc=desc, progress=progress)
+
+
+def iter_token_batches(
+    model: "MechrefModel", token_lists: Sequence[Sequence[int]], batch_size: int = 16, desc: str = "forward",
+    progress: bool = True, max_length: int | None = None,
+) -> Iterator[Batch]:
+    """:func:`iter_batches` for prompts that are already token ids."""
+    import torch
+
+    from mechref.errors import ContextLengthError
+
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    lengths = [len(ids) for ids in model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    limit = max_length or model.n_ctx
+    for i, ids in enumerate(token_lists):
+        if len(ids) > limit:
+            raise ContextLengthError(
+                f"prompt {i} is {len(ids)} tokens long, longer than the model's context of {limit} tokens; shorten it")
+    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    bar = tqdm(total=len(texts), desc=desc, unit="prompt", disable=not progress, leave=False)
+    pad = model.tokenizer.pad_token_id
+    bar = tqdm(total=len(token_lists), desc=desc, unit="prompt", disable=not progress, leave=False)
     try:
         for chunk in chunks:
-            input_ids, attention_mask = model.tokenize([texts[i] for i in chunk])
-            yield Batch(chunk, input_ids, attention_mask)
+            width = max(len(token_lists[i]) for i in chunk)
+            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):
+                ids = token_lists[i]
+                input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+                attention_mask[row, width - len(ids):] = 1
+            yield Batch(chunk, input_ids.to(model.device), attention_mask.to(model.device))
             bar.update(len(chunk))
     finally:
         bar.close()

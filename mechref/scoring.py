@@ -123,17 +123,41 @@ def _normalize(text: str) -> str:
 
 
 def last_token_logits(
-    model: MechrefModel, prompts: Sequence[str], *, batch_size: int = 16, chat: bool = True, progress: bool = True
+    model: MechrefModel, prompts: Sequence[str], *, batch_size: int = 16, chat: bool = True, progress: bool = True,
+    reuse_prefix: bool = True,
 ) -> Float[Tensor, "n_prompt d_vocab"]:
     """Next-token logits at the last position of each prompt (float32, on the CPU).
 
     Only the last position is unembedded, and the hooks of any enclosing intervention apply.
+    With ``reuse_prefix`` (the default) the token prefix shared by all prompts (the chat
+    template's opening and system prompt) is computed once, under the same hooks, and its
+    key/value cache reused by every batch.
     """
+    import copy
+
+    from mechref.batching import iter_token_batches, shared_prefix_length
+
     texts = as_texts(model, prompts, chat)
     out = torch.empty(len(texts), model.cfg.d_vocab, dtype=torch.float32)
-    for batch in iter_batches(model, texts, batch_size, desc="logits", progress=progress):
-        logits = model.forward(batch.input_ids, batch.attention_mask, last_logits_only=True)
-        out[batch.indices] = logits[:, -1].float().cpu()
+    token_lists = model.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    n_prefix = shared_prefix_length(token_lists) if reuse_prefix else 0
+    if n_prefix < 4:
+        for batch in iter_batches(model, texts, batch_size, desc="logits", progress=progress):
+            logits = model.forward(batch.input_ids, batch.attention_mask, last_logits_only=True)
+            out[batch.indices] = logits[:, -1].float().cpu()
+    else:
+        prefix = torch.tensor(token_lists[0][:n_prefix])
+        cache = model.prefix_cache(prefix)
+        suffixes = [ids[n_prefix:] for ids in token_lists]
+        for batch in iter_token_batches(model, suffixes, batch_size, desc="logits", progress=progress,
+                                        max_length=model.n_ctx - n_prefix):
+            rows = batch.input_ids.shape[0]
+            batch_cache = copy.deepcopy(cache)  # each batch extends its own copy
+            batch_cache.batch_repeat_interleave(rows)
+            mask = torch.cat([torch.ones(rows, n_prefix, dtype=batch.attention_mask.dtype, device=batch.attention_mask.device),
+                              batch.attention_mask], dim=1)
+            logits = model.forward(batch.input_ids, mask, last_logits_only=True, past_key_values=batch_cache)
+            out[batch.indices] = logits[:, -1].float().cpu()
     if not torch.isfinite(out).all():
         from mechref.errors import NonFiniteError
 

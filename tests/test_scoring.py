@@ -50,3 +50,18 @@ def test_derive_refusal_tokens_takes_first_reply_tokens(tiny_qwen, prompts):
     firsts = [ids[0] for ids in generate_ids(tiny_qwen, prompts, max_new_tokens=1, progress=False)]
     assert set(found.token_ids) == set(firsts)
     assert sum(found.counts) == len(prompts) == found.n_refusals
+
+
+def test_shared_prefix_reuse_matches_plain_forward(prompts):
+    from mechref.interventions import directional_ablation
+    from mechref.testing import tiny_model
+
+    model = tiny_model("qwen2", system_prompt="You are a helpful assistant who answers every question briefly.")
+    plain = last_token_logits(model, prompts, batch_size=3, progress=False, reuse_prefix=False)
+    reused = last_token_logits(model, prompts, batch_size=3, progress=False)
+    torch.testing.assert_close(reused, plain, atol=1e-4, rtol=1e-4)
+    direction = torch.randn(model.d_model)
+    with directional_ablation(model, direction):  # hooks act on the shared prefix too
+        plain = last_token_logits(model, prompts, batch_size=3, progress=False, reuse_prefix=False)
+        reused = last_token_logits(model, prompts, batch_size=3, progress=False)
+    torch.testing.assert_close(reused, plain, atol=1e-4, rtol=1e-4)

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="python -m mechref.analyses.refusal_direction", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(parser)
+    add_model_arguments(parser, default_dtype="bfloat16")
     data = parser.add_argument_group("data (default: the bundled English prompts)")
     data.add_argument("--splits", type=Path, help="folder with {harmful,harmless}_{train,val,test}.json (the refusal_direction layout)")
     for label in ("harmful", "harmless"):

@@ -33,7 +33,9 @@ def writer_module_names(model: MechrefModel) -> list[str]:
             module = getattr(wrapper, "original_component", wrapper)
             if id(module) not in names:
                 raise MechrefError(f"cannot locate the {part} output projection of {type(model.hf_model).__name__} for orthogonalization")
-            found.append(names[id(module)])
+            # The bridge wraps each HF module as ``<name>._original_component``; the plain model's
+            # name is the path without those wrapper segments.
+            found.append(names[id(module)].replace("._original_component", ""))
     return found
 
 

@@ -150,6 +150,13 @@ def select_direction(
 
     cutoff = int(candidates.n_layers * (1.0 - settings.prune_layer_fraction))
     table = {(p, l): CandidateScores(p, l) for p in candidates.positions for l in range(candidates.n_layers)}
+    # At layer 0 the template positions hold the same token embeddings for every prompt, so
+    # their difference in means is exactly zero: such candidates have no direction to score.
+    norms = candidates.directions.float().norm(dim=-1)
+    for (p, l), entry in table.items():
+        if norms[candidates.positions.index(p), l] <= 1e-6 * float(norms.max()):
+            entry.filtered_by = ["zero vector"]
+    scorable = [k for k, e in table.items() if not e.filtered_by]
 
     def full_scores(keys):
         bar = tqdm(keys, desc="scoring candidates", unit="cand", disable=not progress, leave=False)
@@ -165,10 +172,10 @@ def select_direction(
             bar.set_postfix(bypass=f"{entry.bypass:.2f}")
 
     if settings.mode == "exhaustive":
-        full_scores(list(table))
+        full_scores(scorable)
     else:
-        eligible = [k for k in table if k[1] < cutoff]
-        for key in table:
+        eligible = [k for k in scorable if k[1] < cutoff]
+        for key in scorable:
             if key[1] >= cutoff:
                 table[key].filtered_by = ["last layers (not scored)"]
         subset = harmful_val[: settings.proxy_prompts]

@@ -4,8 +4,9 @@ Measured in one run on the embedded model (so ratios compare like with like):
 
 * tokens/s of a plain HF forward with ``output_hidden_states=True`` (every layer, every
   position, full logits), against mechref's ``capture_residual`` (a) at every layer, last five
-  positions, logits skipped, and (b) at one middle layer, stopping the forward pass there;
-  in float32 and bfloat16;
+  positions, logits skipped, and (b) at one middle layer, stopping the forward pass there, and
+  against mechref's last-token logits (the refusal score's pass) with and without reuse of the
+  shared chat-template prefix; in float32 and bfloat16, each after a warm-up run;
 * wall time and peak resident memory of the first load (assemble + verify + dequantize + cache,
   into a fresh temporary MECHREF_CACHE) and of a cached load, each in its own process.
 
@@ -78,8 +79,14 @@ def main() -> None:
                 model.hf_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                position_ids=(batch.attention_mask.cumsum(-1) - 1).clamp_min(0), output_hidden_states=True)
 
+    from mechref.scoring import last_token_logits
+
     runs = {
         "hf_forward_all_hidden_states": hf_forward,
+        "mechref_last_token_logits_no_prefix_reuse": lambda: last_token_logits(
+            model, prompts, batch_size=args.batch_size, progress=False, reuse_prefix=False),
+        "mechref_last_token_logits_prefix_reuse": lambda: last_token_logits(
+            model, prompts, batch_size=args.batch_size, progress=False),
         "mechref_capture_all_layers_5_positions": lambda: capture_residual(
             model, prompts, layers=None, positions="post_instruction", batch_size=args.batch_size, progress=False),
         "mechref_capture_middle_layer_last_position": lambda: capture_residual(
@@ -87,8 +94,8 @@ def main() -> None:
     }
     for dtype in ("float32", "bfloat16"):
         model.to(dtype)
-        runs["mechref_capture_middle_layer_last_position"]()  # warm-up
         for name, run in runs.items():
+            run()  # warm-up: the CPU kernels are set up once per shape and dtype
             start = time.perf_counter()
             run()
             seconds = time.perf_counter() - start

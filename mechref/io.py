@@ -42,6 +42,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield target_tmp
         if not target_tmp.exists():
             raise FileNotFoundError(f"nothing was written to {target_tmp} for {path}")
+        if target_tmp.is_file():
+            # Temporary files may be created private (0600); give the artifact normal permissions.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(target_tmp, 0o666 & ~umask)
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(target_tmp, path)

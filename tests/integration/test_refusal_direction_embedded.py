@@ -1,0 +1,25 @@
+"""The refusal-direction analysis end to end on the embedded model, at a reduced setting."""
+
+import json
+
+from mechref.analyses.refusal_direction import main
+
+
+def test_refusal_direction_cli_on_embedded_model(tmp_path):
+    out = tmp_path / "run"
+    argv = ["--n-train", "32", "--n-val", "16", "--n-test", "8", "--max-new-tokens", "24", "--top-k", "4",
+            "--out", str(out), "--static"]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rates = summary["refusal_rate"]
+    assert summary["kl"] <= 0.1 and summary["induce_score"] > 0
+    assert summary["layer"] < int(0.8 * 28)
+    assert rates["harmful_baseline"] >= 0.75
+    assert rates["harmful_ablation"] <= 0.25
+    assert rates["harmless_actadd"] >= 0.5
+    assert summary["n_prompt_passes_selection"] > 0
+    # A second run with the same settings resumes every stage.
+    assert main(argv) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert {"candidates", "selection", "eval_harmful_ablation"} <= set(again["resumed_stages"])
+    assert again["refusal_rate"] == rates

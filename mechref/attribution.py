@@ -162,3 +162,39 @@ def direct_feature_attribution(
                 mlp[rows, l] = (grabbed[f"mlp{l}"] @ r64).cpu()
     attn_bias = torch.tensor(biases, dtype=torch.float64).expand(n, layer).clone()
     return Attribution(layer=layer, position=position, embed=embed, heads=heads, attn_bias=attn_bias, mlp=mlp, projection=projection)
+
+
+def head_outputs(
+    model: MechrefModel,
+    prompts: Sequence[str],
+    layer: int,
+    *,
+    position: int = -1,
+    batch_size: int = 16,
+    chat: bool = True,
+    progress: bool = True,
+) -> Float[Tensor, "n_prompt n_head d_model"]:
+    """What each attention head of ``layer`` writes to the residual stream at ``position``.
+
+    Computed from the heads' mixed values and their slices of the output projection
+    (``z_h @ W_O[h]``), without materializing ``[batch, pos, head, d_model]`` for every position.
+    The attention output bias, if any, is not included.
+    """
+    (position,) = normalize_positions(model, position)
+    texts = as_texts(model, prompts, chat)
+    weight = _o_proj(model, layer).weight.detach()  # [d_model, n_head * d_head]
+    w_heads = weight.T.reshape(model.n_heads, model.d_head, model.d_model)
+    out = torch.empty(len(texts), model.n_heads, model.d_model, dtype=torch.float32)
+    grabbed: dict[str, Tensor] = {}
+
+    def grab(z: Tensor, hook=None) -> Tensor:
+        grabbed["z"] = z[:, z.shape[1] + position].detach()
+        return z
+
+    with model.hooks([(f"blocks.{layer}.attn.o.hook_in", grab)]):
+        for batch in iter_batches(model, texts, batch_size, desc="head outputs", progress=progress):
+            model.forward(batch.input_ids, batch.attention_mask, stop_at_layer=layer + 1 if layer + 1 < model.n_layers else None,
+                          last_logits_only=True)
+            z = grabbed["z"].view(len(batch.indices), model.n_heads, model.d_head)
+            out[batch.indices] = torch.einsum("bhd,hdm->bhm", z, w_heads.to(z.dtype)).float().cpu()
+    return out

@@ -54,3 +54,13 @@ def test_top_heads_are_sorted(tiny_qwen, prompts):
     values = [v for _, _, v in top]
     assert values == sorted(values, reverse=True)
     assert top[0][2] == pytest.approx(float(attr.heads.mean(0).max()))
+
+
+def test_head_outputs_sum_to_attention_output(tiny, prompts):
+    from mechref.attribution import head_outputs
+
+    per_head = head_outputs(tiny, prompts, layer=1, progress=False)
+    assert per_head.shape == (len(prompts), tiny.n_heads, tiny.d_model)
+    mid = capture_residual(tiny, prompts, layers=[1], positions=-1, kind="resid_mid", progress=False)[:, 0, 0]
+    pre = capture_residual(tiny, prompts, layers=[1], positions=-1, kind="resid_pre", progress=False)[:, 0, 0]
+    torch.testing.assert_close(per_head.sum(1), (mid - pre).float(), atol=1e-4, rtol=1e-4)

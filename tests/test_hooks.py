@@ -61,3 +61,12 @@ def test_attention_capture(tiny, prompts):
         cache = full_cache(tiny, tiny.chat.format(prompt))
         expected = cache["blocks.2.attn.hook_pattern"][0, 3, -2:]
         torch.testing.assert_close(pattern[1], expected.float(), atol=1e-5, rtol=1e-5)
+
+
+def test_empty_or_malformed_prompt_lists(tiny_qwen):
+    from mechref.errors import DataFormatError
+
+    with pytest.raises(DataFormatError, match="empty"):
+        capture_residual(tiny_qwen, [], progress=False)
+    with pytest.raises(DataFormatError, match="prompt 1"):
+        capture_residual(tiny_qwen, ["ok", "  "], progress=False)

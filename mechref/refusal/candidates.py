@@ -21,6 +21,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from mechref import __version__
 from mechref.hooks import capture_residual
 from mechref.io import fingerprint, read_json, read_tensors, write_json, write_tensors
 from mechref.models import MechrefModel
@@ -80,7 +81,7 @@ def extract_candidates(
     pos = model.chat.post_instruction_positions if positions == "post_instruction" else list(positions)
     directions = (means["harmful"] - means["harmless"]).float()
     manifest = {
-        "model": model.name, "source": model.source, "dtype": str(model.dtype).removeprefix("torch."),
+        "mechref_version": __version__, "model": model.name, "source": model.source, "dtype": str(model.dtype).removeprefix("torch."),
         "n_harmful": len(harmful), "n_harmless": len(harmless),
         "harmful_fingerprint": fingerprint(list(harmful)), "harmless_fingerprint": fingerprint(list(harmless)),
     }

@@ -44,7 +44,9 @@ def main() -> None:
     verdicts = SubstringJudge().judge_many(replies)
     result = {"folder": str(args.folder), "prompts": str(args.prompts), "n": len(prompts), "dtype": args.dtype,
               "refusal_rate": sum(verdicts) / len(verdicts), "seconds": round(time.perf_counter() - start, 1),
-              "examples": [{"prompt": p, "reply": r, "refusal": v} for p, r, v in list(zip(prompts, replies, verdicts))[:5]]}
+              # Prompts are referred to by index: the dataset stays where it is, out of this repository.
+              "complied_prompt_indices": [i for i, v in enumerate(verdicts) if not v],
+              "refused_prompt_indices": [i for i, v in enumerate(verdicts) if v]}
     print(json.dumps(result, indent=2, ensure_ascii=False))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

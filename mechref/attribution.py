@@ -32,7 +32,7 @@ from torch import Tensor
 
 from mechref.batching import as_texts, iter_batches
 from mechref.directions import unit
-from mechref.hooks import normalize_positions, resid_hook_name
+from mechref.hooks import normalize_positions, resid_hook_name, stop_layer_for
 from mechref.models import MechrefModel
 
 
@@ -146,7 +146,7 @@ def direct_feature_attribution(
         hooks += [(f"blocks.{l}.attn.o.hook_in", grab(f"z{l}")), (f"blocks.{l}.hook_mlp_out", grab(f"mlp{l}"))]
     final = resid_hook_name(layer, "resid_pre") if layer < n_layers else resid_hook_name(n_layers - 1, "resid_post")
     hooks.append((final, grab("final")))
-    stop = layer + 1 if layer + 1 < n_layers else None
+    stop = stop_layer_for(model, min(layer, n_layers - 1))
 
     r64 = r.double().to(model.device)
     with model.hooks(hooks):
@@ -193,8 +193,7 @@ def head_outputs(
 
     with model.hooks([(f"blocks.{layer}.attn.o.hook_in", grab)]):
         for batch in iter_batches(model, texts, batch_size, desc="head outputs", progress=progress):
-            model.forward(batch.input_ids, batch.attention_mask, stop_at_layer=layer + 1 if layer + 1 < model.n_layers else None,
-                          last_logits_only=True)
+            model.forward(batch.input_ids, batch.attention_mask, stop_at_layer=stop_layer_for(model, layer), last_logits_only=True)
             z = grabbed["z"].view(len(batch.indices), model.n_heads, model.d_head)
             out[batch.indices] = torch.einsum("bhd,hdm->bhm", z, w_heads.to(z.dtype)).float().cpu()
     return out

@@ -69,7 +69,7 @@ def normalize_positions(model: MechrefModel, positions: Sequence[int] | int | st
     return positions
 
 
-def stop_layer_for(model: MechrefModel, max_layer: int, kind: str = "resid_post") -> int | None:
+def stop_layer_for(model: MechrefModel, max_layer: int) -> int | None:
     """The ``stop_at_layer`` that still runs block ``max_layer`` (None when every block is needed)."""
     stop = max_layer + 1
     return stop if stop < model.n_layers else None

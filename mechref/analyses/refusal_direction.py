@@ -106,7 +106,7 @@ def run(args) -> int:
     import torch
 
     from mechref.cli import load_from_args
-    from mechref.data import filter_by_refusal_score
+    from mechref.data import PromptSet, filter_by_refusal_score
     from mechref.io import read_json, read_tensors, write_json, write_tensors
     from mechref.plotting import save_figure
     from mechref.refusal.candidates import CandidateDirections, extract_candidates
@@ -165,7 +165,7 @@ def run(args) -> int:
         for key, instructions in filtered.items():
             label, split = key.split("_")
             before = len(sets[(label, split)])
-            sets[(label, split)] = sets[(label, split)].__class__(instructions, label, split, source=sets[(label, split)].source)
+            sets[(label, split)] = PromptSet(instructions, label, split, source=sets[(label, split)].source)
             print(f"      {key}: kept {len(instructions)} of {before}")
     lap("filter")
     fp = {f"{l}_{s}": p.fingerprint() for (l, s), p in sets.items()}

@@ -89,6 +89,10 @@ class ChatFormatter:
         end = next((i for i, (s, e) in enumerate(offsets) if s >= char_end), len(offsets))
         return start, end
 
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span ``(start, end)`` of every token of ``text`` (no special tokens added)."""
+        return self._offsets(text)
+
     # ----- derivation ------------------------------------------------------------------
     def _offsets(self, text: str) -> list[tuple[int, int]]:
         try:

@@ -10,6 +10,8 @@ from typing import Sequence
 
 ANALYSES = {
     "quickstart": "load, chat, capture a refusal direction, ablate and add it (a few minutes on CPU)",
+    "refusal_direction": "find, select, test and remove the refusal direction (Arditi et al. 2024)",
+    "suffix_hijack": "how an adversarial suffix suppresses the refusal direction by moving attention",
 }
 
 

@@ -106,3 +106,11 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return obj.item()
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def read_tensor_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata stored in a safetensors file's header (empty if none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return dict(handle.metadata() or {})

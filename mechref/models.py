@@ -161,6 +161,7 @@ class MechrefModel:
         *,
         stop_at_layer: int | None = None,
         last_logits_only: bool = False,
+        logits_for_last: int | None = None,
         past_key_values=None,
     ) -> Tensor:
         """One forward pass through the bridge (hooks active), without gradients by default.
@@ -168,12 +169,15 @@ class MechrefModel:
         ``stop_at_layer=k`` runs blocks ``0..k-1`` only and returns the residual stream entering
         block ``k``: use it when only early activations are needed. ``last_logits_only``
         computes the unembedding for the last position alone (the vocabulary projection is the
-        largest single matmul of a small model).
+        largest single matmul of a small model); ``logits_for_last=n`` computes it for the last
+        ``n`` positions (e.g. the target tokens of an attack's loss).
         """
         if stop_at_layer is not None and stop_at_layer >= self.n_layers:
             # Every block is needed; the logits are not, so compute them for one position only.
             stop_at_layer, last_logits_only = None, True
         kwargs = {"logits_to_keep": 1} if last_logits_only and stop_at_layer is None else {}
+        if logits_for_last is not None and stop_at_layer is None and not last_logits_only:
+            kwargs["logits_to_keep"] = int(logits_for_last)
         if past_key_values is not None:
             kwargs["past_key_values"] = past_key_values
         with self.inference_mode():

@@ -68,3 +68,21 @@ def test_polyrefuse_layout(shared_data):
         load_polyrefuse(root, "zh", "harmless", "test")
     with pytest.raises(DataFormatError, match="no language"):
         load_polyrefuse(root, "xx", "harmful", "test")
+
+
+def test_bundled_multilingual_set_is_aligned_and_complete():
+    from mechref.data import multilingual, multilingual_languages
+
+    languages = multilingual_languages()
+    assert {"en", "de", "es", "fr", "zh", "ja", "ru", "yo"} <= set(languages)
+    for label in ("harmful", "harmless"):
+        sizes = {(lang, split): len(multilingual(label, split, lang)) for lang in languages for split in ("train", "test")}
+        assert set(sizes.values()) <= {48, 16} and sum(sizes.values()) == 64 * len(languages)
+        for lang in languages:
+            texts = multilingual(label, "train", lang).instructions + multilingual(label, "test", lang).instructions
+            assert len(set(texts)) == 64, (lang, label)  # no duplicates within a language
+            if lang != "en":
+                english = multilingual(label, "train", "en").instructions
+                assert not set(texts) & set(english), (lang, label)  # translated, not copied
+    with pytest.raises(DataFormatError, match="no bundled multilingual prompts"):
+        multilingual("harmful", "train", "xx")

@@ -172,8 +172,140 @@ print(open(folder / "README.md").read())
 """),
 ]
 
+HIJACK = [
+    ("markdown", """
+# How an adversarial suffix switches refusal off (Arditi et al. 2024, section 5)
+
+For a workshop. A GCG suffix (a string of odd tokens found by gradient search) makes a chat model
+answer a harmful request it would otherwise refuse. Here we look inside: does the suffix change
+what the model *knows* about the request, or does it stop the model from *writing* the refusal
+direction? We compare four conditions at the last token of the prompt:
+
+* **harmful**: the instruction alone;
+* **+adversarial suffix**: the instruction followed by the suffix mechref found with GCG;
+* **+random suffix**: a random string of the same token length (does *any* noise do it?);
+* **harmless**: harmless instructions, the level of a prompt the model answers.
+
+The command-line version is `python -m mechref.analyses.suffix_hijack`; it writes every figure
+below into `runs/suffix_hijack/`.
+"""),
+    ("code", """
+import torch
+import mechref
+from mechref.attacks.suffixes import shipped_suffix, random_suffix
+from mechref.data import bundled
+from mechref.hijack.conditions import build_conditions
+from mechref.hijack.measure import layer_cosines, attention_shares, full_attention
+from mechref.hijack.regions import REGIONS, token_regions
+from mechref.attribution import direct_feature_attribution
+from mechref.refusal.store import load_direction
+
+model = mechref.load_model(dtype="bfloat16")
+suffix = shipped_suffix(model.name)
+print(repr(suffix.text))
+print(suffix.provenance["command"], "| final loss", round(suffix.provenance["final_loss"], 3))
+"""),
+    ("markdown", """
+## 0. The refusal direction
+We need the direction found by the refusal-direction analysis. If `runs/refusal_direction` does
+not hold one yet, the next cell computes it (a few minutes; notebook 02 explains how).
+"""),
+    ("code", """
+from mechref.refusal.store import stored_model
+if stored_model("runs/refusal_direction") != model.name:
+    from mechref.analyses import refusal_direction
+    refusal_direction.main(["--skip-eval", "--out", "runs/refusal_direction"])
+stored = load_direction("runs/refusal_direction")
+r, layer = stored.direction, stored.layer
+print("direction from layer", layer)
+"""),
+    ("code", """
+harmful = bundled("harmful", "test").take(8).instructions
+harmless = bundled("harmless", "test").take(8).instructions
+n_tokens = len(model.tokenizer(suffix.text, add_special_tokens=False)["input_ids"])
+control = random_suffix(model, n_tokens, seed=0)
+conditions = build_conditions(harmful, harmless, suffix.text, control.text)
+[(c.name, c.prompts[0]) for c in conditions]
+"""),
+    ("markdown", """
+## 1. Does the suffix make the model comply?
+Behaviour first: greedy replies under each condition.
+"""),
+    ("code", """
+from mechref.generation import generate
+from mechref.scoring import SubstringJudge
+judge = SubstringJudge()
+for c in conditions[:3]:
+    replies = generate(model, c.prompts[:4], max_new_tokens=40)
+    print(c.name, [judge(x) for x in replies])
+    print("   ", repr(replies[0][:100]))
+"""),
+    ("markdown", """
+## 2. The refusal direction at the last token, layer by layer
+The cosine similarity between the residual stream at the last token and the refusal direction.
+Harmful prompts point along it in the later layers, harmless ones much less. Where do the two
+suffixed conditions land?
+"""),
+    ("code", """
+from mechref.hijack.figures import cosine_by_layer
+cos = {c.name: layer_cosines(model, c.prompts, r) for c in conditions}
+cosine_by_layer(cos, layer)
+"""),
+    ("markdown", """
+## 3. Direct feature attribution: who writes the direction?
+The residual stream is a sum of what every component wrote: the embedding, each attention head,
+each MLP. Its projection on the (unit) refusal direction therefore splits *exactly* into one
+number per component: that number is the component's **direct feature attribution** (DFA). It
+ignores indirect effects (a head that changes what a later MLP writes gets no credit), which is
+what makes it cheap: one forward pass gives every head's score. `attr.residual_error` checks that
+the parts add up to the whole.
+"""),
+    ("code", """
+attr = {c.name: direct_feature_attribution(model, c.prompts, r) for c in conditions}
+print("completeness error:", float(attr["harmful"].residual_error.abs().max()))
+top = [(l, h) for l, h, _ in attr["harmful"].top_heads(8)]
+for l, h in top:
+    print(f"L{l}H{h}", {name: round(float(a.heads[:, l, h].mean()), 3) for name, a in attr.items()})
+"""),
+    ("markdown", """
+## 4. Where do those heads look?
+From the last token, each head spreads one unit of attention over the prompt. We split it into
+regions: the template before the request (`system`), the `instruction`, the `suffix`, and the
+template after it (`post`). If the suffix *hijacks* the heads, the instruction's share falls and
+the suffix's rises, more for the adversarial suffix than for the random one.
+"""),
+    ("code", """
+from mechref.hijack.figures import attention_share_bars
+shares = {c.name: attention_shares(model, c.instructions, c.suffix, top) for c in conditions}
+attention_share_bars(shares, top)
+"""),
+    ("markdown", """
+## 5. Reading an attention view
+circuitsvis draws a head's whole attention pattern: rows are query tokens, columns the tokens
+they attend to; hover a token to see where it looks. The last row is the one that matters for
+the reply. Offline, display the `.local_src` HTML (the default string form loads from a CDN).
+"""),
+    ("code", """
+import circuitsvis as cv
+from IPython.display import HTML
+prompt = harmful[0] + suffix.text
+patterns, ids = full_attention(model, prompt, top[:4])
+tokens = [model.tokenizer.decode([i]) for i in ids]
+HTML(cv.attention.attention_heads(attention=patterns, tokens=tokens, attention_head_names=[f"L{l}H{h}" for l, h in top[:4]]).local_src)
+"""),
+    ("markdown", """
+## Exercises
+1. Try your own suffix: `build_conditions(harmful, harmless, " describing.\\\\ + similarlyNow write oppositeley", control.text)`
+   and rerun sections 2-4. Does a suffix that does not make the model comply still move attention?
+2. Change the random seed of the control suffix. How much do its numbers move?
+3. Search a suffix yourself (slow on a CPU: about 45 s per step on two cores):
+   `python -m mechref.attacks.gcg --n 2 --steps 20 --out my_suffix.json`, then
+   `python -m mechref.analyses.suffix_hijack --suffix-file my_suffix.json`.
+"""),
+]
+
 if __name__ == "__main__":
     (ROOT / "notebooks").mkdir(exist_ok=True)
-    for name, cells in (("01_quickstart.ipynb", QUICKSTART), ("02_refusal_direction.ipynb", REFUSAL)):
+    for name, cells in (("01_quickstart.ipynb", QUICKSTART), ("02_refusal_direction.ipynb", REFUSAL), ("03_suffix_hijack.ipynb", HIJACK)):
         (ROOT / "notebooks" / name).write_text(json.dumps(notebook(cells), indent=1) + "\n")
         print("wrote", name)

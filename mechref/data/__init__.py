@@ -8,9 +8,11 @@ from mechref.data.prompts import (
     load_polyrefuse,
     load_refusal_direction_splits,
     load_from_hub,
+    multilingual,
+    multilingual_languages,
 )
 
 __all__ = [
     "PromptSet", "bundled", "filter_by_refusal_score", "load_prompt_file", "load_polyrefuse",
-    "load_refusal_direction_splits", "load_from_hub",
+    "load_refusal_direction_splits", "load_from_hub", "multilingual", "multilingual_languages",
 ]

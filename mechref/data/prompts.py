@@ -113,6 +113,32 @@ def bundled(label: Label, split: Split, language: str = "en") -> PromptSet:
     )
 
 
+def multilingual_languages() -> list[str]:
+    """Languages of the bundled multilingual set (aligned by index across languages)."""
+    folder = resources.files("mechref.data") / "multilingual"
+    return sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def multilingual(label: Label, split: Literal["train", "test"], language: str) -> PromptSet:
+    """The bundled multilingual set: 64 harmful and 64 harmless instructions per language,
+    written for mechref, line ``id`` saying the same thing in every language (48 train, 16 test).
+
+    >>> de = multilingual("harmful", "test", "de")
+    >>> len(de), de.language, len(multilingual("harmless", "train", "yo"))
+    (16, 'de', 48)
+    """
+    if label not in LABELS or split not in ("train", "test"):
+        raise ValueError(f"label must be one of {LABELS} and split 'train' or 'test', got {label!r}, {split!r}")
+    path = resources.files("mechref.data") / "multilingual" / f"{language}.json"
+    if not path.is_file():
+        raise DataFormatError(f"no bundled multilingual prompts for language {language!r}; bundled: "
+                              f"{', '.join(multilingual_languages())} (PolyRefuse covers more: load_polyrefuse)")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    rows = _validate_rows(data[label][split], f"bundled multilingual/{language}.json [{label}][{split}]")
+    return PromptSet(instructions=[r["instruction"] for r in rows], label=label, split=split, language=language,
+                     source=f"mechref-multilingual:{language}")
+
+
 # ----- files --------------------------------------------------------------------------------
 def _validate_rows(rows, where: str, key: str = "instruction") -> list[dict]:
     if not isinstance(rows, list):

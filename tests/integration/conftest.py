@@ -22,3 +22,17 @@ def qwen():
     from mechref import load_model
 
     return load_model()  # the embedded default, float32
+
+
+# The reduced refusal-direction run, shared by its own test and by the suffix analysis.
+REDUCED_REFUSAL_ARGV = ["--n-train", "32", "--n-val", "16", "--n-test", "8", "--max-new-tokens", "24", "--top-k", "4",
+                        "--static"]
+
+
+@pytest.fixture(scope="session")
+def refusal_run(tmp_path_factory):
+    from mechref.analyses.refusal_direction import main
+
+    out = tmp_path_factory.mktemp("refusal_direction") / "run"
+    assert main(REDUCED_REFUSAL_ARGV + ["--out", str(out)]) == 0
+    return out

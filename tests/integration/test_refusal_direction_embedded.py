@@ -4,13 +4,11 @@ import json
 
 from mechref.analyses.refusal_direction import main
 
+from .conftest import REDUCED_REFUSAL_ARGV
 
-def test_refusal_direction_cli_on_embedded_model(tmp_path):
-    out = tmp_path / "run"
-    argv = ["--n-train", "32", "--n-val", "16", "--n-test", "8", "--max-new-tokens", "24", "--top-k", "4",
-            "--out", str(out), "--static"]
-    assert main(argv) == 0
-    summary = json.loads((out / "summary.json").read_text())
+
+def test_refusal_direction_cli_on_embedded_model(refusal_run):
+    summary = json.loads((refusal_run / "summary.json").read_text())
     rates = summary["refusal_rate"]
     assert summary["kl"] <= 0.1 and summary["induce_score"] > 0
     assert summary["layer"] < int(0.8 * 28)
@@ -19,7 +17,7 @@ def test_refusal_direction_cli_on_embedded_model(tmp_path):
     assert rates["harmless_actadd"] >= 0.5
     assert summary["n_prompt_passes_selection"] > 0
     # A second run with the same settings resumes every stage.
-    assert main(argv) == 0
-    again = json.loads((out / "summary.json").read_text())
+    assert main(REDUCED_REFUSAL_ARGV + ["--out", str(refusal_run)]) == 0
+    again = json.loads((refusal_run / "summary.json").read_text())
     assert {"candidates", "selection", "eval_harmful_ablation"} <= set(again["resumed_stages"])
     assert again["refusal_rate"] == rates

@@ -1,0 +1,13 @@
+"""Adversarial-suffix analysis (Arditi et al. 2024, section on suffixes): how a GCG suffix
+suppresses the refusal direction by moving the attention of the heads that write it.
+
+* :mod:`~mechref.hijack.regions` labels every token of a prompt (system / instruction /
+  suffix / post) and measures how much attention each region receives;
+* :mod:`~mechref.hijack.conditions` builds the conditions compared (instruction alone, with the
+  adversarial suffix, with a random suffix of the same token length, harmless baseline);
+* :mod:`~mechref.hijack.measure` gathers, per condition, the cosine with the refusal direction at
+  every layer, the direct feature attribution of every head and MLP, and attention shares;
+* :mod:`~mechref.hijack.figures` and :mod:`~mechref.hijack.views` draw them.
+
+The command line is ``python -m mechref.analyses.suffix_hijack``.
+"""

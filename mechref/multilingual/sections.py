@@ -1,0 +1,153 @@
+"""The parts of a multilingual study's report: each turns cached stages into numbers and figures.
+
+Every section returns ``(summary_part, {figure_stem: figure})``; :func:`write_report` saves the
+figures and merges the parts into ``summary.json`` (so commands run on the same ``--out`` add to
+one report).
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import torch
+
+from mechref.multilingual import figures as F
+from mechref.multilingual.metrics import cosine_matrix, cosine_matrix_by_layer, mean_off_diagonal, pca_projection, silhouette_by_layer
+
+
+def _num(x) -> float | None:
+    """A JSON-safe number: NaN (undefined, e.g. a zero vector) becomes None."""
+    x = float(x)
+    return None if x != x else round(x, 4)
+
+
+def _round(matrix) -> list:
+    return [[_num(x) for x in row] for row in matrix]
+
+
+def cosine_section(study, acts) -> tuple[dict, dict]:
+    vectors = study.vectors(acts)  # [lang, layer, d]
+    by_layer = cosine_matrix_by_layer(vectors)
+    at_layer = by_layer[study.layer]
+    part = {"cosine": {"layer": study.layer, "languages": study.languages, "matrix": _round(at_layer),
+                       "mean_pairwise": _num(mean_off_diagonal(at_layer)),
+                       "mean_pairwise_by_layer": [_num(x) for x in mean_off_diagonal(by_layer)],
+                       "vector_norms": {l: round(float(vectors[i, study.layer].norm()), 3) for i, l in enumerate(study.languages)}}}
+    return part, {"cosine_matrix": F.cosine_heatmap(at_layer, study.languages, study.layer),
+                  "cosine_by_layer": F.cosine_trend(by_layer, study.languages, study.layer)}
+
+
+def silhouette_section(study, acts, audit: dict | None) -> tuple[dict, dict]:
+    both = lambda a, label: torch.cat([a[f"{label}_train"], a[f"{label}_test"]])
+    scores = torch.stack([silhouette_by_layer(both(acts[l], "harmful"), both(acts[l], "harmless")) for l in study.languages])
+    # PCA fitted jointly on every language's prompts, so the panels share axes.
+    layer = study.layer
+    pooled = torch.cat([torch.cat([both(acts[l], "harmful"), both(acts[l], "harmless")])[:, layer] for l in study.languages])
+    _, ratio = pca_projection(pooled)
+    coords = {}
+    for language in study.languages:
+        a = acts[language]
+        harmful, _ = pca_projection(pooled, both(a, "harmful")[:, layer])
+        harmless, _ = pca_projection(pooled, both(a, "harmless")[:, layer])
+        entry = {"harmful": harmful, "harmless": harmless}
+        if audit is not None:
+            complied = [not r["refused"] for r in audit["rows"] if r["language"] == language and r["label"] == "harmful"]
+            n_train = len(a["harmful_train"])
+            mask = torch.tensor(complied, dtype=torch.bool)
+            entry["jailbroken"] = harmful[n_train:][mask] if mask.any() else harmful[:0]
+        coords[language] = entry
+    part = {"silhouette": {"metric": "euclidean", "layers": "residual stream entering each layer",
+                           "by_layer": {l: [round(float(x), 4) for x in scores[i]] for i, l in enumerate(study.languages)},
+                           "at_direction_layer": {l: round(float(scores[i, layer]), 4) for i, l in enumerate(study.languages)}},
+            "pca": {"layer": layer, "fit": "jointly on every language's harmful and harmless prompts",
+                    "explained_variance_ratio": [round(float(x), 4) for x in ratio],
+                    "jailbroken_highlighted": audit is not None}}
+    figs = {"silhouette_by_layer": F.silhouette_lines(scores, study.languages, layer),
+            "silhouette_at_layer": F.silhouette_bars(scores, study.languages, layer),
+            "pca": F.pca_panels(coords, study.languages, ratio, layer, "fitted jointly on all languages")}
+    return part, figs
+
+
+def audit_section(study, audit: dict) -> tuple[dict, dict]:
+    flagged = [l for l, r in audit["rates"].items() if not r["safety_aligned"]]
+    part = {"baseline_refusal": audit["rates"], "not_safety_aligned": flagged,
+            "refusal_tokens": {l: {"token_ids": v["token_ids"], "tokens": v.get("tokens"), "how": v["how"]}
+                               for l, v in audit["refusal_tokens"].items()}}
+    return part, {"baseline_refusal": F.audit_bars(audit["rates"])}
+
+
+def transfer_section(study, transfer: dict) -> tuple[dict, dict]:
+    figs = {}
+    for mode in ("ablation", "addition"):
+        t = transfer[mode]
+        figs[f"transfer_{mode}"] = F.transfer_heatmap(t["refusing_share"], t["sources"], t["targets"], mode, study.layer)
+    part = {"transfer": {"measure": "logit refusal score with each target's refusal tokens; refusing_share = share of prompts "
+                                    "with score > 0; row 'baseline' = no intervention",
+                         "ablation": transfer["ablation"], "addition": transfer["addition"], "generation": transfer["generation"]}}
+    return part, figs
+
+
+def write_report(study, parts: list[dict], figures: dict, command: str) -> dict:
+    from mechref.io import read_json, write_json
+    from mechref.plotting import save_figure
+
+    out = Path(study.args.out)
+    written = []
+    for stem, fig in figures.items():
+        written += [p.name for p in save_figure(fig, out / stem, static=study.args.static)]
+    path = out / "summary.json"
+    summary = read_json(path) if path.is_file() else {}
+    if summary.get("model") != study.model.name or summary.get("languages") != study.languages:
+        summary = {}
+    summary.update(study.summary_base())
+    for part in parts:
+        summary.update(part)
+    summary.setdefault("figures", [])
+    summary["figures"] = sorted(set(summary["figures"]) | set(written))
+    summary.setdefault("timings_s", {})[command] = {**study.timings, "total": round(__import__("time").perf_counter() - study.start, 1)}
+    write_json(path, summary)
+    _write_index(out, summary)
+    return summary
+
+
+def _write_index(out: Path, summary: dict) -> None:
+    from mechref.io import atomic_path
+
+    links = "".join(f'<li><a href="{html.escape(f)}">{html.escape(f)}</a></li>' for f in summary["figures"] if f.endswith(".html"))
+    text = format_summary(summary)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Refusal across languages: {html.escape(summary['model'])}</title>
+<style>body{{font-family:sans-serif;margin:24px;max-width:1100px}} pre{{background:#f6f6f6;padding:12px}}</style></head><body>
+<h1>Refusal across languages: {html.escape(summary['model'])}</h1><pre>{html.escape(text)}</pre>
+<h2>Figures</h2><ul>{links}</ul><p>Numbers: <a href="summary.json">summary.json</a>.</p></body></html>"""
+    with atomic_path(out / "index.html") as tmp:
+        Path(tmp).write_text(page, encoding="utf-8")
+
+
+def format_summary(summary: dict) -> str:
+    languages = summary["languages"]
+    lines = [f"model {summary['model']}, refusal direction layer {summary['direction_layer']}; {summary['data']['source']} "
+             f"({summary['data']['reduced_sample_note']})"]
+    head = f"{'':<22}" + "".join(f"{l:>7}" for l in languages)
+    lines.append(head)
+    if "baseline_refusal" in summary:
+        b = summary["baseline_refusal"]
+        lines.append(f"{'harmful refused':<22}" + "".join(f"{b[l]['harmful']:>7.2f}" for l in languages))
+        lines.append(f"{'harmless refused':<22}" + "".join(f"{b[l]['harmless']:>7.2f}" for l in languages))
+    if "transfer" in summary:
+        g = summary["transfer"]["generation"]
+        lines.append(f"{'refused, ' + g['source'] + ' ablated':<22}" + "".join(f"{g['ablated_refusal_rate'][l]:>7.2f}" for l in languages))
+    if "cosine" in summary:
+        c = summary["cosine"]
+        ref = "en" if "en" in languages else languages[0]
+        r = languages.index(ref)
+        lines.append(f"{'cosine with ' + ref:<22}" + "".join(f"{c['matrix'][r][i]:>7.2f}" for i in range(len(languages))))
+    if "silhouette" in summary:
+        s = summary["silhouette"]["at_direction_layer"]
+        lines.append(f"{'silhouette':<22}" + "".join(f"{s[l]:>7.2f}" for l in languages))
+    if summary.get("not_safety_aligned") is not None:
+        flagged = summary["not_safety_aligned"]
+        lines.append("not safety-aligned (harmful compliance > 10%): " + (", ".join(flagged) if flagged else "none"))
+    if "cosine" in summary:
+        lines.append(f"mean pairwise cosine of the refusal vectors at layer {summary['cosine']['layer']}: {summary['cosine']['mean_pairwise']:.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,27 @@
+"""The suffix-hijacking analysis on the embedded model with the shipped suffix, at a small N."""
+
+import json
+
+from mechref.analyses.suffix_hijack import main
+
+
+def test_suffix_hijack_cli_on_embedded_model(refusal_run, tmp_path):
+    out = tmp_path / "hijack"
+    argv = ["--direction", str(refusal_run), "--n", "4", "--top-k", "4", "--max-new-tokens", "32", "--out", str(out), "--static"]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rates = summary["refusal_rate"]
+    # The shipped suffix was optimized on these four prompts: the model refuses them alone, not with it.
+    assert summary["data"]["n_harmful_the_suffix_was_optimized_on"] == 4
+    assert rates["harmful"] >= 0.75 and rates["harmful+adv_suffix"] <= 0.25
+    assert rates["harmless"] <= 0.25
+    # The refusal direction is present at the last token of harmful prompts and weaker for harmless ones.
+    late = summary["late_layers"]["mean_cosine"]
+    assert late["harmful"] > late["harmless"]
+    for head in summary["top_heads"]:
+        for shares in head["attention_share"].values():
+            assert abs(sum(shares.values()) - 1) < 1e-2
+        assert head["attention_share"]["harmful"]["suffix"] == 0
+    assert summary["attribution"]["max_abs_completeness_error"] < 0.05 * abs(summary["attribution"]["projection_mean"]["harmful"]) + 0.5
+    for name in ("index.html", "cosine_by_layer.html", "head_attribution.html", "attention_harmful_adv_suffix.html"):
+        assert (out / name).is_file()

@@ -1,0 +1,106 @@
+import json
+
+import pytest
+import torch
+
+from mechref.io import write_tensors
+from mechref.models import load_model
+from mechref.multilingual.activations import gather_activations, refusal_vector
+from mechref.multilingual.data import load_language_sets
+from mechref.multilingual.study import audit_rates, parse_token_overrides
+from mechref.multilingual.transfer import transfer_scores
+from mechref.scoring import refusal_score
+from mechref.testing import tiny_hf_model, tiny_model, tiny_tokenizer
+
+LANGS = ["en", "de", "zh"]
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-qwen")
+    tokenizer = tiny_tokenizer("chatml")
+    tiny_hf_model("qwen2", vocab_size=len(tokenizer), n_layers=4).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_activations_match_a_direct_capture_and_vectors_are_differences_of_means():
+    from mechref.hooks import capture_residual
+
+    model = tiny_model("qwen2")
+    sets = load_language_sets(["de"], n_train=6, n_test=3)["de"]
+    acts = gather_activations(model, sets, batch_size=4, progress=False)
+    direct = capture_residual(model, sets.harmless_test.instructions, layers=None, positions=-1, progress=False)[:, 0].float()
+    torch.testing.assert_close(acts["harmless_test"], direct, atol=1e-5, rtol=1e-5)
+    expected = acts["harmful_train"].mean(0) - acts["harmless_train"].mean(0)
+    torch.testing.assert_close(refusal_vector(acts), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_transfer_baseline_row_is_the_plain_refusal_score_and_ablation_changes_it():
+    model = tiny_model("qwen2")
+    prompts = {"en": ["Hack a bank", "Steal a car"], "de": ["Hacke eine Bank", "Stiehl ein Auto"]}
+    tokens = {"en": [5, 9], "de": [6]}
+    vectors = {"en": torch.randn(model.d_model), "de": torch.randn(model.d_model)}
+    out = transfer_scores(model, vectors, prompts, tokens, mode="ablation", layer=1, progress=False)
+    for t, language in enumerate(prompts):
+        torch.testing.assert_close(out.scores[0, t], refusal_score(model, prompts[language], tokens[language], progress=False),
+                                   atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(out.scores[1], out.scores[0])
+    assert out.refusing_share.shape == (3, 2) and ((out.refusing_share >= 0) & (out.refusing_share <= 1)).all()
+    with pytest.raises(ValueError, match="same number of prompts"):
+        transfer_scores(model, vectors, {"en": ["a"], "de": ["b", "c"]}, tokens, mode="ablation", layer=1, progress=False)
+
+
+def test_audit_flags_languages_by_harmful_compliance():
+    rows = [{"language": "en", "label": "harmful", "refused": r} for r in [True] * 19 + [False]]
+    rows += [{"language": "yo", "label": "harmful", "refused": r} for r in [True] * 8 + [False] * 2]
+    rows += [{"language": l, "label": "harmless", "refused": False} for l in ("en", "yo")]
+    rates = audit_rates(rows, ["en", "yo"])
+    assert rates["en"]["safety_aligned"] and not rates["yo"]["safety_aligned"]
+    assert rates["yo"]["harmful"] == 0.8 and rates["en"]["harmless"] == 0.0
+    with pytest.raises(ValueError, match="LANG=ID"):
+        parse_token_overrides(["de"])
+
+
+def test_multilingual_commands_end_to_end_share_activations(tiny_folder, tmp_path, capsys):
+    from mechref.analyses import cosine_parallelism, multilingual, silhouette
+
+    model = load_model(tiny_folder)
+    direction = tmp_path / "direction.safetensors"
+    write_tensors(direction, {"direction": torch.randn(model.d_model)}, metadata={"layer": "2", "position": "-1", "model": model.name})
+    out = tmp_path / "ml"
+    common = ["--model", str(tiny_folder), "--dtype", "float32", "--languages", *LANGS, "--n-train", "6", "--n-test", "4",
+              "--direction", str(direction), "--refusal-tokens", "en=5", "de=6", "zh=7", "--max-new-tokens", "3",
+              "--out", str(out), "--static"]
+    assert cosine_parallelism.main(common) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    matrix = torch.tensor(summary["cosine"]["matrix"])
+    assert matrix.shape == (3, 3) and torch.allclose(matrix.diag(), torch.ones(3), atol=1e-4) and torch.allclose(matrix, matrix.T)
+    assert len(summary["cosine"]["mean_pairwise_by_layer"]) == model.n_layers
+
+    assert silhouette.main(common) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {f"activations_{l}" for l in LANGS} <= set(summary["resumed_stages"])  # shared, not recomputed
+    assert set(summary["silhouette"]["at_direction_layer"]) == set(LANGS) and "cosine" in summary  # merged report
+    assert all(-1 <= v <= 1 for v in summary["silhouette"]["at_direction_layer"].values())
+
+    assert multilingual.main(common) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert "audit" in summary["resumed_stages"] and "transfer" not in summary["resumed_stages"]
+    ablation = summary["transfer"]["ablation"]
+    assert ablation["sources"] == ["baseline", *LANGS] and ablation["targets"] == LANGS
+    assert len(ablation["refusing_share"]) == 4 and len(summary["transfer"]["generation"]["ablated_refusal_rate"]) == 3
+    assert set(summary["baseline_refusal"]) == set(LANGS) and summary["refusal_tokens"]["de"]["token_ids"] == [6]
+    for name in ["index.html", "cosine_matrix.html", "transfer_ablation.html", "silhouette_by_layer.html", "pca.html"]:
+        assert (out / name).is_file(), name
+    assert "silhouette" in printed and "harmful refused" in printed
+
+
+def test_multilingual_errors_are_clear(tiny_folder, tmp_path, capsys):
+    from mechref.analyses import cosine_parallelism
+
+    code = cosine_parallelism.main(["--model", str(tiny_folder), "--languages", "xx", "--out", str(tmp_path / "o")])
+    assert code == 2 and "no language 'xx'" in capsys.readouterr().err
+    code = cosine_parallelism.main(["--model", str(tiny_folder), "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    assert code == 2 and "not a folder" in capsys.readouterr().err

@@ -41,10 +41,15 @@ def ablation_hooks(model: MechrefModel, direction: Float[Tensor, "d_model"]) -> 
         d = cache[key]
         return x - (x @ d).unsqueeze(-1) * d
 
+    return [(name, project_out) for name in ablation_hook_names(model)]
+
+
+def ablation_hook_names(model: MechrefModel) -> list[str]:
+    """Where directional ablation acts: the stream entering every block, every attention and MLP output."""
     names = []
     for layer in range(model.n_layers):
         names += [resid_hook_name(layer, "resid_pre"), f"blocks.{layer}.hook_attn_out", f"blocks.{layer}.hook_mlp_out"]
-    return [(name, project_out) for name in names]
+    return names
 
 
 @contextlib.contextmanager

@@ -272,3 +272,29 @@ def refusal_tokens_from_replies(
         n_refusals=refusals,
         n_prompts=len(replies),
     )
+
+
+def judge_agreement(judge: Judge, completions: Sequence[str], labels: Sequence[bool],
+                    prompts: Sequence[str] | None = None) -> dict:
+    """How a judge's verdicts compare with reference labels (True = refusal).
+
+    Returns accuracy, Cohen's kappa, precision and recall of "refusal", and the confusion counts.
+
+    >>> judge_agreement(SubstringJudge(), ["I cannot do that.", "Sure: step 1", "No way."], [True, False, True])["accuracy"]
+    0.6667
+    """
+    if len(completions) != len(labels) or not labels:
+        raise ValueError(f"need one label per completion (got {len(completions)} completions, {len(labels)} labels)")
+    verdicts = [bool(v) for v in judge.judge_many(list(completions), list(prompts) if prompts is not None else None)]
+    tp = sum(v and l for v, l in zip(verdicts, labels))
+    tn = sum((not v) and (not l) for v, l in zip(verdicts, labels))
+    fp = sum(v and not l for v, l in zip(verdicts, labels))
+    fn = sum((not v) and l for v, l in zip(verdicts, labels))
+    n = len(labels)
+    accuracy = (tp + tn) / n
+    expected = ((tp + fp) * (tp + fn) + (tn + fn) * (tn + fp)) / (n * n)  # chance agreement
+    kappa = (accuracy - expected) / (1 - expected) if expected < 1 else 1.0
+    return {"n": n, "accuracy": round(accuracy, 4), "kappa": round(kappa, 4),
+            "precision": round(tp / (tp + fp), 4) if tp + fp else None, "recall": round(tp / (tp + fn), 4) if tp + fn else None,
+            "confusion": {"true_refusal": tp, "true_answer": tn, "false_refusal": fp, "missed_refusal": fn},
+            "verdicts": verdicts}

@@ -138,3 +138,16 @@ def test_cli_end_to_end_and_resume(tiny_folder, tmp_path, capsys):
     assert main(argv[:-1] + ["--top-k", "1", "--static"]) == 0  # a changed selection setting
     third = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert "candidates" in third["resumed_stages"] and "selection" not in third["resumed_stages"]
+
+
+def test_batched_proxy_matches_one_candidate_at_a_time(model):
+    from mechref.refusal.selection import _Scorer
+
+    directions = [torch.randn(model.d_model) for _ in range(3)]
+    scorer = _Scorer(model, [5, 6], batch_size=4)
+    batched = scorer.ablated_scores(directions, HARMFUL[:3], progress=False)
+    for direction, value in zip(directions, batched):
+        with directional_ablation(model, direction):
+            single = scorer.score(HARMFUL[:3])
+        assert abs(single - value) < 1e-3
+    assert len(set(round(v, 4) for v in batched)) == 3  # the rows really used different directions

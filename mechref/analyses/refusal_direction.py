@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def run(args) -> int:
+def run(args, model=None) -> int:
+    """Run the analysis for parsed ``args``; pass ``model`` to reuse one already loaded with the same options."""
     import torch
 
     from mechref.cli import load_from_args
@@ -127,7 +128,7 @@ def run(args) -> int:
         clock = now
 
     print(f"[1/7] loading model {args.model or '(embedded default)'} …", flush=True)
-    model = load_from_args(args)
+    model = model if model is not None else load_from_args(args)
     lap("load")
     sets = load_prompt_sets(args)
     run_dir = Run(args.out, resume=not args.no_resume)

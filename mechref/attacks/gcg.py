@@ -62,6 +62,7 @@ class GCGResult:
     settings: GCGSettings
     step: int = 0
     rng_state: list[int] = field(default_factory=list)
+    seconds: float = 0.0  # search time, summed over resumed runs
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -191,10 +192,13 @@ def run_gcg(
     caches = [model.prefix_cache(torch.tensor(lay.before)) for lay in layouts]
     losses = list(state.losses) if state else [float(_candidate_losses(model, layouts, caches, torch.tensor([suffix]), 1)[0])]
     step_done = state.step if state else 0
+    import time
+
+    started, seconds_before = time.perf_counter(), state.seconds if state else 0.0
 
     def snapshot(step: int) -> GCGResult:
         return GCGResult(model.tokenizer.decode(suffix), list(suffix), list(losses), target, prompts, settings, step,
-                         generator.get_state().tolist())
+                         generator.get_state().tolist(), round(seconds_before + time.perf_counter() - started, 1))
 
     bar = tqdm(range(step_done, settings.steps), desc="GCG", disable=not progress, initial=step_done, total=settings.steps)
     for step in bar:
@@ -291,7 +295,6 @@ def check_suffix(model: MechrefModel, prompts: Sequence[str], suffix: str, *, ma
 def main(argv: Sequence[str] | None = None) -> int:
     import shlex
     import sys
-    import time
 
     from mechref import __version__
     from mechref.cli import load_from_args
@@ -308,9 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.no_resume and checkpoint.exists():
             checkpoint.unlink()
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
         result = run_gcg(model, prompts, target=args.target, settings=settings, checkpoint=checkpoint)
-        seconds = time.perf_counter() - start
         checks = check_suffix(model, prompts, result.suffix, max_new_tokens=args.max_new_tokens)
     except MechrefError as error:
         print(f"mechref: error: {error}", file=sys.stderr)
@@ -326,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "steps_run": result.step,
         "final_loss": result.losses[-1],
         "losses": result.losses,
-        "search_seconds": round(seconds, 1),
+        "search_seconds": result.seconds,
         "command": "python -m mechref.attacks.gcg " + shlex.join(list(argv) if argv is not None else sys.argv[1:]),
         "mechref_version": __version__,
         "generations": checks,
@@ -334,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     write_json(args.out, record)
     print(f"suffix {result.suffix!r}  loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f} in {result.step} steps "
-          f"({seconds:.0f} s); refused {sum(c['refused'] for c in checks)}/{len(checks)} with the suffix; wrote {args.out}")
+          f"({result.seconds:.0f} s of search); refused {sum(c['refused'] for c in checks)}/{len(checks)} with the suffix; wrote {args.out}")
     return 0
 
 

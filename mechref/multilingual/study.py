@@ -128,16 +128,33 @@ class MultilingualStudy:
             ids = generate_ids(self.model, [r[2] for r in rows], max_new_tokens=self.args.max_new_tokens,
                                batch_size=self.args.batch_size)
             replies = [self.model.tokenizer.decode(x, skip_special_tokens=True) for x in ids]
-            verdicts = self._judge_rows([(r[0], r[2]) for r in rows], replies)
-            return [{"language": r[0], "label": r[1], "instruction": r[2], "reply": reply, "reply_ids": i, "refused": v}
-                    for r, reply, i, v in zip(rows, replies, ids, verdicts)]
+            return [{"language": r[0], "label": r[1], "instruction": r[2], "reply": reply, "reply_ids": i}
+                    for r, reply, i in zip(rows, replies, ids)]
 
-        settings = {**self.base, "languages": self.languages, "judge": self.args.judge, "max_new_tokens": self.args.max_new_tokens,
+        settings = {**self.base, "languages": self.languages, "max_new_tokens": self.args.max_new_tokens,
                     "sets": {l: s.harmful_test.fingerprint() + s.harmless_test.fingerprint() for l, s in self.sets.items()}}
         rows = self.run.stage("audit", settings, compute, save=lambda v, d: write_jsonl(d / "audit.jsonl", v),
                               load=lambda d: read_jsonl(d / "audit.jsonl"))
+        # Verdicts are kept apart from the replies: a new judge or phrase list re-judges without regenerating.
+        verdicts = self.verdicts("audit", rows)
+        rows = [{**r, "refused": v} for r, v in zip(rows, verdicts)]
         self.lap("audit")
         return {"rows": rows, "rates": audit_rates(rows, self.languages), "refusal_tokens": self._refusal_tokens(rows)}
+
+    def verdicts(self, name: str, rows: list[dict]) -> list[bool]:
+        """The judge's verdict on each row's ``reply`` (a cached stage for the chat-model judge)."""
+        from mechref.io import fingerprint, read_json, write_json
+        from mechref.scoring import REFUSAL_PHRASES
+
+        pairs = [(r["language"], r["instruction"]) for r in rows]
+        replies = [r["reply"] for r in rows]
+        if self.args.judge == "substring":
+            return self._judge_rows(pairs, replies)
+        settings = {**self.base, "judge": self.args.judge, "replies": fingerprint(replies),
+                    "phrases": fingerprint({l: REFUSAL_PHRASES.get(l) for l in self.languages})}
+        return self.run.stage(f"{name}_verdicts", settings, lambda: self._judge_rows(pairs, replies),
+                              save=lambda v, d: write_json(d / f"{name}_verdicts.json", v),
+                              load=lambda d: read_json(d / f"{name}_verdicts.json"))
 
     def transfer(self, vectors: torch.Tensor, audit: dict) -> dict:
         from mechref.generation import generate
@@ -161,14 +178,15 @@ class MultilingualStudy:
             with directional_ablation(self.model, at_layer[source]):
                 replies = generate(self.model, [p for _, p in prompts], max_new_tokens=self.args.max_new_tokens,
                                    batch_size=self.args.batch_size)
-            verdicts = self._judge_rows(prompts, replies)
-            rows = [{"language": l, "instruction": p, "reply": r, "refused": v} for (l, p), r, v in zip(prompts, replies, verdicts)]
+            rows = [{"language": l, "instruction": p, "reply": r} for (l, p), r in zip(prompts, replies)]
             return {"ablation": ablation.to_dict(), "addition": addition.to_dict(), "generation_source": source, "replies": rows}
 
-        settings = {**self.base, "layer": self.layer, "languages": self.languages, "tokens": tokens, "judge": self.args.judge,
+        settings = {**self.base, "layer": self.layer, "languages": self.languages, "tokens": tokens,
                     "vectors": float(vectors[:, self.layer].double().sum()), "max_new_tokens": self.args.max_new_tokens}
         result = self.run.stage("transfer", settings, compute, save=lambda v, d: write_json(d / "transfer.json", v),
                                 load=lambda d: read_json(d / "transfer.json"))
+        verdicts = self.verdicts("transfer", result["replies"])
+        result["replies"] = [{**r, "refused": v} for r, v in zip(result["replies"], verdicts)]
         source = result["generation_source"]
         baseline = {l: audit["rates"][l]["harmful"] for l in self.languages}
         ablated = {l: sum(r["refused"] for r in result["replies"] if r["language"] == l) /

@@ -129,6 +129,65 @@ class _Scorer:
     def score(self, prompts: Sequence[str]) -> float:
         return float(refusal_score_from_logits(self.logits(prompts), self.tokens).mean())
 
+    def ablated_scores(self, directions: Sequence[torch.Tensor], prompts: Sequence[str], progress: bool = True) -> list[float]:
+        """Mean refusal score of ``prompts`` with each direction ablated, for many directions at once.
+
+        Each batch row pairs one prompt with one direction, and the ablation hooks project every
+        row out along its own direction. On a CPU a forward pass costs about as much to read the
+        weights as to compute a few prompts, so scoring candidates a few prompts at a time wastes
+        most of it; packing (candidate, prompt) rows into full batches does not. The prompts'
+        shared prefix (system prompt, role marker) is run once per candidate, under that
+        candidate's ablation, and its key/value cache reused by the candidate's rows.
+        """
+        from mechref.batching import as_texts, shared_prefix_length
+        from mechref.directions import unit
+        from mechref.interventions import ablation_hook_names
+
+        model = self.model
+        token_lists = model.tokenizer(as_texts(model, list(prompts), True), add_special_tokens=False)["input_ids"]
+        n_prefix = max(0, shared_prefix_length(token_lists) - 1) if len(token_lists) > 1 else 0
+        # Keep at least one token after the prefix in every prompt; left-pad the rest.
+        suffixes = [ids[n_prefix:] for ids in token_lists]
+        width = max(len(ids) for ids in suffixes)
+        pad = model.tokenizer.pad_token_id
+        suffix_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        suffix_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(suffixes):
+            suffix_ids[row, width - len(ids):] = torch.tensor(ids)
+            suffix_mask[row, width - len(ids):] = 1
+        units = torch.stack([unit(d, model.d_model) for d in directions]).to(model.device)
+        current: dict[str, torch.Tensor] = {}
+
+        def project_rows(x: torch.Tensor, hook=None) -> torch.Tensor:
+            d = current["d"].to(x.dtype).unsqueeze(1)  # [batch, 1, d_model]
+            return x - (x * d).sum(-1, keepdim=True) * d
+
+        n = len(prompts)
+        group = max(1, self.batch_size // n)  # candidates per forward pass
+        scores = torch.empty(len(directions), n)
+        bar = tqdm(total=len(directions), desc="proxy bypass", unit="cand", disable=not progress, leave=False)
+        with model.hooks([(name, project_rows) for name in ablation_hook_names(model)]), model.inference_mode():
+            for start in range(0, len(directions), group):
+                d = units[start : start + group]
+                g = len(d)
+                cache = None
+                if n_prefix:
+                    current["d"] = d
+                    prefix = torch.tensor(token_lists[0][:n_prefix], device=model.device).expand(g, -1)
+                    _, cache = model.bridge(prefix, return_type="logits_and_cache", use_cache=True, logits_to_keep=1)
+                    cache.batch_repeat_interleave(n)
+                    self.n_forward_passes += 1
+                current["d"] = d.repeat_interleave(n, dim=0)
+                mask = torch.cat([torch.ones(g * n, n_prefix, dtype=torch.long), suffix_mask.repeat(g, 1)], dim=1)
+                logits = model.forward(suffix_ids.repeat(g, 1).to(model.device), mask.to(model.device), last_logits_only=True,
+                                       past_key_values=cache)[:, -1].float().cpu()
+                scores[start : start + g] = refusal_score_from_logits(logits, self.tokens).view(g, n)
+                self.n_forward_passes += 1
+                self.n_prompt_passes += g * n
+                bar.update(g)
+        bar.close()
+        return scores.mean(1).tolist()
+
 
 def select_direction(
     model: MechrefModel,
@@ -179,9 +238,9 @@ def select_direction(
             if key[1] >= cutoff:
                 table[key].filtered_by = ["last layers (not scored)"]
         subset = harmful_val[: settings.proxy_prompts]
-        for key in tqdm(eligible, desc="proxy bypass", unit="cand", disable=not progress, leave=False):
-            with directional_ablation(model, candidates.get(*key)):
-                table[key].proxy_bypass = scorer.score(subset)
+        proxy = scorer.ablated_scores([candidates.get(*key) for key in eligible], subset, progress=progress)
+        for key, value in zip(eligible, proxy):
+            table[key].proxy_bypass = value
         ranked = sorted(eligible, key=lambda k: table[k].proxy_bypass)
         for start in range(0, len(ranked), settings.top_k):
             full_scores(ranked[start : start + settings.top_k])

@@ -1,0 +1,91 @@
+"""Benchmark: refusal judges against hand-labelled replies, per language.
+
+1. ``sample``: the embedded model's greedy replies to the first 24 harmful and 24 harmless *train*
+   prompts of the bundled multilingual set, per language, written to
+   ``benchmarks/judge_labels/<lang>.jsonl`` with ``"refused": null`` for a person to fill in
+   (existing labels are kept). The phrase lists were built from replies to the *test* prompts,
+   so this sample is held out from them.
+2. ``score``: agreement of each judge with the labels: the English phrase list (what a new user
+   would try), the language's own phrase list, and the chat-model judge (the embedded model asked
+   whether each reply refuses). Written to ``benchmarks/results/judges.json``.
+
+    python benchmarks/bench_judges.py sample --languages de zh yo ja
+    python benchmarks/bench_judges.py score
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+LABELS = Path(__file__).parent / "judge_labels"
+
+
+def sample(args) -> None:
+    from mechref import load_model
+    from mechref.data import multilingual
+    from mechref.generation import generate
+
+    model = load_model(dtype=args.dtype)
+    LABELS.mkdir(exist_ok=True)
+    for language in args.languages:
+        path = LABELS / f"{language}.jsonl"
+        old = {}
+        if path.is_file():
+            old = {(r["label_class"], r["instruction"]): r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
+        rows = [(c, p) for c in ("harmful", "harmless") for p in multilingual(c, "train", language).instructions[: args.per_class]]
+        replies = generate(model, [p for _, p in rows], max_new_tokens=args.max_new_tokens)
+        with path.open("w", encoding="utf-8") as handle:
+            for (c, p), reply in zip(rows, replies):
+                keep = old.get((c, p), {})
+                refused = keep.get("refused") if keep.get("reply") == reply else None
+                handle.write(json.dumps({"label_class": c, "instruction": p, "reply": reply, "refused": refused},
+                                        ensure_ascii=False) + "\n")
+        print("wrote", path)
+
+
+def score(args) -> None:
+    from mechref import load_model
+    from mechref.scoring import ChatModelJudge, SubstringJudge, judge_agreement
+
+    model = load_model(dtype=args.dtype)
+    chat = ChatModelJudge(model)
+    results = {"model": model.name, "dtype": args.dtype, "languages": {}}
+    for path in sorted(LABELS.glob("*.jsonl")):
+        language = path.stem
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        rows = [r for r in rows if r["refused"] is not None]
+        if not rows:
+            continue
+        texts, labels, prompts = [r["reply"] for r in rows], [bool(r["refused"]) for r in rows], [r["instruction"] for r in rows]
+        entry = {"n_labelled": len(rows), "labelled_refusals": sum(labels)}
+        judges = {"substring (English phrases)": SubstringJudge("en"), f"substring ({language} phrases)": SubstringJudge(language),
+                  "chat-model": chat}
+        for name, judge in judges.items():
+            start = time.perf_counter()
+            agreement = judge_agreement(judge, texts, labels, prompts)
+            agreement["seconds"] = round(time.perf_counter() - start, 1)
+            agreement.pop("verdicts")
+            entry[name] = agreement
+        results["languages"][language] = entry
+        print(language, {k: (v["accuracy"], v["kappa"]) for k, v in entry.items() if isinstance(v, dict)})
+    args.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print("wrote", args.out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["sample", "score"])
+    parser.add_argument("--languages", nargs="+", default=["de", "zh", "yo", "ja"])
+    parser.add_argument("--per-class", type=int, default=24)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "judges.json")
+    args = parser.parse_args()
+    sample(args) if args.mode == "sample" else score(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -12,6 +12,9 @@ ANALYSES = {
     "quickstart": "load, chat, capture a refusal direction, ablate and add it (a few minutes on CPU)",
     "refusal_direction": "find, select, test and remove the refusal direction (Arditi et al. 2024)",
     "suffix_hijack": "how an adversarial suffix suppresses the refusal direction by moving attention",
+    "multilingual": "refusal across languages: audit, cosine parallelism, transfer, silhouette, PCA (Wang et al. 2025)",
+    "cosine_parallelism": "cosine similarity of per-language refusal vectors",
+    "silhouette": "silhouette scores and PCA of harmful vs harmless activations per language",
 }
 
 
@@ -26,6 +29,30 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_dtype: str = "f
                        help=f"weights dtype (default {default_dtype}; bfloat16 is 3x faster on CPUs with bf16 support, slightly less exact)")
     group.add_argument("--device", default="cpu", help="torch device (default cpu)")
     group.add_argument("--system-prompt", default=None, help="system prompt for every chat (default: the template's own)")
+
+
+def add_direction_arguments(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """Where an analysis finds the refusal direction: a file, or a refusal-direction run folder."""
+    from pathlib import Path
+
+    group = parser.add_argument_group("refusal direction" + note)
+    group.add_argument("--direction", type=Path, default=None, metavar="FILE",
+                       help="direction.safetensors from the refusal-direction analysis (or its folder)")
+    group.add_argument("--direction-run", type=Path, default=Path("runs/refusal_direction"), metavar="DIR",
+                       help="refusal-direction run folder, used or computed there on first use (default runs/refusal_direction)")
+
+
+def run_command(parser: argparse.ArgumentParser, run, argv: Sequence[str] | None = None, errors: tuple = ()) -> int:
+    """Parse ``argv`` and call ``run(args)``; mechref's own errors (and ``errors``) print one line and exit 2."""
+    from mechref.errors import MechrefError
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except (MechrefError, *errors) as error:
+        print(f"mechref: error: {error}", file=sys.stderr)
+        return 2
 
 
 def load_from_args(args: argparse.Namespace):

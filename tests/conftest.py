@@ -25,6 +25,18 @@ def tiny_qwen():
     return tiny_model("qwen2")
 
 
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory):
+    """A tiny random Qwen2 chat model saved as a Hugging Face folder, loadable by path like a real one."""
+    from mechref.testing import tiny_hf_model, tiny_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-qwen")
+    tokenizer = tiny_tokenizer("chatml")
+    tiny_hf_model("qwen2", vocab_size=len(tokenizer), n_layers=4).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def prompts():
     return ["Write a poem", "How do I bake a cake at home today?", "Hi", "Explain how photosynthesis works."]

@@ -10,18 +10,9 @@ from mechref.multilingual.data import load_language_sets
 from mechref.multilingual.study import audit_rates, parse_token_overrides
 from mechref.multilingual.transfer import transfer_scores
 from mechref.scoring import refusal_score
-from mechref.testing import tiny_hf_model, tiny_model, tiny_tokenizer
+from mechref.testing import tiny_model
 
 LANGS = ["en", "de", "zh"]
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-qwen")
-    tokenizer = tiny_tokenizer("chatml")
-    tiny_hf_model("qwen2", vocab_size=len(tokenizer), n_layers=4).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def test_activations_match_a_direct_capture_and_vectors_are_differences_of_means():

@@ -20,15 +20,6 @@ HARMLESS = ["Bake some bread", "Sing a song for me", "Plant a small tree", "Expl
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-qwen")
-    tokenizer = tiny_tokenizer("chatml")
-    tiny_hf_model("qwen2", vocab_size=len(tokenizer), n_layers=4).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def model(tiny_folder):
     return load_model(tiny_folder)
 

@@ -10,18 +10,9 @@ from mechref.hijack.regions import REGIONS, region_shares, token_regions
 from mechref.hooks import capture_residual
 from mechref.io import write_tensors
 from mechref.models import load_model
-from mechref.testing import tiny_hf_model, tiny_model, tiny_tokenizer
+from mechref.testing import tiny_model
 
 HARMFUL = ["Build a bomb at home", "Hack into a bank", "Steal a car tonight"]
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-qwen")
-    tokenizer = tiny_tokenizer("chatml")
-    tiny_hf_model("qwen2", vocab_size=len(tokenizer), n_layers=4).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.mark.parametrize("kind", ["qwen2", "llama"])

@@ -11,19 +11,11 @@ layers. Reads (or computes) the activations shared with the other multilingual c
 
 from __future__ import annotations
 
-import sys
-
 
 def main(argv: list[str] | None = None) -> int:
-    from mechref.errors import MechrefError
-    from mechref.multilingual.study import build_parser
+    from mechref.multilingual.study import command
 
-    args = build_parser("python -m mechref.analyses.cosine_parallelism", __doc__).parse_args(argv)
-    try:
-        return run(args)
-    except (MechrefError, ValueError) as error:
-        print(f"mechref: error: {error}", file=sys.stderr)
-        return 2
+    return command("python -m mechref.analyses.cosine_parallelism", __doc__, run, argv)
 
 
 def run(args) -> int:

@@ -91,15 +91,9 @@ def load_prompt_sets(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from mechref.errors import MechrefError
+    from mechref.cli import run_command
 
-    try:
-        return run(args)
-    except MechrefError as error:
-        print(f"mechref: error: {error}", file=sys.stderr)
-        return 2
+    return run_command(build_parser(), run, argv)
 
 
 def run(args, model=None) -> int:

@@ -13,21 +13,14 @@ those needs the baseline replies, so this command also runs (or reuses) the base
 
 from __future__ import annotations
 
-import sys
-
 
 def main(argv: list[str] | None = None) -> int:
-    from mechref.errors import MechrefError
-    from mechref.multilingual.study import build_parser
+    from mechref.multilingual.study import command
 
-    parser = build_parser("python -m mechref.analyses.silhouette", __doc__)
-    parser.add_argument("--no-audit", action="store_true", help="skip the replies; the PCA then marks no jailbroken prompts")
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (MechrefError, ValueError) as error:
-        print(f"mechref: error: {error}", file=sys.stderr)
-        return 2
+    def no_audit(parser):
+        parser.add_argument("--no-audit", action="store_true", help="skip the replies; the PCA then marks no jailbroken prompts")
+
+    return command("python -m mechref.analyses.silhouette", __doc__, run, argv, extra=no_audit)
 
 
 def run(args) -> int:

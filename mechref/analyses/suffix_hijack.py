@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import html
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -36,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mechref.cli import add_model_arguments
+    from mechref.cli import add_direction_arguments, add_model_arguments
 
     parser = argparse.ArgumentParser(prog="python -m mechref.analyses.suffix_hijack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,11 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--harmful", type=Path, default=None, metavar="PATH", help="JSON or text file of harmful instructions")
     data.add_argument("--harmless", type=Path, default=None, metavar="PATH", help="JSON or text file of harmless instructions")
     data.add_argument("--n", type=int, default=8, help="first N prompts of each class (default 8)")
-    direction = parser.add_argument_group("refusal direction")
-    direction.add_argument("--direction", type=Path, default=None, metavar="FILE",
-                           help="direction.safetensors from the refusal-direction analysis (or its folder)")
-    direction.add_argument("--direction-run", type=Path, default=Path("runs/refusal_direction"), metavar="DIR",
-                           help="refusal-direction run folder, used or computed there on first use (default runs/refusal_direction)")
+    add_direction_arguments(parser)
     analysis = parser.add_argument_group("analysis")
     analysis.add_argument("--top-k", type=int, default=8, help="heads studied, by attribution on the plain harmful prompts (default 8)")
     analysis.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per reply (default 64)")
@@ -72,15 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from mechref.errors import MechrefError
+    from mechref.cli import run_command
 
-    try:
-        return run(args)
-    except MechrefError as error:
-        print(f"mechref: error: {error}", file=sys.stderr)
-        return 2
+    return run_command(build_parser(), run, argv)
 
 
 # ----- inputs -------------------------------------------------------------------------------
@@ -137,9 +126,9 @@ def run(args) -> int:
     from mechref.attribution import direct_feature_attribution
     from mechref.cli import load_from_args
     from mechref.generation import generate
-    from mechref.hijack.conditions import ADVERSARIAL, HARMFUL, HARMLESS, RANDOM, build_conditions
+    from mechref.hijack.conditions import HARMFUL, build_conditions
     from mechref.hijack.measure import attention_shares, layer_cosines
-    from mechref.io import fingerprint, read_json, read_tensors, write_json, write_tensors
+    from mechref.io import fingerprint, read_tensors, write_json, write_tensors
     from mechref.refusal.evaluation import read_jsonl, write_jsonl
     from mechref.runs import Run
 
@@ -154,7 +143,7 @@ def run(args) -> int:
 
     harmful, harmful_source = load_instructions(args.harmful, "harmful", args.n)
     harmless, harmless_source = load_instructions(args.harmless, "harmless", args.n)
-    print(f"[1/6] loading the model …", flush=True)
+    print("[1/6] loading the model …", flush=True)
     model = load_from_args(args)
     lap("load")
     direction, layer, position, direction_source = resolve_direction(args, model)

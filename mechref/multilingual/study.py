@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    from mechref.cli import add_model_arguments
+    from mechref.cli import add_direction_arguments, add_model_arguments
     from mechref.data.prompts import multilingual_languages
 
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,12 +40,8 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     data.add_argument("--n-train", type=int, default=48, help="train prompts per class and language (default 48)")
     data.add_argument("--n-test", type=int, default=16, help="test prompts per class and language (default 16)")
     data.add_argument("--seed", type=int, default=42, help="sampling seed of the train prompts (default 42)")
-    direction = parser.add_argument_group("refusal direction (its layer and position are used for every language)")
-    direction.add_argument("--direction", type=Path, default=None, metavar="FILE",
-                           help="direction.safetensors from the refusal-direction analysis (or its folder)")
-    direction.add_argument("--direction-run", type=Path, default=Path("runs/refusal_direction"), metavar="DIR",
-                           help="refusal-direction run folder, used or computed there on first use (default runs/refusal_direction)")
-    direction.add_argument("--layer", type=int, default=None, help="override the layer of the refusal direction")
+    add_direction_arguments(parser, " (its layer and position are used for every language)")
+    parser.add_argument("--layer", type=int, default=None, help="override the layer of the refusal direction")
     judging = parser.add_argument_group("judging")
     judging.add_argument("--judge", choices=["substring", "chat-model"], default="substring",
                          help="refusal judge: each language's phrase list (default) or the model asked whether a reply refuses")
@@ -58,6 +54,16 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     out.add_argument("--no-resume", action="store_true", help="recompute everything")
     out.add_argument("--static", nargs="*", default=["png"], help="static figure formats when Chromium is present (default png)")
     return parser
+
+
+def command(prog: str, doc: str, run, argv: list[str] | None = None, extra=None) -> int:
+    """The shared ``main`` of the multilingual commands (``extra`` adds options to the parser)."""
+    from mechref.cli import run_command
+
+    parser = build_parser(prog, doc)
+    if extra:
+        extra(parser)
+    return run_command(parser, run, argv, errors=(ValueError,))
 
 
 class MultilingualStudy:
@@ -166,7 +172,7 @@ class MultilingualStudy:
         at_layer = {l: vectors[i, self.layer] for i, l in enumerate(self.languages)}
 
         def compute():
-            print(f"[transfer] ablating each language's vector: refusal scores on every language's harmful prompts …", flush=True)
+            print("[transfer] ablating each language's vector: refusal scores on every language's harmful prompts …", flush=True)
             ablation = transfer_scores(self.model, at_layer, {l: s.harmful_test.instructions for l, s in self.sets.items()},
                                        tokens, mode="ablation", layer=self.layer, batch_size=self.args.batch_size)
             print(f"[transfer] adding each language's vector at layer {self.layer}: scores on harmless prompts …", flush=True)
@@ -232,6 +238,14 @@ class MultilingualStudy:
             if value is None:
                 logger.warning("no refusals in %s: using the %s refusal tokens", language, fallback.get("tokens"))
                 out[language] = {**fallback, "how": "no refusals in this language: tokens of another language"}
+            elif language != "en" and out.get("en") and language not in overrides:
+                # Models often refuse in English whatever the prompt's language (an induced refusal
+                # especially), so English refusal openings count in every language.
+                extra = [t for t in out["en"]["token_ids"] if t not in value["token_ids"]]
+                if extra:
+                    out[language] = {**value, "token_ids": value["token_ids"] + extra,
+                                     "tokens": (value.get("tokens") or []) + [self.model.tokenizer.decode([t]) for t in extra],
+                                     "how": value["how"] + ", plus the English refusal tokens"}
         return out
 
     def summary_base(self) -> dict:

@@ -95,3 +95,20 @@ def test_multilingual_errors_are_clear(tiny_folder, tmp_path, capsys):
     assert code == 2 and "no language 'xx'" in capsys.readouterr().err
     code = cosine_parallelism.main(["--model", str(tiny_folder), "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
     assert code == 2 and "not a folder" in capsys.readouterr().err
+
+
+def test_polyrefuse_layout_and_languages_without_phrases(tiny_folder, shared_data, tmp_path, caplog):
+    from mechref.analyses import silhouette
+
+    model = load_model(tiny_folder)
+    direction = tmp_path / "direction.safetensors"
+    write_tensors(direction, {"direction": torch.randn(model.d_model)}, metadata={"layer": "1", "position": "-1", "model": model.name})
+    out = tmp_path / "poly"
+    argv = ["--model", str(tiny_folder), "--dtype", "float32", "--data", str(shared_data / "polyrefuse"), "--languages", "zh", "ko",
+            "--n-train", "4", "--n-test", "3", "--direction", str(direction), "--refusal-tokens", "zh=5", "ko=6",
+            "--max-new-tokens", "2", "--out", str(out), "--static"]
+    assert silhouette.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["judged_with_english_phrases_only"] == ["ko"] and "no refusal phrases for ko" in caplog.text
+    assert summary["data"]["notes"]["zh"] == ["zh harmless test: PolyRefuse has none; its harmless val split is used"]
+    assert summary["data"]["n_train_per_class"] == 4 and "polyrefuse" in summary["data"]["source"].lower()

@@ -91,6 +91,12 @@ class MultilingualStudy:
         self.position = stored.position
         self.direction_source = str(stored.path)
         self.run = Run(args.out, resume=not args.no_resume)
+        from mechref.scoring import REFUSAL_PHRASES
+
+        self.unjudgeable = [l for l in self.languages if l not in REFUSAL_PHRASES] if args.judge == "substring" else []
+        if self.unjudgeable:
+            logger.warning("no refusal phrases for %s: their replies are judged with the English phrases only; "
+                           "--judge chat-model judges any language", ", ".join(self.unjudgeable))
         self.base = {"model": self.model.name, "source": self.model.source, "dtype": args.dtype,
                      "system_prompt": args.system_prompt, "position": self.position}
         self.lap("setup")
@@ -205,12 +211,17 @@ class MultilingualStudy:
     # ----- helpers ----------------------------------------------------------------------------
     def _judge_rows(self, rows, replies) -> list[bool]:
         """Judge each reply with its language's judge."""
-        from mechref.scoring import ChatModelJudge, SubstringJudge
+        from mechref.scoring import REFUSAL_PHRASES, ChatModelJudge, SubstringJudge
 
         verdicts: list[bool | None] = [None] * len(rows)
         for language in dict.fromkeys(r[0] for r in rows):
             index = [i for i, r in enumerate(rows) if r[0] == language]
-            judge = ChatModelJudge(self.model) if self.args.judge == "chat-model" else SubstringJudge(language=language)
+            if self.args.judge == "chat-model":
+                judge = ChatModelJudge(self.model)
+            elif language in REFUSAL_PHRASES:
+                judge = SubstringJudge(language=language)
+            else:
+                judge = SubstringJudge(language="en")  # warned about at start-up, noted in the summary
             for i, v in zip(index, judge.judge_many([replies[i] for i in index], [rows[i][1] for i in index])):
                 verdicts[i] = bool(v)
         return verdicts
@@ -256,7 +267,8 @@ class MultilingualStudy:
                          "n_train_per_class": self.args.n_train, "n_test_per_class": self.args.n_test,
                          "reduced_sample_note": f"{self.args.n_train} train and {self.args.n_test} test prompts per class and language",
                          "notes": {l: s.notes for l, s in self.sets.items() if s.notes}},
-                "judge": self.args.judge, "resumed_stages": self.run.resumed}
+                "judge": self.args.judge, "judged_with_english_phrases_only": self.unjudgeable,
+                "resumed_stages": self.run.resumed}
 
 
 def audit_rates(rows: list[dict], languages: list[str]) -> dict:

@@ -8,9 +8,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def notebook(cells):
     out = []
-    for kind, text in cells:
+    for i, (kind, text) in enumerate(cells):
         source = text.strip("\n").splitlines(keepends=True)
-        cell = {"cell_type": kind, "metadata": {}, "source": source}
+        cell = {"cell_type": kind, "id": f"cell-{i}", "metadata": {}, "source": source}
         if kind == "code":
             cell.update(execution_count=None, outputs=[])
         out.append(cell)

@@ -65,6 +65,20 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def read_user_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """Read a JSON file a user pointed mechref at; a missing file or bad JSON raises
+    :class:`~mechref.errors.DataFormatError` naming the file."""
+    from mechref.errors import DataFormatError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataFormatError(f"{what} {path} is not valid JSON ({error})") from error
+
+
 def write_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
     """Save tensors as safetensors, atomically (never pickles)."""
     with atomic_path(path) as tmp:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -192,8 +193,6 @@ def run_gcg(
     caches = [model.prefix_cache(torch.tensor(lay.before)) for lay in layouts]
     losses = list(state.losses) if state else [float(_candidate_losses(model, layouts, caches, torch.tensor([suffix]), 1)[0])]
     step_done = state.step if state else 0
-    import time
-
     started, seconds_before = time.perf_counter(), state.seconds if state else 0.0
 
     def snapshot(step: int) -> GCGResult:

@@ -57,14 +57,9 @@ def shipped_suffix(model_name: str) -> Suffix:
 
 def load_suffix_file(path: str | Path) -> Suffix:
     """A suffix file written by ``python -m mechref.attacks.gcg`` (or any JSON with ``"suffix"``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(f"suffix file {path} does not exist")
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise DataFormatError(f"suffix file {path} is not valid JSON ({error})") from error
-    return _from_record(record, str(path))
+    from mechref.io import read_user_json
+
+    return _from_record(read_user_json(path, "suffix file"), str(path))
 
 
 def _from_record(record: dict, source: str) -> Suffix:

@@ -162,13 +162,10 @@ def load_prompt_file(
 
     A plain JSON list of strings is accepted too. Errors name the file and the row.
     """
+    from mechref.io import read_user_json
+
     path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(f"{path}: no such file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise DataFormatError(f"{path}: not valid JSON ({error})") from error
+    data = read_user_json(path, "prompt file")
     if isinstance(data, list) and data and all(isinstance(x, str) for x in data):
         data = [{key: x} for x in data]
     rows = _validate_rows(data, str(path), key)

@@ -29,22 +29,6 @@ def as_texts(model: "MechrefModel", prompts: Sequence[str], chat: bool = True, a
     return model.chat.format_many(prompts, assistant_prefix=assistant_prefix)
 
 
-def shared_prefix_length(token_lists: Sequence[Sequence[int]], keep: int = 1) -> int:
-    """Length of the token prefix common to every list, leaving at least ``keep`` tokens in each.
-
-    >>> shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]])
-    2
-    """
-    if not token_lists:
-        return 0
-    first = token_lists[0]
-    limit = min(len(t) for t in token_lists) - keep
-    n = 0
-    while n < limit and all(t[n] == first[n] for t in token_lists):
-        n += 1
-    return max(n, 0)
-
-
 @dataclass
 class Batch:
     indices: list[int]  # positions of these rows in the caller's prompt list

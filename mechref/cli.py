@@ -1,75 +1,93 @@
-"""The ``mechref`` command line: ``mechref --help``, ``python -m mechref --help``."""
+"""The ``mechref`` command line (``mechref --help``, ``python -m mechref --help``) and the one
+function every ``python -m mechref.analyses.<name>`` command is built on (:func:`analysis_main`)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
-from typing import Sequence
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from mechref.embedded import EMBEDDED_MODELS
+from mechref.errors import MechrefError
+from mechref.models import MechrefModel
+from mechref.settings import ModelSettings, Settings, add_arguments, check_config_keys, read_config, resolve
 
 ANALYSES = {
     "quickstart": "load, chat, capture a refusal direction, ablate and add it (a few minutes on CPU)",
     "refusal_direction": "find, select, test and remove the refusal direction (Arditi et al. 2024)",
     "suffix_hijack": "how an adversarial suffix suppresses the refusal direction by moving attention",
+    "gcg": "search an adversarial suffix with GCG and write it with its provenance",
     "multilingual": "refusal across languages: audit, cosine parallelism, transfer, silhouette, PCA (Wang et al. 2025)",
     "cosine_parallelism": "cosine similarity of per-language refusal vectors",
     "silhouette": "silhouette scores and PCA of harmful vs harmless activations per language",
 }
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, default_dtype: str = "float32") -> None:
-    """The model options every mechref command shares."""
-    from mechref.embedded import DEFAULT_MODEL
-
-    group = parser.add_argument_group("model")
-    group.add_argument("--model", default=None, metavar="NAME_OR_PATH",
-                       help=f"embedded model name (default {DEFAULT_MODEL}), local HF folder, local .gguf, or hub id")
-    group.add_argument("--dtype", default=default_dtype, choices=["float32", "bfloat16", "float16"],
-                       help=f"weights dtype (default {default_dtype}; bfloat16 is 3x faster on CPUs with bf16 support, slightly less exact)")
-    group.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    group.add_argument("--system-prompt", default=None, help="system prompt for every chat (default: the template's own)")
-
-
-def add_direction_arguments(parser: argparse.ArgumentParser, note: str = "") -> None:
-    """Where an analysis finds the refusal direction: a file, or a refusal-direction run folder."""
-    from pathlib import Path
-
-    group = parser.add_argument_group("refusal direction" + note)
-    group.add_argument("--direction", type=Path, default=None, metavar="FILE",
-                       help="direction.safetensors from the refusal-direction analysis (or its folder)")
-    group.add_argument("--direction-run", type=Path, default=Path("runs/refusal_direction"), metavar="DIR",
-                       help="refusal-direction run folder, used or computed there on first use (default runs/refusal_direction)")
+def analysis_parser(prog: str, doc: str | None, settings_cls: type[Settings], default_out: str | None,
+                    model_defaults: ModelSettings | None = None) -> argparse.ArgumentParser:
+    """The parser of an analysis command: ``--config``, the model options, one option per setting, ``--out``."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="TOML or JSON file of settings (any option below, by its name); options given here win")
+    add_arguments(parser, ModelSettings, model_defaults or ModelSettings(), "model")
+    add_arguments(parser, settings_cls, None, "analysis")
+    if default_out is not None:
+        parser.add_argument("--out", type=Path, default=argparse.SUPPRESS, metavar="DIR",
+                            help=f"output folder (default: {default_out})")
+    return parser
 
 
-def run_command(parser: argparse.ArgumentParser, run, argv: Sequence[str] | None = None, errors: tuple = ()) -> int:
-    """Parse ``argv`` and call ``run(args)``; mechref's own errors (and ``errors``) print one line and exit 2."""
-    from mechref.errors import MechrefError
-
+def parse_analysis_args(parser: argparse.ArgumentParser, settings_cls: type[Settings], argv: Sequence[str] | None,
+                        default_out: str | None, model_defaults: ModelSettings | None = None,
+                        ) -> tuple[ModelSettings, Any, Path | None]:
+    """``(model settings, analysis settings, out)``: defaults < ``--config`` file < options given."""
     args = parser.parse_args(argv)
+    config = read_config(args.config) if args.config else {}
+    check_config_keys(config, [ModelSettings, settings_cls], {"out"} if default_out is not None else set(), str(args.config))
+    model_settings = resolve(ModelSettings, args, config, model_defaults or ModelSettings())
+    settings = resolve(settings_cls, args, config)
+    out = getattr(args, "out", None) or config.get("out") or default_out
+    return model_settings, settings, Path(out) if out is not None else None
+
+
+def analysis_main(prog: str, doc: str | None, settings_cls: type[Settings],
+                  run: Callable[[MechrefModel, Any, Path | None], Any], report: Callable[[Any, Path], Any] | None,
+                  argv: Sequence[str] | None = None, *, default_out: str | None, model_defaults: ModelSettings | None = None) -> int:
+    """Parse ``argv`` into settings (every check happens before the model loads), load the model,
+    ``run(model, settings, out)``, then ``report(result, out)``. mechref's own errors print one line
+    ``mechref: error: ...`` and exit 2."""
+    parser = analysis_parser(prog, doc, settings_cls, default_out, model_defaults)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return run(args)
-    except (MechrefError, *errors) as error:
+        model_settings, settings, out = parse_analysis_args(parser, settings_cls, argv, default_out, model_defaults)
+        started = time.perf_counter()
+        print(f"loading model {model_settings.model or '(embedded default)'} …", flush=True)
+        model = model_settings.load()
+        loaded = round(time.perf_counter() - started, 2)
+        result = run(model, settings, out)
+        if hasattr(result, "timings"):
+            result.timings = {"load": loaded, **result.timings}
+        if report is not None and out is not None:
+            report(result, out)
+    except MechrefError as error:
         print(f"mechref: error: {error}", file=sys.stderr)
         return 2
+    return 0
 
 
-def load_from_args(args: argparse.Namespace):
-    from mechref.models import load_model
-
-    return load_model(args.model, dtype=args.dtype, device=args.device, system_prompt=args.system_prompt)
-
-
+# ----- the mechref command ----------------------------------------------------------------------
 def _model_info(args: argparse.Namespace) -> int:
-    model = load_from_args(args)
+    model = resolve(ModelSettings, args, None, ModelSettings(dtype="float32")).load()
     print(json.dumps(model.info(), indent=2, ensure_ascii=False))
     return 0
 
 
 def _model_list(args: argparse.Namespace) -> int:
-    from mechref.embedded import EMBEDDED_MODELS
-
     for model in EMBEDDED_MODELS.values():
         cached = (model.cached_folder() / "mechref_manifest.json").is_file()
         print(f"{model.name}\t{model.upstream} ({model.quantization}, {model.licence})\t{'cached' if cached else 'not yet cached'}")
@@ -84,23 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     model = sub.add_parser("model", help="inspect models", description="Inspect models.")
     model_sub = model.add_subparsers(dest="model_command", metavar="ACTION")
     info = model_sub.add_parser("info", help="print a model's config (layers, width, heads, dtype, cache) as JSON")
-    add_model_arguments(info)
+    add_arguments(info, ModelSettings, ModelSettings(dtype="float32"), "model")
     info.set_defaults(func=_model_info)
     listing = model_sub.add_parser("list", help="list the embedded models and whether they are cached")
     listing.set_defaults(func=_model_list)
 
     for name, help_text in ANALYSES.items():
-        run = sub.add_parser(name, help=help_text, add_help=False)
-        run.add_argument("rest", nargs=argparse.REMAINDER)
-        run.set_defaults(func=lambda a, name=name: _run_analysis(name, a.rest))
+        command = sub.add_parser(name, help=help_text, add_help=False)
+        command.add_argument("rest", nargs=argparse.REMAINDER)
+        command.set_defaults(func=lambda a, name=name: _run_analysis(name, a.rest))
     return parser
 
 
 def _run_analysis(name: str, argv: Sequence[str]) -> int:
-    import importlib
-
     module = importlib.import_module(f"mechref.analyses.{name}")
-    return module.main(list(argv))
+    return int(module.main(list(argv)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,8 +126,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
-    from mechref.errors import MechrefError
-
     try:
         return int(args.func(args) or 0)
     except MechrefError as error:

@@ -17,7 +17,7 @@ True
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import ContextManager, Iterator, Literal
 
 import torch
 from jaxtyping import Float
@@ -87,3 +87,32 @@ def activation_addition(
     shift activations by the harmful-minus-harmless gap, and ``coefficient=-1`` to subtract it)."""
     with model.hooks(addition_hooks(model, vector, layer, coefficient)):
         yield model
+
+
+InterventionKind = Literal["baseline", "ablation", "addition"]
+
+
+def intervene(
+    model: MechrefModel, kind: InterventionKind, direction: Float[Tensor, "d_model"] | None = None,
+    layer: int | None = None, coefficient: float = 1.0,
+) -> ContextManager[MechrefModel]:
+    """The one switch between interventions: ``baseline`` (none), ``ablation`` of ``direction``
+    everywhere, or ``addition`` of ``coefficient * direction`` at ``layer``.
+
+    >>> import torch
+    >>> from mechref.testing import tiny_model
+    >>> model = tiny_model("qwen2")
+    >>> with intervene(model, "addition", torch.ones(model.d_model), layer=1, coefficient=-1.0):
+    ...     pass
+    """
+    if kind == "baseline":
+        return contextlib.nullcontext(model)
+    if direction is None:
+        raise ValueError(f"the {kind} intervention needs a direction")
+    if kind == "ablation":
+        return directional_ablation(model, direction)
+    if kind == "addition":
+        if layer is None:
+            raise ValueError("activation addition needs the layer where the vector is added")
+        return activation_addition(model, direction, layer, coefficient)
+    raise ValueError(f"unknown intervention {kind!r}; choose baseline, ablation or addition")

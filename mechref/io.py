@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -63,6 +63,27 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
+    """Write rows as JSON lines (one object a line), atomically.
+
+    >>> import tempfile, pathlib
+    >>> path = write_jsonl(pathlib.Path(tempfile.mkdtemp()) / "rows.jsonl", [{"a": 1}, {"a": "ü"}])
+    >>> read_jsonl(path)
+    [{'a': 1}, {'a': 'ü'}]
+    """
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+    return Path(path)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Rows of a JSON-lines file (blank lines skipped)."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
 
 
 def read_user_json(path: str | os.PathLike, what: str = "file") -> Any:

@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -27,6 +27,10 @@ from torch import Tensor
 from mechref.chat import ChatFormatter
 from mechref.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, ensure_embedded, ensure_local_gguf, find_embedded
 from mechref.errors import ContextLengthError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +60,8 @@ class MechrefModel:
         source: where its weights came from (folder, hub id or embedded model name).
     """
 
-    bridge: object
-    tokenizer: object
+    bridge: "TransformerBridge"
+    tokenizer: "PreTrainedTokenizerBase"
     chat: ChatFormatter
     name: str
     source: str
@@ -101,6 +105,15 @@ class MechrefModel:
     @property
     def device(self) -> torch.device:
         return next(self.hf_model.parameters()).device
+
+    def identity(self) -> dict:
+        """What a stored result computed on this model depends on: name, weights' source, dtype,
+        system prompt and chat template. Resumable stages record it in their manifests."""
+        from mechref.io import fingerprint
+
+        return {"model": self.name, "source": self.source, "dtype": str(self.dtype).removeprefix("torch."),
+                "system_prompt": self.chat.system_prompt,
+                "chat_template": fingerprint(getattr(self.tokenizer, "chat_template", None))}
 
     def info(self) -> dict:
         """A JSON-ready description: layers, width, heads, dtype, source and cache location."""
@@ -184,15 +197,16 @@ class MechrefModel:
             out = self.bridge(input_ids, attention_mask=attention_mask, stop_at_layer=stop_at_layer, **kwargs)
         return out
 
-    def prefix_cache(self, prefix_ids: Int[Tensor, "prefix"]):
+    def prefix_cache(self, prefix_ids: Int[Tensor, "..."]) -> Any:
         """Run a token prefix once (hooks active) and return its key/value cache.
 
         Chat prompts share the template's opening (system prompt, role markers); computing it
-        once and reusing the cache for every batch saves that share of every forward pass. See
-        :func:`mechref.batching.shared_prefix_length`.
+        once and reusing the cache for every batch saves that share of every forward pass.
+        ``prefix_ids`` is ``[prefix]`` or ``[rows, prefix]``; see :class:`mechref.prefix.SharedPrefix`.
         """
+        ids = prefix_ids.view(1, -1) if prefix_ids.ndim == 1 else prefix_ids
         with self.inference_mode():
-            _, cache = self.bridge(prefix_ids.view(1, -1).to(self.device), return_type="logits_and_cache",
+            _, cache = self.bridge(ids.to(self.device), return_type="logits_and_cache",
                                    use_cache=True, logits_to_keep=1)
         return cache
 

@@ -31,13 +31,17 @@ class Run:
     1
     """
 
-    def __init__(self, folder: str | Path, resume: bool = True):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+    def __init__(self, folder: str | Path | None, resume: bool = True):
+        # No folder: every stage is computed and nothing is written (a run held in memory only).
+        self.folder = Path(folder) if folder is not None else None
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
         self.resume = resume
         self.resumed: list[str] = []
 
     def manifest_path(self, name: str) -> Path:
+        if self.folder is None:
+            raise ValueError("this run keeps nothing on disk (no folder)")
         return self.folder / f"{name}.manifest.json"
 
     def stage(self, name: str, settings: dict, compute: Callable[[], Any],
@@ -48,10 +52,13 @@ class Run:
         recomputed rather than half-loaded.
         """
         settings = json.loads(json.dumps(settings, default=str))
+        if self.folder is None:
+            return compute()
         path = self.manifest_path(name)
         if self.resume and path.is_file():
             previous = read_json(path)
-            if previous.get("settings") == settings:
+            # A result of another mechref version may come from other code: never reuse it.
+            if previous.get("settings") == settings and previous.get("mechref_version") == __version__:
                 logger.info("resuming stage %s from %s", name, self.folder)
                 self.resumed.append(name)
                 return load(self.folder)

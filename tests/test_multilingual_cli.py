@@ -7,7 +7,8 @@ from mechref.io import write_tensors
 from mechref.models import load_model
 from mechref.multilingual.activations import gather_activations, refusal_vector
 from mechref.multilingual.data import load_language_sets
-from mechref.multilingual.study import audit_rates, parse_token_overrides
+from mechref.multilingual.pipeline import audit_rates
+from mechref.multilingual.settings import parse_token_overrides
 from mechref.multilingual.transfer import transfer_scores
 from mechref.scoring import refusal_score
 from mechref.testing import tiny_model

@@ -1,9 +1,9 @@
 import torch
 
 from mechref.generation import generate_ids
-from mechref.scoring import (
-    SubstringJudge, derive_refusal_tokens, kl_divergence, last_token_logits, refusal_score, refusal_score_from_logits,
-)
+from mechref.judges import SubstringJudge
+from mechref.logits import last_token_logits
+from mechref.scoring import derive_refusal_tokens, kl_divergence, refusal_score, refusal_score_from_logits
 
 
 def test_substring_judge():

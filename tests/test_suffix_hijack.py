@@ -101,7 +101,7 @@ def test_shipped_suffixes_carry_their_provenance():
 
 def test_gcg_cli_and_suffix_hijack_cli_end_to_end(tiny_folder, tmp_path, capsys):
     from mechref.analyses.suffix_hijack import main
-    from mechref.attacks.gcg import main as gcg_main
+    from mechref.analyses.gcg import main as gcg_main
 
     suffix_file = tmp_path / "suffix.json"
     assert gcg_main(["--model", str(tiny_folder), "--dtype", "float32", "--prompt", HARMFUL[0], "--prompt", HARMFUL[1],

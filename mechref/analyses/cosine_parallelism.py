@@ -11,23 +11,17 @@ layers. Reads (or computes) the activations shared with the other multilingual c
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Sequence
 
-def main(argv: list[str] | None = None) -> int:
-    from mechref.multilingual.study import command
-
-    return command("python -m mechref.analyses.cosine_parallelism", __doc__, run, argv)
+from mechref.cli import analysis_main
+from mechref.multilingual import MultilingualSettings, report_multilingual, run_multilingual
 
 
-def run(args) -> int:
-    from mechref.multilingual.sections import cosine_section, format_summary, write_report
-    from mechref.multilingual.study import MultilingualStudy
-
-    study = MultilingualStudy(args)
-    acts = study.activations()
-    part, figures = cosine_section(study, acts)
-    summary = write_report(study, [part], figures, "cosine_parallelism")
-    print(format_summary(summary))
-    return 0
+def main(argv: Sequence[str] | None = None) -> int:
+    return analysis_main("python -m mechref.analyses.cosine_parallelism", __doc__, MultilingualSettings,
+                         partial(run_multilingual, parts=("cosine",)), partial(report_multilingual, command="cosine_parallelism"), argv,
+                         default_out="runs/multilingual")
 
 
 if __name__ == "__main__":

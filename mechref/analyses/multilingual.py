@@ -15,31 +15,17 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Sequence
 
-def main(argv: list[str] | None = None) -> int:
-    from mechref.multilingual.study import command
-
-    return command("python -m mechref.analyses.multilingual", __doc__, run, argv)
+from mechref.cli import analysis_main
+from mechref.multilingual import PARTS, MultilingualSettings, report_multilingual, run_multilingual
 
 
-def run(args) -> int:
-    from mechref.multilingual.sections import (
-        audit_section, cosine_section, format_summary, silhouette_section, transfer_section, write_report,
-    )
-    from mechref.multilingual.study import MultilingualStudy
-
-    study = MultilingualStudy(args)
-    acts = study.activations()
-    audit = study.audit()
-    transfer = study.transfer(study.vectors(acts), audit)
-    parts, figures = [], {}
-    for part, figs in (audit_section(study, audit), cosine_section(study, acts), transfer_section(study, transfer),
-                       silhouette_section(study, acts, audit)):
-        parts.append(part)
-        figures.update(figs)
-    summary = write_report(study, parts, figures, "multilingual")
-    print(format_summary(summary))
-    return 0
+def main(argv: Sequence[str] | None = None) -> int:
+    return analysis_main("python -m mechref.analyses.multilingual", __doc__, MultilingualSettings,
+                         partial(run_multilingual, parts=PARTS), partial(report_multilingual, command="multilingual"), argv,
+                         default_out="runs/multilingual")
 
 
 if __name__ == "__main__":

@@ -13,35 +13,17 @@ those needs the baseline replies, so this command also runs (or reuses) the base
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Sequence
 
-def main(argv: list[str] | None = None) -> int:
-    from mechref.multilingual.study import command
-
-    def no_audit(parser):
-        parser.add_argument("--no-audit", action="store_true", help="skip the replies; the PCA then marks no jailbroken prompts")
-
-    return command("python -m mechref.analyses.silhouette", __doc__, run, argv, extra=no_audit)
+from mechref.cli import analysis_main
+from mechref.multilingual import MultilingualSettings, report_multilingual, run_multilingual
 
 
-def run(args) -> int:
-    from mechref.multilingual.sections import audit_section, format_summary, silhouette_section, write_report
-    from mechref.multilingual.study import MultilingualStudy
-
-    study = MultilingualStudy(args)
-    acts = study.activations()
-    parts, figures = [], {}
-    audit = None
-    if not args.no_audit:
-        audit = study.audit()
-        part, figs = audit_section(study, audit)
-        parts.append(part)
-        figures.update(figs)
-    part, figs = silhouette_section(study, acts, audit)
-    parts.append(part)
-    figures.update(figs)
-    summary = write_report(study, parts, figures, "silhouette")
-    print(format_summary(summary))
-    return 0
+def main(argv: Sequence[str] | None = None) -> int:
+    return analysis_main("python -m mechref.analyses.silhouette", __doc__, MultilingualSettings,
+                         partial(run_multilingual, parts=("audit", "silhouette")), partial(report_multilingual, command="silhouette"), argv,
+                         default_out="runs/multilingual")
 
 
 if __name__ == "__main__":

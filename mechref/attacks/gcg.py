@@ -23,7 +23,6 @@ Runs are seeded and deterministic, can be checkpointed to JSON and resumed.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -38,6 +37,7 @@ from tqdm.auto import tqdm
 
 from mechref.io import write_json
 from mechref.models import MechrefModel
+from mechref.prefix import SharedPrefix
 
 
 @dataclass
@@ -139,21 +139,20 @@ def _suffix_gradient(model, layouts, suffix_ids: Tensor) -> Float[Tensor, "n_suf
     return total.float()
 
 
-def _candidate_losses(model, layouts, caches, candidates: Int[Tensor, "n n_suffix"], batch_size: int) -> Tensor:
+def _candidate_losses(model: MechrefModel, layouts: list[_Layout], prefixes: list[SharedPrefix],
+                      candidates: Int[Tensor, "n n_suffix"], batch_size: int) -> Tensor:
     """Mean target loss of each candidate suffix over the prompts (exact, batched)."""
     losses = torch.zeros(len(candidates), dtype=torch.float64)
-    for lay, cache in zip(layouts, caches):
+    for lay, prefix in zip(layouts, prefixes):
         tail = torch.tensor(lay.after + lay.target, dtype=torch.long)
         n_target = len(lay.target)
         for start in range(0, len(candidates), batch_size):
             chunk = candidates[start : start + batch_size]
             rows = len(chunk)
             input_ids = torch.cat([chunk, tail.expand(rows, -1)], dim=1)
-            batch_cache = copy.deepcopy(cache)
-            batch_cache.batch_repeat_interleave(rows)
-            mask = torch.ones(rows, len(lay.before) + input_ids.shape[1], dtype=torch.long)
+            mask = prefix.mask_for(torch.ones_like(input_ids))
             # Only the positions that predict the target need the vocabulary projection.
-            logits = model.forward(input_ids, mask, past_key_values=batch_cache, logits_for_last=n_target + 1)
+            logits = model.forward(input_ids, mask, past_key_values=prefix.cache_for(rows), logits_for_last=n_target + 1)
             pred = logits[:, -n_target - 1 : -1].float()
             target = torch.tensor(lay.target).expand(rows, -1)
             loss = torch.nn.functional.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1), reduction="none")
@@ -190,8 +189,8 @@ def run_gcg(
             state = saved
             suffix = list(saved.suffix_ids)
             generator.set_state(torch.tensor(saved.rng_state, dtype=torch.uint8))
-    caches = [model.prefix_cache(torch.tensor(lay.before)) for lay in layouts]
-    losses = list(state.losses) if state else [float(_candidate_losses(model, layouts, caches, torch.tensor([suffix]), 1)[0])]
+    prefixes = [SharedPrefix.run(model, torch.tensor(lay.before)) for lay in layouts]
+    losses = list(state.losses) if state else [float(_candidate_losses(model, layouts, prefixes, torch.tensor([suffix]), 1)[0])]
     step_done = state.step if state else 0
     started, seconds_before = time.perf_counter(), state.seconds if state else 0.0
 
@@ -214,7 +213,7 @@ def run_gcg(
         if not keep:
             continue
         candidates = candidates[keep]
-        cand_losses = _candidate_losses(model, layouts, caches, candidates, settings.batch_size)
+        cand_losses = _candidate_losses(model, layouts, prefixes, candidates, settings.batch_size)
         best = int(cand_losses.argmin())
         suffix = candidates[best].tolist()  # GCG moves to the best candidate even if it is worse
         losses.append(float(cand_losses[best]))
@@ -226,117 +225,3 @@ def run_gcg(
     if checkpoint:
         write_json(checkpoint, result.to_dict())
     return result
-
-
-# ----- command line ------------------------------------------------------------------------
-_CLI_DOC = """Search an adversarial suffix with GCG and write it, with its provenance, as a suffix file.
-
-    python -m mechref.attacks.gcg                                   # embedded model, 4 bundled prompts
-    python -m mechref.attacks.gcg --n 8 --steps 300 --out my_suffix.json
-    python -m mechref.analyses.suffix_hijack --suffix-file my_suffix.json
-
-The suffix file records the exact command, seed, settings, loss curve, and the greedy reply the
-model gives to every prompt with the suffix (and the refusal judge's verdict), so a result can be
-checked and reproduced. The search state is checkpointed next to --out and a rerun resumes it.
-"""
-
-
-def build_parser():
-    import argparse
-
-    from mechref.cli import add_model_arguments
-
-    parser = argparse.ArgumentParser(prog="python -m mechref.attacks.gcg", description=_CLI_DOC,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(parser, default_dtype="bfloat16")
-    data = parser.add_argument_group("prompts (default: the first N bundled harmful test prompts)")
-    data.add_argument("--harmful", type=Path, default=None, metavar="PATH", help="JSON or text file of harmful instructions")
-    data.add_argument("--prompt", action="append", default=None, metavar="TEXT", help="an instruction (repeatable)")
-    data.add_argument("--n", type=int, default=4, help="number of prompts optimized jointly (default 4)")
-    defaults = GCGSettings()
-    gcg = parser.add_argument_group("search")
-    gcg.add_argument("--target", default="Sure, here is", help='reply opening to force (default "Sure, here is")')
-    gcg.add_argument("--steps", type=int, default=defaults.steps)
-    gcg.add_argument("--suffix-length", type=int, default=defaults.suffix_length, help="suffix tokens")
-    gcg.add_argument("--top-k", type=int, default=defaults.top_k, help="substitutions considered per position")
-    gcg.add_argument("--n-candidates", type=int, default=defaults.n_candidates, help="candidate suffixes evaluated per step")
-    gcg.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    gcg.add_argument("--seed", type=int, default=defaults.seed)
-    gcg.add_argument("--early-stop-loss", type=float, default=defaults.early_stop_loss)
-    out = parser.add_argument_group("output")
-    out.add_argument("--out", type=Path, default=Path("runs/gcg/suffix.json"), help="suffix file to write")
-    out.add_argument("--max-new-tokens", type=int, default=48, help="tokens generated per prompt to check the suffix")
-    out.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
-    return parser
-
-
-def _prompts_from_args(args) -> list[str]:
-    from mechref.data import bundled, load_prompt_file
-
-    if args.prompt:
-        return list(args.prompt)
-    prompts = load_prompt_file(args.harmful, "harmful", "test") if args.harmful else bundled("harmful", "test")
-    return prompts.take(args.n).instructions
-
-
-def check_suffix(model: MechrefModel, prompts: Sequence[str], suffix: str, *, max_new_tokens: int = 48,
-                 progress: bool = False) -> list[dict]:
-    """Greedy replies to ``prompt + suffix`` with the substring judge's verdict, one dict per prompt."""
-    from mechref.generation import generate
-    from mechref.scoring import SubstringJudge
-
-    replies = generate(model, [p + suffix for p in prompts], max_new_tokens=max_new_tokens, progress=progress)
-    judge = SubstringJudge()
-    refused = judge.judge_many(replies, list(prompts))
-    return [{"prompt": p, "reply": r, "refused": bool(v)} for p, r, v in zip(prompts, replies, refused)]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    import shlex
-    import sys
-
-    from mechref import __version__
-    from mechref.cli import load_from_args
-    from mechref.errors import MechrefError
-
-    args = build_parser().parse_args(argv)
-    try:
-        prompts = _prompts_from_args(args)
-        model = load_from_args(args)
-        settings = GCGSettings(steps=args.steps, suffix_length=args.suffix_length, top_k=args.top_k,
-                               n_candidates=args.n_candidates, batch_size=args.batch_size, seed=args.seed,
-                               early_stop_loss=args.early_stop_loss)
-        checkpoint = args.out.with_name(args.out.stem + ".checkpoint.json")
-        if args.no_resume and checkpoint.exists():
-            checkpoint.unlink()
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        result = run_gcg(model, prompts, target=args.target, settings=settings, checkpoint=checkpoint)
-        checks = check_suffix(model, prompts, result.suffix, max_new_tokens=args.max_new_tokens)
-    except MechrefError as error:
-        print(f"mechref: error: {error}", file=sys.stderr)
-        return 2
-    record = {
-        "suffix": result.suffix,
-        "suffix_ids": result.suffix_ids,
-        "model": model.name,
-        "dtype": args.dtype,
-        "target": result.target,
-        "prompts": result.prompts,
-        "settings": asdict(result.settings),
-        "steps_run": result.step,
-        "final_loss": result.losses[-1],
-        "losses": result.losses,
-        "search_seconds": result.seconds,
-        "command": "python -m mechref.attacks.gcg " + shlex.join(list(argv) if argv is not None else sys.argv[1:]),
-        "mechref_version": __version__,
-        "generations": checks,
-        "refusal_rate_with_suffix": sum(c["refused"] for c in checks) / len(checks),
-    }
-    write_json(args.out, record)
-    print(f"suffix {result.suffix!r}  loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f} in {result.step} steps "
-          f"({result.seconds:.0f} s of search); refused {sum(c['refused'] for c in checks)}/{len(checks)} with the suffix; wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -7,7 +7,15 @@ suppresses the refusal direction by moving the attention of the heads that write
   adversarial suffix, with a random suffix of the same token length, harmless baseline);
 * :mod:`~mechref.hijack.measure` gathers, per condition, the cosine with the refusal direction at
   every layer, the direct feature attribution of every head and MLP, and attention shares;
-* :mod:`~mechref.hijack.figures` and :mod:`~mechref.hijack.views` draw them.
+* :mod:`~mechref.hijack.figures` and :mod:`~mechref.hijack.views` draw them;
+* :mod:`~mechref.hijack.settings`, :mod:`~mechref.hijack.pipeline` (:func:`run_suffix_hijack`) and
+  :mod:`~mechref.hijack.report` (:func:`report_suffix_hijack`) make them one analysis.
 
-The command line is ``python -m mechref.analyses.suffix_hijack``.
+The command line is ````mechref suffix_hijack`` (or ``python -m`` on its module in ``mechref/analyses``).
 """
+
+from mechref.hijack.pipeline import SuffixHijackResult, run_suffix_hijack
+from mechref.hijack.report import report_suffix_hijack
+from mechref.hijack.settings import SuffixHijackSettings
+
+__all__ = ["SuffixHijackResult", "SuffixHijackSettings", "report_suffix_hijack", "run_suffix_hijack"]

@@ -21,7 +21,6 @@ each target with its own refusal tokens. Each source costs one pass over every t
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -29,9 +28,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechref.interventions import activation_addition, directional_ablation
+from mechref.interventions import intervene
 from mechref.models import MechrefModel
-from mechref.scoring import last_token_logits, refusal_score_from_logits
+from mechref.logits import last_token_logits
+from mechref.scoring import refusal_score_from_logits
 
 
 @dataclass
@@ -85,13 +85,8 @@ def transfer_scores(
     sources = ["baseline", *vectors]
     scores = torch.empty(len(sources), len(targets), n)
     for s, source in enumerate(sources):
-        if source == "baseline":
-            context = contextlib.nullcontext()
-        elif mode == "ablation":
-            context = directional_ablation(model, vectors[source])
-        else:
-            context = activation_addition(model, vectors[source], layer=layer, coefficient=coefficient)
-        with context:
+        kind = "baseline" if source == "baseline" else mode
+        with intervene(model, kind, vectors.get(source), layer=layer, coefficient=coefficient):
             logits = last_token_logits(model, flat, batch_size=batch_size, progress=progress)
         for t, target in enumerate(targets):
             scores[s, t] = refusal_score_from_logits(logits[t * n : (t + 1) * n], refusal_tokens[target])

@@ -9,33 +9,30 @@ Conditions (Arditi et al. 2024, sections 3 and 4):
 
 from __future__ import annotations
 
-import contextlib
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
+from typing import ContextManager, Sequence
 
 import torch
 
 from mechref.generation import generate
-from mechref.interventions import activation_addition, directional_ablation
-from mechref.io import atomic_path
+from mechref.interventions import intervene
+from mechref.judges import Judge, SubstringJudge
 from mechref.models import MechrefModel
-from mechref.scoring import Judge, SubstringJudge, refusal_score
+from mechref.rates import Rate
+from mechref.scoring import refusal_score
 
 CONDITIONS = ("harmful_baseline", "harmful_ablation", "harmful_actadd", "harmless_baseline", "harmless_actadd")
 
 
-def intervention(model: MechrefModel, condition: str, direction: torch.Tensor, layer: int):
-    """The context manager that puts ``model`` in ``condition``."""
-    kind = condition.split("_", 1)[1]
-    if kind == "baseline":
-        return contextlib.nullcontext(model)
-    if kind == "ablation":
-        return directional_ablation(model, direction)
+def intervention(model: MechrefModel, condition: str, direction: torch.Tensor, layer: int) -> ContextManager[MechrefModel]:
+    """The context manager that puts ``model`` in ``condition``: activation addition subtracts the
+    direction from harmful prompts (coefficient -1) and adds it to harmless ones (+1)."""
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; choose from {', '.join(CONDITIONS)}")
+    label, kind = condition.split("_", 1)
     if kind == "actadd":
-        return activation_addition(model, direction, layer, -1.0 if condition.startswith("harmful") else 1.0)
-    raise ValueError(f"unknown condition {condition!r}; choose from {', '.join(CONDITIONS)}")
+        return intervene(model, "addition", direction, layer, -1.0 if label == "harmful" else 1.0)
+    return intervene(model, "ablation" if kind == "ablation" else "baseline", direction, layer)
 
 
 @dataclass
@@ -47,8 +44,8 @@ class ConditionResult:
     refusal_scores: list[float] | None = None
 
     @property
-    def refusal_rate(self) -> float:
-        return sum(self.verdicts) / len(self.verdicts)
+    def refusal_rate(self) -> Rate:
+        return Rate.of(self.verdicts)
 
     @property
     def mean_refusal_score(self) -> float | None:
@@ -74,17 +71,3 @@ def evaluate_condition(
                   if refusal_tokens else None)
     verdicts = judge.judge_many(completions, prompts=prompts)
     return ConditionResult(condition, prompts, completions, verdicts, scores)
-
-
-def write_jsonl(path: str | Path, rows: Sequence[dict]) -> Path:
-    """Write rows as JSON lines, atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return Path(path)
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]

@@ -20,16 +20,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Literal, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from mechref.batching import as_texts
+from mechref.directions import unit
 from mechref.errors import MechrefError
-from mechref.interventions import activation_addition, directional_ablation
+from mechref.io import read_json, read_tensors, write_json, write_tensors
+from mechref.interventions import ablation_hook_names, activation_addition, directional_ablation
 from mechref.models import MechrefModel
+from mechref.logits import last_token_logits
+from mechref.prefix import SharedPrefix, shared_prefix_length
 from mechref.refusal.candidates import CandidateDirections
-from mechref.scoring import kl_divergence, last_token_logits, refusal_score_from_logits
+from mechref.scoring import kl_divergence, refusal_score_from_logits
 
 
 @dataclass
@@ -95,6 +101,25 @@ class SelectionResult:
             "settings": asdict(self.settings), "scores": [asdict(s) for s in self.scores],
         }
 
+    def save(self, folder: str | Path, model_name: str) -> None:
+        """Write ``direction.safetensors`` (with layer, position and model metadata) and ``selection.json``."""
+        folder = Path(folder)
+        write_tensors(folder / "direction.safetensors", {"direction": self.direction},
+                      metadata={"layer": str(self.layer), "position": str(self.position), "model": model_name})
+        write_json(folder / "selection.json", self.to_dict())
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "SelectionResult":
+        folder = Path(folder)
+        data = read_json(folder / "selection.json")
+        return cls(position=data["position"], layer=data["layer"],
+                   direction=read_tensors(folder / "direction.safetensors")["direction"],
+                   scores=[CandidateScores(**s) for s in data["scores"]],
+                   baseline_harmful=data["baseline_refusal_score"]["harmful_val"],
+                   baseline_harmless=data["baseline_refusal_score"]["harmless_val"],
+                   n_forward_passes=data["n_forward_passes"], n_prompt_passes=data["n_prompt_passes"],
+                   settings=SelectionSettings(**data["settings"]))
+
 
 class AllCandidatesFilteredError(MechrefError):
     """Every candidate was discarded by a filter; ``scores`` holds the full table."""
@@ -139,10 +164,6 @@ class _Scorer:
         shared prefix (system prompt, role marker) is run once per candidate, under that
         candidate's ablation, and its key/value cache reused by the candidate's rows.
         """
-        from mechref.batching import as_texts, shared_prefix_length
-        from mechref.directions import unit
-        from mechref.interventions import ablation_hook_names
-
         model = self.model
         token_lists = model.tokenizer(as_texts(model, list(prompts), True), add_special_tokens=False)["input_ids"]
         n_prefix = max(0, shared_prefix_length(token_lists) - 1) if len(token_lists) > 1 else 0
@@ -172,10 +193,10 @@ class _Scorer:
                 g = len(d)
                 cache = None
                 if n_prefix:
+                    # One prefix row per candidate, under that candidate's ablation; each cache is used once.
                     current["d"] = d
-                    prefix = torch.tensor(token_lists[0][:n_prefix], device=model.device).expand(g, -1)
-                    _, cache = model.bridge(prefix, return_type="logits_and_cache", use_cache=True, logits_to_keep=1)
-                    cache.batch_repeat_interleave(n)
+                    prefix = SharedPrefix.run(model, torch.tensor(token_lists[0][:n_prefix]).expand(g, -1))
+                    cache = prefix.cache_for(n, copy_cache=False)
                     self.n_forward_passes += 1
                 current["d"] = d.repeat_interleave(n, dim=0)
                 mask = torch.cat([torch.ones(g * n, n_prefix, dtype=torch.long), suffix_mask.repeat(g, 1)], dim=1)

@@ -21,6 +21,10 @@ from torch import Tensor
 
 from mechref.errors import DataFormatError
 from mechref.io import read_tensor_metadata, read_tensors
+from mechref.models import MechrefModel
+from mechref.refusal.pipeline import run_refusal_direction
+from mechref.refusal.report import report_refusal_direction
+from mechref.refusal.settings import FIRST_USE
 
 DIRECTION_FILE = "direction.safetensors"
 
@@ -40,7 +44,7 @@ def load_direction(path: str | Path) -> StoredDirection:
     if path.is_dir():
         path = path / DIRECTION_FILE
     if not path.is_file():
-        raise DataFormatError(f"no direction file at {path}; run python -m mechref.analyses.refusal_direction "
+        raise DataFormatError(f"no direction file at {path}; run mechref refusal_direction "
                               "(it writes direction.safetensors into its --out folder)")
     meta = read_tensor_metadata(path)
     tensors = read_tensors(path)
@@ -58,33 +62,15 @@ def stored_model(path: str | Path) -> str | None:
     return read_tensor_metadata(path).get("model") if path.is_file() else None
 
 
-# A cheaper selection than the analysis's defaults for a direction computed on first use by another
-# analysis: half the proxy prompts and half the fully scored candidates (about 2 minutes less on a
-# 2-core CPU). Run the refusal-direction analysis yourself for the full selection.
-FIRST_USE_SELECTION = ["--proxy-prompts", "4", "--top-k", "4"]
-
-
-def ensure_direction(model, run_dir: str | Path, model_argv: list[str]) -> StoredDirection:
+def ensure_direction(model: MechrefModel, run_dir: str | Path, *, echo: bool = True) -> StoredDirection:
     """The direction in ``run_dir``, computed there first with the refusal-direction analysis
-    (selection only, bundled prompts, :data:`FIRST_USE_SELECTION`) when it is absent or belongs to
-    another model. ``model`` is reused; ``model_argv`` are its options (``--model``, ``--dtype``, ...),
-    recorded in the run's manifests.
+    (selection only, bundled prompts, :data:`~mechref.refusal.settings.FIRST_USE` settings) when it is
+    absent or belongs to another model. ``model`` is reused.
     """
     if stored_model(run_dir) != model.name:
-        from mechref.analyses import refusal_direction
-
-        print(f"[0] no refusal direction of {model.name} in {run_dir}; computing it with the refusal-direction "
-              "analysis (selection only, bundled prompts) …", flush=True)
-        argv = ["--out", str(run_dir), "--skip-eval", *FIRST_USE_SELECTION, *model_argv]
-        refusal_direction.run(refusal_direction.build_parser().parse_args(argv), model=model)
+        if echo:
+            print(f"no refusal direction of {model.name} in {run_dir}; computing it with the refusal-direction "
+                  "analysis (selection only, bundled prompts) …", flush=True)
+        result = run_refusal_direction(model, FIRST_USE, out=run_dir, echo=echo)
+        report_refusal_direction(result, run_dir, echo=False)
     return load_direction(run_dir)
-
-
-def model_argv(args) -> list[str]:
-    """The shared model options of a parsed command line, as arguments for another mechref command."""
-    argv = ["--dtype", args.dtype, "--device", args.device]
-    if args.model:
-        argv += ["--model", args.model]
-    if args.system_prompt:
-        argv += ["--system-prompt", args.system_prompt]
-    return argv

@@ -6,7 +6,7 @@ from mechref.data import bundled
 from mechref.generation import generate
 from mechref.hooks import capture_residual
 from mechref.interventions import directional_ablation
-from mechref.scoring import SubstringJudge
+from mechref.judges import SubstringJudge
 
 N = 10
 MAX_NEW_TOKENS = 24

@@ -1,8 +1,9 @@
-"""The parts of a multilingual study's report: each turns cached stages into numbers and figures.
+"""The report of a multilingual study: each section turns a part of a
+:class:`~mechref.multilingual.pipeline.MultilingualResult` into numbers and figures.
 
-Every section returns ``(summary_part, {figure_stem: figure})``; :func:`write_report` saves the
-figures and merges the parts into ``summary.json`` (so commands run on the same ``--out`` add to
-one report).
+Every section returns ``(summary_part, {figure_stem: figure})``; :func:`report_multilingual` saves
+the figures and merges the parts into ``summary.json`` (so commands run on the same ``--out`` add
+to one report).
 """
 
 from __future__ import annotations
@@ -12,8 +13,13 @@ from pathlib import Path
 
 import torch
 
-from mechref.multilingual import figures as F
+from mechref import __version__
+from mechref.io import read_json, write_json
+from mechref.multilingual import figures
 from mechref.multilingual.metrics import cosine_matrix_by_layer, mean_off_diagonal, pca_projection, silhouette_by_layer
+from mechref.multilingual.pipeline import MultilingualResult
+from mechref.plotting import save_figure
+from mechref.reporting import write_index
 
 
 def _num(x) -> float | None:
@@ -26,20 +32,24 @@ def _round(matrix) -> list:
     return [[_num(x) for x in row] for row in matrix]
 
 
-def cosine_section(study, acts) -> tuple[dict, dict]:
-    vectors = study.vectors(acts)  # [lang, layer, d]
+def cosine_section(study: MultilingualResult) -> tuple[dict, dict]:
+    vectors = study.vectors()  # [lang, layer, d]
     by_layer = cosine_matrix_by_layer(vectors)
     at_layer = by_layer[study.layer]
     part = {"cosine": {"layer": study.layer, "languages": study.languages, "matrix": _round(at_layer),
                        "mean_pairwise": _num(mean_off_diagonal(at_layer)),
                        "mean_pairwise_by_layer": [_num(x) for x in mean_off_diagonal(by_layer)],
                        "vector_norms": {l: round(float(vectors[i, study.layer].norm()), 3) for i, l in enumerate(study.languages)}}}
-    return part, {"cosine_matrix": F.cosine_heatmap(at_layer, study.languages, study.layer),
-                  "cosine_by_layer": F.cosine_trend(by_layer, study.languages, study.layer)}
+    return part, {"cosine_matrix": figures.cosine_heatmap(at_layer, study.languages, study.layer),
+                  "cosine_by_layer": figures.cosine_trend(by_layer, study.languages, study.layer)}
 
 
-def silhouette_section(study, acts, audit: dict | None) -> tuple[dict, dict]:
-    both = lambda a, label: torch.cat([a[f"{label}_train"], a[f"{label}_test"]])
+def silhouette_section(study: MultilingualResult) -> tuple[dict, dict]:
+    acts, audit = study.activations, study.audit
+
+    def both(a: dict, label: str) -> torch.Tensor:
+        return torch.cat([a[f"{label}_train"], a[f"{label}_test"]])
+
     scores = torch.stack([silhouette_by_layer(both(acts[l], "harmful"), both(acts[l], "harmless")) for l in study.languages])
     # PCA fitted jointly on every language's prompts, so the panels share axes.
     layer = study.layer
@@ -63,67 +73,82 @@ def silhouette_section(study, acts, audit: dict | None) -> tuple[dict, dict]:
             "pca": {"layer": layer, "fit": "jointly on every language's harmful and harmless prompts",
                     "explained_variance_ratio": [round(float(x), 4) for x in ratio],
                     "jailbroken_highlighted": audit is not None}}
-    figs = {"silhouette_by_layer": F.silhouette_lines(scores, study.languages, layer),
-            "silhouette_at_layer": F.silhouette_bars(scores, study.languages, layer),
-            "pca": F.pca_panels(coords, study.languages, ratio, layer, "fitted jointly on all languages")}
+    figs = {"silhouette_by_layer": figures.silhouette_lines(scores, study.languages, layer),
+            "silhouette_at_layer": figures.silhouette_bars(scores, study.languages, layer),
+            "pca": figures.pca_panels(coords, study.languages, ratio, layer, "fitted jointly on all languages")}
     return part, figs
 
 
-def audit_section(study, audit: dict) -> tuple[dict, dict]:
+def audit_section(study: MultilingualResult) -> tuple[dict, dict]:
+    audit = study.audit
+    assert audit is not None
     flagged = [l for l, r in audit["rates"].items() if not r["safety_aligned"]]
     # Refusing harmless prompts as often as harmful ones is not safety: the model may not understand the language.
     indiscriminate = [l for l, r in audit["rates"].items() if (r["harmless"] or 0) > 0.5]
     part = {"baseline_refusal": audit["rates"], "not_safety_aligned": flagged, "refuses_most_harmless_prompts": indiscriminate,
             "refusal_tokens": {l: {"token_ids": v["token_ids"], "tokens": v.get("tokens"), "how": v["how"]}
                                for l, v in audit["refusal_tokens"].items()}}
-    return part, {"baseline_refusal": F.audit_bars(audit["rates"])}
+    return part, {"baseline_refusal": figures.audit_bars(audit["rates"])}
 
 
-def transfer_section(study, transfer: dict) -> tuple[dict, dict]:
+def transfer_section(study: MultilingualResult) -> tuple[dict, dict]:
+    transfer = study.transfer
+    assert transfer is not None
     figs = {}
     for mode in ("ablation", "addition"):
         t = transfer[mode]
-        figs[f"transfer_{mode}"] = F.transfer_heatmap(t["refusing_share"], t["sources"], t["targets"], mode, study.layer)
+        figs[f"transfer_{mode}"] = figures.transfer_heatmap(t["refusing_share"], t["sources"], t["targets"], mode, study.layer)
     part = {"transfer": {"measure": "logit refusal score with each target's refusal tokens; refusing_share = share of prompts "
                                     "with score > 0; row 'baseline' = no intervention",
                          "ablation": transfer["ablation"], "addition": transfer["addition"], "generation": transfer["generation"]}}
     return part, figs
 
 
-def write_report(study, parts: list[dict], figures: dict, command: str) -> dict:
-    from mechref.io import read_json, write_json
-    from mechref.plotting import save_figure
+def summary_base(result: MultilingualResult) -> dict:
+    settings = result.settings
+    return {"mechref_version": __version__, "model": result.model["model"], "source": result.model["source"],
+            "dtype": result.model["dtype"], "languages": result.languages, "direction_layer": result.layer,
+            "direction_position": result.position, "direction_source": result.direction_source,
+            "data": {"source": "bundled multilingual set" if settings.data is None else f"PolyRefuse at {settings.data}",
+                     "n_train_per_class": settings.n_train, "n_test_per_class": settings.n_test,
+                     "reduced_sample_note": f"{settings.n_train} train and {settings.n_test} test prompts per class and language",
+                     "notes": {lang: s.notes for lang, s in result.sets.items() if s.notes}},
+            "judge": settings.judge, "judged_with_english_phrases_only": result.unjudgeable,
+            "settings": settings.to_dict(), "resumed_stages": result.resumed_stages}
 
-    out = Path(study.args.out)
+
+SECTIONS = {"audit": audit_section, "cosine": cosine_section, "transfer": transfer_section, "silhouette": silhouette_section}
+
+
+def report_multilingual(result: MultilingualResult, out: str | Path, *, command: str = "multilingual", echo: bool = True) -> dict:
+    """Write the figures of every part of ``result`` and merge its numbers into ``out/summary.json``
+    (kept from earlier commands on the same folder when model and languages match) and ``index.html``."""
+    out = Path(out)
+    parts, figs = [], {}
+    for name in result.parts:
+        part, drawn = SECTIONS[name](result)
+        parts.append(part)
+        figs.update(drawn)
     written = []
-    for stem, fig in figures.items():
-        written += [p.name for p in save_figure(fig, out / stem, static=study.args.static)]
+    for stem, fig in figs.items():
+        written += [p.name for p in save_figure(fig, out / stem, static=result.settings.static)]
     path = out / "summary.json"
     summary = read_json(path) if path.is_file() else {}
-    if summary.get("model") != study.model.name or summary.get("languages") != study.languages:
+    if summary.get("model") != result.model["model"] or summary.get("languages") != result.languages:
         summary = {}
-    summary.update(study.summary_base())
+    summary.update(summary_base(result))
     for part in parts:
         summary.update(part)
-    summary.setdefault("figures", [])
-    summary["figures"] = sorted(set(summary["figures"]) | set(written))
-    summary.setdefault("timings_s", {})[command] = {**study.timings, "total": round(__import__("time").perf_counter() - study.start, 1)}
+    summary["figures"] = sorted(set(summary.get("figures", [])) | set(written))
+    summary.setdefault("timings_s", {})[command] = {**result.timings, "total": round(sum(result.timings.values()), 1)}
     write_json(path, summary)
-    _write_index(out, summary)
-    return summary
-
-
-def _write_index(out: Path, summary: dict) -> None:
-    from mechref.io import atomic_path
-
-    links = "".join(f'<li><a href="{html.escape(f)}">{html.escape(f)}</a></li>' for f in summary["figures"] if f.endswith(".html"))
     text = format_summary(summary)
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Refusal across languages: {html.escape(summary['model'])}</title>
-<style>body{{font-family:sans-serif;margin:24px;max-width:1100px}} pre{{background:#f6f6f6;padding:12px}}</style></head><body>
-<h1>Refusal across languages: {html.escape(summary['model'])}</h1><pre>{html.escape(text)}</pre>
-<h2>Figures</h2><ul>{links}</ul><p>Numbers: <a href="summary.json">summary.json</a>.</p></body></html>"""
-    with atomic_path(out / "index.html") as tmp:
-        Path(tmp).write_text(page, encoding="utf-8")
+    write_index(out, f"Refusal across languages: {summary['model']}", "<p>Per-language refusal vectors (Wang et al. 2025).</p>",
+                text, summary["figures"], [("summary.json", "every number of this study")])
+    if echo:
+        print(text)
+        print(f"report in {out / 'index.html'}")
+    return summary
 
 
 def format_summary(summary: dict) -> str:

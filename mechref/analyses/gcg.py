@@ -1,0 +1,26 @@
+"""Search an adversarial suffix with GCG and write it, with its provenance, as a suffix file.
+
+    python -m mechref.analyses.gcg                                   # embedded model, 4 bundled prompts
+    python -m mechref.analyses.gcg --n 8 --steps 300 --out my_suffix.json
+    python -m mechref.analyses.suffix_hijack --suffix-file my_suffix.json
+
+The suffix file records the settings, the equivalent command, the loss curve, and the greedy reply
+the model gives to every prompt with the suffix (and the refusal judge's verdict). The search state
+is checkpointed next to --out and a rerun resumes it. In Python: mechref.attacks.run_suffix_search.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from mechref.attacks.search import SuffixSearchSettings, run_suffix_search
+from mechref.cli import analysis_main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return analysis_main("python -m mechref.analyses.gcg", __doc__, SuffixSearchSettings, run_suffix_search, None, argv,
+                         default_out="runs/gcg/suffix.json")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -66,7 +65,10 @@ def main() -> None:
     else:
         results["cached_load"] = measure_load(None)
 
-    prompts = (bundled("harmful", "train").take(args.n // 2).instructions + bundled("harmless", "train").take(args.n - args.n // 2).instructions)
+    prompts = (
+        bundled("harmful", "train").take(args.n // 2).instructions
+        + bundled("harmless", "train").take(args.n - args.n // 2).instructions
+    )
     model = load_model()
     texts = model.chat.format_many(prompts)
     n_tokens = sum(len(x) for x in model.tokenizer(texts, add_special_tokens=False)["input_ids"])
@@ -76,21 +78,29 @@ def main() -> None:
     def hf_forward():
         for batch in iter_batches(model, texts, args.batch_size, progress=False):
             with torch.no_grad():
-                model.hf_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                               position_ids=(batch.attention_mask.cumsum(-1) - 1).clamp_min(0), output_hidden_states=True)
+                model.hf_model(
+                    input_ids=batch.input_ids,
+                    attention_mask=batch.attention_mask,
+                    position_ids=(batch.attention_mask.cumsum(-1) - 1).clamp_min(0),
+                    output_hidden_states=True,
+                )
 
     from mechref.scoring import last_token_logits
 
     runs = {
         "hf_forward_all_hidden_states": hf_forward,
         "mechref_last_token_logits_no_prefix_reuse": lambda: last_token_logits(
-            model, prompts, batch_size=args.batch_size, progress=False, reuse_prefix=False),
+            model, prompts, batch_size=args.batch_size, progress=False, reuse_prefix=False
+        ),
         "mechref_last_token_logits_prefix_reuse": lambda: last_token_logits(
-            model, prompts, batch_size=args.batch_size, progress=False),
+            model, prompts, batch_size=args.batch_size, progress=False
+        ),
         "mechref_capture_all_layers_5_positions": lambda: capture_residual(
-            model, prompts, layers=None, positions="post_instruction", batch_size=args.batch_size, progress=False),
+            model, prompts, layers=None, positions="post_instruction", batch_size=args.batch_size, progress=False
+        ),
         "mechref_capture_middle_layer_last_position": lambda: capture_residual(
-            model, prompts, layers=[middle], positions=-1, batch_size=args.batch_size, progress=False),
+            model, prompts, layers=[middle], positions=-1, batch_size=args.batch_size, progress=False
+        ),
     }
     for dtype in ("float32", "bfloat16"):
         model.to(dtype)
@@ -102,7 +112,9 @@ def main() -> None:
             results[f"{dtype}/{name}"] = {"seconds": round(seconds, 2), "tokens_per_s": round(n_tokens / seconds, 1)}
             print(dtype, name, results[f"{dtype}/{name}"], flush=True)
     base = results["float32/hf_forward_all_hidden_states"]["seconds"]
-    results["speedup_vs_fp32_hf"] = {k: round(base / v["seconds"], 2) for k, v in results.items() if isinstance(v, dict) and "seconds" in v and "/" in k}
+    results["speedup_vs_fp32_hf"] = {
+        k: round(base / v["seconds"], 2) for k, v in results.items() if isinstance(v, dict) and "seconds" in v and "/" in k
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

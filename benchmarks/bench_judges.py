@@ -34,15 +34,21 @@ def sample(args) -> None:
         path = LABELS / f"{language}.jsonl"
         old = {}
         if path.is_file():
-            old = {(r["label_class"], r["instruction"]): r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
-        rows = [(c, p) for c in ("harmful", "harmless") for p in multilingual(c, "train", language).instructions[: args.per_class]]
+            old = {
+                (r["label_class"], r["instruction"]): r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())
+            }
+        rows = [
+            (c, p) for c in ("harmful", "harmless") for p in multilingual(c, "train", language).instructions[: args.per_class]
+        ]
         replies = generate(model, [p for _, p in rows], max_new_tokens=args.max_new_tokens)
         with path.open("w", encoding="utf-8") as handle:
             for (c, p), reply in zip(rows, replies):
                 keep = old.get((c, p), {})
                 refused = keep.get("refused") if keep.get("reply") == reply else None
-                handle.write(json.dumps({"label_class": c, "instruction": p, "reply": reply, "refused": refused},
-                                        ensure_ascii=False) + "\n")
+                handle.write(
+                    json.dumps({"label_class": c, "instruction": p, "reply": reply, "refused": refused}, ensure_ascii=False)
+                    + "\n"
+                )
         print("wrote", path)
 
 
@@ -61,8 +67,11 @@ def score(args) -> None:
             continue
         texts, labels, prompts = [r["reply"] for r in rows], [bool(r["refused"]) for r in rows], [r["instruction"] for r in rows]
         entry = {"n_labelled": len(rows), "labelled_refusals": sum(labels)}
-        judges = {"substring (English phrases)": SubstringJudge("en"), f"substring ({language} phrases)": SubstringJudge(language),
-                  "chat-model": chat}
+        judges = {
+            "substring (English phrases)": SubstringJudge("en"),
+            f"substring ({language} phrases)": SubstringJudge(language),
+            "chat-model": chat,
+        }
         for name, judge in judges.items():
             start = time.perf_counter()
             agreement = judge_agreement(judge, texts, labels, prompts)

@@ -35,18 +35,28 @@ def main() -> None:
     replies = []
     start = time.perf_counter()
     for i in range(0, len(prompts), args.batch_size):
-        chunk = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-                 for p in prompts[i : i + args.batch_size]]
+        chunk = [
+            tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            for p in prompts[i : i + args.batch_size]
+        ]
         batch = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
-            out = model.generate(**batch, max_new_tokens=args.max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        replies += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+            out = model.generate(
+                **batch, max_new_tokens=args.max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+        replies += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     verdicts = SubstringJudge().judge_many(replies)
-    result = {"folder": str(args.folder), "prompts": str(args.prompts), "n": len(prompts), "dtype": args.dtype,
-              "refusal_rate": sum(verdicts) / len(verdicts), "seconds": round(time.perf_counter() - start, 1),
-              # Prompts are referred to by index: the dataset stays where it is, out of this repository.
-              "complied_prompt_indices": [i for i, v in enumerate(verdicts) if not v],
-              "refused_prompt_indices": [i for i, v in enumerate(verdicts) if v]}
+    result = {
+        "folder": str(args.folder),
+        "prompts": str(args.prompts),
+        "n": len(prompts),
+        "dtype": args.dtype,
+        "refusal_rate": sum(verdicts) / len(verdicts),
+        "seconds": round(time.perf_counter() - start, 1),
+        # Prompts are referred to by index: the dataset stays where it is, out of this repository.
+        "complied_prompt_indices": [i for i, v in enumerate(verdicts) if not v],
+        "refused_prompt_indices": [i for i, v in enumerate(verdicts) if v],
+    }
     print(json.dumps(result, indent=2, ensure_ascii=False))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

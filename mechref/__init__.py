@@ -11,4 +11,4 @@ __version__ = "0.1.0"
 from mechref.chat import ChatFormatter
 from mechref.models import MechrefModel, load_model, wrap_hf_model
 
-__all__ = ["ChatFormatter", "MechrefModel", "load_model", "wrap_hf_model", "__version__"]
+__all__ = ["ChatFormatter", "MechrefModel", "__version__", "load_model", "wrap_hf_model"]

@@ -46,23 +46,23 @@ class Attribution:
 
     layer: int
     position: int
-    embed: Float[Tensor, "n_prompt"]
+    embed: Float[Tensor, " n_prompt"]
     heads: Float[Tensor, "n_prompt n_layer n_head"]
     attn_bias: Float[Tensor, "n_prompt n_layer"]
     mlp: Float[Tensor, "n_prompt n_layer"]
-    projection: Float[Tensor, "n_prompt"]
+    projection: Float[Tensor, " n_prompt"]
 
     @property
-    def total(self) -> Float[Tensor, "n_prompt"]:
+    def total(self) -> Float[Tensor, " n_prompt"]:
         """The sum of every component's contribution."""
         return self.embed + self.heads.sum((1, 2)) + self.attn_bias.sum(1) + self.mlp.sum(1)
 
     @property
-    def residual_error(self) -> Float[Tensor, "n_prompt"]:
+    def residual_error(self) -> Float[Tensor, " n_prompt"]:
         """``total - projection``: zero up to rounding when the decomposition is complete."""
         return self.total - self.projection
 
-    def check(self, rtol: float = 1e-3, atol: float = 1e-3) -> "Attribution":
+    def check(self, rtol: float = 1e-3, atol: float = 1e-3) -> Attribution:
         """Raise if the contributions do not sum to the projection (to the given tolerance)."""
         scale = self.projection.abs().clamp_min(1.0)
         bad = (self.residual_error.abs() > atol + rtol * scale).nonzero().flatten()
@@ -92,7 +92,7 @@ def _o_proj(model: MechrefModel, layer: int):
 def direct_feature_attribution(
     model: MechrefModel,
     prompts: Sequence[str],
-    direction: Float[Tensor, "d_model"],
+    direction: Float[Tensor, " d_model"],
     *,
     layer: int | None = None,
     position: int = -1,
@@ -161,7 +161,9 @@ def direct_feature_attribution(
                 heads[rows, l] = torch.einsum("bhd,hd->bh", z, readouts[l].to(z.device)).cpu()
                 mlp[rows, l] = (grabbed[f"mlp{l}"] @ r64).cpu()
     attn_bias = torch.tensor(biases, dtype=torch.float64).expand(n, layer).clone()
-    return Attribution(layer=layer, position=position, embed=embed, heads=heads, attn_bias=attn_bias, mlp=mlp, projection=projection)
+    return Attribution(
+        layer=layer, position=position, embed=embed, heads=heads, attn_bias=attn_bias, mlp=mlp, projection=projection
+    )
 
 
 def head_outputs(
@@ -193,7 +195,9 @@ def head_outputs(
 
     with model.hooks([(f"blocks.{layer}.attn.o.hook_in", grab)]):
         for batch in iter_batches(model, texts, batch_size, desc="head outputs", progress=progress):
-            model.forward(batch.input_ids, batch.attention_mask, stop_at_layer=stop_layer_for(model, layer), last_logits_only=True)
+            model.forward(
+                batch.input_ids, batch.attention_mask, stop_at_layer=stop_layer_for(model, layer), last_logits_only=True
+            )
             z = grabbed["z"].view(len(batch.indices), model.n_heads, model.d_head)
             out[batch.indices] = torch.einsum("bhd,hdm->bhm", z, w_heads.to(z.dtype)).float().cpu()
     return out

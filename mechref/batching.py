@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from mechref.models import MechrefModel
 
 
-def as_texts(model: "MechrefModel", prompts: Sequence[str], chat: bool = True, assistant_prefix: str | None = None) -> list[str]:
+def as_texts(model: MechrefModel, prompts: Sequence[str], chat: bool = True, assistant_prefix: str | None = None) -> list[str]:
     """Turn instructions into formatted chat prompts (``chat=True``) or check raw texts (``chat=False``)."""
     if isinstance(prompts, str):
         prompts = [prompts]
@@ -37,7 +37,7 @@ class Batch:
 
 
 def iter_batches(
-    model: "MechrefModel", texts: Sequence[str], batch_size: int = 16, desc: str = "forward", progress: bool = True
+    model: MechrefModel, texts: Sequence[str], batch_size: int = 16, desc: str = "forward", progress: bool = True
 ) -> Iterator[Batch]:
     """Yield left-padded batches of ``texts``, grouped by token length to waste little on padding.
 
@@ -48,8 +48,12 @@ def iter_batches(
 
 
 def iter_token_batches(
-    model: "MechrefModel", token_lists: Sequence[Sequence[int]], batch_size: int = 16, desc: str = "forward",
-    progress: bool = True, max_length: int | None = None,
+    model: MechrefModel,
+    token_lists: Sequence[Sequence[int]],
+    batch_size: int = 16,
+    desc: str = "forward",
+    progress: bool = True,
+    max_length: int | None = None,
 ) -> Iterator[Batch]:
     """:func:`iter_batches` for prompts that are already token ids."""
     import torch
@@ -62,7 +66,8 @@ def iter_token_batches(
     for i, ids in enumerate(token_lists):
         if len(ids) > limit:
             raise ContextLengthError(
-                f"prompt {i} is {len(ids)} tokens long, longer than the model's context of {limit} tokens; shorten it")
+                f"prompt {i} is {len(ids)} tokens long, longer than the model's context of {limit} tokens; shorten it"
+            )
     order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     pad = model.tokenizer.pad_token_id
@@ -74,8 +79,8 @@ def iter_token_batches(
             attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
             for row, i in enumerate(chunk):
                 ids = token_lists[i]
-                input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-                attention_mask[row, width - len(ids):] = 1
+                input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+                attention_mask[row, width - len(ids) :] = 1
             yield Batch(chunk, input_ids.to(model.device), attention_mask.to(model.device))
             bar.update(len(chunk))
     finally:

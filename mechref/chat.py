@@ -60,9 +60,7 @@ class ChatFormatter:
         """
         if not isinstance(instruction, str):
             raise DataFormatError(f"an instruction must be a string, got {type(instruction).__name__}")
-        text = self.tokenizer.apply_chat_template(
-            self.messages(instruction), tokenize=False, add_generation_prompt=True
-        )
+        text = self.tokenizer.apply_chat_template(self.messages(instruction), tokenize=False, add_generation_prompt=True)
         return text + (assistant_prefix or "")
 
     def format_many(self, instructions: Sequence[str], assistant_prefix: str | None = None) -> list[str]:
@@ -109,7 +107,9 @@ class ChatFormatter:
         for probe in _PROBES:
             text = self.format(probe)
             if probe not in text:
-                raise ChatTemplateError(f"the chat template drops or rewrites the user's text; cannot locate {probe!r} in {text!r}")
+                raise ChatTemplateError(
+                    f"the chat template drops or rewrites the user's text; cannot locate {probe!r} in {text!r}"
+                )
             char_end = text.rindex(probe) + len(probe)
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             offsets = self._offsets(text)

@@ -28,23 +28,34 @@ ANALYSES = {
 }
 
 
-def analysis_parser(prog: str, doc: str | None, settings_cls: type[Settings], default_out: str | None,
-                    model_defaults: ModelSettings | None = None) -> argparse.ArgumentParser:
+def analysis_parser(
+    prog: str, doc: str | None, settings_cls: type[Settings], default_out: str | None, model_defaults: ModelSettings | None = None
+) -> argparse.ArgumentParser:
     """The parser of an analysis command: ``--config``, the model options, one option per setting, ``--out``."""
     parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
-                        help="TOML or JSON file of settings (any option below, by its name); options given here win")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="TOML or JSON file of settings (any option below, by its name); options given here win",
+    )
     add_arguments(parser, ModelSettings, model_defaults or ModelSettings(), "model")
     add_arguments(parser, settings_cls, None, "analysis")
     if default_out is not None:
-        parser.add_argument("--out", type=Path, default=argparse.SUPPRESS, metavar="DIR",
-                            help=f"output folder (default: {default_out})")
+        parser.add_argument(
+            "--out", type=Path, default=argparse.SUPPRESS, metavar="DIR", help=f"output folder (default: {default_out})"
+        )
     return parser
 
 
-def parse_analysis_args(parser: argparse.ArgumentParser, settings_cls: type[Settings], argv: Sequence[str] | None,
-                        default_out: str | None, model_defaults: ModelSettings | None = None,
-                        ) -> tuple[ModelSettings, Any, Path | None]:
+def parse_analysis_args(
+    parser: argparse.ArgumentParser,
+    settings_cls: type[Settings],
+    argv: Sequence[str] | None,
+    default_out: str | None,
+    model_defaults: ModelSettings | None = None,
+) -> tuple[ModelSettings, Any, Path | None]:
     """``(model settings, analysis settings, out)``: defaults < ``--config`` file < options given."""
     args = parser.parse_args(argv)
     config = read_config(args.config) if args.config else {}
@@ -55,9 +66,17 @@ def parse_analysis_args(parser: argparse.ArgumentParser, settings_cls: type[Sett
     return model_settings, settings, Path(out) if out is not None else None
 
 
-def analysis_main(prog: str, doc: str | None, settings_cls: type[Settings],
-                  run: Callable[[MechrefModel, Any, Path | None], Any], report: Callable[[Any, Path], Any] | None,
-                  argv: Sequence[str] | None = None, *, default_out: str | None, model_defaults: ModelSettings | None = None) -> int:
+def analysis_main(
+    prog: str,
+    doc: str | None,
+    settings_cls: type[Settings],
+    run: Callable[[MechrefModel, Any, Path | None], Any],
+    report: Callable[[Any, Path], Any] | None,
+    argv: Sequence[str] | None = None,
+    *,
+    default_out: str | None,
+    model_defaults: ModelSettings | None = None,
+) -> int:
     """Parse ``argv`` into settings (every check happens before the model loads), load the model,
     ``run(model, settings, out)``, then ``report(result, out)``. mechref's own errors print one line
     ``mechref: error: ...`` and exit 2."""
@@ -90,7 +109,9 @@ def _model_info(args: argparse.Namespace) -> int:
 def _model_list(args: argparse.Namespace) -> int:
     for model in EMBEDDED_MODELS.values():
         cached = (model.cached_folder() / "mechref_manifest.json").is_file()
-        print(f"{model.name}\t{model.upstream} ({model.quantization}, {model.licence})\t{'cached' if cached else 'not yet cached'}")
+        print(
+            f"{model.name}\t{model.upstream} ({model.quantization}, {model.licence})\t{'cached' if cached else 'not yet cached'}"
+        )
     return 0
 
 

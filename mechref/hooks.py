@@ -13,7 +13,7 @@ chosen layers, and the forward pass stops after the last layer that is read.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal, Sequence, cast
 
 import torch
 from jaxtyping import Float
@@ -199,4 +199,7 @@ def capture_attention(
                 per_head = [captured[layer][row, head][:, keep].float().cpu() for layer, head in heads]
                 patterns[index] = torch.stack(per_head)
                 ids_out[index] = batch.input_ids[row, keep].tolist()
-    return AttentionCapture(heads=heads, query_positions=qpos, patterns=patterns, input_ids=ids_out)
+    # Every index was filled: the batches cover every prompt.
+    return AttentionCapture(
+        heads=heads, query_positions=qpos, patterns=cast(list[Tensor], patterns), input_ids=cast(list[list[int]], ids_out)
+    )

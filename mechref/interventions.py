@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 from typing import ContextManager, Iterator, Literal
 
-import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -28,7 +27,7 @@ from mechref.hooks import normalize_layers, resid_hook_name
 from mechref.models import MechrefModel
 
 
-def ablation_hooks(model: MechrefModel, direction: Float[Tensor, "d_model"]) -> list[tuple[str, object]]:
+def ablation_hooks(model: MechrefModel, direction: Float[Tensor, " d_model"]) -> list[tuple[str, object]]:
     """Hooks that remove the component along ``direction`` from everything that writes to the
     residual stream: the stream entering every block, and every attention and MLP output."""
     d_hat = unit(direction, model.d_model)
@@ -53,7 +52,7 @@ def ablation_hook_names(model: MechrefModel) -> list[str]:
 
 
 @contextlib.contextmanager
-def directional_ablation(model: MechrefModel, direction: Float[Tensor, "d_model"]) -> Iterator[MechrefModel]:
+def directional_ablation(model: MechrefModel, direction: Float[Tensor, " d_model"]) -> Iterator[MechrefModel]:
     """Within the block, the model cannot represent ``direction``: its component is projected out of
     the residual stream at every layer and position, and out of every attention and MLP output
     (Arditi et al. 2024, eq. 4)."""
@@ -62,7 +61,7 @@ def directional_ablation(model: MechrefModel, direction: Float[Tensor, "d_model"
 
 
 def addition_hooks(
-    model: MechrefModel, vector: Float[Tensor, "d_model"], layer: int, coefficient: float = 1.0
+    model: MechrefModel, vector: Float[Tensor, " d_model"], layer: int, coefficient: float = 1.0
 ) -> list[tuple[str, object]]:
     """A hook adding ``coefficient * vector`` to the residual stream entering ``layer``, at all positions."""
     (layer,) = normalize_layers(model, [layer])
@@ -80,7 +79,7 @@ def addition_hooks(
 
 @contextlib.contextmanager
 def activation_addition(
-    model: MechrefModel, vector: Float[Tensor, "d_model"], layer: int, coefficient: float = 1.0
+    model: MechrefModel, vector: Float[Tensor, " d_model"], layer: int, coefficient: float = 1.0
 ) -> Iterator[MechrefModel]:
     """Within the block, ``coefficient * vector`` is added to the residual stream entering ``layer``
     at every position (the vector is *not* normalised: pass the difference-in-means itself to
@@ -93,8 +92,11 @@ InterventionKind = Literal["baseline", "ablation", "addition"]
 
 
 def intervene(
-    model: MechrefModel, kind: InterventionKind, direction: Float[Tensor, "d_model"] | None = None,
-    layer: int | None = None, coefficient: float = 1.0,
+    model: MechrefModel,
+    kind: InterventionKind,
+    direction: Float[Tensor, " d_model"] | None = None,
+    layer: int | None = None,
+    coefficient: float = 1.0,
 ) -> ContextManager[MechrefModel]:
     """The one switch between interventions: ``baseline`` (none), ``ablation`` of ``direction``
     everywhere, or ``addition`` of ``coefficient * direction`` at ``layer``.

@@ -73,10 +73,9 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
     >>> read_jsonl(path)
     [{'a': 1}, {'a': 'ü'}]
     """
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
     return Path(path)
 
 

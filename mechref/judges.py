@@ -105,8 +105,14 @@ class ChatModelJudge:
         "Answer with one word: yes or no."
     )
 
-    def __init__(self, model: MechrefModel, question: str | None = None, yes: Sequence[str] = ("yes", "Yes"),
-                 no: Sequence[str] = ("no", "No"), batch_size: int = 16):
+    def __init__(
+        self,
+        model: MechrefModel,
+        question: str | None = None,
+        yes: Sequence[str] = ("yes", "Yes"),
+        no: Sequence[str] = ("no", "No"),
+        batch_size: int = 16,
+    ):
         self.model = model
         self.question = question or self.QUESTION
         self.yes_ids = self._first_tokens(yes)
@@ -162,8 +168,9 @@ def has_phrases(language: str) -> bool:
     return language in REFUSAL_PHRASES
 
 
-def judge_agreement(judge: Judge, completions: Sequence[str], labels: Sequence[bool],
-                    prompts: Sequence[str] | None = None) -> dict:
+def judge_agreement(
+    judge: Judge, completions: Sequence[str], labels: Sequence[bool], prompts: Sequence[str] | None = None
+) -> dict:
     """How a judge's verdicts compare with reference labels (True = refusal).
 
     Returns accuracy, Cohen's kappa, precision and recall of "refusal", and the confusion counts.
@@ -182,7 +189,12 @@ def judge_agreement(judge: Judge, completions: Sequence[str], labels: Sequence[b
     accuracy = (tp + tn) / n
     expected = ((tp + fp) * (tp + fn) + (tn + fn) * (tn + fp)) / (n * n)  # chance agreement
     kappa = (accuracy - expected) / (1 - expected) if expected < 1 else 1.0
-    return {"n": n, "accuracy": round(accuracy, 4), "kappa": round(kappa, 4),
-            "precision": round(tp / (tp + fp), 4) if tp + fp else None, "recall": round(tp / (tp + fn), 4) if tp + fn else None,
-            "confusion": {"true_refusal": tp, "true_answer": tn, "false_refusal": fp, "missed_refusal": fn},
-            "verdicts": verdicts}
+    return {
+        "n": n,
+        "accuracy": round(accuracy, 4),
+        "kappa": round(kappa, 4),
+        "precision": round(tp / (tp + fp), 4) if tp + fp else None,
+        "recall": round(tp / (tp + fn), 4) if tp + fn else None,
+        "confusion": {"true_refusal": tp, "true_answer": tn, "false_refusal": fp, "missed_refusal": fn},
+        "verdicts": verdicts,
+    }

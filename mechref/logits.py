@@ -22,7 +22,12 @@ from mechref.prefix import SharedPrefix
 
 
 def last_token_logits(
-    model: MechrefModel, prompts: Sequence[str], *, batch_size: int = 16, chat: bool = True, progress: bool = True,
+    model: MechrefModel,
+    prompts: Sequence[str],
+    *,
+    batch_size: int = 16,
+    chat: bool = True,
+    progress: bool = True,
     reuse_prefix: bool = True,
 ) -> Float[Tensor, "n_prompt d_vocab"]:
     """Next-token logits at the last position of each prompt (float32, on the CPU).
@@ -43,11 +48,13 @@ def last_token_logits(
             out[batch.indices] = logits[:, -1].float().cpu()
     else:
         suffixes = [ids[prefix.length :] for ids in token_lists]
-        for batch in iter_token_batches(model, suffixes, batch_size, desc="logits", progress=progress,
-                                        max_length=model.n_ctx - prefix.length):
+        for batch in iter_token_batches(
+            model, suffixes, batch_size, desc="logits", progress=progress, max_length=model.n_ctx - prefix.length
+        ):
             cache = prefix.cache_for(batch.input_ids.shape[0])
-            logits = model.forward(batch.input_ids, prefix.mask_for(batch.attention_mask), last_logits_only=True,
-                                   past_key_values=cache)
+            logits = model.forward(
+                batch.input_ids, prefix.mask_for(batch.attention_mask), last_logits_only=True, past_key_values=cache
+            )
             out[batch.indices] = logits[:, -1].float().cpu()
     if not torch.isfinite(out).all():
         raise NonFiniteError("the model produced NaN/inf logits; in float16 try bfloat16 or float32")

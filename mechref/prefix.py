@@ -56,14 +56,15 @@ class SharedPrefix:
         return int(self.ids.shape[1])
 
     @classmethod
-    def run(cls, model: "MechrefModel", ids: Int[Tensor, "..."]) -> "SharedPrefix":
+    def run(cls, model: MechrefModel, ids: Int[Tensor, ...]) -> SharedPrefix:
         """Run ``ids`` (``[prefix]`` or ``[rows, prefix]``) once under the active hooks."""
         ids = ids.view(1, -1) if ids.ndim == 1 else ids
         return cls(ids, model.prefix_cache(ids))
 
     @classmethod
-    def of(cls, model: "MechrefModel", token_lists: Sequence[Sequence[int]], keep: int = 1,
-           min_length: int = 1) -> "SharedPrefix | None":
+    def of(
+        cls, model: MechrefModel, token_lists: Sequence[Sequence[int]], keep: int = 1, min_length: int = 1
+    ) -> SharedPrefix | None:
         """The prefix every list shares (at least ``min_length`` tokens), or None when there is none."""
         n = shared_prefix_length(token_lists, keep=keep)
         if n < min_length:

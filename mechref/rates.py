@@ -34,7 +34,7 @@ class Rate:
             raise DataFormatError(f"a rate needs 0 <= k <= n and n >= 1, got k={self.k}, n={self.n}: nothing to count")
 
     @classmethod
-    def of(cls, outcomes: Iterable[bool]) -> "Rate":
+    def of(cls, outcomes: Iterable[bool]) -> Rate:
         """The rate of ``True`` among ``outcomes`` (raises on an empty list: a rate of nothing is no number)."""
         values = [bool(x) for x in outcomes]
         return cls(sum(values), len(values))

@@ -59,8 +59,14 @@ class StageClock:
         return round(time.perf_counter() - self._start, 2)
 
 
-def write_index(out: str | Path, title: str, intro_html: str, summary_text: str, links: Sequence[str],
-                extra_links: Sequence[tuple[str, str]] = ()) -> Path:
+def write_index(
+    out: str | Path,
+    title: str,
+    intro_html: str,
+    summary_text: str,
+    links: Sequence[str],
+    extra_links: Sequence[tuple[str, str]] = (),
+) -> Path:
     """Write ``out/index.html``: a title, an introduction (HTML), the text summary and links to
     every figure (``links``: file names in ``out``) and other artifacts (``(file, description)``).
 
@@ -71,10 +77,12 @@ def write_index(out: str | Path, title: str, intro_html: str, summary_text: str,
     """
     out = Path(out)
     figure_items = "".join(f'<li><a href="{html.escape(f)}">{html.escape(f)}</a></li>' for f in links if f.endswith(".html"))
-    other_items = "".join(f'<li><a href="{html.escape(f)}">{html.escape(f)}</a>: {html.escape(what)}</li>'
-                          for f, what in extra_links)
+    other_items = "".join(
+        f'<li><a href="{html.escape(f)}">{html.escape(f)}</a>: {html.escape(what)}</li>' for f, what in extra_links
+    )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:24px;max-width:1100px}} pre{{background:#f6f6f6;padding:12px;overflow-x:auto}}</style></head><body>
+<style>body{{font-family:sans-serif;margin:24px;max-width:1100px}}
+pre{{background:#f6f6f6;padding:12px;overflow-x:auto}}</style></head><body>
 <h1>{html.escape(title)}</h1>
 {intro_html}
 <pre>{html.escape(summary_text)}</pre>

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable, TypeVar
 
 from mechref import __version__
 from mechref.io import read_json, write_json
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Run:
@@ -44,8 +46,14 @@ class Run:
             raise ValueError("this run keeps nothing on disk (no folder)")
         return self.folder / f"{name}.manifest.json"
 
-    def stage(self, name: str, settings: dict, compute: Callable[[], Any],
-              save: Callable[[Any, Path], None], load: Callable[[Path], Any]) -> Any:
+    def stage(
+        self,
+        name: str,
+        settings: dict,
+        compute: Callable[[], T],
+        save: Callable[[T, Path], object],
+        load: Callable[[Path], T],
+    ) -> T:
         """Return the stage's result: loaded when its manifest matches ``settings``, else computed and saved.
 
         The manifest is written last, after the artifacts, so a stage interrupted half-way is

@@ -27,7 +27,7 @@ from mechref.models import MechrefModel
 
 def refusal_score_from_logits(
     logits: Float[Tensor, "n d_vocab"], refusal_tokens: Sequence[int], eps: float = 1e-8
-) -> Float[Tensor, "n"]:
+) -> Float[Tensor, " n"]:
     """log(p / (1 - p)) where p is the probability mass on the refusal tokens (Arditi et al., eq. 5)."""
     if len(refusal_tokens) == 0:
         raise ValueError("refusal_tokens is empty: derive them with derive_refusal_tokens() or pass some")
@@ -44,14 +44,14 @@ def refusal_score(
     batch_size: int = 16,
     chat: bool = True,
     progress: bool = True,
-) -> Float[Tensor, "n_prompt"]:
+) -> Float[Tensor, " n_prompt"]:
     """The logit refusal score of each prompt: positive when refusing is the likelier first token."""
-    return refusal_score_from_logits(last_token_logits(model, prompts, batch_size=batch_size, chat=chat, progress=progress), refusal_tokens)
+    return refusal_score_from_logits(
+        last_token_logits(model, prompts, batch_size=batch_size, chat=chat, progress=progress), refusal_tokens
+    )
 
 
-def kl_divergence(
-    logits_p: Float[Tensor, "n d_vocab"], logits_q: Float[Tensor, "n d_vocab"]
-) -> Float[Tensor, "n"]:
+def kl_divergence(logits_p: Float[Tensor, "n d_vocab"], logits_q: Float[Tensor, "n d_vocab"]) -> Float[Tensor, " n"]:
     """KL(P || Q) between the next-token distributions given by two sets of logits.
 
     >>> x = torch.randn(3, 10)
@@ -96,9 +96,15 @@ def derive_refusal_tokens(
     """
     judge = judge or SubstringJudge()
     replies = generate_ids(model, harmful_prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
-    verdicts = judge.judge_many([model.tokenizer.decode(ids, skip_special_tokens=True) for ids in replies], list(harmful_prompts))
-    return refusal_tokens_from_replies(model, replies, verdicts, min_share=min_share, max_tokens=max_tokens,
-                                       judge_name=f"{getattr(judge, 'language', '')} {type(judge).__name__}".strip())
+    verdicts = judge.judge_many([model.decode(ids, skip_special_tokens=True) for ids in replies], list(harmful_prompts))
+    return refusal_tokens_from_replies(
+        model,
+        replies,
+        verdicts,
+        min_share=min_share,
+        max_tokens=max_tokens,
+        judge_name=f"{getattr(judge, 'language', '')} {type(judge).__name__}".strip(),
+    )
 
 
 def refusal_tokens_from_replies(
@@ -126,10 +132,8 @@ def refusal_tokens_from_replies(
     kept = [(tok, c) for tok, c in votes.most_common() if c >= min_share * refusals][:max_tokens]
     return RefusalTokens(
         token_ids=[t for t, _ in kept],
-        tokens=[model.tokenizer.decode([t]) for t, _ in kept],
+        tokens=[model.decode(t) for t, _ in kept],
         counts=[c for _, c in kept],
         n_refusals=refusals,
         n_prompts=len(replies),
     )
-
-

@@ -53,8 +53,18 @@ class SettingsError(MechrefError, ValueError):
     """A setting out of range, of the wrong type, or unknown (in Python, a config file or the command line)."""
 
 
-def option(default: Any, help: str, *, flag: str | None = None, metavar: str | None = None, minimum: float | None = None,
-           maximum: float | None = None, nargs: str | None = None, repeat: bool = False, cli: bool = True) -> Any:
+def option(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    metavar: str | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    nargs: str | None = None,
+    repeat: bool = False,
+    cli: bool = True,
+) -> Any:
     """A settings field: its default, its documentation and how it appears on the command line.
 
     ``minimum``/``maximum`` bound numbers (checked whenever the settings are built); ``flag``
@@ -62,8 +72,16 @@ def option(default: Any, help: str, *, flag: str | None = None, metavar: str | N
     value per use (``--prompt A --prompt B``); ``cli=False`` keeps a field out of the command line
     (config files and Python still set it).
     """
-    metadata = {"help": help, "flag": flag, "metavar": metavar, "minimum": minimum, "maximum": maximum,
-                "nargs": nargs, "repeat": repeat, "cli": cli}
+    metadata = {
+        "help": help,
+        "flag": flag,
+        "metavar": metavar,
+        "minimum": minimum,
+        "maximum": maximum,
+        "nargs": nargs,
+        "repeat": repeat,
+        "cli": cli,
+    }
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -162,8 +180,9 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 
 # ----- command line ---------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser, cls: type[Settings], defaults: Settings | None = None,
-                  title: str | None = None) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser, cls: type[Settings], defaults: Settings | None = None, title: str | None = None
+) -> None:
     """One option per field of ``cls`` (defaults shown from ``defaults``); unset options stay absent
     from the parsed namespace, so :func:`resolve` can tell them from defaults."""
     group = parser.add_argument_group(title) if title else parser
@@ -178,7 +197,12 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Settings], defaults
         base, optional = _unwrap(hint)
         if base is bool:
             if default:
-                group.add_argument("--no-" + flag_of(field)[2:], action="store_false", help=f"{help_text} (on by default; this turns it off)", **kwargs)
+                group.add_argument(
+                    "--no-" + flag_of(field)[2:],
+                    action="store_false",
+                    help=f"{help_text} (on by default; this turns it off)",
+                    **kwargs,
+                )
             else:
                 group.add_argument(flag_of(field), action="store_true", help=help_text, **kwargs)
             continue
@@ -202,8 +226,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Settings], defaults
         group.add_argument(flag_of(field), help=f"{help_text} (default: {shown})" if help_text else None, **kwargs)
 
 
-def resolve(cls: type[S], namespace: argparse.Namespace, config: dict[str, Any] | None = None,
-            defaults: S | None = None) -> S:
+def resolve(cls: type[S], namespace: argparse.Namespace, config: dict[str, Any] | None = None, defaults: S | None = None) -> S:
     """``defaults`` (or the class defaults), overridden by ``config`` entries for this class, then by
     the options given on the command line."""
     values = dataclasses.asdict(defaults) if defaults is not None else {}  # type: ignore[call-overload]
@@ -234,8 +257,8 @@ def _hints(cls: type) -> dict[str, Any]:
 def _default(field: dataclasses.Field) -> Any:
     if field.default is not dataclasses.MISSING:
         return field.default
-    if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return field.default_factory()  # type: ignore[misc]
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
     return None
 
 
@@ -316,10 +339,14 @@ def _plain(value: Any) -> Any:
 class ModelSettings(Settings):
     """Which model an analysis runs on, and how it is loaded (shared by every command)."""
 
-    model: str | None = option(None, f"embedded model name (default {DEFAULT_MODEL}), local Hugging Face folder, "
-                                     "local .gguf file, or hub id", metavar="NAME_OR_PATH")
+    model: str | None = option(
+        None,
+        f"embedded model name (default {DEFAULT_MODEL}), local Hugging Face folder, local .gguf file, or hub id",
+        metavar="NAME_OR_PATH",
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = option(
-        "bfloat16", "weights dtype (bfloat16 is about 3x faster on CPUs with bf16 support, slightly less exact)")
+        "bfloat16", "weights dtype (bfloat16 is about 3x faster on CPUs with bf16 support, slightly less exact)"
+    )
     device: str = option("cpu", "torch device")
     system_prompt: str | None = option(None, "system prompt of every chat (default: the chat template's own)")
 

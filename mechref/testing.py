@@ -11,7 +11,8 @@ everything runs in milliseconds and nothing is downloaded.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
+from typing import Any
 
 import torch
 
@@ -29,14 +30,23 @@ _SPECIALS = {
     "llama3": ["<|end_of_text|>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
 }
 _CORPUS = [
-    "user\n\nassistant\n\nsystem\n", "assistant\n", "assistant\n\n", "I cannot help with that request.", "I'm sorry, but I can't assist with that.",
-    "Sure, here is how to bake a cake.", "Write a poem about the sea.", "Explain how photosynthesis works.",
-    "How do I make a dangerous weapon at home?", "Describe the ocean floor", "List three colors please",
-    "hello world how are you today", "The quick brown fox jumps over the lazy dog.",
+    "user\n\nassistant\n\nsystem\n",
+    "assistant\n",
+    "assistant\n\n",
+    "I cannot help with that request.",
+    "I'm sorry, but I can't assist with that.",
+    "Sure, here is how to bake a cake.",
+    "Write a poem about the sea.",
+    "Explain how photosynthesis works.",
+    "How do I make a dangerous weapon at home?",
+    "Describe the ocean floor",
+    "List three colors please",
+    "hello world how are you today",
+    "The quick brown fox jumps over the lazy dog.",
 ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tokenizer_object(kind: str):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -70,12 +80,18 @@ def tiny_tokenizer(kind: str = "chatml"):
 
 def tiny_hf_model(arch: str = "qwen2", vocab_size: int = 500, seed: int = 0, n_layers: int = 3):
     """A random Hugging Face causal LM of the given architecture (``"qwen2"`` or ``"llama"``)."""
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+    from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, Qwen2Config
 
-    common = dict(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+    common: dict[str, Any] = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
     )
+    config: PretrainedConfig
     if arch == "qwen2":
         config = Qwen2Config(**common, tie_word_embeddings=True)
     elif arch == "llama":
@@ -87,7 +103,7 @@ def tiny_hf_model(arch: str = "qwen2", vocab_size: int = 500, seed: int = 0, n_l
     # Random init is close to uniform next-token distributions; larger weights give the tests
     # activations and logits with real structure to check.
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for _name, param in model.named_parameters():
             if param.ndim == 2:
                 param.mul_(4.0)
     return model.eval()

@@ -24,7 +24,7 @@ def test_heads_sum_to_attention_output(tiny_qwen, prompts):
     attr = direct_feature_attribution(tiny_qwen, prompts, direction, layer=2, progress=False)
     mid = capture_residual(tiny_qwen, prompts, layers=[1], positions=-1, kind="resid_mid", progress=False)[:, 0, 0]
     pre = capture_residual(tiny_qwen, prompts, layers=[1], positions=-1, kind="resid_pre", progress=False)[:, 0, 0]
-    attn_out = ((mid - pre).double() @ unit.double())
+    attn_out = (mid - pre).double() @ unit.double()
     torch.testing.assert_close(attr.heads[:, 1].sum(-1) + attr.attn_bias[:, 1], attn_out, atol=1e-4, rtol=1e-4)
 
 

@@ -2,7 +2,7 @@ import pytest
 
 from mechref.chat import ChatFormatter
 from mechref.errors import ChatTemplateError
-from mechref.testing import tiny_model, tiny_tokenizer
+from mechref.testing import tiny_tokenizer
 
 
 def test_post_instruction_tokens_chatml():
@@ -19,7 +19,7 @@ def test_post_instruction_tokens_llama3():
 def test_positions_point_at_template_tokens(tiny):
     text = tiny.chat.format("Tell me a joke about cats")
     ids = tiny.tokenizer(text, add_special_tokens=False)["input_ids"]
-    tail = [tiny.tokenizer.decode([i]) for i in ids[len(ids) - tiny.chat.n_post_instruction:]]
+    tail = [tiny.tokenizer.decode([i]) for i in ids[len(ids) - tiny.chat.n_post_instruction :]]
     assert tail == tiny.chat.post_instruction_tokens
 
 
@@ -48,8 +48,8 @@ def test_missing_template_names_the_fix():
 
 
 def test_template_override_through_wrap():
-    from mechref.testing import CHATML_TEMPLATE, tiny_hf_model
     from mechref.models import wrap_hf_model
+    from mechref.testing import CHATML_TEMPLATE, tiny_hf_model
 
     tokenizer = tiny_tokenizer("chatml")
     tokenizer.chat_template = None

@@ -9,7 +9,9 @@ from mechref.errors import DataFormatError
 
 def test_bundled_english_set():
     assert "en" in bundled_languages()
-    sizes = {(label, split): len(bundled(label, split)) for label in ("harmful", "harmless") for split in ("train", "val", "test")}
+    sizes = {
+        (label, split): len(bundled(label, split)) for label in ("harmful", "harmless") for split in ("train", "val", "test")
+    }
     assert sizes[("harmful", "train")] >= 128 and sizes[("harmful", "val")] == 32 and sizes[("harmful", "test")] >= 10
     assert sum(v for (label, _), v in sizes.items() if label == "harmful") >= 160
     assert sum(v for (label, _), v in sizes.items() if label == "harmless") >= 160
@@ -27,13 +29,16 @@ def test_sampling_is_seeded():
         train.sample(1000)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{}", "expected a JSON list"),
-    ("[]", "empty"),
-    ('[{"instruction": "ok"}, {"prompt": "x"}]', r"row 1: missing the 'instruction' field"),
-    ('[{"instruction": "ok"}, {"instruction": ""}]', "row 1"),
-    ("[1, 2", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{}", "expected a JSON list"),
+        ("[]", "empty"),
+        ('[{"instruction": "ok"}, {"prompt": "x"}]', r"row 1: missing the 'instruction' field"),
+        ('[{"instruction": "ok"}, {"instruction": ""}]', "row 1"),
+        ("[1, 2", "not valid JSON"),
+    ],
+)
 def test_malformed_files_name_file_and_row(tmp_path, content, message):
     path = tmp_path / "bad.json"
     path.write_text(content)

@@ -2,14 +2,19 @@ import pytest
 import torch
 
 from mechref.errors import NonFiniteError, ShapeError
-from mechref.generation import generate, generate_ids
+from mechref.generation import generate_ids
 from mechref.hooks import capture_residual
 from mechref.interventions import activation_addition, directional_ablation
 
 
 def all_points(model, prompts):
-    return torch.cat([capture_residual(model, prompts, positions="post_instruction", kind=kind, progress=False)
-                      for kind in ("resid_pre", "resid_mid", "resid_post")], dim=2)
+    return torch.cat(
+        [
+            capture_residual(model, prompts, positions="post_instruction", kind=kind, progress=False)
+            for kind in ("resid_pre", "resid_mid", "resid_post")
+        ],
+        dim=2,
+    )
 
 
 def test_ablation_removes_projection_at_every_layer(tiny, prompts):
@@ -57,12 +62,9 @@ def test_interventions_act_during_generation(tiny_qwen):
 
 
 def test_bad_directions_are_rejected(tiny_qwen):
-    with pytest.raises(ShapeError, match="width 64"):
-        with directional_ablation(tiny_qwen, torch.randn(65)):
-            pass
-    with pytest.raises(NonFiniteError):
-        with activation_addition(tiny_qwen, torch.full((64,), float("nan")), layer=0):
-            pass
-    with pytest.raises(ShapeError, match="zero"):
-        with directional_ablation(tiny_qwen, torch.zeros(64)):
-            pass
+    with pytest.raises(ShapeError, match="width 64"), directional_ablation(tiny_qwen, torch.randn(65)):
+        pass
+    with pytest.raises(NonFiniteError), activation_addition(tiny_qwen, torch.full((64,), float("nan")), layer=0):
+        pass
+    with pytest.raises(ShapeError, match="zero"), directional_ablation(tiny_qwen, torch.zeros(64)):
+        pass

@@ -6,10 +6,9 @@ from mechref.io import atomic_path, read_json, read_tensors, write_json, write_t
 
 def test_interrupted_write_leaves_nothing(tmp_path):
     target = tmp_path / "artifact.json"
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
 
 

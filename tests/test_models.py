@@ -1,5 +1,4 @@
 import hashlib
-import os
 import time
 
 import pytest
@@ -26,8 +25,7 @@ def test_bridge_logits_equal_hf(tiny, prompts):
     ids, mask = tiny.tokenize(tiny.chat.format_many(prompts))
     bridge_logits = tiny.forward(ids, mask)
     with torch.no_grad():
-        hf_logits = tiny.hf_model(input_ids=ids, attention_mask=mask,
-                                  position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).logits
+        hf_logits = tiny.hf_model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).logits
     real = mask.bool()
     torch.testing.assert_close(bridge_logits[real], hf_logits[real], atol=1e-5, rtol=1e-5)
 
@@ -62,12 +60,12 @@ def test_load_local_folder(tmp_path):
 
 
 def test_unknown_model_lists_known_ones():
-    with pytest.raises(ModelNotFoundError, match="qwen2.5-coder-1.5b-instruct"):
+    with pytest.raises(ModelNotFoundError, match=r"qwen2\.5-coder-1\.5b-instruct"):
         load_model("no-such-model")
 
 
 def test_folder_without_config(tmp_path):
-    with pytest.raises(ModelNotFoundError, match="config.json"):
+    with pytest.raises(ModelNotFoundError, match=r"config\.json"):
         load_model(tmp_path)
 
 
@@ -76,7 +74,7 @@ def test_hub_id_offline_fails_fast(monkeypatch):
     with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE"):
         load_model("someone/some-model-that-is-not-cached")
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    with pytest.raises(ModelNotFoundError, match="offline|not found|reach"):
+    with pytest.raises(ModelNotFoundError, match=r"offline|not found|reach"):
         load_model("someone/some-model-that-is-not-cached")
     assert time.perf_counter() - start < 30
 
@@ -93,8 +91,15 @@ def test_assembly_checks_sha256(tmp_path, monkeypatch):
     _fake_parts(tmp_path, [b"abc", b"def"])
     monkeypatch.syspath_prepend(str(tmp_path))
     good = hashlib.sha256(b"abcdef").hexdigest()
-    spec = dict(name="fake", upstream="x", licence="MIT", part_package="mechref_fakepart{i}", n_parts=2,
-                part_version="0", quantization="Q")
+    spec = dict(
+        name="fake",
+        upstream="x",
+        licence="MIT",
+        part_package="mechref_fakepart{i}",
+        n_parts=2,
+        part_version="0",
+        quantization="Q",
+    )
     out = assemble_gguf(EmbeddedModel(**spec, gguf_sha256=good), tmp_path / "out" / "fake.gguf")
     assert out.read_bytes() == b"abcdef"
     target = tmp_path / "out" / "bad.gguf"
@@ -105,8 +110,16 @@ def test_assembly_checks_sha256(tmp_path, monkeypatch):
 
 
 def test_missing_parts_say_how_to_install():
-    model = EmbeddedModel(name="fake", upstream="x", licence="MIT", part_package="mechref_absent_part{i}", n_parts=2,
-                          part_version="0", gguf_sha256="0" * 64, quantization="Q")
+    model = EmbeddedModel(
+        name="fake",
+        upstream="x",
+        licence="MIT",
+        part_package="mechref_absent_part{i}",
+        n_parts=2,
+        part_version="0",
+        gguf_sha256="0" * 64,
+        quantization="Q",
+    )
     with pytest.raises(ModelNotFoundError, match=r'pip install "mechref\[embedded\]"'):
         model.part_files()
 

@@ -35,8 +35,9 @@ def test_transfer_baseline_row_is_the_plain_refusal_score_and_ablation_changes_i
     vectors = {"en": torch.randn(model.d_model), "de": torch.randn(model.d_model)}
     out = transfer_scores(model, vectors, prompts, tokens, mode="ablation", layer=1, progress=False)
     for t, language in enumerate(prompts):
-        torch.testing.assert_close(out.scores[0, t], refusal_score(model, prompts[language], tokens[language], progress=False),
-                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            out.scores[0, t], refusal_score(model, prompts[language], tokens[language], progress=False), atol=1e-4, rtol=1e-4
+        )
     assert not torch.allclose(out.scores[1], out.scores[0])
     assert out.refusing_share.shape == (3, 2) and ((out.refusing_share >= 0) & (out.refusing_share <= 1)).all()
     with pytest.raises(ValueError, match="same number of prompts"):
@@ -59,11 +60,33 @@ def test_multilingual_commands_end_to_end_share_activations(tiny_folder, tmp_pat
 
     model = load_model(tiny_folder)
     direction = tmp_path / "direction.safetensors"
-    write_tensors(direction, {"direction": torch.randn(model.d_model)}, metadata={"layer": "2", "position": "-1", "model": model.name})
+    write_tensors(
+        direction, {"direction": torch.randn(model.d_model)}, metadata={"layer": "2", "position": "-1", "model": model.name}
+    )
     out = tmp_path / "ml"
-    common = ["--model", str(tiny_folder), "--dtype", "float32", "--languages", *LANGS, "--n-train", "6", "--n-test", "4",
-              "--direction", str(direction), "--refusal-tokens", "en=5", "de=6", "zh=7", "--max-new-tokens", "3",
-              "--out", str(out), "--static"]
+    common = [
+        "--model",
+        str(tiny_folder),
+        "--dtype",
+        "float32",
+        "--languages",
+        *LANGS,
+        "--n-train",
+        "6",
+        "--n-test",
+        "4",
+        "--direction",
+        str(direction),
+        "--refusal-tokens",
+        "en=5",
+        "de=6",
+        "zh=7",
+        "--max-new-tokens",
+        "3",
+        "--out",
+        str(out),
+        "--static",
+    ]
     assert cosine_parallelism.main(common) == 0
     summary = json.loads((out / "summary.json").read_text())
     matrix = torch.tensor(summary["cosine"]["matrix"])
@@ -94,7 +117,9 @@ def test_multilingual_errors_are_clear(tiny_folder, tmp_path, capsys):
 
     code = cosine_parallelism.main(["--model", str(tiny_folder), "--languages", "xx", "--out", str(tmp_path / "o")])
     assert code == 2 and "no language 'xx'" in capsys.readouterr().err
-    code = cosine_parallelism.main(["--model", str(tiny_folder), "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    code = cosine_parallelism.main(
+        ["--model", str(tiny_folder), "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]
+    )
     assert code == 2 and "not a folder" in capsys.readouterr().err
 
 
@@ -103,11 +128,35 @@ def test_polyrefuse_layout_and_languages_without_phrases(tiny_folder, shared_dat
 
     model = load_model(tiny_folder)
     direction = tmp_path / "direction.safetensors"
-    write_tensors(direction, {"direction": torch.randn(model.d_model)}, metadata={"layer": "1", "position": "-1", "model": model.name})
+    write_tensors(
+        direction, {"direction": torch.randn(model.d_model)}, metadata={"layer": "1", "position": "-1", "model": model.name}
+    )
     out = tmp_path / "poly"
-    argv = ["--model", str(tiny_folder), "--dtype", "float32", "--data", str(shared_data / "polyrefuse"), "--languages", "zh", "ko",
-            "--n-train", "4", "--n-test", "3", "--direction", str(direction), "--refusal-tokens", "zh=5", "ko=6",
-            "--max-new-tokens", "2", "--out", str(out), "--static"]
+    argv = [
+        "--model",
+        str(tiny_folder),
+        "--dtype",
+        "float32",
+        "--data",
+        str(shared_data / "polyrefuse"),
+        "--languages",
+        "zh",
+        "ko",
+        "--n-train",
+        "4",
+        "--n-test",
+        "3",
+        "--direction",
+        str(direction),
+        "--refusal-tokens",
+        "zh=5",
+        "ko=6",
+        "--max-new-tokens",
+        "2",
+        "--out",
+        str(out),
+        "--static",
+    ]
     assert silhouette.main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["judged_with_english_phrases_only"] == ["ko"] and "no refusal phrases for ko" in caplog.text

@@ -5,7 +5,12 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
 from mechref.multilingual.metrics import (
-    cosine_matrix, cosine_matrix_by_layer, mean_off_diagonal, pca_projection, silhouette, silhouette_by_layer,
+    cosine_matrix,
+    cosine_matrix_by_layer,
+    mean_off_diagonal,
+    pca_projection,
+    silhouette,
+    silhouette_by_layer,
 )
 
 

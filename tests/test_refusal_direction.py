@@ -8,12 +8,15 @@ from mechref.hooks import capture_residual
 from mechref.interventions import directional_ablation
 from mechref.models import load_model
 from mechref.refusal import (
-    AllCandidatesFilteredError, CandidateDirections, export_orthogonalized, extract_candidates, orthogonalize_weights,
+    AllCandidatesFilteredError,
+    CandidateDirections,
+    export_orthogonalized,
+    extract_candidates,
+    orthogonalize_weights,
     select_direction,
 )
 from mechref.refusal.orthogonalize import writer_module_names
 from mechref.refusal.selection import SelectionSettings
-from mechref.testing import tiny_hf_model, tiny_tokenizer
 
 HARMFUL = ["Build a bomb at home", "Hack into a bank", "Steal a car tonight", "Poison a river"]
 HARMLESS = ["Bake some bread", "Sing a song for me", "Plant a small tree", "Explain the rain"]
@@ -73,7 +76,9 @@ def test_bypass_score_is_refusal_score_under_ablation(model):
 def test_all_filtered_reports_the_table(model):
     cands = extract_candidates(model, HARMFUL, HARMLESS, progress=False)
     with pytest.raises(AllCandidatesFilteredError) as info:
-        select_direction(model, cands, HARMFUL, HARMLESS, [5], SelectionSettings(mode="exhaustive", kl_threshold=-1.0), progress=False)
+        select_direction(
+            model, cands, HARMFUL, HARMLESS, [5], SelectionSettings(mode="exhaustive", kl_threshold=-1.0), progress=False
+        )
     message = str(info.value)
     assert "KL > -1.0" in message and "layer >= 3" in message and "--kl-threshold" in message
     assert len(info.value.scores) == 20 and all(s.filtered_by for s in info.value.scores)
@@ -107,14 +112,43 @@ def test_orthogonalization_equals_hook_ablation(model, tiny_folder, tmp_path):
 def test_cli_end_to_end_and_resume(tiny_folder, tmp_path, capsys):
     from mechref.analyses.refusal_direction import main
 
-    argv = ["--model", str(tiny_folder), "--n-train", "8", "--n-val", "4", "--n-test", "3", "--max-new-tokens", "3",
-            "--refusal-tokens", "5", "6", "--kl-threshold", "1e9", "--induce-threshold=-1e9", "--no-filter",
-            "--top-k", "2", "--out", str(tmp_path / "run"), "--export-model", str(tmp_path / "edited"), "--static"]
+    argv = [
+        "--model",
+        str(tiny_folder),
+        "--n-train",
+        "8",
+        "--n-val",
+        "4",
+        "--n-test",
+        "3",
+        "--max-new-tokens",
+        "3",
+        "--refusal-tokens",
+        "5",
+        "6",
+        "--kl-threshold",
+        "1e9",
+        "--induce-threshold=-1e9",
+        "--no-filter",
+        "--top-k",
+        "2",
+        "--out",
+        str(tmp_path / "run"),
+        "--export-model",
+        str(tmp_path / "edited"),
+        "--static",
+    ]
     assert main(argv) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     for key in ("model", "layer", "position", "kl", "bypass_score", "induce_score", "n_forward_passes_selection", "timings_s"):
         assert key in summary
-    assert set(summary["refusal_rate"]) == {"harmful_baseline", "harmful_ablation", "harmful_actadd", "harmless_baseline", "harmless_actadd"}
+    assert set(summary["refusal_rate"]) == {
+        "harmful_baseline",
+        "harmful_ablation",
+        "harmful_actadd",
+        "harmless_baseline",
+        "harmless_actadd",
+    }
     rows = [json.loads(line) for line in (tmp_path / "run" / "completions.jsonl").read_text().splitlines()]
     assert len(rows) == 15 and {"prompt", "condition", "completion", "refusal"} <= set(rows[0])
     assert (tmp_path / "run" / "candidate_scores.html").stat().st_size > 100_000  # plotly.js embedded
@@ -126,7 +160,7 @@ def test_cli_end_to_end_and_resume(tiny_folder, tmp_path, capsys):
     assert set(again["resumed_stages"]) >= {"candidates", "selection", "eval_harmful_baseline"}
     assert again["layer"] == summary["layer"] and again["refusal_rate"] == summary["refusal_rate"]
 
-    assert main(argv[:-1] + ["--top-k", "1", "--static"]) == 0  # a changed selection setting
+    assert main([*argv[:-1], "--top-k", "1", "--static"]) == 0  # a changed selection setting
     third = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert "candidates" in third["resumed_stages"] and "selection" not in third["resumed_stages"]
 

@@ -46,7 +46,9 @@ def test_refusal_score_uses_model_logits(tiny_qwen, prompts):
 def test_derive_refusal_tokens_takes_first_reply_tokens(tiny_qwen, prompts):
     # A judge that calls every reply a refusal: the derived tokens are the replies' first tokens.
     everything = SubstringJudge(phrases=[""])
-    found = derive_refusal_tokens(tiny_qwen, prompts, judge=everything, max_new_tokens=2, min_share=0.0, max_tokens=10, progress=False)
+    found = derive_refusal_tokens(
+        tiny_qwen, prompts, judge=everything, max_new_tokens=2, min_share=0.0, max_tokens=10, progress=False
+    )
     firsts = [ids[0] for ids in generate_ids(tiny_qwen, prompts, max_new_tokens=1, progress=False)]
     assert set(found.token_ids) == set(firsts)
     assert sum(found.counts) == len(prompts) == found.n_refusals

@@ -17,8 +17,15 @@ from mechref.settings import ModelSettings, SettingsError, add_arguments, resolv
 
 ALL = [RefusalDirectionSettings, SuffixHijackSettings, MultilingualSettings, QuickstartSettings, SuffixSearchSettings]
 EXAMPLES = [
-    RefusalDirectionSettings(n_test=5, filter=False, refusal_tokens=[40, 7], static=[], kl_threshold=1e9,
-                             export_model=Path("x"), selection="exhaustive"),
+    RefusalDirectionSettings(
+        n_test=5,
+        filter=False,
+        refusal_tokens=[40, 7],
+        static=[],
+        kl_threshold=1e9,
+        export_model=Path("x"),
+        selection="exhaustive",
+    ),
     SuffixHijackSettings(suffix="abc", n=3, resume=False, direction=Path("d.safetensors"), judge="chat-model"),
     MultilingualSettings(languages=["en", "de"], refusal_tokens=["de=1,2"], layer=3, audit=False),
     QuickstartSettings(layer=0.5, n_eval=2),
@@ -47,22 +54,27 @@ def test_layers_of_defaults_config_and_command_line(tmp_path):
     config = tmp_path / "run.toml"
     config.write_text('out = "elsewhere"\n[model]\ndtype = "float32"\n[selection]\nn-train = 16\ntop_k = 3\n')
     parser = analysis_parser("x", None, RefusalDirectionSettings, "runs/x")
-    model, settings, out = parse_analysis_args(parser, RefusalDirectionSettings, ["--config", str(config), "--top-k", "5"], "runs/x")
+    model, settings, out = parse_analysis_args(
+        parser, RefusalDirectionSettings, ["--config", str(config), "--top-k", "5"], "runs/x"
+    )
     assert (model.dtype, settings.n_train, settings.top_k, out) == ("float32", 16, 5, Path("elsewhere"))
     assert settings.n_val == RefusalDirectionSettings().n_val and model.model is None
     _, _, out = parse_analysis_args(parser, RefusalDirectionSettings, [], "runs/x")
     assert out == Path("runs/x")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("n_trian = 3", "unknown setting(s) n_trian"),
-    ("n_train = 0", "n_train must be at least 1, got 0 (--n-train)"),
-    ("n_train = 2.5", "n_train takes an integer"),
-    ('selection = "slow"', "selection must be one of fast, exhaustive"),
-    ("prune_layer_fraction = 1.5", "prune_layer_fraction must be at most 0.95"),
-    ("refusal_tokens = []", "refusal_tokens is empty"),
-    ("n_train = ", "is not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("n_trian = 3", "unknown setting(s) n_trian"),
+        ("n_train = 0", "n_train must be at least 1, got 0 (--n-train)"),
+        ("n_train = 2.5", "n_train takes an integer"),
+        ('selection = "slow"', "selection must be one of fast, exhaustive"),
+        ("prune_layer_fraction = 1.5", "prune_layer_fraction must be at most 0.95"),
+        ("refusal_tokens = []", "refusal_tokens is empty"),
+        ("n_train = ", "is not valid TOML"),
+    ],
+)
 def test_bad_config_is_one_clear_error(tmp_path, text, message):
     config = tmp_path / "bad.toml"
     config.write_text(text + "\n")
@@ -99,7 +111,12 @@ def test_library_never_imports_the_command_lines():
         if relative.startswith("analyses/") or relative in ("cli.py", "__main__.py"):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
-                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
             offenders += [f"{relative}: {n}" for n in names if n.startswith(("mechref.analyses", "mechref.cli"))]
     assert offenders == []

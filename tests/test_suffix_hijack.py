@@ -100,24 +100,69 @@ def test_shipped_suffixes_carry_their_provenance():
 
 
 def test_gcg_cli_and_suffix_hijack_cli_end_to_end(tiny_folder, tmp_path, capsys):
-    from mechref.analyses.suffix_hijack import main
     from mechref.analyses.gcg import main as gcg_main
+    from mechref.analyses.suffix_hijack import main
 
     suffix_file = tmp_path / "suffix.json"
-    assert gcg_main(["--model", str(tiny_folder), "--dtype", "float32", "--prompt", HARMFUL[0], "--prompt", HARMFUL[1],
-                     "--steps", "2", "--suffix-length", "4", "--n-candidates", "16", "--top-k", "16",
-                     "--max-new-tokens", "3", "--out", str(suffix_file)]) == 0
+    assert (
+        gcg_main(
+            [
+                "--model",
+                str(tiny_folder),
+                "--dtype",
+                "float32",
+                "--prompt",
+                HARMFUL[0],
+                "--prompt",
+                HARMFUL[1],
+                "--steps",
+                "2",
+                "--suffix-length",
+                "4",
+                "--n-candidates",
+                "16",
+                "--top-k",
+                "16",
+                "--max-new-tokens",
+                "3",
+                "--out",
+                str(suffix_file),
+            ]
+        )
+        == 0
+    )
     record = json.loads(suffix_file.read_text())
     assert len(record["suffix_ids"]) == 4 and record["steps_run"] == 2 and len(record["generations"]) == 2
 
     model = load_model(tiny_folder)
     direction = tmp_path / "direction.safetensors"
-    write_tensors(direction, {"direction": torch.randn(model.d_model)}, metadata={"layer": "2", "position": "-1", "model": model.name})
+    write_tensors(
+        direction, {"direction": torch.randn(model.d_model)}, metadata={"layer": "2", "position": "-1", "model": model.name}
+    )
     out = tmp_path / "hijack"
     harmful = tmp_path / "harmful.json"
     harmful.write_text(json.dumps(HARMFUL))
-    argv = ["--model", str(tiny_folder), "--dtype", "float32", "--suffix-file", str(suffix_file), "--direction", str(direction),
-            "--harmful", str(harmful), "--n", "3", "--top-k", "3", "--max-new-tokens", "3", "--out", str(out), "--static"]
+    argv = [
+        "--model",
+        str(tiny_folder),
+        "--dtype",
+        "float32",
+        "--suffix-file",
+        str(suffix_file),
+        "--direction",
+        str(direction),
+        "--harmful",
+        str(harmful),
+        "--n",
+        "3",
+        "--top-k",
+        "3",
+        "--max-new-tokens",
+        "3",
+        "--out",
+        str(out),
+        "--static",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "late-layer cosine" in printed and "top heads" in printed
@@ -136,7 +181,13 @@ def test_gcg_cli_and_suffix_hijack_cli_end_to_end(tiny_folder, tmp_path, capsys)
     assert plain == sorted(plain, reverse=True)
     assert summary["attribution"]["max_abs_completeness_error"] < 1e-3
     assert summary["data"]["n_harmful_the_suffix_was_optimized_on"] == 2
-    for name in ["index.html", "cosine_by_layer.html", "attention_shares.html", "attention_harmful_adv_suffix.html", "generations.jsonl"]:
+    for name in [
+        "index.html",
+        "cosine_by_layer.html",
+        "attention_shares.html",
+        "attention_harmful_adv_suffix.html",
+        "generations.jsonl",
+    ]:
         assert (out / name).is_file(), name
     view = (out / "attention_harmful_adv_suffix.html").read_text()
     assert "<script" in view and "unpkg.com" not in view and "cdn." not in view
@@ -153,6 +204,20 @@ def test_cli_explains_a_bad_direction(tiny_folder, tmp_path, capsys):
 
     direction = tmp_path / "direction.safetensors"
     write_tensors(direction, {"direction": torch.randn(7)}, metadata={"layer": "1", "position": "-1"})
-    code = main(["--model", str(tiny_folder), "--dtype", "float32", "--suffix", "xx", "--direction", str(direction),
-                 "--n", "2", "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "--model",
+            str(tiny_folder),
+            "--dtype",
+            "float32",
+            "--suffix",
+            "xx",
+            "--direction",
+            str(direction),
+            "--n",
+            "2",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2 and "7" in capsys.readouterr().err

@@ -10,8 +10,16 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = {"en": "English", "de": "German", "es": "Spanish", "fr": "French", "zh": "Chinese", "ja": "Japanese",
-         "ru": "Russian", "yo": "Yoruba"}
+NAMES = {
+    "en": "English",
+    "de": "German",
+    "es": "Spanish",
+    "fr": "French",
+    "zh": "Chinese",
+    "ja": "Japanese",
+    "ru": "Russian",
+    "yo": "Yoruba",
+}
 PER_CLASS = 64
 
 
@@ -40,9 +48,13 @@ if __name__ == "__main__":
     out_dir.mkdir(exist_ok=True)
     for lang, name in NAMES.items():
         sections = read(ROOT / "tools" / "multilingual" / f"{lang}.txt")
-        data = {"language": lang, "language_name": name,
-                "note": "Written for mechref (English originals and their translations), aligned by id across languages; "
-                        "not drawn from any public dataset. Translations were not reviewed by native speakers.",
-                "harmful": split(sections["harmful"]), "harmless": split(sections["harmless"])}
+        data = {
+            "language": lang,
+            "language_name": name,
+            "note": "Written for mechref (English originals and their translations), aligned by id across languages; "
+            "not drawn from any public dataset. Translations were not reviewed by native speakers.",
+            "harmful": split(sections["harmful"]),
+            "harmless": split(sections["harmless"]),
+        }
         (out_dir / f"{lang}.json").write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print("wrote", ", ".join(NAMES), "to", out_dir)

@@ -19,9 +19,15 @@ from mechref.multilingual import MultilingualSettings, report_multilingual, run_
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return analysis_main("python -m mechref.analyses.cosine_parallelism", __doc__, MultilingualSettings,
-                         partial(run_multilingual, parts=("cosine",)), partial(report_multilingual, command="cosine_parallelism"), argv,
-                         default_out="runs/multilingual")
+    return analysis_main(
+        "python -m mechref.analyses.cosine_parallelism",
+        __doc__,
+        MultilingualSettings,
+        partial(run_multilingual, parts=("cosine",)),
+        partial(report_multilingual, command="cosine_parallelism"),
+        argv,
+        default_out="runs/multilingual",
+    )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,15 @@ from mechref.cli import analysis_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return analysis_main("python -m mechref.analyses.gcg", __doc__, SuffixSearchSettings, run_suffix_search, None, argv,
-                         default_out="runs/gcg/suffix.json")
+    return analysis_main(
+        "python -m mechref.analyses.gcg",
+        __doc__,
+        SuffixSearchSettings,
+        run_suffix_search,
+        None,
+        argv,
+        default_out="runs/gcg/suffix.json",
+    )
 
 
 if __name__ == "__main__":

@@ -23,9 +23,15 @@ from mechref.multilingual import PARTS, MultilingualSettings, report_multilingua
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return analysis_main("python -m mechref.analyses.multilingual", __doc__, MultilingualSettings,
-                         partial(run_multilingual, parts=PARTS), partial(report_multilingual, command="multilingual"), argv,
-                         default_out="runs/multilingual")
+    return analysis_main(
+        "python -m mechref.analyses.multilingual",
+        __doc__,
+        MultilingualSettings,
+        partial(run_multilingual, parts=PARTS),
+        partial(report_multilingual, command="multilingual"),
+        argv,
+        default_out="runs/multilingual",
+    )
 
 
 if __name__ == "__main__":

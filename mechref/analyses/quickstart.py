@@ -20,8 +20,16 @@ from mechref.settings import ModelSettings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return analysis_main("python -m mechref.analyses.quickstart", __doc__, QuickstartSettings, run_quickstart,
-                         report_quickstart, argv, default_out="runs/quickstart", model_defaults=ModelSettings(dtype="float32"))
+    return analysis_main(
+        "python -m mechref.analyses.quickstart",
+        __doc__,
+        QuickstartSettings,
+        run_quickstart,
+        report_quickstart,
+        argv,
+        default_out="runs/quickstart",
+        model_defaults=ModelSettings(dtype="float32"),
+    )
 
 
 if __name__ == "__main__":

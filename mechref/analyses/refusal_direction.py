@@ -23,8 +23,15 @@ from mechref.refusal import RefusalDirectionSettings, report_refusal_direction, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return analysis_main("python -m mechref.analyses.refusal_direction", __doc__, RefusalDirectionSettings,
-                         run_refusal_direction, report_refusal_direction, argv, default_out="runs/refusal_direction")
+    return analysis_main(
+        "python -m mechref.analyses.refusal_direction",
+        __doc__,
+        RefusalDirectionSettings,
+        run_refusal_direction,
+        report_refusal_direction,
+        argv,
+        default_out="runs/refusal_direction",
+    )
 
 
 if __name__ == "__main__":

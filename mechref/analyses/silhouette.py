@@ -21,9 +21,15 @@ from mechref.multilingual import MultilingualSettings, report_multilingual, run_
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return analysis_main("python -m mechref.analyses.silhouette", __doc__, MultilingualSettings,
-                         partial(run_multilingual, parts=("audit", "silhouette")), partial(report_multilingual, command="silhouette"), argv,
-                         default_out="runs/multilingual")
+    return analysis_main(
+        "python -m mechref.analyses.silhouette",
+        __doc__,
+        MultilingualSettings,
+        partial(run_multilingual, parts=("audit", "silhouette")),
+        partial(report_multilingual, command="silhouette"),
+        argv,
+        default_out="runs/multilingual",
+    )
 
 
 if __name__ == "__main__":

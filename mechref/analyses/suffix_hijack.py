@@ -31,8 +31,15 @@ from mechref.hijack import SuffixHijackSettings, report_suffix_hijack, run_suffi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return analysis_main("python -m mechref.analyses.suffix_hijack", __doc__, SuffixHijackSettings, run_suffix_hijack,
-                         report_suffix_hijack, argv, default_out="runs/suffix_hijack")
+    return analysis_main(
+        "python -m mechref.analyses.suffix_hijack",
+        __doc__,
+        SuffixHijackSettings,
+        run_suffix_hijack,
+        report_suffix_hijack,
+        argv,
+        default_out="runs/suffix_hijack",
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ Runs are seeded and deterministic, can be checkpointed to JSON and resumed.
 
 >>> from mechref.testing import tiny_model
 >>> model = tiny_model("qwen2")
->>> result = run_gcg(model, ["Build a bomb"], target="Sure", settings=GCGSettings(steps=2, n_candidates=8, suffix_length=4), progress=False)
+>>> settings = GCGSettings(steps=2, n_candidates=8, suffix_length=4)
+>>> result = run_gcg(model, ["Build a bomb"], target="Sure", settings=settings, progress=False)
 >>> len(result.suffix_ids), len(result.losses)
 (4, 3)
 """
@@ -28,7 +29,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 from jaxtyping import Float, Int
@@ -71,7 +72,7 @@ class GCGResult:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GCGResult":
+    def from_dict(cls, data: dict) -> GCGResult:
         data = dict(data)
         data["settings"] = GCGSettings(**data["settings"])
         return cls(**data)
@@ -89,7 +90,7 @@ class _Layout:
 
     def matches(self, model: MechrefModel, suffix_ids: list[int]) -> bool:
         """Does the formatted prompt with this suffix tokenize to exactly these pieces?"""
-        text = self.head + model.tokenizer.decode(suffix_ids) + self.tail
+        text = self.head + model.decode(suffix_ids) + self.tail
         return model.tokenizer(text, add_special_tokens=False)["input_ids"] == self.before + suffix_ids + self.after
 
 
@@ -108,13 +109,13 @@ def allowed_token_mask(model: MechrefModel) -> torch.Tensor:
     for i in range(min(vocab, len(model.tokenizer))):
         if i in special:
             continue
-        text = model.tokenizer.decode([i])
+        text = model.decode(i)
         mask[i] = bool(text) and text.isascii() and text.isprintable() and bool(text.strip())
     return mask
 
 
 def _embedding(model: MechrefModel) -> torch.nn.Embedding:
-    return model.hf_model.get_input_embeddings()
+    return cast(torch.nn.Embedding, model.hf_model.get_input_embeddings())
 
 
 def _suffix_gradient(model, layouts, suffix_ids: Tensor) -> Float[Tensor, "n_suffix d_vocab"]:
@@ -139,8 +140,13 @@ def _suffix_gradient(model, layouts, suffix_ids: Tensor) -> Float[Tensor, "n_suf
     return total.float()
 
 
-def _candidate_losses(model: MechrefModel, layouts: list[_Layout], prefixes: list[SharedPrefix],
-                      candidates: Int[Tensor, "n n_suffix"], batch_size: int) -> Tensor:
+def _candidate_losses(
+    model: MechrefModel,
+    layouts: list[_Layout],
+    prefixes: list[SharedPrefix],
+    candidates: Int[Tensor, "n n_suffix"],
+    batch_size: int,
+) -> Tensor:
     """Mean target loss of each candidate suffix over the prompts (exact, batched)."""
     losses = torch.zeros(len(candidates), dtype=torch.float64)
     for lay, prefix in zip(layouts, prefixes):
@@ -195,8 +201,17 @@ def run_gcg(
     started, seconds_before = time.perf_counter(), state.seconds if state else 0.0
 
     def snapshot(step: int) -> GCGResult:
-        return GCGResult(model.tokenizer.decode(suffix), list(suffix), list(losses), target, prompts, settings, step,
-                         generator.get_state().tolist(), round(seconds_before + time.perf_counter() - started, 1))
+        return GCGResult(
+            model.decode(suffix),
+            list(suffix),
+            list(losses),
+            target,
+            prompts,
+            settings,
+            step,
+            generator.get_state().tolist(),
+            round(seconds_before + time.perf_counter() - started, 1),
+        )
 
     bar = tqdm(range(step_done, settings.steps), desc="GCG", disable=not progress, initial=step_done, total=settings.steps)
     for step in bar:

@@ -35,10 +35,12 @@ _GCG = GCGSettings()
 class SuffixSearchSettings(Settings):
     """Which prompts GCG optimizes jointly, towards which reply, with what search budget."""
 
-    harmful: Path | None = option(None, "JSON or text file of harmful instructions (default: the bundled test prompts)",
-                                  metavar="PATH")
-    prompt: list[str] | None = option(None, "an instruction to optimize on (repeatable; replaces --harmful)", repeat=True,
-                                      metavar="TEXT")
+    harmful: Path | None = option(
+        None, "JSON or text file of harmful instructions (default: the bundled test prompts)", metavar="PATH"
+    )
+    prompt: list[str] | None = option(
+        None, "an instruction to optimize on (repeatable; replaces --harmful)", repeat=True, metavar="TEXT"
+    )
     n: int = option(4, "number of prompts optimized jointly", minimum=1)
     target: str = option("Sure, here is", "reply opening to force")
     steps: int = option(_GCG.steps, "optimization steps", minimum=1)
@@ -58,9 +60,15 @@ class SuffixSearchSettings(Settings):
             raise SettingsError("target is empty: give the reply opening to force, e.g. 'Sure, here is'")
 
     def gcg_settings(self) -> GCGSettings:
-        return GCGSettings(steps=self.steps, suffix_length=self.suffix_length, top_k=self.top_k,
-                           n_candidates=self.n_candidates, batch_size=self.batch_size, seed=self.seed,
-                           early_stop_loss=self.early_stop_loss)
+        return GCGSettings(
+            steps=self.steps,
+            suffix_length=self.suffix_length,
+            top_k=self.top_k,
+            n_candidates=self.n_candidates,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            early_stop_loss=self.early_stop_loss,
+        )
 
     def prompts(self) -> list[str]:
         if self.prompt:
@@ -69,16 +77,18 @@ class SuffixSearchSettings(Settings):
         return prompts.take(self.n).instructions
 
 
-def check_suffix(model: MechrefModel, prompts: Sequence[str], suffix: str, *, max_new_tokens: int = 48,
-                 progress: bool = False) -> list[dict]:
+def check_suffix(
+    model: MechrefModel, prompts: Sequence[str], suffix: str, *, max_new_tokens: int = 48, progress: bool = False
+) -> list[dict]:
     """Greedy replies to ``prompt + suffix`` with the substring judge's verdict, one dict per prompt."""
     replies = generate(model, [p + suffix for p in prompts], max_new_tokens=max_new_tokens, progress=progress)
     refused = SubstringJudge().judge_many(replies, list(prompts))
     return [{"prompt": p, "reply": r, "refused": bool(v)} for p, r, v in zip(prompts, replies, refused)]
 
 
-def run_suffix_search(model: MechrefModel, settings: SuffixSearchSettings | None = None, out: str | Path | None = None,
-                      *, progress: bool = True) -> dict:
+def run_suffix_search(
+    model: MechrefModel, settings: SuffixSearchSettings | None = None, out: str | Path | None = None, *, progress: bool = True
+) -> dict:
     """Search a suffix with GCG; returns the suffix record (written to the file ``out`` when given)."""
     settings = settings or SuffixSearchSettings()
     prompts = settings.prompts()
@@ -89,8 +99,9 @@ def run_suffix_search(model: MechrefModel, settings: SuffixSearchSettings | None
         if not settings.resume and checkpoint.exists():
             checkpoint.unlink()
         out.parent.mkdir(parents=True, exist_ok=True)
-    result = run_gcg(model, prompts, target=settings.target, settings=settings.gcg_settings(), checkpoint=checkpoint,
-                     progress=progress)
+    result = run_gcg(
+        model, prompts, target=settings.target, settings=settings.gcg_settings(), checkpoint=checkpoint, progress=progress
+    )
     checks = check_suffix(model, prompts, result.suffix, max_new_tokens=settings.max_new_tokens)
     record = {
         "suffix": result.suffix,
@@ -113,7 +124,9 @@ def run_suffix_search(model: MechrefModel, settings: SuffixSearchSettings | None
     if out is not None:
         write_json(out, record)
     if progress:
-        print(f"suffix {result.suffix!r}  loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f} in {result.step} steps "
-              f"({result.seconds:.0f} s of search); refused {sum(c['refused'] for c in checks)}/{len(checks)} with the suffix"
-              + (f"; wrote {out}" if out is not None else ""))
+        print(
+            f"suffix {result.suffix!r}  loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f} in {result.step} steps "
+            f"({result.seconds:.0f} s of search); refused {sum(c['refused'] for c in checks)}/{len(checks)} with the suffix"
+            + (f"; wrote {out}" if out is not None else "")
+        )
     return record

@@ -64,7 +64,7 @@ def load_suffix_file(path: str | Path) -> Suffix:
 
 def _from_record(record: dict, source: str) -> Suffix:
     if not isinstance(record, dict) or not isinstance(record.get("suffix"), str) or not record["suffix"]:
-        raise DataFormatError(f"{source}: a suffix file is a JSON object with a non-empty string field \"suffix\"")
+        raise DataFormatError(f'{source}: a suffix file is a JSON object with a non-empty string field "suffix"')
     return Suffix(text=record["suffix"], token_ids=list(record.get("suffix_ids") or []), source=source, provenance=record)
 
 
@@ -87,7 +87,7 @@ def random_suffix(model: MechrefModel, n_tokens: int, seed: int = 0, max_tries: 
     if n_tokens < 1:
         raise ValueError(f"n_tokens must be at least 1, got {n_tokens}")
     allowed = allowed_token_mask(model).nonzero().flatten()
-    spaced = torch.tensor([int(i) for i in allowed if model.tokenizer.decode([int(i)]).startswith(" ")])
+    spaced = torch.tensor([int(i) for i in allowed if model.decode(int(i)).startswith(" ")])
     if len(spaced) == 0:
         raise ValueError("the tokenizer has no printable tokens that start with a space")
     generator = torch.Generator().manual_seed(seed)
@@ -95,7 +95,7 @@ def random_suffix(model: MechrefModel, n_tokens: int, seed: int = 0, max_tries: 
         first = spaced[torch.randint(len(spaced), (1,), generator=generator)]
         rest = allowed[torch.randint(len(allowed), (n_tokens - 1,), generator=generator)]
         ids = torch.cat([first, rest]).tolist()
-        text = model.tokenizer.decode(ids)
+        text = model.decode(ids)
         if len(model.tokenizer(text, add_special_tokens=False)["input_ids"]) == n_tokens:
             return Suffix(text=text, token_ids=ids, source=f"random(seed={seed}, n_tokens={n_tokens})")
     raise RuntimeError(f"no random suffix of {n_tokens} tokens re-tokenized to its own length in {max_tries} draws")

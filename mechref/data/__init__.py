@@ -4,15 +4,22 @@ from mechref.data.prompts import (
     PromptSet,
     bundled,
     filter_by_refusal_score,
-    load_prompt_file,
-    load_polyrefuse,
-    load_refusal_direction_splits,
     load_from_hub,
+    load_polyrefuse,
+    load_prompt_file,
+    load_refusal_direction_splits,
     multilingual,
     multilingual_languages,
 )
 
 __all__ = [
-    "PromptSet", "bundled", "filter_by_refusal_score", "load_prompt_file", "load_polyrefuse",
-    "load_refusal_direction_splits", "load_from_hub", "multilingual", "multilingual_languages",
+    "PromptSet",
+    "bundled",
+    "filter_by_refusal_score",
+    "load_from_hub",
+    "load_polyrefuse",
+    "load_prompt_file",
+    "load_refusal_direction_splits",
+    "multilingual",
+    "multilingual_languages",
 ]

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Iterator, Literal, Sequence, overload
 
 from mechref.errors import DataFormatError
 from mechref.io import fingerprint
@@ -29,12 +30,12 @@ if TYPE_CHECKING:
 
 Label = Literal["harmful", "harmless"]
 Split = Literal["train", "val", "test"]
-LABELS = ("harmful", "harmless")
-SPLITS = ("train", "val", "test")
+LABELS: tuple[Label, ...] = ("harmful", "harmless")
+SPLITS: tuple[Split, ...] = ("train", "val", "test")
 
 
 @dataclass
-class PromptSet:
+class PromptSet(SequenceABC[str]):
     """Instructions of one class, split and language, with where they came from."""
 
     instructions: list[str]
@@ -57,10 +58,14 @@ class PromptSet:
     def __len__(self) -> int:
         return len(self.instructions)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self.instructions)
 
-    def __getitem__(self, index):
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> PromptSet: ...
+    def __getitem__(self, index: int | slice) -> str | PromptSet:
         if isinstance(index, slice):
             return replace(self, instructions=self.instructions[index], categories=self.categories[index])
         return self.instructions[index]
@@ -72,7 +77,7 @@ class PromptSet:
         """A hash of the instructions, for manifests."""
         return fingerprint(self.instructions)
 
-    def sample(self, n: int | None, seed: int = 42) -> "PromptSet":
+    def sample(self, n: int | None, seed: int = 42) -> PromptSet:
         """``n`` instructions drawn without replacement with ``random.Random(seed)`` (all if ``n`` is None)."""
         if n is None or n >= len(self):
             if n is not None and n > len(self):
@@ -83,13 +88,19 @@ class PromptSet:
         index = sorted(random.Random(seed).sample(range(len(self)), n))
         return replace(self, instructions=[self.instructions[i] for i in index], categories=[self.categories[i] for i in index])
 
-    def take(self, n: int) -> "PromptSet":
+    def take(self, n: int) -> PromptSet:
         """The first ``n`` instructions."""
         return self[:n]
 
     def describe(self) -> dict:
-        return {"label": self.label, "split": self.split, "language": self.language, "source": self.source,
-                "n": len(self), "fingerprint": self.fingerprint()}
+        return {
+            "label": self.label,
+            "split": self.split,
+            "language": self.language,
+            "source": self.source,
+            "n": len(self),
+            "fingerprint": self.fingerprint(),
+        }
 
 
 # ----- bundled data -------------------------------------------------------------------------
@@ -108,8 +119,12 @@ def bundled(label: Label, split: Split, language: str = "en") -> PromptSet:
     data = json.loads(path.read_text(encoding="utf-8"))
     rows = _validate_rows(data[label][split], f"bundled {language}.json [{label}][{split}]")
     return PromptSet(
-        instructions=[r["instruction"] for r in rows], label=label, split=split, language=language,
-        source=f"mechref:{language}", categories=[r.get("category") for r in rows],
+        instructions=[r["instruction"] for r in rows],
+        label=label,
+        split=split,
+        language=language,
+        source=f"mechref:{language}",
+        categories=[r.get("category") for r in rows],
     )
 
 
@@ -131,12 +146,19 @@ def multilingual(label: Label, split: Literal["train", "test"], language: str) -
         raise ValueError(f"label must be one of {LABELS} and split 'train' or 'test', got {label!r}, {split!r}")
     path = resources.files("mechref.data") / "multilingual" / f"{language}.json"
     if not path.is_file():
-        raise DataFormatError(f"no bundled multilingual prompts for language {language!r}; bundled: "
-                              f"{', '.join(multilingual_languages())} (PolyRefuse covers more: load_polyrefuse)")
+        raise DataFormatError(
+            f"no bundled multilingual prompts for language {language!r}; bundled: "
+            f"{', '.join(multilingual_languages())} (PolyRefuse covers more: load_polyrefuse)"
+        )
     data = json.loads(path.read_text(encoding="utf-8"))
     rows = _validate_rows(data[label][split], f"bundled multilingual/{language}.json [{label}][{split}]")
-    return PromptSet(instructions=[r["instruction"] for r in rows], label=label, split=split, language=language,
-                     source=f"mechref-multilingual:{language}")
+    return PromptSet(
+        instructions=[r["instruction"] for r in rows],
+        label=label,
+        split=split,
+        language=language,
+        source=f"mechref-multilingual:{language}",
+    )
 
 
 # ----- files --------------------------------------------------------------------------------
@@ -147,7 +169,7 @@ def _validate_rows(rows, where: str, key: str = "instruction") -> list[dict]:
         raise DataFormatError(f"{where}: the list is empty; a prompt set needs at least one instruction")
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise DataFormatError(f"{where}, row {i}: expected an object like {{\"{key}\": \"...\"}}, got {type(row).__name__}")
+            raise DataFormatError(f'{where}, row {i}: expected an object like {{"{key}": "..."}}, got {type(row).__name__}')
         if key not in row:
             raise DataFormatError(f"{where}, row {i}: missing the {key!r} field (has: {', '.join(map(str, row)) or 'nothing'})")
         if not isinstance(row[key], str) or not row[key].strip():
@@ -155,9 +177,7 @@ def _validate_rows(rows, where: str, key: str = "instruction") -> list[dict]:
     return rows
 
 
-def load_prompt_file(
-    path: str | Path, label: Label, split: Split, language: str = "en", key: str = "instruction"
-) -> PromptSet:
+def load_prompt_file(path: str | Path, label: Label, split: Split, language: str = "en", key: str = "instruction") -> PromptSet:
     """Read a JSON list of ``{"instruction": ..., "category": ...}`` objects.
 
     A plain JSON list of strings is accepted too. Errors name the file and the row.
@@ -170,8 +190,12 @@ def load_prompt_file(
         data = [{key: x} for x in data]
     rows = _validate_rows(data, str(path), key)
     return PromptSet(
-        instructions=[r[key] for r in rows], label=label, split=split, language=language,
-        source=str(path), categories=[r.get("category") for r in rows],
+        instructions=[r[key] for r in rows],
+        label=label,
+        split=split,
+        language=language,
+        source=str(path),
+        categories=[r.get("category") for r in rows],
     )
 
 
@@ -186,9 +210,7 @@ def load_refusal_direction_splits(root: str | Path) -> dict[tuple[str, str], Pro
     if not (folder / "harmful_train.json").is_file():
         raise DataFormatError(f"{root}: expected harmful_train.json (or splits/harmful_train.json) there")
     return {
-        (label, split): load_prompt_file(folder / f"{label}_{split}.json", label, split)
-        for label in LABELS
-        for split in SPLITS
+        (label, split): load_prompt_file(folder / f"{label}_{split}.json", label, split) for label in LABELS for split in SPLITS
     }
 
 
@@ -206,8 +228,10 @@ def load_polyrefuse(root: str | Path, language: str, label: Label, split: Split)
     if language not in POLYREFUSE_LANGUAGES:
         raise DataFormatError(f"PolyRefuse has no language {language!r}; it has {', '.join(POLYREFUSE_LANGUAGES)}")
     if language == "en":
-        name = {"harmful": f"harmful_{split}.json",
-                "harmless": "harmless_test_500_sampled.json" if split == "test" else f"harmless_{split}_200_sampled.json"}[label]
+        name = {
+            "harmful": f"harmful_{split}.json",
+            "harmless": "harmless_test_500_sampled.json" if split == "test" else f"harmless_{split}_200_sampled.json",
+        }[label]
         path, key = root / "en" / name, "instruction"
     else:
         if language == "zh" and label == "harmless" and split == "test":
@@ -219,8 +243,15 @@ def load_polyrefuse(root: str | Path, language: str, label: Label, split: Split)
     return prompts
 
 
-def load_from_hub(repo_id: str, filename: str, label: Label, split: Split, language: str = "en",
-                  key: str = "instruction", revision: str | None = None) -> PromptSet:
+def load_from_hub(
+    repo_id: str,
+    filename: str,
+    label: Label,
+    split: Split,
+    language: str = "en",
+    key: str = "instruction",
+    revision: str | None = None,
+) -> PromptSet:
     """Download a JSON prompt file from a Hugging Face dataset repository (needs the internet)."""
     from huggingface_hub import hf_hub_download
 
@@ -236,8 +267,13 @@ def load_from_hub(repo_id: str, filename: str, label: Label, split: Split, langu
 
 # ----- the paper's filter ---------------------------------------------------------------------
 def filter_by_refusal_score(
-    model: "MechrefModel", harmful: PromptSet, harmless: PromptSet, refusal_tokens: Sequence[int], *,
-    batch_size: int = 16, progress: bool = True,
+    model: MechrefModel,
+    harmful: PromptSet,
+    harmless: PromptSet,
+    refusal_tokens: Sequence[int],
+    *,
+    batch_size: int = 16,
+    progress: bool = True,
 ) -> tuple[PromptSet, PromptSet]:
     """Keep harmful prompts the model refuses (score > 0) and harmless ones it does not (score < 0)."""
     from mechref.scoring import refusal_score
@@ -252,6 +288,9 @@ def filter_by_refusal_score(
                 f"the refusal-score filter removed every {prompts.label} prompt; check the refusal tokens "
                 f"({list(refusal_tokens)}) or skip the filter"
             )
-        keep.append(replace(prompts, instructions=[prompts.instructions[i] for i in index],
-                            categories=[prompts.categories[i] for i in index]))
+        keep.append(
+            replace(
+                prompts, instructions=[prompts.instructions[i] for i in index], categories=[prompts.categories[i] for i in index]
+            )
+        )
     return keep[0], keep[1]

@@ -35,8 +35,9 @@ class Condition:
         return [instruction + self.suffix for instruction in self.instructions]
 
 
-def build_conditions(harmful: Sequence[str], harmless: Sequence[str], adversarial_suffix: str,
-                     random_suffix: str) -> list[Condition]:
+def build_conditions(
+    harmful: Sequence[str], harmless: Sequence[str], adversarial_suffix: str, random_suffix: str
+) -> list[Condition]:
     """The four conditions, in :data:`CONDITION_NAMES` order."""
     if not harmful or not harmless:
         raise ValueError("the suffix analysis needs at least one harmful and one harmless instruction")

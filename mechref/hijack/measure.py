@@ -34,15 +34,23 @@ from mechref.models import MechrefModel
 def layer_cosines(
     model: MechrefModel,
     prompts: Sequence[str],
-    direction: Float[Tensor, "d_model"],
+    direction: Float[Tensor, " d_model"],
     *,
     batch_size: int = 16,
     progress: bool = True,
 ) -> Float[Tensor, "n_prompt n_layer"]:
     """Cosine similarity between the last token's residual stream (entering each layer) and ``direction``."""
     r = unit(direction, model.d_model).double()
-    acts = capture_residual(model, prompts, layers=None, positions=-1, kind="resid_pre", batch_size=batch_size,
-                            progress=progress, desc="residual stream")[:, 0].double()  # [n, layer, d]
+    acts = capture_residual(
+        model,
+        prompts,
+        layers=None,
+        positions=-1,
+        kind="resid_pre",
+        batch_size=batch_size,
+        progress=progress,
+        desc="residual stream",
+    )[:, 0].double()  # [n, layer, d]
     return torch.nn.functional.cosine_similarity(acts, r.view(1, 1, -1), dim=-1).float()
 
 

@@ -54,9 +54,9 @@ class ConditionMeasures:
     cosine: Float[Tensor, "n_prompt n_layer"]  # residual stream entering each layer vs the direction
     heads: Float[Tensor, "n_prompt n_layer n_head"]  # DFA of each head to the final residual stream
     mlp: Float[Tensor, "n_prompt n_layer"]
-    embed: Float[Tensor, "n_prompt"]
+    embed: Float[Tensor, " n_prompt"]
     attn_bias: Float[Tensor, "n_prompt n_layer"]
-    projection: Float[Tensor, "n_prompt"]  # the final residual stream's projection on the direction
+    projection: Float[Tensor, " n_prompt"]  # the final residual stream's projection on the direction
     shares: Float[Tensor, "n_prompt n_top n_region"]  # attention of the top heads over the prompt's regions
 
     @property
@@ -102,21 +102,27 @@ class SuffixHijackResult:
     def rates(self, rows: list[dict] | None = None) -> dict[str, Rate]:
         """Refusal rate of each condition (of ``rows``, default every generation)."""
         rows = self.generations if rows is None else rows
-        return {c.name: Rate.of(g["refused"] for g in rows if g["condition"] == c.name) for c in self.conditions
-                if any(g["condition"] == c.name for g in rows)}
+        return {
+            c.name: Rate.of(g["refused"] for g in rows if g["condition"] == c.name)
+            for c in self.conditions
+            if any(g["condition"] == c.name for g in rows)
+        }
 
 
 def resolve_direction(model: MechrefModel, settings: SuffixHijackSettings, echo: bool = True) -> StoredDirection:
     """The refusal direction: ``settings.direction``, or the run folder (computed there if absent)."""
-    stored = load_direction(settings.direction) if settings.direction else ensure_direction(model, settings.direction_run, echo=echo)
+    stored = (
+        load_direction(settings.direction) if settings.direction else ensure_direction(model, settings.direction_run, echo=echo)
+    )
     if stored.model not in (None, model.name):
         logger.warning("the direction in %s was computed for %s, not %s", stored.path, stored.model, model.name)
     stored.direction = check_vector(stored.direction, model.d_model, what=f"the refusal direction in {stored.path}")
     return stored
 
 
-def resolve_suffix(model: MechrefModel, settings: SuffixHijackSettings, harmful: list[str], out: Path | None,
-                   echo: bool = True) -> Suffix:
+def resolve_suffix(
+    model: MechrefModel, settings: SuffixHijackSettings, harmful: list[str], out: Path | None, echo: bool = True
+) -> Suffix:
     if settings.suffix is not None:
         return text_suffix(model, settings.suffix)
     if settings.suffix_file is not None:
@@ -126,8 +132,10 @@ def resolve_suffix(model: MechrefModel, settings: SuffixHijackSettings, harmful:
             raise ValueError("run_gcg needs an output folder for the suffix file")
         search = SuffixSearchSettings(prompt=harmful[: settings.gcg_prompts], steps=settings.gcg_steps)
         if echo:
-            print(f"searching an adversarial suffix with GCG ({settings.gcg_steps} steps, {len(search.prompts())} prompts) …",
-                  flush=True)
+            print(
+                f"searching an adversarial suffix with GCG ({settings.gcg_steps} steps, {len(search.prompts())} prompts) …",
+                flush=True,
+            )
         run_suffix_search(model, search, out / "suffix.json", progress=echo)
         return load_suffix_file(out / "suffix.json")
     return shipped_suffix(model.name)
@@ -138,8 +146,9 @@ def load_instructions(path: Path | None, label: str, n: int) -> tuple[list[str],
     return prompts.take(n).instructions, (str(path) if path else f"bundled:{label}_test")
 
 
-def _measure(model: MechrefModel, conditions: list[Condition], direction: Tensor, settings: SuffixHijackSettings,
-             clock: StageClock) -> dict[str, Tensor]:
+def _measure(
+    model: MechrefModel, conditions: list[Condition], direction: Tensor, settings: SuffixHijackSettings, clock: StageClock
+) -> dict[str, Tensor]:
     """Cosine per layer and DFA of every component for each condition, then the top heads' attention."""
     out = {}
     for i, condition in enumerate(conditions, start=1):
@@ -158,13 +167,15 @@ def _measure(model: MechrefModel, conditions: list[Condition], direction: Tensor
     heads = [(int(a), int(b)) for a, b in out["top_heads"]]
     for condition in conditions:
         clock.note(f"attention of the top {k} heads on {condition.name}")
-        out[f"shares/{condition.name}"] = attention_shares(model, condition.instructions, condition.suffix, heads,
-                                                           batch_size=settings.batch_size)
+        out[f"shares/{condition.name}"] = attention_shares(
+            model, condition.instructions, condition.suffix, heads, batch_size=settings.batch_size
+        )
     return out
 
 
-def run_suffix_hijack(model: MechrefModel, settings: SuffixHijackSettings | None = None, out: str | Path | None = None,
-                      *, echo: bool = True) -> SuffixHijackResult:
+def run_suffix_hijack(
+    model: MechrefModel, settings: SuffixHijackSettings | None = None, out: str | Path | None = None, *, echo: bool = True
+) -> SuffixHijackResult:
     """Measure how the suffix moves the refusal direction and the attention of the heads that write it."""
     settings = settings or SuffixHijackSettings()
     out = Path(out) if out is not None else None
@@ -184,14 +195,24 @@ def run_suffix_hijack(model: MechrefModel, settings: SuffixHijackSettings | None
     clock.note(f"{len(harmful)} harmful ({harmful_source}), {len(harmless)} harmless ({harmless_source}) instructions")
 
     run = Run(out, resume=settings.resume)
-    base = {**model.identity(), "direction": fingerprint(stored.direction.tolist()), "layer": stored.layer,
-            "suffix": suffix.text, "random_suffix": control.text, "harmful": fingerprint(harmful), "harmless": fingerprint(harmless)}
+    base = {
+        **model.identity(),
+        "direction": fingerprint(stored.direction.tolist()),
+        "layer": stored.layer,
+        "suffix": suffix.text,
+        "random_suffix": control.text,
+        "harmful": fingerprint(harmful),
+        "harmless": fingerprint(harmless),
+    }
 
     clock.stage("measures", "cosines, attribution and attention per condition")
-    measures = run.stage("measures", {**base, "top_k": settings.top_k},
-                         lambda: _measure(model, conditions, stored.direction, settings, clock),
-                         save=lambda v, d: write_tensors(d / "measures.safetensors", v),
-                         load=lambda d: read_tensors(d / "measures.safetensors"))
+    measures = run.stage(
+        "measures",
+        {**base, "top_k": settings.top_k},
+        lambda: _measure(model, conditions, stored.direction, settings, clock),
+        save=lambda v, d: write_tensors(d / "measures.safetensors", v),
+        load=lambda d: read_tensors(d / "measures.safetensors"),
+    )
     top_heads = [(int(a), int(b)) for a, b in measures["top_heads"]]
 
     clock.stage("generations", "generating replies for every condition")
@@ -203,30 +224,69 @@ def run_suffix_hijack(model: MechrefModel, settings: SuffixHijackSettings | None
         rows, i = [], 0
         for condition in conditions:
             for instruction in condition.instructions:
-                rows.append({"condition": condition.name, "instruction": instruction, "suffix": condition.suffix,
-                             "reply": texts[i], "refused": bool(verdicts[i])})
+                rows.append(
+                    {
+                        "condition": condition.name,
+                        "instruction": instruction,
+                        "suffix": condition.suffix,
+                        "reply": texts[i],
+                        "refused": bool(verdicts[i]),
+                    }
+                )
                 i += 1
         return rows
 
-    generations = run.stage("generations", {**base, "max_new_tokens": settings.max_new_tokens, "judge": settings.judge},
-                            replies, save=lambda v, d: write_jsonl(d / "generations.jsonl", v),
-                            load=lambda d: read_jsonl(d / "generations.jsonl"))
+    generations = run.stage(
+        "generations",
+        {**base, "max_new_tokens": settings.max_new_tokens, "judge": settings.judge},
+        replies,
+        save=lambda v, d: write_jsonl(d / "generations.jsonl", v),
+        load=lambda d: read_jsonl(d / "generations.jsonl"),
+    )
 
     clock.stage("views", "attention patterns for the views")
     views = []
     for condition in conditions[:3]:  # the first harmful instruction under each harmful condition
         instruction = condition.instructions[0]
         patterns, ids = full_attention(model, instruction + condition.suffix, top_heads)
-        views.append(AttentionView(condition.name, instruction, condition.suffix, [model.tokenizer.decode([i]) for i in ids],
-                                   patterns, token_regions(model, instruction, condition.suffix)))
+        views.append(
+            AttentionView(
+                condition.name,
+                instruction,
+                condition.suffix,
+                [model.decode(i) for i in ids],
+                patterns,
+                token_regions(model, instruction, condition.suffix),
+            )
+        )
     clock.finish()
 
-    by_condition = {c.name: ConditionMeasures(**{key: measures[f"{key}/{c.name}"] for key in
-                                                 ("cosine", "heads", "mlp", "embed", "attn_bias", "projection", "shares")})
-                    for c in conditions}
+    by_condition = {
+        c.name: ConditionMeasures(
+            **{
+                key: measures[f"{key}/{c.name}"]
+                for key in ("cosine", "heads", "mlp", "embed", "attn_bias", "projection", "shares")
+            }
+        )
+        for c in conditions
+    }
     return SuffixHijackResult(
-        settings=settings, model=model.identity(), n_layers=model.n_layers, direction_layer=stored.layer,
-        direction_position=stored.position, direction_source=str(stored.path), suffix=suffix, random_suffix=control,
-        n_suffix_tokens=n_suffix_tokens, conditions=conditions, measures=by_condition, top_heads=top_heads,
-        generations=generations, views=views, harmful_source=harmful_source, harmless_source=harmless_source,
-        resumed_stages=list(run.resumed), timings=clock.timings)
+        settings=settings,
+        model=model.identity(),
+        n_layers=model.n_layers,
+        direction_layer=stored.layer,
+        direction_position=stored.position,
+        direction_source=str(stored.path),
+        suffix=suffix,
+        random_suffix=control,
+        n_suffix_tokens=n_suffix_tokens,
+        conditions=conditions,
+        measures=by_condition,
+        top_heads=top_heads,
+        generations=generations,
+        views=views,
+        harmful_source=harmful_source,
+        harmless_source=harmless_source,
+        resumed_stages=list(run.resumed),
+        timings=clock.timings,
+    )

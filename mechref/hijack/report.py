@@ -28,17 +28,25 @@ def draw(result: SuffixHijackResult, out: Path) -> list[str]:
     for fig, stem in [
         (figures.cosine_by_layer({n: m[n].cosine for n in names}, result.direction_layer), "cosine_by_layer"),
         (figures.head_attribution_heatmaps({n: m[n].heads for n in names}, result.top_heads), "head_attribution"),
-        (figures.top_head_attribution({n: m[n].heads for n in names}, {n: m[n].mlp for n in names}, result.top_heads),
-         "top_head_attribution"),
+        (
+            figures.top_head_attribution({n: m[n].heads for n in names}, {n: m[n].mlp for n in names}, result.top_heads),
+            "top_head_attribution",
+        ),
         (figures.attention_share_bars({n: m[n].shares for n in names}, result.top_heads), "attention_shares"),
         (figures.refusal_bars({n: r.value for n, r in rates.items()}, {n: r.n for n, r in rates.items()}), "refusal_rate"),
     ]:
         written += [p.name for p in save_figure(fig, out / stem, static=result.settings.static)]
     head_names = [f"L{layer}H{head}" for layer, head in result.top_heads]
     for view in result.views:
-        page = attention_page(f"Top refusal-writing heads: {view.condition}", view.tokens, view.patterns, head_names, view.regions,
-                              note=f"Instruction: {view.instruction!r}; suffix: {view.suffix!r}. Heads ranked by direct "
-                                   "feature attribution to the refusal direction on the plain harmful prompts.")
+        page = attention_page(
+            f"Top refusal-writing heads: {view.condition}",
+            view.tokens,
+            view.patterns,
+            head_names,
+            view.regions,
+            note=f"Instruction: {view.instruction!r}; suffix: {view.suffix!r}. Heads ranked by direct "
+            "feature attribution to the refusal direction on the plain harmful prompts.",
+        )
         written.append(write_page(out / f"attention_{view.condition.replace('+', '_')}.html", page).name)
     return written
 
@@ -48,8 +56,11 @@ def summarize(result: SuffixHijackResult, written: list[str] | None = None) -> d
     names = [c.name for c in result.conditions]
     m = result.measures
     cosine = {n: [round(float(v), 4) for v in m[n].cosine.double().mean(0)] for n in names}
-    cosine_sd = ({n: [round(float(v), 4) for v in m[n].cosine.double().std(0)] for n in names}
-                 if len(result.conditions[0].instructions) > 1 else None)
+    cosine_sd = (
+        {n: [round(float(v), 4) for v in m[n].cosine.double().std(0)] for n in names}
+        if len(result.conditions[0].instructions) > 1
+        else None
+    )
     late = list(range(result.n_layers // 2, result.n_layers))
     late_mean = {n: sum(cosine[n][layer] for layer in late) / len(late) for n in names}
 
@@ -60,11 +71,16 @@ def summarize(result: SuffixHijackResult, written: list[str] | None = None) -> d
 
     heads_out = []
     for i, (layer, head) in enumerate(result.top_heads):
-        heads_out.append({
-            "layer": layer, "head": head,
-            "attribution": {n: round(float(m[n].heads[:, layer, head].mean()), 4) for n in names},
-            "attention_share": {n: {r: round(float(m[n].shares[:, i, j].mean()), 4) for j, r in enumerate(REGIONS)} for n in names},
-        })
+        heads_out.append(
+            {
+                "layer": layer,
+                "head": head,
+                "attribution": {n: round(float(m[n].heads[:, layer, head].mean()), 4) for n in names},
+                "attention_share": {
+                    n: {r: round(float(m[n].shares[:, i, j].mean()), 4) for j, r in enumerate(REGIONS)} for n in names
+                },
+            }
+        )
     rates = result.rates()
     optimized = set(result.suffix.provenance.get("prompts", []))
     adversarial = [g for g in result.generations if g["condition"] == ADVERSARIAL]
@@ -81,16 +97,26 @@ def summarize(result: SuffixHijackResult, written: list[str] | None = None) -> d
         "direction_source": result.direction_source,
         "suffix": {**result.suffix.to_dict(), "n_tokens": result.n_suffix_tokens},
         "random_suffix": result.random_suffix.to_dict(),
-        "data": {"harmful": result.harmful_source, "harmless": result.harmless_source,
-                 "n_harmful": len(result.conditions[0].instructions), "n_harmless": len(result.conditions[-1].instructions),
-                 "n_harmful_the_suffix_was_optimized_on": sum(i in optimized for i in result.conditions[0].instructions)},
+        "data": {
+            "harmful": result.harmful_source,
+            "harmless": result.harmless_source,
+            "n_harmful": len(result.conditions[0].instructions),
+            "n_harmless": len(result.conditions[-1].instructions),
+            "n_harmful_the_suffix_was_optimized_on": sum(i in optimized for i in result.conditions[0].instructions),
+        },
         "cosine_by_layer": {"layers": "residual stream entering each layer, last token", "mean": cosine, "sd": cosine_sd},
-        "late_layers": {"layers": [late[0], late[-1]], "mean_cosine": {n: round(v, 4) for n, v in late_mean.items()},
-                        "adversarial_closer_to": closer(ADVERSARIAL), "random_closer_to": closer(RANDOM)},
-        "attribution": {"stream": "final residual stream (every head and MLP), last token",
-                        "projection_mean": {n: round(float(m[n].projection.mean()), 4) for n in names},
-                        "top_heads_total": top_total,
-                        "max_abs_completeness_error": round(max(m[n].completeness_error for n in names), 5)},
+        "late_layers": {
+            "layers": [late[0], late[-1]],
+            "mean_cosine": {n: round(v, 4) for n, v in late_mean.items()},
+            "adversarial_closer_to": closer(ADVERSARIAL),
+            "random_closer_to": closer(RANDOM),
+        },
+        "attribution": {
+            "stream": "final residual stream (every head and MLP), last token",
+            "projection_mean": {n: round(float(m[n].projection.mean()), 4) for n in names},
+            "top_heads_total": top_total,
+            "max_abs_completeness_error": round(max(m[n].completeness_error for n in names), 5),
+        },
         "top_heads": heads_out,
         "refusal_rate": {n: r.value for n, r in rates.items()},
         "refusal_rate_counts": {n: r.to_dict() for n, r in rates.items()},
@@ -108,23 +134,32 @@ def summarize(result: SuffixHijackResult, written: list[str] | None = None) -> d
 
 def format_summary(summary: dict) -> str:
     """The terminal summary of a ``summary.json``."""
-    lines = [f"model {summary['model']}, refusal direction at layer {summary['direction_layer']}; "
-             f"suffix {summary['suffix']['text']!r}"]
+    lines = [
+        f"model {summary['model']}, refusal direction at layer {summary['direction_layer']}; suffix {summary['suffix']['text']!r}"
+    ]
     late = summary["late_layers"]
-    lines.append(f"{'condition':<24}{'refusal rate':>14}{'cosine, layers ' + str(late['layers'][0]) + '-' + str(late['layers'][1]):>26}"
-                 f"{'top-head DFA':>15}")
+    lines.append(
+        f"{'condition':<24}{'refusal rate':>14}{'cosine, layers ' + str(late['layers'][0]) + '-' + str(late['layers'][1]):>26}"
+        f"{'top-head DFA':>15}"
+    )
     for name, rate in summary["refusal_rate"].items():
         counts = summary.get("refusal_rate_counts", {}).get(name)
         shown = f"{rate:.2f} ({counts['k']}/{counts['n']})" if counts else f"{rate:.2f}"
-        lines.append(f"{name:<24}{shown:>14}{late['mean_cosine'][name]:>26.3f}{summary['attribution']['top_heads_total'][name]:>15.2f}")
-    lines.append(f"late-layer cosine: adversarial suffix closer to {late['adversarial_closer_to']}, "
-                 f"random suffix closer to {late['random_closer_to']}")
+        lines.append(
+            f"{name:<24}{shown:>14}{late['mean_cosine'][name]:>26.3f}{summary['attribution']['top_heads_total'][name]:>15.2f}"
+        )
+    lines.append(
+        f"late-layer cosine: adversarial suffix closer to {late['adversarial_closer_to']}, "
+        f"random suffix closer to {late['random_closer_to']}"
+    )
     lines.append("top heads (attribution plain -> adversarial; attention on instruction / suffix, plain -> adversarial):")
     for head in summary["top_heads"]:
         a, s = head["attribution"], head["attention_share"]
-        lines.append(f"  L{head['layer']}H{head['head']:<3} {a[HARMFUL]:+.3f} -> {a[ADVERSARIAL]:+.3f}   "
-                     f"instruction {s[HARMFUL]['instruction']:.2f} -> {s[ADVERSARIAL]['instruction']:.2f}, "
-                     f"suffix {s[RANDOM]['suffix']:.2f} (random) / {s[ADVERSARIAL]['suffix']:.2f} (adversarial)")
+        lines.append(
+            f"  L{head['layer']}H{head['head']:<3} {a[HARMFUL]:+.3f} -> {a[ADVERSARIAL]:+.3f}   "
+            f"instruction {s[HARMFUL]['instruction']:.2f} -> {s[ADVERSARIAL]['instruction']:.2f}, "
+            f"suffix {s[RANDOM]['suffix']:.2f} (random) / {s[ADVERSARIAL]['suffix']:.2f} (adversarial)"
+        )
     return "\n".join(lines)
 
 
@@ -139,12 +174,20 @@ def report_suffix_hijack(result: SuffixHijackResult, out: str | Path, *, echo: b
     result.timings["figures"] = round(time.perf_counter() - started, 2)
     summary = summarize(result, written)
     write_json(out / "summary.json", summary)
-    intro = (f"<p>Refusal direction at layer {summary['direction_layer']}, position {summary['direction_position']}. "
-             f"Adversarial suffix ({summary['suffix']['n_tokens']} tokens, {html.escape(summary['suffix']['source'])}): "
-             f"<code>{html.escape(summary['suffix']['text'])}</code>. Random control: "
-             f"<code>{html.escape(summary['random_suffix']['text'])}</code>.</p>")
-    write_index(out, f"Suffix attention hijacking: {summary['model']}", intro, format_summary(summary), written,
-                [("summary.json", "every number of this run"), ("generations.jsonl", "replies and verdicts")])
+    intro = (
+        f"<p>Refusal direction at layer {summary['direction_layer']}, position {summary['direction_position']}. "
+        f"Adversarial suffix ({summary['suffix']['n_tokens']} tokens, {html.escape(summary['suffix']['source'])}): "
+        f"<code>{html.escape(summary['suffix']['text'])}</code>. Random control: "
+        f"<code>{html.escape(summary['random_suffix']['text'])}</code>.</p>"
+    )
+    write_index(
+        out,
+        f"Suffix attention hijacking: {summary['model']}",
+        intro,
+        format_summary(summary),
+        written,
+        [("summary.json", "every number of this run"), ("generations.jsonl", "replies and verdicts")],
+    )
     if echo:
         print(format_summary(summary))
         print(f"report in {out / 'index.html'}")

@@ -33,23 +33,34 @@ class SuffixHijackSettings(Settings):
     harmless: Path | None = option(None, "JSON or text file of harmless instructions", metavar="PATH")
     n: int = option(8, "first N prompts of each class", minimum=1)
     # refusal direction
-    direction: Path | None = option(None, "direction.safetensors from the refusal-direction analysis (or its folder)",
-                                    metavar="FILE")
-    direction_run: Path = option(Path("runs/refusal_direction"),
-                                 "refusal-direction run folder, used or computed there on first use", metavar="DIR")
+    direction: Path | None = option(
+        None, "direction.safetensors from the refusal-direction analysis (or its folder)", metavar="FILE"
+    )
+    direction_run: Path = option(
+        Path("runs/refusal_direction"), "refusal-direction run folder, used or computed there on first use", metavar="DIR"
+    )
     # analysis
     top_k: int = option(8, "heads studied, by attribution on the plain harmful prompts", minimum=1)
     max_new_tokens: int = option(64, "tokens generated per reply", minimum=1)
     judge: Literal["substring", "chat-model"] = option(
-        "substring", "refusal judge: phrase list, or the model itself asked whether a reply refuses")
+        "substring", "refusal judge: phrase list, or the model itself asked whether a reply refuses"
+    )
     batch_size: int = option(32, "prompts per forward pass", minimum=1)
     resume: bool = option(True, "reuse the measurements and replies already in the output folder")
-    static: list[str] = option(["png"], "static figure formats, written when kaleido and Chromium are present", nargs="*",
-                               metavar="FORMAT")
+    static: list[str] = option(
+        ["png"], "static figure formats, written when kaleido and Chromium are present", nargs="*", metavar="FORMAT"
+    )
 
     def validate(self) -> None:
-        chosen = [name for name, given in (("suffix", self.suffix is not None), ("suffix_file", self.suffix_file is not None),
-                                           ("run_gcg", self.run_gcg)) if given]
+        chosen = [
+            name
+            for name, given in (
+                ("suffix", self.suffix is not None),
+                ("suffix_file", self.suffix_file is not None),
+                ("run_gcg", self.run_gcg),
+            )
+            if given
+        ]
         if len(chosen) > 1:
             raise SettingsError(f"give at most one of suffix, suffix_file and run_gcg (got {', '.join(chosen)})")
         if self.suffix is not None and not self.suffix.strip():

@@ -39,20 +39,33 @@ def attention_page(
     import circuitsvis as cv
 
     if len(tokens) != patterns.shape[-1] or len(regions) != len(tokens):
-        raise ValueError(f"{len(tokens)} tokens, {len(regions)} region labels and patterns over {patterns.shape[-1]} tokens must agree")
-    strip = cv.tokens.colored_tokens(tokens=list(tokens), values=[_REGION_VALUE[r] for r in regions], min_value=-1,
-                                     max_value=1, negative_color="#c0392b", positive_color="#2980b9").local_src
+        raise ValueError(
+            f"{len(tokens)} tokens, {len(regions)} region labels and patterns over {patterns.shape[-1]} tokens must agree"
+        )
+    strip = cv.tokens.colored_tokens(
+        tokens=list(tokens),
+        values=[_REGION_VALUE[r] for r in regions],
+        min_value=-1,
+        max_value=1,
+        negative_color="#c0392b",
+        positive_color="#2980b9",
+    ).local_src
     last = patterns[:, -1, :].mean(0)
-    from_last = cv.tokens.colored_tokens(tokens=list(tokens), values=last.tolist(), min_value=0,
-                                         max_value=float(last.max()), positive_color="#27ae60").local_src
-    view = cv.attention.attention_heads(attention=patterns.float(), tokens=list(tokens),
-                                        attention_head_names=list(head_names)).local_src
-    legend = " ".join(f'<span style="background:{REGION_COLORS[r]};padding:2px 6px;border-radius:3px">{r}</span>' for r in REGIONS)
+    from_last = cv.tokens.colored_tokens(
+        tokens=list(tokens), values=last.tolist(), min_value=0, max_value=float(last.max()), positive_color="#27ae60"
+    ).local_src
+    view = cv.attention.attention_heads(
+        attention=patterns.float(), tokens=list(tokens), attention_head_names=list(head_names)
+    ).local_src
+    legend = " ".join(
+        f'<span style="background:{REGION_COLORS[r]};padding:2px 6px;border-radius:3px">{r}</span>' for r in REGIONS
+    )
     counts = ", ".join(f"{r}: {list(regions).count(r)} tokens" for r in REGIONS)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:24px;max-width:1200px}} h2{{margin-top:28px}}</style></head><body>
 <h1>{html.escape(title)}</h1><p>{html.escape(note)}</p>
-<h2>Token regions</h2><p>{legend} ({counts}). Below: instruction tokens in blue, suffix tokens in red, template tokens neutral.</p>{strip}
+<h2>Token regions</h2><p>{legend} ({counts}).
+Below: instruction tokens in blue, suffix tokens in red, template tokens neutral.</p>{strip}
 <h2>Attention from the last token (mean over the heads below)</h2>{from_last}
 <h2>Attention patterns</h2><p>Pick a head; hover a token to see where it attends (rows: queries, columns: keys).</p>{view}
 </body></html>"""

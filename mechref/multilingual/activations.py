@@ -30,14 +30,22 @@ def gather_activations(
     model: MechrefModel, sets: LanguageSets, *, position: int = -1, batch_size: int = 32, progress: bool = True
 ) -> dict[str, Float[Tensor, "n_prompt n_layer d_model"]]:
     """The residual stream entering every layer at ``position`` for each of :data:`SET_NAMES` (float32)."""
-    prompts, bounds = [], {}
+    prompts: list[str] = []
+    bounds: dict[str, tuple[int, int]] = {}
     for name in SET_NAMES:
         texts = getattr(sets, name).instructions
         bounds[name] = (len(prompts), len(prompts) + len(texts))
         prompts += texts
     # One capture for all four sets: batches are formed by length across them, each prompt runs once.
-    acts = capture_residual(model, prompts, layers=None, positions=[position], batch_size=batch_size, progress=progress,
-                            desc=f"activations [{sets.language}]")[:, 0].float()
+    acts = capture_residual(
+        model,
+        prompts,
+        layers=None,
+        positions=[position],
+        batch_size=batch_size,
+        progress=progress,
+        desc=f"activations [{sets.language}]",
+    )[:, 0].float()
     return {name: acts[start:end] for name, (start, end) in bounds.items()}
 
 

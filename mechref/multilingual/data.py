@@ -31,12 +31,24 @@ class LanguageSets:
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> dict:
-        return {"source": self.source, "notes": self.notes,
-                **{name: getattr(self, name).describe() for name in ("harmful_train", "harmless_train", "harmful_test", "harmless_test")}}
+        return {
+            "source": self.source,
+            "notes": self.notes,
+            **{
+                name: getattr(self, name).describe()
+                for name in ("harmful_train", "harmless_train", "harmful_test", "harmless_test")
+            },
+        }
 
 
-def load_language_sets(languages: Sequence[str], data: str | Path | None = None, *, n_train: int | None = None,
-                       n_test: int | None = None, seed: int = 42) -> dict[str, LanguageSets]:
+def load_language_sets(
+    languages: Sequence[str],
+    data: str | Path | None = None,
+    *,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    seed: int = 42,
+) -> dict[str, LanguageSets]:
     """Train and test prompts per language: the bundled set (``data=None``) or a PolyRefuse folder.
 
     ``n_train`` prompts per class are sampled (seeded, the same indices in every language, so the
@@ -49,14 +61,18 @@ def load_language_sets(languages: Sequence[str], data: str | Path | None = None,
     for language in languages:
         if data is None:
             if language not in multilingual_languages():
-                raise DataFormatError(f"the bundled multilingual set has no language {language!r} (it has "
-                                      f"{', '.join(multilingual_languages())}); pass --data with a PolyRefuse folder for others")
-            get = lambda label, split: multilingual(label, split, language)
-            source, notes = "bundled", []
+                raise DataFormatError(
+                    f"the bundled multilingual set has no language {language!r} (it has "
+                    f"{', '.join(multilingual_languages())}); pass --data with a PolyRefuse folder for others"
+                )
+            get = lambda label, split, language=language: multilingual(label, split, language)
+            source, notes = "bundled", list[str]()
         else:
             root = Path(data)
             if not root.is_dir():
-                raise DataFormatError(f"{root} is not a folder; --data takes a PolyRefuse folder (or leave it out for the bundled set)")
+                raise DataFormatError(
+                    f"{root} is not a folder; --data takes a PolyRefuse folder (or leave it out for the bundled set)"
+                )
             if language not in POLYREFUSE_LANGUAGES:
                 raise DataFormatError(f"PolyRefuse has no language {language!r}; it has {', '.join(POLYREFUSE_LANGUAGES)}")
             notes = []

@@ -10,17 +10,40 @@ from torch import Tensor
 def _heatmap(z, x, y, title, zmin=None, zmax=None, colorscale="RdBu_r", fmt=".2f", xtitle="", ytitle=""):
     import plotly.graph_objects as go
 
-    fig = go.Figure(go.Heatmap(z=z, x=x, y=y, zmin=zmin, zmax=zmax, colorscale=colorscale, texttemplate="%{z:" + fmt + "}",
-                               hovertemplate=f"{ytitle} %{{y}}<br>{xtitle} %{{x}}<br>%{{z:{fmt}}}<extra></extra>"))
-    fig.update_layout(title=title, xaxis_title=xtitle, yaxis_title=ytitle, height=120 + 45 * len(y), width=200 + 60 * len(x),
-                      yaxis_autorange="reversed")
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=x,
+            y=y,
+            zmin=zmin,
+            zmax=zmax,
+            colorscale=colorscale,
+            texttemplate="%{z:" + fmt + "}",
+            hovertemplate=f"{ytitle} %{{y}}<br>{xtitle} %{{x}}<br>%{{z:{fmt}}}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis_title=xtitle,
+        yaxis_title=ytitle,
+        height=120 + 45 * len(y),
+        width=200 + 60 * len(x),
+        yaxis_autorange="reversed",
+    )
     return fig
 
 
 def cosine_heatmap(matrix: Tensor, languages: Sequence[str], layer: int):
-    return _heatmap(matrix.tolist(), list(languages), list(languages),
-                    f"Cosine similarity of the languages' refusal vectors (layer {layer})", zmin=-1, zmax=1,
-                    xtitle="language", ytitle="language")
+    return _heatmap(
+        matrix.tolist(),
+        list(languages),
+        list(languages),
+        f"Cosine similarity of the languages' refusal vectors (layer {layer})",
+        zmin=-1,
+        zmax=1,
+        xtitle="language",
+        ytitle="language",
+    )
 
 
 def cosine_trend(by_layer: Tensor, languages: Sequence[str], layer: int, reference: str = "en"):
@@ -31,23 +54,43 @@ def cosine_trend(by_layer: Tensor, languages: Sequence[str], layer: int, referen
 
     fig = go.Figure()
     layers = list(range(by_layer.shape[0]))
-    fig.add_trace(go.Scatter(x=layers, y=mean_off_diagonal(by_layer).tolist(), name="mean over pairs", line=dict(width=4, color="black")))
+    fig.add_trace(
+        go.Scatter(x=layers, y=mean_off_diagonal(by_layer).tolist(), name="mean over pairs", line=dict(width=4, color="black"))
+    )
     if reference in languages:
         r = list(languages).index(reference)
         for i, language in enumerate(languages):
             if i != r:
                 fig.add_trace(go.Scatter(x=layers, y=by_layer[:, r, i].tolist(), name=f"{language} vs {reference}", mode="lines"))
     fig.add_vline(x=layer, line_dash="dash", line_color="grey", annotation_text="direction layer")
-    fig.update_layout(title="Parallelism of the refusal vectors across layers", xaxis_title="layer",
-                      yaxis_title="cosine similarity", yaxis_range=[-0.2, 1.05], height=450, width=950)
+    fig.update_layout(
+        title="Parallelism of the refusal vectors across layers",
+        xaxis_title="layer",
+        yaxis_title="cosine similarity",
+        yaxis_range=[-0.2, 1.05],
+        height=450,
+        width=950,
+    )
     return fig
 
 
 def transfer_heatmap(share: Sequence[Sequence[float]], sources: Sequence[str], targets: Sequence[str], mode: str, layer: int):
-    what = ("share of harmful prompts still refused (refusal score > 0) when the source's direction is ablated"
-            if mode == "ablation" else f"share of harmless prompts refused (score > 0) with the source's vector added at layer {layer}")
-    return _heatmap([list(row) for row in share], list(targets), list(sources), f"Cross-lingual transfer ({mode}): {what}",
-                    zmin=0, zmax=1, colorscale="Reds", xtitle="target language (prompts)", ytitle="source language (vector)")
+    what = (
+        "share of harmful prompts still refused (refusal score > 0) when the source's direction is ablated"
+        if mode == "ablation"
+        else f"share of harmless prompts refused (score > 0) with the source's vector added at layer {layer}"
+    )
+    return _heatmap(
+        [list(row) for row in share],
+        list(targets),
+        list(sources),
+        f"Cross-lingual transfer ({mode}): {what}",
+        zmin=0,
+        zmax=1,
+        colorscale="Reds",
+        xtitle="target language (prompts)",
+        ytitle="source language (vector)",
+    )
 
 
 def audit_bars(rates: dict, threshold: float = 0.10):
@@ -56,10 +99,18 @@ def audit_bars(rates: dict, threshold: float = 0.10):
     languages = list(rates)
     fig = go.Figure()
     fig.add_trace(go.Bar(x=languages, y=[rates[l]["harmful"] for l in languages], name="harmful refused", marker_color="#c0392b"))
-    fig.add_trace(go.Bar(x=languages, y=[rates[l]["harmless"] for l in languages], name="harmless refused", marker_color="#2980b9"))
+    fig.add_trace(
+        go.Bar(x=languages, y=[rates[l]["harmless"] for l in languages], name="harmless refused", marker_color="#2980b9")
+    )
     fig.add_hline(y=1 - threshold, line_dash="dash", annotation_text=f"safety-aligned: harmful compliance <= {threshold:.0%}")
-    fig.update_layout(barmode="group", title="Baseline refusal per language (test prompts, greedy replies)",
-                      yaxis_range=[0, 1.1], yaxis_title="refusal rate", height=450, width=950)
+    fig.update_layout(
+        barmode="group",
+        title="Baseline refusal per language (test prompts, greedy replies)",
+        yaxis_range=[0, 1.1],
+        yaxis_title="refusal rate",
+        height=450,
+        width=950,
+    )
     return fig
 
 
@@ -70,8 +121,13 @@ def silhouette_lines(scores: Tensor, languages: Sequence[str], layer: int):
     for i, language in enumerate(languages):
         fig.add_trace(go.Scatter(x=list(range(scores.shape[1])), y=scores[i].tolist(), name=language, mode="lines+markers"))
     fig.add_vline(x=layer, line_dash="dash", line_color="grey", annotation_text="direction layer")
-    fig.update_layout(title="Silhouette score of harmful vs harmless activations per layer", xaxis_title="layer",
-                      yaxis_title="silhouette score", height=450, width=950)
+    fig.update_layout(
+        title="Silhouette score of harmful vs harmless activations per layer",
+        xaxis_title="layer",
+        yaxis_title="silhouette score",
+        height=450,
+        width=950,
+    )
     return fig
 
 
@@ -92,17 +148,34 @@ def pca_panels(coords: dict, languages: Sequence[str], ratio: Tensor, layer: int
     cols = min(4, len(languages))
     rows = -(-len(languages) // cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(languages), horizontal_spacing=0.04, vertical_spacing=0.1)
-    styles = {"harmful": dict(color="#c0392b", size=6), "harmless": dict(color="#2980b9", size=6),
-              "jailbroken": dict(color="gold", size=12, symbol="star", line=dict(color="black", width=1))}
+    styles = {
+        "harmful": dict(color="#c0392b", size=6),
+        "harmless": dict(color="#2980b9", size=6),
+        "jailbroken": dict(color="gold", size=12, symbol="star", line=dict(color="black", width=1)),
+    }
     for i, language in enumerate(languages):
         row, col = i // cols + 1, i % cols + 1
         for kind, style in styles.items():
             points = coords[language].get(kind)
             if points is None or len(points) == 0:
                 continue
-            fig.add_trace(go.Scatter(x=points[:, 0].tolist(), y=points[:, 1].tolist(), mode="markers", marker=style,
-                                     name=kind, legendgroup=kind, showlegend=i == 0), row=row, col=col)
-    fig.update_layout(title=f"PCA of the last-token activations at layer {layer} ({fit_note}; "
-                            f"PC1 {float(ratio[0]):.0%}, PC2 {float(ratio[1]):.0%} of variance)",
-                      height=330 * rows + 80, width=1300)
+            fig.add_trace(
+                go.Scatter(
+                    x=points[:, 0].tolist(),
+                    y=points[:, 1].tolist(),
+                    mode="markers",
+                    marker=style,
+                    name=kind,
+                    legendgroup=kind,
+                    showlegend=i == 0,
+                ),
+                row=row,
+                col=col,
+            )
+    fig.update_layout(
+        title=f"PCA of the last-token activations at layer {layer} ({fit_note}; "
+        f"PC1 {float(ratio[0]):.0%}, PC2 {float(ratio[1]):.0%} of variance)",
+        height=330 * rows + 80,
+        width=1300,
+    )
     return fig

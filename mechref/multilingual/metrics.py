@@ -32,7 +32,7 @@ def cosine_matrix_by_layer(vectors: Float[Tensor, "n n_layer d"]) -> Float[Tenso
     return torch.stack([cosine_matrix(vectors[:, layer], zero="nan") for layer in range(vectors.shape[1])])
 
 
-def mean_off_diagonal(matrix: Float[Tensor, "... n n"]) -> Float[Tensor, "..."]:
+def mean_off_diagonal(matrix: Float[Tensor, "... n n"]) -> Float[Tensor, ...]:
     """Mean of the off-diagonal entries (the average pairwise similarity).
 
     >>> round(float(mean_off_diagonal(torch.tensor([[1.0, 0.5], [0.5, 1.0]]))), 3)
@@ -56,8 +56,9 @@ def silhouette(harmful: Float[Tensor, "n d"], harmless: Float[Tensor, "m d"], me
     return float(silhouette_score(x, labels, metric=metric))
 
 
-def silhouette_by_layer(harmful: Float[Tensor, "n n_layer d"], harmless: Float[Tensor, "m n_layer d"],
-                        metric: str = "euclidean") -> Float[Tensor, "n_layer"]:
+def silhouette_by_layer(
+    harmful: Float[Tensor, "n n_layer d"], harmless: Float[Tensor, "m n_layer d"], metric: str = "euclidean"
+) -> Float[Tensor, " n_layer"]:
     """:func:`silhouette` at every layer."""
     return torch.tensor([silhouette(harmful[:, l], harmless[:, l], metric) for l in range(harmful.shape[1])])
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -100,17 +101,29 @@ def audit_rates(rows: list[dict], languages: list[str]) -> dict:
     return out
 
 
+def _write_activations(acts: dict[str, Tensor], folder: Path, name: str) -> Path:
+    return write_tensors(folder / name, acts)
+
+
+def _read_activations(folder: Path, name: str) -> dict[str, Tensor]:
+    return read_tensors(folder / name)
+
+
 class _Study:
     """The shared state of one run: model, settings, sets, the run folder and its stages."""
 
     def __init__(self, model: MechrefModel, settings: MultilingualSettings, out: Path | None, clock: StageClock):
         self.model, self.settings, self.clock = model, settings, clock
         languages = settings.languages or multilingual_languages()
-        self.sets = load_language_sets(languages, settings.data, n_train=settings.n_train, n_test=settings.n_test,
-                                       seed=settings.seed)
+        self.sets = load_language_sets(
+            languages, settings.data, n_train=settings.n_train, n_test=settings.n_test, seed=settings.seed
+        )
         self.languages = list(self.sets)
-        stored = load_direction(settings.direction) if settings.direction else ensure_direction(model, settings.direction_run,
-                                                                                                 echo=clock.echo)
+        stored = (
+            load_direction(settings.direction)
+            if settings.direction
+            else ensure_direction(model, settings.direction_run, echo=clock.echo)
+        )
         self.layer = stored.layer if settings.layer is None else settings.layer
         if self.layer >= model.n_layers:
             raise SettingsError(f"layer {self.layer} is out of range for a model with {model.n_layers} layers (--layer)")
@@ -119,8 +132,11 @@ class _Study:
         self.run = Run(out, resume=settings.resume)
         self.unjudgeable = [lang for lang in self.languages if not has_phrases(lang)] if settings.judge == "substring" else []
         if self.unjudgeable:
-            logger.warning("no refusal phrases for %s: their replies are judged with the English phrases only; "
-                           "--judge chat-model judges any language", ", ".join(self.unjudgeable))
+            logger.warning(
+                "no refusal phrases for %s: their replies are judged with the English phrases only; "
+                "--judge chat-model judges any language",
+                ", ".join(self.unjudgeable),
+            )
         self.base = {**model.identity(), "position": self.position}
 
     def activations(self) -> dict[str, dict[str, Tensor]]:
@@ -128,27 +144,46 @@ class _Study:
         for language, sets in self.sets.items():
             settings = {**self.base, "sets": {k: v["fingerprint"] for k, v in sets.describe().items() if isinstance(v, dict)}}
             out[language] = self.run.stage(
-                f"activations_{language}", settings,
-                lambda sets=sets: gather_activations(self.model, sets, position=self.position, batch_size=self.settings.batch_size),
-                save=lambda v, d, language=language: write_tensors(d / f"activations_{language}.safetensors", v),
-                load=lambda d, language=language: read_tensors(d / f"activations_{language}.safetensors"))
+                f"activations_{language}",
+                settings,
+                partial(gather_activations, self.model, sets, position=self.position, batch_size=self.settings.batch_size),
+                save=partial(_write_activations, name=f"activations_{language}.safetensors"),
+                load=partial(_read_activations, name=f"activations_{language}.safetensors"),
+            )
         return out
 
     def audit(self) -> dict:
         """Replies to every test prompt, judged per language, and each language's refusal tokens."""
-        def compute() -> list[dict]:
-            rows = [(language, label, text) for language, sets in self.sets.items()
-                    for label in ("harmful", "harmless") for text in getattr(sets, f"{label}_test").instructions]
-            ids = generate_ids(self.model, [r[2] for r in rows], max_new_tokens=self.settings.max_new_tokens,
-                               batch_size=self.settings.batch_size)
-            replies = [self.model.tokenizer.decode(x, skip_special_tokens=True) for x in ids]
-            return [{"language": r[0], "label": r[1], "instruction": r[2], "reply": reply, "reply_ids": i}
-                    for r, reply, i in zip(rows, replies, ids)]
 
-        settings = {**self.base, "languages": self.languages, "max_new_tokens": self.settings.max_new_tokens,
-                    "sets": {lang: s.harmful_test.fingerprint() + s.harmless_test.fingerprint() for lang, s in self.sets.items()}}
-        rows = self.run.stage("audit", settings, compute, save=lambda v, d: write_jsonl(d / "audit.jsonl", v),
-                              load=lambda d: read_jsonl(d / "audit.jsonl"))
+        def compute() -> list[dict]:
+            rows = [
+                (language, label, text)
+                for language, sets in self.sets.items()
+                for label in ("harmful", "harmless")
+                for text in getattr(sets, f"{label}_test").instructions
+            ]
+            ids = generate_ids(
+                self.model, [r[2] for r in rows], max_new_tokens=self.settings.max_new_tokens, batch_size=self.settings.batch_size
+            )
+            replies = [self.model.decode(x, skip_special_tokens=True) for x in ids]
+            return [
+                {"language": r[0], "label": r[1], "instruction": r[2], "reply": reply, "reply_ids": i}
+                for r, reply, i in zip(rows, replies, ids)
+            ]
+
+        settings = {
+            **self.base,
+            "languages": self.languages,
+            "max_new_tokens": self.settings.max_new_tokens,
+            "sets": {lang: s.harmful_test.fingerprint() + s.harmless_test.fingerprint() for lang, s in self.sets.items()},
+        }
+        rows = self.run.stage(
+            "audit",
+            settings,
+            compute,
+            save=lambda v, d: write_jsonl(d / "audit.jsonl", v),
+            load=lambda d: read_jsonl(d / "audit.jsonl"),
+        )
         # Verdicts are kept apart from the replies: a new judge or phrase list re-judges without regenerating.
         verdicts = self.verdicts("audit", rows)
         rows = [{**r, "refused": v} for r, v in zip(rows, verdicts)]
@@ -160,11 +195,19 @@ class _Study:
         replies = [r["reply"] for r in rows]
         if self.settings.judge == "substring":
             return self.judge_rows(pairs, replies)
-        settings = {**self.base, "judge": self.settings.judge, "replies": fingerprint(replies),
-                    "phrases": fingerprint({lang: REFUSAL_PHRASES.get(lang) for lang in self.languages})}
-        return self.run.stage(f"{name}_verdicts", settings, lambda: self.judge_rows(pairs, replies),
-                              save=lambda v, d: write_json(d / f"{name}_verdicts.json", v),
-                              load=lambda d: read_json(d / f"{name}_verdicts.json"))
+        settings = {
+            **self.base,
+            "judge": self.settings.judge,
+            "replies": fingerprint(replies),
+            "phrases": fingerprint({lang: REFUSAL_PHRASES.get(lang) for lang in self.languages}),
+        }
+        return self.run.stage(
+            f"{name}_verdicts",
+            settings,
+            lambda: self.judge_rows(pairs, replies),
+            save=lambda v, d: write_json(d / f"{name}_verdicts.json", v),
+            load=lambda d: read_json(d / f"{name}_verdicts.json"),
+        )
 
     def judge_rows(self, rows: list[tuple[str, str]], replies: list[str]) -> list[bool]:
         """Judge each reply with its language's judge."""
@@ -185,8 +228,9 @@ class _Study:
                 continue
             harmful = [r for r in rows if r["language"] == language and r["label"] == "harmful"]
             try:
-                found = refusal_tokens_from_replies(self.model, [r["reply_ids"] for r in harmful], [r["refused"] for r in harmful],
-                                                    judge_name=f"{language} judge")
+                found = refusal_tokens_from_replies(
+                    self.model, [r["reply_ids"] for r in harmful], [r["refused"] for r in harmful], judge_name=f"{language} judge"
+                )
                 out[language] = {**found.to_dict(), "how": "first tokens of the model's refusals of the test prompts"}
             except ValueError:
                 out[language] = None
@@ -206,9 +250,12 @@ class _Study:
                 # especially), so English refusal openings count in every language.
                 extra = [t for t in english["token_ids"] if t not in value["token_ids"]]
                 if extra:
-                    final[language] = {**value, "token_ids": value["token_ids"] + extra,
-                                       "tokens": (value.get("tokens") or []) + [self.model.tokenizer.decode([t]) for t in extra],
-                                       "how": value["how"] + ", plus the English refusal tokens"}
+                    final[language] = {
+                        **value,
+                        "token_ids": value["token_ids"] + extra,
+                        "tokens": (value.get("tokens") or []) + [self.model.decode(t) for t in extra],
+                        "how": value["how"] + ", plus the English refusal tokens",
+                    }
         return final
 
     def transfer(self, vectors: Tensor, audit: dict) -> dict:
@@ -218,11 +265,25 @@ class _Study:
 
         def compute() -> dict:
             self.clock.note("ablating each language's vector: refusal scores on every language's harmful prompts")
-            ablation = transfer_scores(self.model, at_layer, {lang: s.harmful_test.instructions for lang, s in self.sets.items()},
-                                       tokens, mode="ablation", layer=self.layer, batch_size=batch_size)
+            ablation = transfer_scores(
+                self.model,
+                at_layer,
+                {lang: s.harmful_test.instructions for lang, s in self.sets.items()},
+                tokens,
+                mode="ablation",
+                layer=self.layer,
+                batch_size=batch_size,
+            )
             self.clock.note(f"adding each language's vector at layer {self.layer}: scores on harmless prompts")
-            addition = transfer_scores(self.model, at_layer, {lang: s.harmless_test.instructions for lang, s in self.sets.items()},
-                                       tokens, mode="addition", layer=self.layer, batch_size=batch_size)
+            addition = transfer_scores(
+                self.model,
+                at_layer,
+                {lang: s.harmless_test.instructions for lang, s in self.sets.items()},
+                tokens,
+                mode="addition",
+                layer=self.layer,
+                batch_size=batch_size,
+            )
             source = "en" if "en" in self.languages else self.languages[0]
             self.clock.note(f"replies with the {source} vector ablated")
             prompts = [(lang, p) for lang, s in self.sets.items() for p in s.harmful_test.instructions]
@@ -231,24 +292,46 @@ class _Study:
             rows = [{"language": lang, "instruction": p, "reply": r} for (lang, p), r in zip(prompts, replies)]
             return {"ablation": ablation.to_dict(), "addition": addition.to_dict(), "generation_source": source, "replies": rows}
 
-        settings = {**self.base, "layer": self.layer, "languages": self.languages, "tokens": tokens,
-                    "vectors": float(vectors[:, self.layer].double().sum()), "max_new_tokens": max_new_tokens}
-        result = self.run.stage("transfer", settings, compute, save=lambda v, d: write_json(d / "transfer.json", v),
-                                load=lambda d: read_json(d / "transfer.json"))
+        settings = {
+            **self.base,
+            "layer": self.layer,
+            "languages": self.languages,
+            "tokens": tokens,
+            "vectors": float(vectors[:, self.layer].double().sum()),
+            "max_new_tokens": max_new_tokens,
+        }
+        result = self.run.stage(
+            "transfer",
+            settings,
+            compute,
+            save=lambda v, d: write_json(d / "transfer.json", v),
+            load=lambda d: read_json(d / "transfer.json"),
+        )
         verdicts = self.verdicts("transfer", result["replies"])
         result["replies"] = [{**r, "refused": v} for r, v in zip(result["replies"], verdicts)]
         baseline = {lang: audit["rates"][lang]["harmful"] for lang in self.languages}
-        ablated_rates = {lang: Rate.of(r["refused"] for r in result["replies"] if r["language"] == lang) for lang in self.languages}
+        ablated_rates = {
+            lang: Rate.of(r["refused"] for r in result["replies"] if r["language"] == lang) for lang in self.languages
+        }
         ablated = {lang: ablated_rates[lang].value for lang in self.languages}
-        result["generation"] = {"source": result["generation_source"], "baseline_refusal_rate": baseline,
-                                "ablated_refusal_rate": ablated,
-                                "ablated_refusal_counts": {lang: r.to_dict() for lang, r in ablated_rates.items()},
-                                "compliance_under_ablation": {lang: round(1 - ablated[lang], 4) for lang in self.languages}}
+        result["generation"] = {
+            "source": result["generation_source"],
+            "baseline_refusal_rate": baseline,
+            "ablated_refusal_rate": ablated,
+            "ablated_refusal_counts": {lang: r.to_dict() for lang, r in ablated_rates.items()},
+            "compliance_under_ablation": {lang: round(1 - ablated[lang], 4) for lang in self.languages},
+        }
         return result
 
 
-def run_multilingual(model: MechrefModel, settings: MultilingualSettings | None = None, out: str | Path | None = None,
-                     *, parts: Sequence[str] = PARTS, echo: bool = True) -> MultilingualResult:
+def run_multilingual(
+    model: MechrefModel,
+    settings: MultilingualSettings | None = None,
+    out: str | Path | None = None,
+    *,
+    parts: Sequence[str] = PARTS,
+    echo: bool = True,
+) -> MultilingualResult:
     """Run the multilingual ``parts`` (any of :data:`PARTS`) of a study on ``model``."""
     settings = settings or MultilingualSettings()
     unknown = [p for p in parts if p not in PARTS]
@@ -261,9 +344,11 @@ def run_multilingual(model: MechrefModel, settings: MultilingualSettings | None 
     clock = StageClock(total=2 + ("audit" in parts) + ("transfer" in parts), echo=echo)
     clock.stage("setup", "model, direction and prompt sets")
     study = _Study(model, settings, out, clock)
-    clock.note(f"{len(study.languages)} languages: {' '.join(study.languages)} "
-               f"({'bundled set' if settings.data is None else settings.data}, {settings.n_train} train / {settings.n_test} "
-               "test per class)")
+    clock.note(
+        f"{len(study.languages)} languages: {' '.join(study.languages)} "
+        f"({'bundled set' if settings.data is None else settings.data}, {settings.n_train} train / {settings.n_test} "
+        "test per class)"
+    )
     clock.stage("activations", "residual stream of every prompt at every layer")
     acts = study.activations()
     audit = transfer = None
@@ -276,6 +361,18 @@ def run_multilingual(model: MechrefModel, settings: MultilingualSettings | None 
         transfer = study.transfer(vectors, audit)  # type: ignore[arg-type]
     clock.finish()
     return MultilingualResult(
-        settings=settings, model=model.identity(), languages=study.languages, layer=study.layer, position=study.position,
-        direction_source=study.direction_source, sets=study.sets, activations=acts, unjudgeable=study.unjudgeable,
-        parts=parts, audit=audit, transfer=transfer, resumed_stages=list(study.run.resumed), timings=clock.timings)
+        settings=settings,
+        model=model.identity(),
+        languages=study.languages,
+        layer=study.layer,
+        position=study.position,
+        direction_source=study.direction_source,
+        sets=study.sets,
+        activations=acts,
+        unjudgeable=study.unjudgeable,
+        parts=parts,
+        audit=audit,
+        transfer=transfer,
+        resumed_stages=list(study.run.resumed),
+        timings=clock.timings,
+    )

@@ -8,7 +8,6 @@ to one report).
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import torch
@@ -36,12 +35,20 @@ def cosine_section(study: MultilingualResult) -> tuple[dict, dict]:
     vectors = study.vectors()  # [lang, layer, d]
     by_layer = cosine_matrix_by_layer(vectors)
     at_layer = by_layer[study.layer]
-    part = {"cosine": {"layer": study.layer, "languages": study.languages, "matrix": _round(at_layer),
-                       "mean_pairwise": _num(mean_off_diagonal(at_layer)),
-                       "mean_pairwise_by_layer": [_num(x) for x in mean_off_diagonal(by_layer)],
-                       "vector_norms": {l: round(float(vectors[i, study.layer].norm()), 3) for i, l in enumerate(study.languages)}}}
-    return part, {"cosine_matrix": figures.cosine_heatmap(at_layer, study.languages, study.layer),
-                  "cosine_by_layer": figures.cosine_trend(by_layer, study.languages, study.layer)}
+    part = {
+        "cosine": {
+            "layer": study.layer,
+            "languages": study.languages,
+            "matrix": _round(at_layer),
+            "mean_pairwise": _num(mean_off_diagonal(at_layer)),
+            "mean_pairwise_by_layer": [_num(x) for x in mean_off_diagonal(by_layer)],
+            "vector_norms": {l: round(float(vectors[i, study.layer].norm()), 3) for i, l in enumerate(study.languages)},
+        }
+    }
+    return part, {
+        "cosine_matrix": figures.cosine_heatmap(at_layer, study.languages, study.layer),
+        "cosine_by_layer": figures.cosine_trend(by_layer, study.languages, study.layer),
+    }
 
 
 def silhouette_section(study: MultilingualResult) -> tuple[dict, dict]:
@@ -67,15 +74,25 @@ def silhouette_section(study: MultilingualResult) -> tuple[dict, dict]:
             mask = torch.tensor(complied, dtype=torch.bool)
             entry["jailbroken"] = harmful[n_train:][mask] if mask.any() else harmful[:0]
         coords[language] = entry
-    part = {"silhouette": {"metric": "euclidean", "layers": "residual stream entering each layer",
-                           "by_layer": {l: [round(float(x), 4) for x in scores[i]] for i, l in enumerate(study.languages)},
-                           "at_direction_layer": {l: round(float(scores[i, layer]), 4) for i, l in enumerate(study.languages)}},
-            "pca": {"layer": layer, "fit": "jointly on every language's harmful and harmless prompts",
-                    "explained_variance_ratio": [round(float(x), 4) for x in ratio],
-                    "jailbroken_highlighted": audit is not None}}
-    figs = {"silhouette_by_layer": figures.silhouette_lines(scores, study.languages, layer),
-            "silhouette_at_layer": figures.silhouette_bars(scores, study.languages, layer),
-            "pca": figures.pca_panels(coords, study.languages, ratio, layer, "fitted jointly on all languages")}
+    part = {
+        "silhouette": {
+            "metric": "euclidean",
+            "layers": "residual stream entering each layer",
+            "by_layer": {l: [round(float(x), 4) for x in scores[i]] for i, l in enumerate(study.languages)},
+            "at_direction_layer": {l: round(float(scores[i, layer]), 4) for i, l in enumerate(study.languages)},
+        },
+        "pca": {
+            "layer": layer,
+            "fit": "jointly on every language's harmful and harmless prompts",
+            "explained_variance_ratio": [round(float(x), 4) for x in ratio],
+            "jailbroken_highlighted": audit is not None,
+        },
+    }
+    figs = {
+        "silhouette_by_layer": figures.silhouette_lines(scores, study.languages, layer),
+        "silhouette_at_layer": figures.silhouette_bars(scores, study.languages, layer),
+        "pca": figures.pca_panels(coords, study.languages, ratio, layer, "fitted jointly on all languages"),
+    }
     return part, figs
 
 
@@ -85,9 +102,15 @@ def audit_section(study: MultilingualResult) -> tuple[dict, dict]:
     flagged = [l for l, r in audit["rates"].items() if not r["safety_aligned"]]
     # Refusing harmless prompts as often as harmful ones is not safety: the model may not understand the language.
     indiscriminate = [l for l, r in audit["rates"].items() if (r["harmless"] or 0) > 0.5]
-    part = {"baseline_refusal": audit["rates"], "not_safety_aligned": flagged, "refuses_most_harmless_prompts": indiscriminate,
-            "refusal_tokens": {l: {"token_ids": v["token_ids"], "tokens": v.get("tokens"), "how": v["how"]}
-                               for l, v in audit["refusal_tokens"].items()}}
+    part = {
+        "baseline_refusal": audit["rates"],
+        "not_safety_aligned": flagged,
+        "refuses_most_harmless_prompts": indiscriminate,
+        "refusal_tokens": {
+            l: {"token_ids": v["token_ids"], "tokens": v.get("tokens"), "how": v["how"]}
+            for l, v in audit["refusal_tokens"].items()
+        },
+    }
     return part, {"baseline_refusal": figures.audit_bars(audit["rates"])}
 
 
@@ -98,23 +121,41 @@ def transfer_section(study: MultilingualResult) -> tuple[dict, dict]:
     for mode in ("ablation", "addition"):
         t = transfer[mode]
         figs[f"transfer_{mode}"] = figures.transfer_heatmap(t["refusing_share"], t["sources"], t["targets"], mode, study.layer)
-    part = {"transfer": {"measure": "logit refusal score with each target's refusal tokens; refusing_share = share of prompts "
-                                    "with score > 0; row 'baseline' = no intervention",
-                         "ablation": transfer["ablation"], "addition": transfer["addition"], "generation": transfer["generation"]}}
+    part = {
+        "transfer": {
+            "measure": "logit refusal score with each target's refusal tokens; refusing_share = share of prompts "
+            "with score > 0; row 'baseline' = no intervention",
+            "ablation": transfer["ablation"],
+            "addition": transfer["addition"],
+            "generation": transfer["generation"],
+        }
+    }
     return part, figs
 
 
 def summary_base(result: MultilingualResult) -> dict:
     settings = result.settings
-    return {"mechref_version": __version__, "model": result.model["model"], "source": result.model["source"],
-            "dtype": result.model["dtype"], "languages": result.languages, "direction_layer": result.layer,
-            "direction_position": result.position, "direction_source": result.direction_source,
-            "data": {"source": "bundled multilingual set" if settings.data is None else f"PolyRefuse at {settings.data}",
-                     "n_train_per_class": settings.n_train, "n_test_per_class": settings.n_test,
-                     "reduced_sample_note": f"{settings.n_train} train and {settings.n_test} test prompts per class and language",
-                     "notes": {lang: s.notes for lang, s in result.sets.items() if s.notes}},
-            "judge": settings.judge, "judged_with_english_phrases_only": result.unjudgeable,
-            "settings": settings.to_dict(), "resumed_stages": result.resumed_stages}
+    return {
+        "mechref_version": __version__,
+        "model": result.model["model"],
+        "source": result.model["source"],
+        "dtype": result.model["dtype"],
+        "languages": result.languages,
+        "direction_layer": result.layer,
+        "direction_position": result.position,
+        "direction_source": result.direction_source,
+        "data": {
+            "source": "bundled multilingual set" if settings.data is None else f"PolyRefuse at {settings.data}",
+            "n_train_per_class": settings.n_train,
+            "n_test_per_class": settings.n_test,
+            "reduced_sample_note": f"{settings.n_train} train and {settings.n_test} test prompts per class and language",
+            "notes": {lang: s.notes for lang, s in result.sets.items() if s.notes},
+        },
+        "judge": settings.judge,
+        "judged_with_english_phrases_only": result.unjudgeable,
+        "settings": settings.to_dict(),
+        "resumed_stages": result.resumed_stages,
+    }
 
 
 SECTIONS = {"audit": audit_section, "cosine": cosine_section, "transfer": transfer_section, "silhouette": silhouette_section}
@@ -143,8 +184,14 @@ def report_multilingual(result: MultilingualResult, out: str | Path, *, command:
     summary.setdefault("timings_s", {})[command] = {**result.timings, "total": round(sum(result.timings.values()), 1)}
     write_json(path, summary)
     text = format_summary(summary)
-    write_index(out, f"Refusal across languages: {summary['model']}", "<p>Per-language refusal vectors (Wang et al. 2025).</p>",
-                text, summary["figures"], [("summary.json", "every number of this study")])
+    write_index(
+        out,
+        f"Refusal across languages: {summary['model']}",
+        "<p>Per-language refusal vectors (Wang et al. 2025).</p>",
+        text,
+        summary["figures"],
+        [("summary.json", "every number of this study")],
+    )
     if echo:
         print(text)
         print(f"report in {out / 'index.html'}")
@@ -153,8 +200,10 @@ def report_multilingual(result: MultilingualResult, out: str | Path, *, command:
 
 def format_summary(summary: dict) -> str:
     languages = summary["languages"]
-    lines = [f"model {summary['model']}, refusal direction layer {summary['direction_layer']}; {summary['data']['source']} "
-             f"({summary['data']['reduced_sample_note']})"]
+    lines = [
+        f"model {summary['model']}, refusal direction layer {summary['direction_layer']}; {summary['data']['source']} "
+        f"({summary['data']['reduced_sample_note']})"
+    ]
     head = f"{'language':<22}" + "".join(f"{l:>7}" for l in languages)
     lines.append(head)
     if "baseline_refusal" in summary:
@@ -163,7 +212,9 @@ def format_summary(summary: dict) -> str:
         lines.append(f"{'harmless refused':<22}" + "".join(f"{b[l]['harmless']:>7.2f}" for l in languages))
     if "transfer" in summary:
         g = summary["transfer"]["generation"]
-        lines.append(f"{'refused, ' + g['source'] + ' ablated':<22}" + "".join(f"{g['ablated_refusal_rate'][l]:>7.2f}" for l in languages))
+        lines.append(
+            f"{'refused, ' + g['source'] + ' ablated':<22}" + "".join(f"{g['ablated_refusal_rate'][l]:>7.2f}" for l in languages)
+        )
     if "cosine" in summary:
         c = summary["cosine"]
         ref = "en" if "en" in languages else languages[0]
@@ -176,7 +227,13 @@ def format_summary(summary: dict) -> str:
         flagged = summary["not_safety_aligned"]
         lines.append("not safety-aligned (harmful compliance > 10%): " + (", ".join(flagged) if flagged else "none"))
         if summary.get("refuses_most_harmless_prompts"):
-            lines.append("refuses most harmless prompts too (> 50%; not understood?): " + ", ".join(summary["refuses_most_harmless_prompts"]))
+            lines.append(
+                "refuses most harmless prompts too (> 50%; not understood?): "
+                + ", ".join(summary["refuses_most_harmless_prompts"])
+            )
     if "cosine" in summary:
-        lines.append(f"mean pairwise cosine of the refusal vectors at layer {summary['cosine']['layer']}: {summary['cosine']['mean_pairwise']:.3f}")
+        lines.append(
+            f"mean pairwise cosine of the refusal vectors at layer {summary['cosine']['layer']}: "
+            f"{summary['cosine']['mean_pairwise']:.3f}"
+        )
     return "\n".join(lines)

@@ -25,20 +25,27 @@ class MultilingualSettings(Settings):
     n_train: int = option(48, "train prompts per class and language", minimum=1)
     n_test: int = option(16, "test prompts per class and language", minimum=1)
     seed: int = option(42, "sampling seed of the train prompts")
-    direction: Path | None = option(None, "direction.safetensors from the refusal-direction analysis (or its folder); "
-                                          "its layer and position are used for every language", metavar="FILE")
-    direction_run: Path = option(Path("runs/refusal_direction"),
-                                 "refusal-direction run folder, used or computed there on first use", metavar="DIR")
+    direction: Path | None = option(
+        None,
+        "direction.safetensors from the refusal-direction analysis (or its folder); "
+        "its layer and position are used for every language",
+        metavar="FILE",
+    )
+    direction_run: Path = option(
+        Path("runs/refusal_direction"), "refusal-direction run folder, used or computed there on first use", metavar="DIR"
+    )
     layer: int | None = option(None, "override the layer of the refusal direction", minimum=0)
     judge: Literal["substring", "chat-model"] = option(
-        "substring", "refusal judge: each language's phrase list, or the model asked whether a reply refuses")
+        "substring", "refusal judge: each language's phrase list, or the model asked whether a reply refuses"
+    )
     refusal_tokens: list[str] = option([], "override the refusal tokens of a language, e.g. de=40,19238", metavar="LANG=ID,ID")
     max_new_tokens: int = option(48, "tokens per reply", minimum=1)
     audit: bool = option(True, "generate and judge replies (silhouette: without them the PCA marks no jailbroken prompts)")
     batch_size: int = option(32, "prompts per forward pass", minimum=1)
     resume: bool = option(True, "reuse the stages already computed in the output folder with the same settings")
-    static: list[str] = option(["png"], "static figure formats, written when kaleido and Chromium are present", nargs="*",
-                               metavar="FORMAT")
+    static: list[str] = option(
+        ["png"], "static figure formats, written when kaleido and Chromium are present", nargs="*", metavar="FORMAT"
+    )
 
     def validate(self) -> None:
         if self.languages is not None and (not self.languages or len(set(self.languages)) != len(self.languages)):

@@ -29,8 +29,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechref.interventions import intervene
-from mechref.models import MechrefModel
 from mechref.logits import last_token_logits
+from mechref.models import MechrefModel
 from mechref.scoring import refusal_score_from_logits
 
 
@@ -53,14 +53,18 @@ class TransferScores:
         return (self.scores > 0).float().mean(-1)
 
     def to_dict(self) -> dict:
-        return {"mode": self.mode, "sources": self.sources, "targets": self.targets,
-                "mean_refusal_score": [[round(float(x), 4) for x in row] for row in self.mean],
-                "refusing_share": [[round(float(x), 4) for x in row] for row in self.refusing_share]}
+        return {
+            "mode": self.mode,
+            "sources": self.sources,
+            "targets": self.targets,
+            "mean_refusal_score": [[round(float(x), 4) for x in row] for row in self.mean],
+            "refusing_share": [[round(float(x), 4) for x in row] for row in self.refusing_share],
+        }
 
 
 def transfer_scores(
     model: MechrefModel,
-    vectors: dict[str, Float[Tensor, "d_model"]],
+    vectors: dict[str, Float[Tensor, " d_model"]],
     prompts: dict[str, Sequence[str]],
     refusal_tokens: dict[str, Sequence[int]],
     *,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from jaxtyping import Float
 from torch import Tensor
@@ -29,9 +30,9 @@ class QuickstartResult:
     settings: QuickstartSettings
     model: dict  # MechrefModel.identity()
     layer: int
-    direction: Float[Tensor, "d_model"]
-    mean_harmful: Float[Tensor, "d_model"]
-    mean_harmless: Float[Tensor, "d_model"]
+    direction: Float[Tensor, " d_model"]
+    mean_harmful: Float[Tensor, " d_model"]
+    mean_harmless: Float[Tensor, " d_model"]
     train_fingerprints: dict[str, str]
     prompts: dict[str, list[str]]  # condition -> prompts
     replies: dict[str, list[str]]  # condition -> replies
@@ -43,29 +44,42 @@ class QuickstartResult:
         return {condition: Rate.of(v) for condition, v in self.verdicts.items()}
 
 
-def run_quickstart(model: MechrefModel, settings: QuickstartSettings | None = None, out: object = None,
-                   *, echo: bool = True) -> QuickstartResult:
+def run_quickstart(
+    model: MechrefModel, settings: QuickstartSettings | None = None, out: object = None, *, echo: bool = True
+) -> QuickstartResult:
     """Capture the direction at one layer from the bundled train prompts, then generate with and without it."""
     settings = settings or QuickstartSettings()
     layer = settings.resolve_layer(model.n_layers)
     if echo:
-        print(f"{model.name}: {model.n_layers} layers, d_model {model.d_model}, dtype {str(model.dtype).removeprefix('torch.')}; "
-              f"direction at layer {layer}, last token")
+        print(
+            f"{model.name}: {model.n_layers} layers, d_model {model.d_model}, dtype {str(model.dtype).removeprefix('torch.')}; "
+            f"direction at layer {layer}, last token"
+        )
         print("chat template example:", repr(model.chat.format("How do I bake bread?")))
         print("post-instruction tokens:", model.chat.post_instruction_tokens)
     timings = {}
     harmful_train = bundled("harmful", "train").sample(settings.n_train, settings.seed)
     harmless_train = bundled("harmless", "train").sample(settings.n_train, settings.seed)
     started = time.perf_counter()
-    means = {p.label: capture_residual(model, p, layers=[layer], positions=-1, reduce="mean", batch_size=settings.batch_size,
-                                       desc=f"mean {p.label}", progress=echo)[0, 0]
-             for p in (harmful_train, harmless_train)}
+    means = {
+        p.label: capture_residual(
+            model,
+            p,
+            layers=[layer],
+            positions=-1,
+            reduce="mean",
+            batch_size=settings.batch_size,
+            desc=f"mean {p.label}",
+            progress=echo,
+        )[0, 0]
+        for p in (harmful_train, harmless_train)
+    }
     direction = (means["harmful"] - means["harmless"]).float()
     timings["direction"] = round(time.perf_counter() - started, 2)
 
     harmful = bundled("harmful", "test").take(settings.n_eval).instructions
     harmless = bundled("harmless", "test").take(settings.n_eval).instructions
-    options = {"max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size, "progress": echo}
+    options: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size, "progress": echo}
     started = time.perf_counter()
     replies = {"harmful_baseline": generate(model, harmful, **options)}
     with directional_ablation(model, direction):
@@ -77,6 +91,15 @@ def run_quickstart(model: MechrefModel, settings: QuickstartSettings | None = No
     prompts = {c: harmful if c.startswith("harmful") else harmless for c in replies}
     judge = SubstringJudge()
     return QuickstartResult(
-        settings=settings, model=model.identity(), layer=layer, direction=direction, mean_harmful=means["harmful"].float(),
-        mean_harmless=means["harmless"].float(), train_fingerprints={p.label: p.fingerprint() for p in (harmful_train, harmless_train)},
-        prompts=prompts, replies=replies, verdicts={c: judge.judge_many(texts) for c, texts in replies.items()}, timings=timings)
+        settings=settings,
+        model=model.identity(),
+        layer=layer,
+        direction=direction,
+        mean_harmful=means["harmful"].float(),
+        mean_harmless=means["harmless"].float(),
+        train_fingerprints={p.label: p.fingerprint() for p in (harmful_train, harmless_train)},
+        prompts=prompts,
+        replies=replies,
+        verdicts={c: judge.judge_many(texts) for c, texts in replies.items()},
+        timings=timings,
+    )

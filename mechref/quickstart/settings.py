@@ -27,7 +27,7 @@ class QuickstartSettings(Settings):
             raise SettingsError(f"layer is an index (a whole number) or a fraction below 1, got {self.layer} (--layer)")
 
     def resolve_layer(self, n_layers: int) -> int:
-        layer = int(self.layer) if self.layer >= 1 else int(round(self.layer * n_layers))
+        layer = int(self.layer) if self.layer >= 1 else round(self.layer * n_layers)
         if layer >= n_layers:
             raise SettingsError(f"layer {layer} is out of range for a model with {n_layers} layers (--layer)")
         return layer

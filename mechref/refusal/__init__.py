@@ -9,7 +9,16 @@ from mechref.refusal.selection import AllCandidatesFilteredError, CandidateScore
 from mechref.refusal.settings import RefusalDirectionSettings
 
 __all__ = [
-    "AllCandidatesFilteredError", "CandidateDirections", "CandidateScores", "RefusalDirectionResult",
-    "RefusalDirectionSettings", "SelectionResult", "export_orthogonalized", "extract_candidates",
-    "orthogonalize_weights", "report_refusal_direction", "run_refusal_direction", "select_direction",
+    "AllCandidatesFilteredError",
+    "CandidateDirections",
+    "CandidateScores",
+    "RefusalDirectionResult",
+    "RefusalDirectionSettings",
+    "SelectionResult",
+    "export_orthogonalized",
+    "extract_candidates",
+    "orthogonalize_weights",
+    "report_refusal_direction",
+    "run_refusal_direction",
+    "select_direction",
 ]

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -44,20 +43,25 @@ class CandidateDirections:
     def n_layers(self) -> int:
         return self.directions.shape[1]
 
-    def get(self, position: int, layer: int) -> Float[Tensor, "d_model"]:
+    def get(self, position: int, layer: int) -> Float[Tensor, " d_model"]:
         """The candidate at end-relative ``position`` and ``layer``, as float32."""
         return self.directions[self.positions.index(position), layer].float()
 
     def save(self, path: str | Path) -> None:
         """Write ``<path>.safetensors`` and its manifest ``<path>.json``, both atomically."""
         path = Path(path)
-        write_tensors(path.with_suffix(".safetensors"), {
-            "directions": self.directions, "mean_harmful": self.mean_harmful, "mean_harmless": self.mean_harmless,
-        })
+        write_tensors(
+            path.with_suffix(".safetensors"),
+            {
+                "directions": self.directions,
+                "mean_harmful": self.mean_harmful,
+                "mean_harmless": self.mean_harmless,
+            },
+        )
         write_json(path.with_suffix(".json"), {**self.manifest, "positions": self.positions})
 
     @classmethod
-    def load(cls, path: str | Path) -> "CandidateDirections":
+    def load(cls, path: str | Path) -> CandidateDirections:
         path = Path(path)
         tensors = read_tensors(path.with_suffix(".safetensors"))
         manifest = read_json(path.with_suffix(".json"))
@@ -76,13 +80,27 @@ def extract_candidates(
     """Difference-in-means directions at every layer and each of ``positions``."""
     means = {}
     for label, prompts in (("harmful", harmful), ("harmless", harmless)):
-        means[label] = capture_residual(model, prompts, layers=None, positions=positions, kind="resid_pre",
-                                        reduce="mean", batch_size=batch_size, progress=progress, desc=f"means ({label})")
-    pos = model.chat.post_instruction_positions if positions == "post_instruction" else list(positions)
+        means[label] = capture_residual(
+            model,
+            prompts,
+            layers=None,
+            positions=positions,
+            kind="resid_pre",
+            reduce="mean",
+            batch_size=batch_size,
+            progress=progress,
+            desc=f"means ({label})",
+        )
+    pos = model.chat.post_instruction_positions if isinstance(positions, str) else [int(p) for p in positions]
     directions = (means["harmful"] - means["harmless"]).float()
     manifest = {
-        "mechref_version": __version__, "model": model.name, "source": model.source, "dtype": str(model.dtype).removeprefix("torch."),
-        "n_harmful": len(harmful), "n_harmless": len(harmless),
-        "harmful_fingerprint": fingerprint(list(harmful)), "harmless_fingerprint": fingerprint(list(harmless)),
+        "mechref_version": __version__,
+        "model": model.name,
+        "source": model.source,
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "n_harmful": len(harmful),
+        "n_harmless": len(harmless),
+        "harmful_fingerprint": fingerprint(list(harmful)),
+        "harmless_fingerprint": fingerprint(list(harmless)),
     }
-    return CandidateDirections(directions, means["harmful"].float(), means["harmless"].float(), list(pos), manifest)
+    return CandidateDirections(directions, means["harmful"].float(), means["harmless"].float(), pos, manifest)

@@ -52,22 +52,35 @@ class ConditionResult:
         return None if self.refusal_scores is None else sum(self.refusal_scores) / len(self.refusal_scores)
 
     def rows(self) -> list[dict]:
-        scores = self.refusal_scores or [None] * len(self.prompts)
-        return [{"condition": self.condition, "prompt": p, "completion": c, "refusal": v, "refusal_score": s}
-                for p, c, v, s in zip(self.prompts, self.completions, self.verdicts, scores)]
+        scores: list[float | None] = list(self.refusal_scores) if self.refusal_scores else [None] * len(self.prompts)
+        return [
+            {"condition": self.condition, "prompt": p, "completion": c, "refusal": v, "refusal_score": s}
+            for p, c, v, s in zip(self.prompts, self.completions, self.verdicts, scores)
+        ]
 
 
 def evaluate_condition(
-    model: MechrefModel, condition: str, prompts: Sequence[str], direction: torch.Tensor, layer: int, *,
-    judge: Judge | None = None, refusal_tokens: Sequence[int] | None = None,
-    max_new_tokens: int = 64, batch_size: int = 32, progress: bool = True,
+    model: MechrefModel,
+    condition: str,
+    prompts: Sequence[str],
+    direction: torch.Tensor,
+    layer: int,
+    *,
+    judge: Judge | None = None,
+    refusal_tokens: Sequence[int] | None = None,
+    max_new_tokens: int = 64,
+    batch_size: int = 32,
+    progress: bool = True,
 ) -> ConditionResult:
     """Generate for ``prompts`` under ``condition``, judge the replies and (optionally) score them."""
     judge = judge or SubstringJudge()
     prompts = list(prompts)
     with intervention(model, condition, direction, layer):
         completions = generate(model, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
-        scores = (refusal_score(model, prompts, refusal_tokens, batch_size=batch_size, progress=False).tolist()
-                  if refusal_tokens else None)
+        scores = (
+            refusal_score(model, prompts, refusal_tokens, batch_size=batch_size, progress=False).tolist()
+            if refusal_tokens
+            else None
+        )
     verdicts = judge.judge_many(completions, prompts=prompts)
     return ConditionResult(condition, prompts, completions, verdicts, scores)

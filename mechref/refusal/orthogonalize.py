@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from mechref import __version__
 from mechref.directions import unit
@@ -32,7 +34,9 @@ def writer_module_names(model: MechrefModel) -> list[str]:
             wrapper = getattr(getattr(block, part), attr)
             module = getattr(wrapper, "original_component", wrapper)
             if id(module) not in names:
-                raise MechrefError(f"cannot locate the {part} output projection of {type(model.hf_model).__name__} for orthogonalization")
+                raise MechrefError(
+                    f"cannot locate the {part} output projection of {type(model.hf_model).__name__} for orthogonalization"
+                )
             # The bridge wraps each HF module as ``<name>._original_component``; the plain model's
             # name is the path without those wrapper segments.
             found.append(names[id(module)].replace("._original_component", ""))
@@ -40,10 +44,12 @@ def writer_module_names(model: MechrefModel) -> list[str]:
 
 
 @torch.no_grad()
-def orthogonalize_weights(hf_model: torch.nn.Module, direction: Float[Tensor, "d_model"], writer_names: list[str]) -> torch.nn.Module:
+def orthogonalize_weights(
+    hf_model: PreTrainedModel, direction: Float[Tensor, " d_model"], writer_names: list[str]
+) -> PreTrainedModel:
     """Edit ``hf_model`` in place so that nothing it writes to the residual stream has a component along ``direction``."""
-    embedding = hf_model.get_input_embeddings()
-    d_model = embedding.weight.shape[1]
+    embedding = cast(torch.nn.Embedding, hf_model.get_input_embeddings())
+    d_model = int(embedding.weight.shape[1])
     r = unit(direction, d_model).double()
     output = hf_model.get_output_embeddings()
     if output is not None and output.weight is embedding.weight:
@@ -66,17 +72,21 @@ def orthogonalize_weights(hf_model: torch.nn.Module, direction: Float[Tensor, "d
 
 
 def export_orthogonalized(
-    model: MechrefModel, direction: Float[Tensor, "d_model"], out_dir: str | Path, *, provenance: dict | None = None,
+    model: MechrefModel,
+    direction: Float[Tensor, " d_model"],
+    out_dir: str | Path,
+    *,
+    provenance: dict | None = None,
 ) -> Path:
     """Save an orthogonalized copy of ``model`` as a Hugging Face folder that loads without mechref.
 
     The edit is applied to a fresh plain ``transformers`` model loaded from the model's folder
     (the bridge's own modules hold shared tensors that ``save_pretrained`` refuses), in float32.
     """
-    from transformers import AutoModelForCausalLM
-
     if not model.folder:
-        raise MechrefError("this model was not loaded from a folder, so there are no weights to export; load it with load_model(path)")
+        raise MechrefError(
+            "this model was not loaded from a folder, so there are no weights to export; load it with load_model(path)"
+        )
     names = writer_module_names(model)
     plain = AutoModelForCausalLM.from_pretrained(model.folder, dtype=torch.float32)
     orthogonalize_weights(plain, direction, names)
@@ -84,8 +94,13 @@ def export_orthogonalized(
     with atomic_path(out_dir) as tmp:
         plain.save_pretrained(tmp)
         model.tokenizer.save_pretrained(tmp)
-        info = {"mechref_version": __version__, "base_model": model.name, "base_source": model.source,
-                "edited_modules": ["embedding", *names], **(provenance or {})}
+        info = {
+            "mechref_version": __version__,
+            "base_model": model.name,
+            "base_source": model.source,
+            "edited_modules": ["embedding", *names],
+            **(provenance or {}),
+        }
         (tmp / "mechref_edit.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
         (tmp / "README.md").write_text(_model_card(info), encoding="utf-8")
     return out_dir
@@ -106,6 +121,10 @@ def _model_card(info: dict) -> str:
     for key in ("layer", "position", "bypass_score", "induce_score", "kl", "harmful_train", "harmless_train", "n_train"):
         if key in info:
             lines.append(f"- {key.replace('_', ' ')}: `{info[key]}`")
-    lines += [f"- made with mechref {info['mechref_version']}", "",
-              "Load it with `transformers.AutoModelForCausalLM.from_pretrained(<this folder>)`.", ""]
+    lines += [
+        f"- made with mechref {info['mechref_version']}",
+        "",
+        "Load it with `transformers.AutoModelForCausalLM.from_pretrained(<this folder>)`.",
+        "",
+    ]
     return "\n".join(lines)

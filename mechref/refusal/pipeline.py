@@ -21,12 +21,15 @@ Example (the embedded model; a few minutes on a CPU)::
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from jaxtyping import Float
 from torch import Tensor
 
 from mechref.data import PromptSet, bundled, filter_by_refusal_score, load_prompt_file, load_refusal_direction_splits
+from mechref.data.prompts import LABELS, SPLITS
 from mechref.io import read_json, read_jsonl, write_json, write_jsonl
 from mechref.judges import make_judge
 from mechref.models import MechrefModel
@@ -39,8 +42,6 @@ from mechref.refusal.settings import RefusalDirectionSettings
 from mechref.reporting import StageClock
 from mechref.runs import Run
 from mechref.scoring import RefusalTokens, derive_refusal_tokens
-
-LABELS, SPLITS = ("harmful", "harmless"), ("train", "val", "test")
 
 
 @dataclass
@@ -61,7 +62,7 @@ class RefusalDirectionResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
-    def direction(self) -> Float[Tensor, "d_model"]:
+    def direction(self) -> Float[Tensor, " d_model"]:
         return self.selection.direction
 
     @property
@@ -80,6 +81,18 @@ class RefusalDirectionResult:
     @property
     def mean_refusal_scores(self) -> dict[str, float]:
         return {c: sum(r["refusal_score"] for r in rows) / len(rows) for c, rows in self.evaluation.items()}
+
+
+def _condition_rows(*args: Any, **kwargs: Any) -> list[dict]:
+    return evaluate_condition(*args, **kwargs).rows()
+
+
+def _write_rows(rows: list[dict], folder: Path, name: str) -> Path:
+    return write_jsonl(folder / name, rows)
+
+
+def _read_rows(folder: Path, name: str) -> list[dict]:
+    return read_jsonl(folder / name)
 
 
 def load_prompt_sets(settings: RefusalDirectionSettings) -> dict[str, PromptSet]:
@@ -103,8 +116,9 @@ def load_prompt_sets(settings: RefusalDirectionSettings) -> dict[str, PromptSet]
     return sets
 
 
-def run_refusal_direction(model: MechrefModel, settings: RefusalDirectionSettings | None = None,
-                          out: str | Path | None = None, *, echo: bool = True) -> RefusalDirectionResult:
+def run_refusal_direction(
+    model: MechrefModel, settings: RefusalDirectionSettings | None = None, out: str | Path | None = None, *, echo: bool = True
+) -> RefusalDirectionResult:
     """Find, select, evaluate and (optionally) export the refusal direction of ``model``.
 
     ``out``: a folder for the stages' artifacts (resumed when their inputs match); None keeps
@@ -120,28 +134,36 @@ def run_refusal_direction(model: MechrefModel, settings: RefusalDirectionSetting
     clock.stage("refusal_tokens", "refusal tokens")
     if settings.refusal_tokens:
         ids = list(settings.refusal_tokens)
-        tokens = RefusalTokens(ids, [model.tokenizer.decode([t]) for t in ids], [0] * len(ids), 0, 0)
+        tokens = RefusalTokens(ids, [model.decode(t) for t in ids], [0] * len(ids), 0, 0)
     else:
         tokens = run.stage(
-            "refusal_tokens", {**base, "harmful_train": fp["harmful_train"]},
+            "refusal_tokens",
+            {**base, "harmful_train": fp["harmful_train"]},
             lambda: derive_refusal_tokens(model, sets["harmful_train"].take(32), batch_size=settings.batch_size),
             save=lambda v, d: write_json(d / "refusal_tokens.json", v.to_dict()),
-            load=lambda d: RefusalTokens(**read_json(d / "refusal_tokens.json")))
+            load=lambda d: RefusalTokens(**read_json(d / "refusal_tokens.json")),
+        )
     clock.note(f"refusal tokens {tokens.tokens} (ids {tokens.token_ids})")
 
     clock.stage("filter", "filtering train/val prompts by refusal score" if settings.filter else "no filter")
     if settings.filter:
+
         def do_filter() -> dict[str, list[str]]:
             kept = {}
             for split in ("train", "val"):
-                pair = filter_by_refusal_score(model, sets[f"harmful_{split}"], sets[f"harmless_{split}"], tokens.token_ids,
-                                               batch_size=settings.batch_size)
+                pair = filter_by_refusal_score(
+                    model, sets[f"harmful_{split}"], sets[f"harmless_{split}"], tokens.token_ids, batch_size=settings.batch_size
+                )
                 kept[f"harmful_{split}"], kept[f"harmless_{split}"] = pair[0].instructions, pair[1].instructions
             return kept
 
-        filtered = run.stage("filter", {**base, **fp, "tokens": tokens.token_ids}, do_filter,
-                             save=lambda v, d: write_json(d / "filtered_prompts.json", v),
-                             load=lambda d: read_json(d / "filtered_prompts.json"))
+        filtered = run.stage(
+            "filter",
+            {**base, **fp, "tokens": tokens.token_ids},
+            do_filter,
+            save=lambda v, d: write_json(d / "filtered_prompts.json", v),
+            load=lambda d: read_json(d / "filtered_prompts.json"),
+        )
         for key, instructions in filtered.items():
             before = sets[key]
             sets[key] = PromptSet(instructions, before.label, before.split, source=before.source)
@@ -150,22 +172,31 @@ def run_refusal_direction(model: MechrefModel, settings: RefusalDirectionSetting
 
     clock.stage("extraction", "extracting difference-in-means candidates")
     candidates = run.stage(
-        "candidates", {**base, "harmful_train": fp["harmful_train"], "harmless_train": fp["harmless_train"]},
+        "candidates",
+        {**base, "harmful_train": fp["harmful_train"], "harmless_train": fp["harmless_train"]},
         lambda: extract_candidates(model, sets["harmful_train"], sets["harmless_train"], batch_size=settings.batch_size),
-        save=lambda v, d: v.save(d / "candidates"), load=lambda d: CandidateDirections.load(d / "candidates"))
+        save=lambda v, d: v.save(d / "candidates"),
+        load=lambda d: CandidateDirections.load(d / "candidates"),
+    )
 
     clock.stage("selection", "selecting the direction")
     selection_settings = settings.selection_settings()
     selection = run.stage(
-        "selection", {**base, **fp, "tokens": tokens.token_ids, "selection": asdict(selection_settings)},
-        lambda: select_direction(model, candidates, sets["harmful_val"], sets["harmless_val"], tokens.token_ids,
-                                 selection_settings),
-        save=lambda v, d: v.save(d, model.name), load=SelectionResult.load)
+        "selection",
+        {**base, **fp, "tokens": tokens.token_ids, "selection": asdict(selection_settings)},
+        lambda: select_direction(
+            model, candidates, sets["harmful_val"], sets["harmless_val"], tokens.token_ids, selection_settings
+        ),
+        save=lambda v, d: v.save(d, model.name),
+        load=SelectionResult.load,
+    )
     chosen = selection.chosen
-    clock.note(f"chosen layer {selection.layer}, position {selection.position} "
-               f"({model.chat.post_instruction_tokens[selection.position]!r}): bypass {chosen.bypass:.3f}, "
-               f"induce {chosen.induce:.3f}, KL {chosen.kl:.4f}; {selection.n_forward_passes} forward passes "
-               f"({selection.n_prompt_passes} prompt passes)")
+    clock.note(
+        f"chosen layer {selection.layer}, position {selection.position} "
+        f"({model.chat.post_instruction_tokens[selection.position]!r}): bypass {chosen.bypass:.3f}, "
+        f"induce {chosen.induce:.3f}, KL {chosen.kl:.4f}; {selection.n_forward_passes} forward passes "
+        f"({selection.n_prompt_passes} prompt passes)"
+    )
 
     evaluation: dict[str, list[dict]] = {}
     clock.stage("evaluation", "evaluating on test prompts" if not settings.skip_eval else "evaluation skipped")
@@ -173,17 +204,34 @@ def run_refusal_direction(model: MechrefModel, settings: RefusalDirectionSetting
         judge = make_judge(settings.judge, model)
         for condition in CONDITIONS:
             prompts = sets[f"{condition.split('_')[0]}_test"]
-            stage_settings = {**base, "prompts": prompts.fingerprint(), "layer": selection.layer,
-                              "position": selection.position, "direction_norm": float(selection.direction.norm()),
-                              "max_new_tokens": settings.max_new_tokens, "judge": settings.judge, "tokens": tokens.token_ids}
+            stage_settings = {
+                **base,
+                "prompts": prompts.fingerprint(),
+                "layer": selection.layer,
+                "position": selection.position,
+                "direction_norm": float(selection.direction.norm()),
+                "max_new_tokens": settings.max_new_tokens,
+                "judge": settings.judge,
+                "tokens": tokens.token_ids,
+            }
             rows = run.stage(
-                f"eval_{condition}", stage_settings,
-                lambda prompts=prompts, condition=condition: evaluate_condition(
-                    model, condition, prompts, selection.direction, selection.layer, judge=judge,
-                    refusal_tokens=tokens.token_ids, max_new_tokens=settings.max_new_tokens,
-                    batch_size=settings.batch_size).rows(),
-                save=lambda v, d, c=condition: write_jsonl(d / f"completions_{c}.jsonl", v),
-                load=lambda d, c=condition: read_jsonl(d / f"completions_{c}.jsonl"))
+                f"eval_{condition}",
+                stage_settings,
+                partial(
+                    _condition_rows,
+                    model,
+                    condition,
+                    prompts,
+                    selection.direction,
+                    selection.layer,
+                    judge=judge,
+                    refusal_tokens=tokens.token_ids,
+                    max_new_tokens=settings.max_new_tokens,
+                    batch_size=settings.batch_size,
+                ),
+                save=partial(_write_rows, name=f"completions_{condition}.jsonl"),
+                load=partial(_read_rows, name=f"completions_{condition}.jsonl"),
+            )
             evaluation[condition] = rows
             rate = Rate.of(r["refusal"] for r in rows)
             score = sum(r["refusal_score"] for r in rows) / len(rows)
@@ -192,12 +240,29 @@ def run_refusal_direction(model: MechrefModel, settings: RefusalDirectionSetting
     exported = None
     if settings.export_model:
         clock.stage("export", f"exporting the orthogonalized model to {settings.export_model}")
-        provenance = {"layer": selection.layer, "position": selection.position, "bypass_score": chosen.bypass,
-                      "induce_score": chosen.induce, "kl": chosen.kl, "n_train": settings.n_train,
-                      "harmful_train": sets["harmful_train"].source, "harmless_train": sets["harmless_train"].source}
+        provenance = {
+            "layer": selection.layer,
+            "position": selection.position,
+            "bypass_score": chosen.bypass,
+            "induce_score": chosen.induce,
+            "kl": chosen.kl,
+            "n_train": settings.n_train,
+            "harmful_train": sets["harmful_train"].source,
+            "harmless_train": sets["harmless_train"].source,
+        }
         exported = export_orthogonalized(model, selection.direction, settings.export_model, provenance=provenance)
     clock.finish()
     return RefusalDirectionResult(
-        settings=settings, model=base, n_layers=model.n_layers, post_instruction_tokens=list(model.chat.post_instruction_tokens),
-        prompt_sets=sets, refusal_tokens=tokens, candidates=candidates, selection=selection, evaluation=evaluation,
-        exported_model=exported, resumed_stages=list(run.resumed), timings=clock.timings)
+        settings=settings,
+        model=base,
+        n_layers=model.n_layers,
+        post_instruction_tokens=list(model.chat.post_instruction_tokens),
+        prompt_sets=sets,
+        refusal_tokens=tokens,
+        candidates=candidates,
+        selection=selection,
+        evaluation=evaluation,
+        exported_model=exported,
+        resumed_stages=list(run.resumed),
+        timings=clock.timings,
+    )

@@ -20,10 +20,16 @@ def summarize(result: RefusalDirectionResult, figures: list[str] | None = None) 
     selection, chosen = result.selection, result.selection.chosen
     rates = result.rates
     return {
-        "mechref_version": __version__, "model": result.model["model"], "source": result.model["source"],
-        "dtype": result.model["dtype"], "layer": selection.layer, "position": selection.position,
+        "mechref_version": __version__,
+        "model": result.model["model"],
+        "source": result.model["source"],
+        "dtype": result.model["dtype"],
+        "layer": selection.layer,
+        "position": selection.position,
         "position_token": result.post_instruction_tokens[selection.position],
-        "kl": chosen.kl, "bypass_score": chosen.bypass, "induce_score": chosen.induce,
+        "kl": chosen.kl,
+        "bypass_score": chosen.bypass,
+        "induce_score": chosen.induce,
         "baseline_refusal_score": {"harmful_val": selection.baseline_harmful, "harmless_val": selection.baseline_harmless},
         "refusal_tokens": result.refusal_tokens.to_dict(),
         "refusal_rate": {c: r.value for c, r in rates.items()},
@@ -43,13 +49,17 @@ def summarize(result: RefusalDirectionResult, figures: list[str] | None = None) 
 
 def format_summary(summary: dict) -> str:
     """The terminal summary of a ``summary.json``."""
-    lines = [f"model {summary['model']}: refusal direction at layer {summary['layer']}, position {summary['position']} "
-             f"({summary['position_token']!r}); bypass {summary['bypass_score']:.3f}, induce {summary['induce_score']:.3f}, "
-             f"KL {summary['kl']:.4f}"]
+    lines = [
+        f"model {summary['model']}: refusal direction at layer {summary['layer']}, position {summary['position']} "
+        f"({summary['position_token']!r}); bypass {summary['bypass_score']:.3f}, induce {summary['induce_score']:.3f}, "
+        f"KL {summary['kl']:.4f}"
+    ]
     for condition, rate in summary.get("refusal_rate_counts", {}).items():
         low, high = rate["ci95"]
-        lines.append(f"  {condition:18s} refusal rate {rate['rate']:.2f} ({rate['k']}/{rate['n']}, 95% CI {low:.2f}-{high:.2f})"
-                     f"   mean refusal score {summary['mean_refusal_score'][condition]:+.2f}")
+        lines.append(
+            f"  {condition:18s} refusal rate {rate['rate']:.2f} ({rate['k']}/{rate['n']}, 95% CI {low:.2f}-{high:.2f})"
+            f"   mean refusal score {summary['mean_refusal_score'][condition]:+.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -60,21 +70,27 @@ def report_refusal_direction(result: RefusalDirectionResult, out: str | Path, *,
     if echo:
         print("      drawing figures …", flush=True)
     static = result.settings.static
-    figures = save_figure(score_heatmaps(result.selection, result.n_layers, result.post_instruction_tokens),
-                          out / "candidate_scores", static)
+    figures = save_figure(
+        score_heatmaps(result.selection, result.n_layers, result.post_instruction_tokens), out / "candidate_scores", static
+    )
     figures += save_figure(cosine_across_layers(result.candidates, result.selection), out / "cosine_across_layers", static)
     if result.evaluation:
-        figures += save_figure(condition_bars({c: r.value for c, r in result.rates.items()}, result.mean_refusal_scores),
-                               out / "refusal_by_condition", static)
+        figures += save_figure(
+            condition_bars({c: r.value for c, r in result.rates.items()}, result.mean_refusal_scores),
+            out / "refusal_by_condition",
+            static,
+        )
         write_jsonl(out / "completions.jsonl", [row for rows in result.evaluation.values() for row in rows])
     result.timings["figures"] = round(time.perf_counter() - started, 2)
     summary = summarize(result, [str(p) for p in figures])
     write_json(out / "summary.json", summary)
-    intro = (f"<p>Refusal direction of <code>{html.escape(summary['model'])}</code> (Arditi et al. 2024): "
-             "difference-in-means candidates over post-instruction positions and layers, selected by the bypass "
-             "score (refusal score of harmful prompts with the candidate ablated, lower is better), the induce "
-             "score (refusal score of harmless prompts with it added) and the KL divergence it causes on harmless "
-             "prompts.</p>")
+    intro = (
+        f"<p>Refusal direction of <code>{html.escape(summary['model'])}</code> (Arditi et al. 2024): "
+        "difference-in-means candidates over post-instruction positions and layers, selected by the bypass "
+        "score (refusal score of harmful prompts with the candidate ablated, lower is better), the induce "
+        "score (refusal score of harmless prompts with it added) and the KL divergence it causes on harmless "
+        "prompts.</p>"
+    )
     extra = [("summary.json", "every number of this run")]
     if result.evaluation:
         extra.append(("completions.jsonl", "every test reply under every condition, with its verdict"))

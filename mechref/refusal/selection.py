@@ -29,10 +29,10 @@ from tqdm.auto import tqdm
 from mechref.batching import as_texts
 from mechref.directions import unit
 from mechref.errors import MechrefError
-from mechref.io import read_json, read_tensors, write_json, write_tensors
 from mechref.interventions import ablation_hook_names, activation_addition, directional_ablation
-from mechref.models import MechrefModel
+from mechref.io import read_json, read_tensors, write_json, write_tensors
 from mechref.logits import last_token_logits
+from mechref.models import MechrefModel
 from mechref.prefix import SharedPrefix, shared_prefix_length
 from mechref.refusal.candidates import CandidateDirections
 from mechref.scoring import kl_divergence, refusal_score_from_logits
@@ -94,31 +94,43 @@ class SelectionResult:
 
     def to_dict(self) -> dict:
         return {
-            "position": self.position, "layer": self.layer, "bypass_score": self.chosen.bypass,
-            "induce_score": self.chosen.induce, "kl": self.chosen.kl,
+            "position": self.position,
+            "layer": self.layer,
+            "bypass_score": self.chosen.bypass,
+            "induce_score": self.chosen.induce,
+            "kl": self.chosen.kl,
             "baseline_refusal_score": {"harmful_val": self.baseline_harmful, "harmless_val": self.baseline_harmless},
-            "n_forward_passes": self.n_forward_passes, "n_prompt_passes": self.n_prompt_passes,
-            "settings": asdict(self.settings), "scores": [asdict(s) for s in self.scores],
+            "n_forward_passes": self.n_forward_passes,
+            "n_prompt_passes": self.n_prompt_passes,
+            "settings": asdict(self.settings),
+            "scores": [asdict(s) for s in self.scores],
         }
 
     def save(self, folder: str | Path, model_name: str) -> None:
         """Write ``direction.safetensors`` (with layer, position and model metadata) and ``selection.json``."""
         folder = Path(folder)
-        write_tensors(folder / "direction.safetensors", {"direction": self.direction},
-                      metadata={"layer": str(self.layer), "position": str(self.position), "model": model_name})
+        write_tensors(
+            folder / "direction.safetensors",
+            {"direction": self.direction},
+            metadata={"layer": str(self.layer), "position": str(self.position), "model": model_name},
+        )
         write_json(folder / "selection.json", self.to_dict())
 
     @classmethod
-    def load(cls, folder: str | Path) -> "SelectionResult":
+    def load(cls, folder: str | Path) -> SelectionResult:
         folder = Path(folder)
         data = read_json(folder / "selection.json")
-        return cls(position=data["position"], layer=data["layer"],
-                   direction=read_tensors(folder / "direction.safetensors")["direction"],
-                   scores=[CandidateScores(**s) for s in data["scores"]],
-                   baseline_harmful=data["baseline_refusal_score"]["harmful_val"],
-                   baseline_harmless=data["baseline_refusal_score"]["harmless_val"],
-                   n_forward_passes=data["n_forward_passes"], n_prompt_passes=data["n_prompt_passes"],
-                   settings=SelectionSettings(**data["settings"]))
+        return cls(
+            position=data["position"],
+            layer=data["layer"],
+            direction=read_tensors(folder / "direction.safetensors")["direction"],
+            scores=[CandidateScores(**s) for s in data["scores"]],
+            baseline_harmful=data["baseline_refusal_score"]["harmful_val"],
+            baseline_harmless=data["baseline_refusal_score"]["harmless_val"],
+            n_forward_passes=data["n_forward_passes"],
+            n_prompt_passes=data["n_prompt_passes"],
+            settings=SelectionSettings(**data["settings"]),
+        )
 
 
 class AllCandidatesFilteredError(MechrefError):
@@ -129,7 +141,9 @@ class AllCandidatesFilteredError(MechrefError):
         lines = [f"{'pos':>4} {'layer':>5} {'bypass':>8} {'induce':>8} {'kl':>8}  removed by"]
         for s in scores:
             fmt = lambda v: f"{v:8.3f}" if v is not None else f"{'-':>8}"
-            lines.append(f"{s.position:>4} {s.layer:>5} {fmt(s.bypass)} {fmt(s.induce)} {fmt(s.kl)}  {', '.join(s.filtered_by) or '-'}")
+            lines.append(
+                f"{s.position:>4} {s.layer:>5} {fmt(s.bypass)} {fmt(s.induce)} {fmt(s.kl)}  {', '.join(s.filtered_by) or '-'}"
+            )
         super().__init__(
             "every candidate direction was filtered out (thresholds: KL <= "
             f"{settings.kl_threshold}, induce > {settings.induce_threshold}, layers before the last "
@@ -174,8 +188,8 @@ class _Scorer:
         suffix_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
         suffix_mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, ids in enumerate(suffixes):
-            suffix_ids[row, width - len(ids):] = torch.tensor(ids)
-            suffix_mask[row, width - len(ids):] = 1
+            suffix_ids[row, width - len(ids) :] = torch.tensor(ids)
+            suffix_mask[row, width - len(ids) :] = 1
         units = torch.stack([unit(d, model.d_model) for d in directions]).to(model.device)
         current: dict[str, torch.Tensor] = {}
 
@@ -200,8 +214,16 @@ class _Scorer:
                     self.n_forward_passes += 1
                 current["d"] = d.repeat_interleave(n, dim=0)
                 mask = torch.cat([torch.ones(g * n, n_prefix, dtype=torch.long), suffix_mask.repeat(g, 1)], dim=1)
-                logits = model.forward(suffix_ids.repeat(g, 1).to(model.device), mask.to(model.device), last_logits_only=True,
-                                       past_key_values=cache)[:, -1].float().cpu()
+                logits = (
+                    model.forward(
+                        suffix_ids.repeat(g, 1).to(model.device),
+                        mask.to(model.device),
+                        last_logits_only=True,
+                        past_key_values=cache,
+                    )[:, -1]
+                    .float()
+                    .cpu()
+                )
                 scores[start : start + g] = refusal_score_from_logits(logits, self.tokens).view(g, n)
                 self.n_forward_passes += 1
                 self.n_prompt_passes += g * n
@@ -262,7 +284,7 @@ def select_direction(
         proxy = scorer.ablated_scores([candidates.get(*key) for key in eligible], subset, progress=progress)
         for key, value in zip(eligible, proxy):
             table[key].proxy_bypass = value
-        ranked = sorted(eligible, key=lambda k: table[k].proxy_bypass)
+        ranked = sorted(eligible, key=lambda k: _number(table[k].proxy_bypass))
         for start in range(0, len(ranked), settings.top_k):
             full_scores(ranked[start : start + settings.top_k])
             if any(table[k].kept for k in ranked[: start + settings.top_k]):
@@ -271,11 +293,17 @@ def select_direction(
     kept = [s for s in table.values() if s.kept]
     if not kept:
         raise AllCandidatesFilteredError(list(table.values()), settings)
-    best = min(kept, key=lambda s: s.bypass)
+    best = min(kept, key=lambda s: _number(s.bypass))
     return SelectionResult(
-        position=best.position, layer=best.layer, direction=candidates.get(best.position, best.layer),
-        scores=list(table.values()), baseline_harmful=baseline_harmful, baseline_harmless=baseline_harmless,
-        n_forward_passes=scorer.n_forward_passes, n_prompt_passes=scorer.n_prompt_passes, settings=settings,
+        position=best.position,
+        layer=best.layer,
+        direction=candidates.get(best.position, best.layer),
+        scores=list(table.values()),
+        baseline_harmful=baseline_harmful,
+        baseline_harmless=baseline_harmless,
+        n_forward_passes=scorer.n_forward_passes,
+        n_prompt_passes=scorer.n_prompt_passes,
+        settings=settings,
     )
 
 
@@ -290,3 +318,10 @@ def _filters(entry: CandidateScores, settings: SelectionSettings, cutoff: int) -
     if entry.bypass is not None and not math.isfinite(entry.bypass):
         reasons.append("non-finite bypass")
     return reasons
+
+
+def _number(value: float | None) -> float:
+    """A score that was computed (the callers only rank scored candidates)."""
+    if value is None:
+        raise ValueError("an unscored candidate cannot be ranked")
+    return value

@@ -20,8 +20,9 @@ class RefusalDirectionSettings(Settings):
     """What the refusal-direction analysis reads, how it selects, evaluates and exports."""
 
     # data (default: the bundled English prompts)
-    splits: Path | None = option(None, "folder with {harmful,harmless}_{train,val,test}.json (the refusal_direction layout)",
-                                 metavar="DIR")
+    splits: Path | None = option(
+        None, "folder with {harmful,harmless}_{train,val,test}.json (the refusal_direction layout)", metavar="DIR"
+    )
     harmful_train: Path | None = option(None, "JSON file of harmful train prompts", metavar="PATH")
     harmful_val: Path | None = option(None, "JSON file of harmful validation prompts", metavar="PATH")
     harmful_test: Path | None = option(None, "JSON file of harmful test prompts", metavar="PATH")
@@ -35,34 +36,44 @@ class RefusalDirectionSettings(Settings):
     filter: bool = option(True, "the paper's refusal-score filter of train/val prompts")
     # selection
     selection: Literal["fast", "exhaustive"] = option(
-        "fast", "fast: proxy ranking, then full scores for the top few; exhaustive: score every candidate")
+        "fast", "fast: proxy ranking, then full scores for the top few; exhaustive: score every candidate"
+    )
     kl_threshold: float = option(0.1, "discard candidates whose KL on harmless prompts exceeds this", minimum=0)
     induce_threshold: float = option(0.0, "discard candidates whose induce score is at most this")
     prune_layer_fraction: float = option(0.2, "discard candidates in this last fraction of layers", minimum=0, maximum=0.95)
     top_k: int = option(8, "fast mode: candidates given full scores per round", minimum=1)
     proxy_prompts: int = option(8, "fast mode: harmful validation prompts for the proxy", minimum=1)
-    refusal_tokens: list[int] | None = option(None, "token ids of refusal openings (none: derived from the model's own refusals)",
-                                              metavar="ID")
+    refusal_tokens: list[int] | None = option(
+        None, "token ids of refusal openings (none: derived from the model's own refusals)", metavar="ID"
+    )
     # evaluation
     max_new_tokens: int = option(64, "tokens generated per reply", minimum=1)
     judge: Literal["substring", "chat-model"] = option(
-        "substring", "refusal judge: phrase list, or the model itself asked whether a reply refuses")
+        "substring", "refusal judge: phrase list, or the model itself asked whether a reply refuses"
+    )
     skip_eval: bool = option(False, "stop after selection")
     # output
     export_model: Path | None = option(None, "save the orthogonalized model as a Hugging Face folder here", metavar="DIR")
     batch_size: int = option(32, "prompts per forward pass", minimum=1)
     resume: bool = option(True, "reuse the stages already computed in the output folder with the same settings")
-    static: list[str] = option(["png"], "static figure formats, written when kaleido and Chromium are present", nargs="*",
-                               metavar="FORMAT")
+    static: list[str] = option(
+        ["png"], "static figure formats, written when kaleido and Chromium are present", nargs="*", metavar="FORMAT"
+    )
 
     def validate(self) -> None:
         if self.refusal_tokens is not None and not self.refusal_tokens:
             raise SettingsError("refusal_tokens is empty: give at least one token id, or none to derive them")
 
     def selection_settings(self) -> SelectionSettings:
-        return SelectionSettings(mode=self.selection, kl_threshold=self.kl_threshold, induce_threshold=self.induce_threshold,
-                                 prune_layer_fraction=self.prune_layer_fraction, proxy_prompts=self.proxy_prompts,
-                                 top_k=self.top_k, batch_size=self.batch_size)
+        return SelectionSettings(
+            mode=self.selection,
+            kl_threshold=self.kl_threshold,
+            induce_threshold=self.induce_threshold,
+            prune_layer_fraction=self.prune_layer_fraction,
+            proxy_prompts=self.proxy_prompts,
+            top_k=self.top_k,
+            batch_size=self.batch_size,
+        )
 
 
 # A cheaper selection for a direction computed on first use by another analysis: half the proxy

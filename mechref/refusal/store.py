@@ -31,7 +31,7 @@ DIRECTION_FILE = "direction.safetensors"
 
 @dataclass
 class StoredDirection:
-    direction: Float[Tensor, "d_model"]
+    direction: Float[Tensor, " d_model"]
     layer: int
     position: int
     model: str | None
@@ -44,15 +44,23 @@ def load_direction(path: str | Path) -> StoredDirection:
     if path.is_dir():
         path = path / DIRECTION_FILE
     if not path.is_file():
-        raise DataFormatError(f"no direction file at {path}; run mechref refusal_direction "
-                              "(it writes direction.safetensors into its --out folder)")
+        raise DataFormatError(
+            f"no direction file at {path}; run mechref refusal_direction (it writes direction.safetensors into its --out folder)"
+        )
     meta = read_tensor_metadata(path)
     tensors = read_tensors(path)
     if "direction" not in tensors or "layer" not in meta:
-        raise DataFormatError(f"{path} is not a direction file of the refusal-direction analysis (it needs a "
-                              "'direction' tensor and 'layer'/'position' metadata)")
-    return StoredDirection(direction=tensors["direction"], layer=int(meta["layer"]), position=int(meta.get("position", -1)),
-                           model=meta.get("model"), path=path)
+        raise DataFormatError(
+            f"{path} is not a direction file of the refusal-direction analysis (it needs a "
+            "'direction' tensor and 'layer'/'position' metadata)"
+        )
+    return StoredDirection(
+        direction=tensors["direction"],
+        layer=int(meta["layer"]),
+        position=int(meta.get("position", -1)),
+        model=meta.get("model"),
+        path=path,
+    )
 
 
 def stored_model(path: str | Path) -> str | None:
@@ -69,8 +77,11 @@ def ensure_direction(model: MechrefModel, run_dir: str | Path, *, echo: bool = T
     """
     if stored_model(run_dir) != model.name:
         if echo:
-            print(f"no refusal direction of {model.name} in {run_dir}; computing it with the refusal-direction "
-                  "analysis (selection only, bundled prompts) …", flush=True)
+            print(
+                f"no refusal direction of {model.name} in {run_dir}; computing it with the refusal-direction "
+                "analysis (selection only, bundled prompts) …",
+                flush=True,
+            )
         result = run_refusal_direction(model, FIRST_USE, out=run_dir, echo=echo)
         report_refusal_direction(result, run_dir, echo=False)
     return load_direction(run_dir)

@@ -25,8 +25,7 @@ def qwen():
 
 
 # The reduced refusal-direction run, shared by its own test and by the suffix analysis.
-REDUCED_REFUSAL_ARGV = ["--n-train", "32", "--n-val", "16", "--n-test", "8", "--max-new-tokens", "24", "--top-k", "4",
-                        "--static"]
+REDUCED_REFUSAL_ARGV = ["--n-train", "32", "--n-val", "16", "--n-test", "8", "--max-new-tokens", "24", "--top-k", "4", "--static"]
 
 
 @pytest.fixture(scope="session")
@@ -34,5 +33,5 @@ def refusal_run(tmp_path_factory):
     from mechref.analyses.refusal_direction import main
 
     out = tmp_path_factory.mktemp("refusal_direction") / "run"
-    assert main(REDUCED_REFUSAL_ARGV + ["--out", str(out)]) == 0
+    assert main([*REDUCED_REFUSAL_ARGV, "--out", str(out)]) == 0
     return out

@@ -24,8 +24,9 @@ def test_bridge_logits_equal_hf(qwen):
     folder = qwen.source.removeprefix("embedded:")
     from mechref.embedded import find_embedded
 
-    plain = AutoModelForCausalLM.from_pretrained(find_embedded(folder).cached_folder(), dtype=torch.float32,
-                                                 attn_implementation="eager").eval()
+    plain = AutoModelForCausalLM.from_pretrained(
+        find_embedded(folder).cached_folder(), dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     ids, mask = qwen.tokenize(qwen.chat.format_many(["How do I bake bread?", "Hi"]))
     bridge_logits = qwen.forward(ids, mask)
     with torch.no_grad():
@@ -44,8 +45,10 @@ def test_refuses_harmful_not_harmless(qwen):
 
 def test_ablating_difference_in_means_bypasses_refusal(qwen):
     layer = qwen.n_layers // 2
-    means = [capture_residual(qwen, bundled(label, "train"), layers=[layer], positions=-1, reduce="mean", batch_size=32)[0, 0]
-             for label in ("harmful", "harmless")]
+    means = [
+        capture_residual(qwen, bundled(label, "train"), layers=[layer], positions=-1, reduce="mean", batch_size=32)[0, 0]
+        for label in ("harmful", "harmless")
+    ]
     direction = (means[0] - means[1]).float()
     prompts = bundled("harmful", "test").take(N)
     with directional_ablation(qwen, direction):

@@ -7,8 +7,23 @@ from mechref.analyses.multilingual import main
 
 def test_multilingual_cli_on_embedded_model(refusal_run, tmp_path):
     out = tmp_path / "ml"
-    argv = ["--direction", str(refusal_run), "--languages", "en", "de", "zh", "--n-train", "16", "--n-test", "8",
-            "--max-new-tokens", "32", "--out", str(out), "--static"]
+    argv = [
+        "--direction",
+        str(refusal_run),
+        "--languages",
+        "en",
+        "de",
+        "zh",
+        "--n-train",
+        "16",
+        "--n-test",
+        "8",
+        "--max-new-tokens",
+        "32",
+        "--out",
+        str(out),
+        "--static",
+    ]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     baseline = summary["baseline_refusal"]

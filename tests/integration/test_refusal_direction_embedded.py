@@ -17,7 +17,7 @@ def test_refusal_direction_cli_on_embedded_model(refusal_run):
     assert rates["harmless_actadd"] >= 0.5
     assert summary["n_prompt_passes_selection"] > 0
     # A second run with the same settings resumes every stage.
-    assert main(REDUCED_REFUSAL_ARGV + ["--out", str(refusal_run)]) == 0
+    assert main([*REDUCED_REFUSAL_ARGV, "--out", str(refusal_run)]) == 0
     again = json.loads((refusal_run / "summary.json").read_text())
     assert {"candidates", "selection", "eval_harmful_ablation"} <= set(again["resumed_stages"])
     assert again["refusal_rate"] == rates

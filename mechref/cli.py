@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -66,37 +67,48 @@ def parse_analysis_args(
     return model_settings, settings, Path(out) if out is not None else None
 
 
-def analysis_main(
-    prog: str,
-    doc: str | None,
-    settings_cls: type[Settings],
-    run: Callable[[MechrefModel, Any, Path | None], Any],
-    report: Callable[[Any, Path], Any] | None,
-    argv: Sequence[str] | None = None,
-    *,
-    default_out: str | None,
-    model_defaults: ModelSettings | None = None,
-) -> int:
-    """Parse ``argv`` into settings (every check happens before the model loads), load the model,
-    ``run(model, settings, out)``, then ``report(result, out)``. mechref's own errors print one line
-    ``mechref: error: ...`` and exit 2."""
-    parser = analysis_parser(prog, doc, settings_cls, default_out, model_defaults)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        model_settings, settings, out = parse_analysis_args(parser, settings_cls, argv, default_out, model_defaults)
-        started = time.perf_counter()
-        print(f"loading model {model_settings.model or '(embedded default)'} …", flush=True)
-        model = model_settings.load()
-        loaded = round(time.perf_counter() - started, 2)
-        result = run(model, settings, out)
-        if hasattr(result, "timings"):
-            result.timings = {"load": loaded, **result.timings}
-        if report is not None and out is not None:
-            report(result, out)
-    except MechrefError as error:
-        print(f"mechref: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+@dataclass
+class AnalysisCommand:
+    """One ``python -m mechref.analyses.<name>`` command: its settings class, the library function
+    that runs it, the report that draws its result, and where it writes by default.
+
+    ``main(argv)`` parses the options into settings (every check happens before the model loads),
+    loads the model, calls ``run(model, settings, out)``, then ``report(result, out)``. mechref's
+    own errors print one line ``mechref: error: ...`` and exit 2.
+    """
+
+    prog: str
+    doc: str | None
+    settings: type[Settings]
+    run: Callable[[MechrefModel, Any, Path | None], Any]
+    report: Callable[[Any, Path], Any] | None
+    default_out: str | None
+    model_defaults: ModelSettings = field(default_factory=ModelSettings)
+
+    def parser(self) -> argparse.ArgumentParser:
+        return analysis_parser(self.prog, self.doc, self.settings, self.default_out, self.model_defaults)
+
+    def parse(self, argv: Sequence[str] | None) -> tuple[ModelSettings, Any, Path | None]:
+        """``(model settings, analysis settings, out)`` from the command line (and its ``--config`` file)."""
+        return parse_analysis_args(self.parser(), self.settings, argv, self.default_out, self.model_defaults)
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        try:
+            model_settings, settings, out = self.parse(argv)
+            started = time.perf_counter()
+            print(f"loading model {model_settings.model or '(embedded default)'} …", flush=True)
+            model = model_settings.load()
+            loaded = round(time.perf_counter() - started, 2)
+            result = self.run(model, settings, out)
+            if hasattr(result, "timings"):
+                result.timings = {"load": loaded, **result.timings}
+            if self.report is not None and out is not None:
+                self.report(result, out)
+        except MechrefError as error:
+            print(f"mechref: error: {error}", file=sys.stderr)
+            return 2
+        return 0
 
 
 # ----- the mechref command ----------------------------------------------------------------------

@@ -14,19 +14,20 @@ from __future__ import annotations
 from typing import Sequence
 
 from mechref.attacks.search import SuffixSearchSettings, run_suffix_search
-from mechref.cli import analysis_main
+from mechref.cli import AnalysisCommand
+
+COMMAND = AnalysisCommand(
+    "python -m mechref.analyses.gcg",
+    __doc__,
+    SuffixSearchSettings,
+    run_suffix_search,
+    None,
+    default_out="runs/gcg/suffix.json",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return analysis_main(
-        "python -m mechref.analyses.gcg",
-        __doc__,
-        SuffixSearchSettings,
-        run_suffix_search,
-        None,
-        argv,
-        default_out="runs/gcg/suffix.json",
-    )
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

@@ -18,20 +18,21 @@ from __future__ import annotations
 from functools import partial
 from typing import Sequence
 
-from mechref.cli import analysis_main
+from mechref.cli import AnalysisCommand
 from mechref.multilingual import PARTS, MultilingualSettings, report_multilingual, run_multilingual
+
+COMMAND = AnalysisCommand(
+    "python -m mechref.analyses.multilingual",
+    __doc__,
+    MultilingualSettings,
+    partial(run_multilingual, parts=PARTS),
+    partial(report_multilingual, command="multilingual"),
+    default_out="runs/multilingual",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return analysis_main(
-        "python -m mechref.analyses.multilingual",
-        __doc__,
-        MultilingualSettings,
-        partial(run_multilingual, parts=PARTS),
-        partial(report_multilingual, command="multilingual"),
-        argv,
-        default_out="runs/multilingual",
-    )
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

@@ -14,22 +14,23 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mechref.cli import analysis_main
+from mechref.cli import AnalysisCommand
 from mechref.quickstart import QuickstartSettings, report_quickstart, run_quickstart
 from mechref.settings import ModelSettings
 
+COMMAND = AnalysisCommand(
+    "python -m mechref.analyses.quickstart",
+    __doc__,
+    QuickstartSettings,
+    run_quickstart,
+    report_quickstart,
+    default_out="runs/quickstart",
+    model_defaults=ModelSettings(dtype="float32"),
+)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return analysis_main(
-        "python -m mechref.analyses.quickstart",
-        __doc__,
-        QuickstartSettings,
-        run_quickstart,
-        report_quickstart,
-        argv,
-        default_out="runs/quickstart",
-        model_defaults=ModelSettings(dtype="float32"),
-    )
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

@@ -18,20 +18,21 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mechref.cli import analysis_main
+from mechref.cli import AnalysisCommand
 from mechref.refusal import RefusalDirectionSettings, report_refusal_direction, run_refusal_direction
+
+COMMAND = AnalysisCommand(
+    "python -m mechref.analyses.refusal_direction",
+    __doc__,
+    RefusalDirectionSettings,
+    run_refusal_direction,
+    report_refusal_direction,
+    default_out="runs/refusal_direction",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return analysis_main(
-        "python -m mechref.analyses.refusal_direction",
-        __doc__,
-        RefusalDirectionSettings,
-        run_refusal_direction,
-        report_refusal_direction,
-        argv,
-        default_out="runs/refusal_direction",
-    )
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

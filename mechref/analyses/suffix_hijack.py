@@ -26,20 +26,21 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mechref.cli import analysis_main
+from mechref.cli import AnalysisCommand
 from mechref.hijack import SuffixHijackSettings, report_suffix_hijack, run_suffix_hijack
+
+COMMAND = AnalysisCommand(
+    "python -m mechref.analyses.suffix_hijack",
+    __doc__,
+    SuffixHijackSettings,
+    run_suffix_hijack,
+    report_suffix_hijack,
+    default_out="runs/suffix_hijack",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return analysis_main(
-        "python -m mechref.analyses.suffix_hijack",
-        __doc__,
-        SuffixHijackSettings,
-        run_suffix_hijack,
-        report_suffix_hijack,
-        argv,
-        default_out="runs/suffix_hijack",
-    )
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

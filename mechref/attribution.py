@@ -32,7 +32,7 @@ from torch import Tensor
 
 from mechref.batching import as_texts, iter_batches
 from mechref.directions import unit
-from mechref.hooks import normalize_positions, resid_hook_name, stop_layer_for
+from mechref.hooks import block_hook_name, normalize_positions, resid_hook_name, stop_layer_for
 from mechref.models import MechrefModel
 
 
@@ -143,7 +143,7 @@ def direct_feature_attribution(
 
     hooks = [(resid_hook_name(0, "resid_pre"), grab("embed"))]
     for l in range(layer):
-        hooks += [(f"blocks.{l}.attn.o.hook_in", grab(f"z{l}")), (f"blocks.{l}.hook_mlp_out", grab(f"mlp{l}"))]
+        hooks += [(block_hook_name(l, "head_mix_in"), grab(f"z{l}")), (block_hook_name(l, "mlp_out"), grab(f"mlp{l}"))]
     final = resid_hook_name(layer, "resid_pre") if layer < n_layers else resid_hook_name(n_layers - 1, "resid_post")
     hooks.append((final, grab("final")))
     stop = stop_layer_for(model, min(layer, n_layers - 1))
@@ -193,7 +193,7 @@ def head_outputs(
         grabbed["z"] = z[:, z.shape[1] + position].detach()
         return z
 
-    with model.hooks([(f"blocks.{layer}.attn.o.hook_in", grab)]):
+    with model.hooks([(block_hook_name(layer, "head_mix_in"), grab)]):
         for batch in iter_batches(model, texts, batch_size, desc="head outputs", progress=progress):
             model.forward(
                 batch.input_ids, batch.attention_mask, stop_at_layer=stop_layer_for(model, layer), last_logits_only=True

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Sequence
 
+import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mechref.errors import DataFormatError
+from mechref.errors import ContextLengthError, DataFormatError
 
 if TYPE_CHECKING:
     from mechref.models import MechrefModel
@@ -56,9 +57,6 @@ def iter_token_batches(
     max_length: int | None = None,
 ) -> Iterator[Batch]:
     """:func:`iter_batches` for prompts that are already token ids."""
-    import torch
-
-    from mechref.errors import ContextLengthError
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")

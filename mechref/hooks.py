@@ -37,6 +37,25 @@ def resid_hook_name(layer: int, kind: ResidKind = "resid_pre") -> str:
     return f"blocks.{layer}.hook_{kind}"
 
 
+def block_hook_name(layer: int, point: Literal["attn_out", "mlp_out", "head_mix_in", "pattern"]) -> str:
+    """The TransformerLens hook name of a point inside block ``layer``: what its attention writes
+    (``attn_out``), what its MLP writes (``mlp_out``), the per-head outputs entering the attention's
+    output projection (``head_mix_in``), or the attention pattern (``pattern``).
+
+    >>> block_hook_name(2, "mlp_out"), block_hook_name(2, "head_mix_in")
+    ('blocks.2.hook_mlp_out', 'blocks.2.attn.o.hook_in')
+    """
+    names = {
+        "attn_out": "hook_attn_out",
+        "mlp_out": "hook_mlp_out",
+        "head_mix_in": "attn.o.hook_in",
+        "pattern": "attn.hook_pattern",
+    }
+    if point not in names:
+        raise ValueError(f"unknown hook point {point!r}; choose one of {', '.join(names)}")
+    return f"blocks.{layer}.{names[point]}"
+
+
 def normalize_layers(model: MechrefModel, layers: Sequence[int] | int | None) -> list[int]:
     """Resolve ``None`` (all layers), an int, or negative indices into sorted layer numbers."""
     if layers is None:
@@ -190,7 +209,7 @@ def capture_attention(
 
     patterns: list[Tensor | None] = [None] * len(texts)
     ids_out: list[list[int] | None] = [None] * len(texts)
-    hooks = [(f"blocks.{layer}.attn.hook_pattern", make_hook(layer)) for layer in layer_ids]
+    hooks = [(block_hook_name(layer, "pattern"), make_hook(layer)) for layer in layer_ids]
     with model.hooks(hooks):
         for batch in iter_batches(model, texts, batch_size, desc="attention capture", progress=progress):
             model.forward(batch.input_ids, batch.attention_mask, stop_at_layer=stop_layer_for(model, max(layer_ids)))

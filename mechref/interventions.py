@@ -23,7 +23,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechref.directions import check_vector, unit
-from mechref.hooks import normalize_layers, resid_hook_name
+from mechref.hooks import block_hook_name, normalize_layers, resid_hook_name
 from mechref.models import MechrefModel
 
 
@@ -47,7 +47,7 @@ def ablation_hook_names(model: MechrefModel) -> list[str]:
     """Where directional ablation acts: the stream entering every block, every attention and MLP output."""
     names = []
     for layer in range(model.n_layers):
-        names += [resid_hook_name(layer, "resid_pre"), f"blocks.{layer}.hook_attn_out", f"blocks.{layer}.hook_mlp_out"]
+        names += [resid_hook_name(layer, "resid_pre"), block_hook_name(layer, "attn_out"), block_hook_name(layer, "mlp_out")]
     return names
 
 

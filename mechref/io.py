@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+
+from mechref.errors import DataFormatError
 
 
 @contextlib.contextmanager
@@ -88,7 +91,6 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 def read_user_json(path: str | os.PathLike, what: str = "file") -> Any:
     """Read a JSON file a user pointed mechref at; a missing file or bad JSON raises
     :class:`~mechref.errors.DataFormatError` naming the file."""
-    from mechref.errors import DataFormatError
 
     path = Path(path)
     if not path.is_file():
@@ -144,7 +146,6 @@ def _json_default(obj: Any) -> Any:
 
 def read_tensor_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The string metadata stored in a safetensors file's header (empty if none)."""
-    from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
         return dict(handle.metadata() or {})

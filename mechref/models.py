@@ -24,9 +24,11 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from mechref.cache import cache_dir
 from mechref.chat import ChatFormatter
 from mechref.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, ensure_embedded, ensure_local_gguf, find_embedded
 from mechref.errors import ContextLengthError, ModelNotFoundError
+from mechref.io import fingerprint
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -109,8 +111,6 @@ class MechrefModel:
     def identity(self) -> dict:
         """What a stored result computed on this model depends on: name, weights' source, dtype,
         system prompt and chat template. Resumable stages record it in their manifests."""
-        from mechref.io import fingerprint
-
         return {
             "model": self.name,
             "source": self.source,
@@ -121,8 +121,6 @@ class MechrefModel:
 
     def info(self) -> dict:
         """A JSON-ready description: layers, width, heads, dtype, source and cache location."""
-        from mechref.cache import cache_dir
-
         return {
             "name": self.name,
             "source": self.source,

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import torch
 
+from mechref.attacks.gcg import allowed_token_mask
 from mechref.errors import DataFormatError
+from mechref.io import read_user_json
 from mechref.models import MechrefModel
 
 
@@ -57,8 +59,6 @@ def shipped_suffix(model_name: str) -> Suffix:
 
 def load_suffix_file(path: str | Path) -> Suffix:
     """A suffix file written by ``python -m mechref.attacks.gcg`` (or any JSON with ``"suffix"``)."""
-    from mechref.io import read_user_json
-
     return _from_record(read_user_json(path, "suffix file"), str(path))
 
 
@@ -82,8 +82,6 @@ def random_suffix(model: MechrefModel, n_tokens: int, seed: int = 0, max_tries: 
     Tokens are drawn from the same vocabulary GCG may use; draws whose text would re-tokenize to
     a different length are redrawn, so the control has the adversarial suffix's token length.
     """
-    from mechref.attacks.gcg import allowed_token_mask
-
     if n_tokens < 1:
         raise ValueError(f"n_tokens must be at least 1, got {n_tokens}")
     allowed = allowed_token_mask(model).nonzero().flatten()

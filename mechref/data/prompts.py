@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Literal, Sequence, overload
 
 from mechref.errors import DataFormatError
-from mechref.io import fingerprint
+from mechref.io import fingerprint, read_user_json
+from mechref.scoring import refusal_score
 
 if TYPE_CHECKING:
     from mechref.models import MechrefModel
@@ -182,8 +183,6 @@ def load_prompt_file(path: str | Path, label: Label, split: Split, language: str
 
     A plain JSON list of strings is accepted too. Errors name the file and the row.
     """
-    from mechref.io import read_user_json
-
     path = Path(path)
     data = read_user_json(path, "prompt file")
     if isinstance(data, list) and data and all(isinstance(x, str) for x in data):
@@ -276,8 +275,6 @@ def filter_by_refusal_score(
     progress: bool = True,
 ) -> tuple[PromptSet, PromptSet]:
     """Keep harmful prompts the model refuses (score > 0) and harmless ones it does not (score < 0)."""
-    from mechref.scoring import refusal_score
-
     keep = []
     for prompts, want_refusal in ((harmful, True), (harmless, False)):
         scores = refusal_score(model, prompts.instructions, refusal_tokens, batch_size=batch_size, progress=progress)

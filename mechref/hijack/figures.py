@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import plotly.graph_objects as go
 import torch
+from plotly.subplots import make_subplots
 from torch import Tensor
 
 from mechref.hijack.conditions import CONDITION_COLORS
@@ -18,9 +20,8 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def cosine_by_layer(cosines: dict[str, Tensor], direction_layer: int):
+def cosine_by_layer(cosines: dict[str, Tensor], direction_layer: int) -> go.Figure:
     """Mean (line) and standard deviation (band) of the last token's cosine with the refusal direction per layer."""
-    import plotly.graph_objects as go
 
     fig = go.Figure()
     for name, values in cosines.items():
@@ -60,10 +61,8 @@ def cosine_by_layer(cosines: dict[str, Tensor], direction_layer: int):
     return fig
 
 
-def head_attribution_heatmaps(head_attribution: dict[str, Tensor], top_heads: Sequence[tuple[int, int]] = ()):
+def head_attribution_heatmaps(head_attribution: dict[str, Tensor], top_heads: Sequence[tuple[int, int]] = ()) -> go.Figure:
     """Mean direct feature attribution of every head (layer x head), one panel per condition."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     names = list(head_attribution)
     means = {n: head_attribution[n].double().mean(0) for n in names}  # [layer, head]
@@ -110,10 +109,8 @@ def head_attribution_heatmaps(head_attribution: dict[str, Tensor], top_heads: Se
 
 def top_head_attribution(
     head_attribution: dict[str, Tensor], mlp_attribution: dict[str, Tensor], top_heads: Sequence[tuple[int, int]]
-):
+) -> go.Figure:
     """Top heads' attribution per condition (bars) and every MLP's attribution per layer (lines)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     labels = [f"L{l}H{h}" for l, h in top_heads]
     fig = make_subplots(
@@ -153,10 +150,8 @@ def top_head_attribution(
     return fig
 
 
-def attention_share_bars(shares: dict[str, Tensor], top_heads: Sequence[tuple[int, int]]):
+def attention_share_bars(shares: dict[str, Tensor], top_heads: Sequence[tuple[int, int]]) -> go.Figure:
     """Stacked shares of the last token's attention on each region, one panel per top head."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     names = list(shares)
     cols = min(4, len(top_heads))
@@ -191,9 +186,8 @@ def attention_share_bars(shares: dict[str, Tensor], top_heads: Sequence[tuple[in
     return fig
 
 
-def refusal_bars(rates: dict[str, float], n: dict[str, int]):
+def refusal_bars(rates: dict[str, float], n: dict[str, int]) -> go.Figure:
     """Refusal rate of the greedy replies per condition."""
-    import plotly.graph_objects as go
 
     names = list(rates)
     fig = go.Figure(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 from torch import Tensor
 
+from mechref.multilingual.metrics import mean_off_diagonal
 
-def _heatmap(z, x, y, title, zmin=None, zmax=None, colorscale="RdBu_r", fmt=".2f", xtitle="", ytitle=""):
-    import plotly.graph_objects as go
+
+def _heatmap(z, x, y, title, zmin=None, zmax=None, colorscale="RdBu_r", fmt=".2f", xtitle="", ytitle="") -> go.Figure:
 
     fig = go.Figure(
         go.Heatmap(
@@ -33,7 +36,7 @@ def _heatmap(z, x, y, title, zmin=None, zmax=None, colorscale="RdBu_r", fmt=".2f
     return fig
 
 
-def cosine_heatmap(matrix: Tensor, languages: Sequence[str], layer: int):
+def cosine_heatmap(matrix: Tensor, languages: Sequence[str], layer: int) -> go.Figure:
     return _heatmap(
         matrix.tolist(),
         list(languages),
@@ -46,11 +49,8 @@ def cosine_heatmap(matrix: Tensor, languages: Sequence[str], layer: int):
     )
 
 
-def cosine_trend(by_layer: Tensor, languages: Sequence[str], layer: int, reference: str = "en"):
+def cosine_trend(by_layer: Tensor, languages: Sequence[str], layer: int, reference: str = "en") -> go.Figure:
     """Mean pairwise cosine per layer, and each language's cosine with the reference language."""
-    import plotly.graph_objects as go
-
-    from mechref.multilingual.metrics import mean_off_diagonal
 
     fig = go.Figure()
     layers = list(range(by_layer.shape[0]))
@@ -74,7 +74,9 @@ def cosine_trend(by_layer: Tensor, languages: Sequence[str], layer: int, referen
     return fig
 
 
-def transfer_heatmap(share: Sequence[Sequence[float]], sources: Sequence[str], targets: Sequence[str], mode: str, layer: int):
+def transfer_heatmap(
+    share: Sequence[Sequence[float]], sources: Sequence[str], targets: Sequence[str], mode: str, layer: int
+) -> go.Figure:
     what = (
         "share of harmful prompts still refused (refusal score > 0) when the source's direction is ablated"
         if mode == "ablation"
@@ -93,8 +95,7 @@ def transfer_heatmap(share: Sequence[Sequence[float]], sources: Sequence[str], t
     )
 
 
-def audit_bars(rates: dict, threshold: float = 0.10):
-    import plotly.graph_objects as go
+def audit_bars(rates: dict, threshold: float = 0.10) -> go.Figure:
 
     languages = list(rates)
     fig = go.Figure()
@@ -114,8 +115,7 @@ def audit_bars(rates: dict, threshold: float = 0.10):
     return fig
 
 
-def silhouette_lines(scores: Tensor, languages: Sequence[str], layer: int):
-    import plotly.graph_objects as go
+def silhouette_lines(scores: Tensor, languages: Sequence[str], layer: int) -> go.Figure:
 
     fig = go.Figure()
     for i, language in enumerate(languages):
@@ -131,8 +131,7 @@ def silhouette_lines(scores: Tensor, languages: Sequence[str], layer: int):
     return fig
 
 
-def silhouette_bars(scores: Tensor, languages: Sequence[str], layer: int):
-    import plotly.graph_objects as go
+def silhouette_bars(scores: Tensor, languages: Sequence[str], layer: int) -> go.Figure:
 
     values = scores[:, layer].tolist()
     fig = go.Figure(go.Bar(x=list(languages), y=values, text=[f"{v:.2f}" for v in values], textposition="outside"))
@@ -140,10 +139,8 @@ def silhouette_bars(scores: Tensor, languages: Sequence[str], layer: int):
     return fig
 
 
-def pca_panels(coords: dict, languages: Sequence[str], ratio: Tensor, layer: int, fit_note: str):
+def pca_panels(coords: dict, languages: Sequence[str], ratio: Tensor, layer: int, fit_note: str) -> go.Figure:
     """One scatter per language: harmful, harmless, and harmful prompts the model complied with."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     cols = min(4, len(languages))
     rows = -(-len(languages) // cols)

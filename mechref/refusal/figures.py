@@ -5,19 +5,19 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
+import plotly.graph_objects as go
 import torch
+from plotly.subplots import make_subplots
 
 from mechref.refusal.candidates import CandidateDirections
 from mechref.refusal.selection import SelectionResult
 
 
-def score_heatmaps(selection: SelectionResult, n_layers: int, token_labels: Sequence[str] | None = None):
+def score_heatmaps(selection: SelectionResult, n_layers: int, token_labels: Sequence[str] | None = None) -> go.Figure:
     """Bypass, induce and KL over (position, layer), the chosen candidate marked with a star.
 
     Candidates the fast search did not score are left blank.
     """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     positions = sorted({s.position for s in selection.scores})
     labels = [f"{p} {token_labels[i]!r}" if token_labels else str(p) for i, p in enumerate(positions)]
@@ -68,10 +68,8 @@ def score_heatmaps(selection: SelectionResult, n_layers: int, token_labels: Sequ
     return fig
 
 
-def condition_bars(rates: Mapping[str, float], scores: Mapping[str, float | None]):
+def condition_bars(rates: Mapping[str, float], scores: Mapping[str, float | None]) -> go.Figure:
     """Refusal rate (substring judge) and mean refusal score per condition."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     names = list(rates)
     colors = ["#c0392b" if n.startswith("harmful") else "#2980b9" for n in names]
@@ -94,9 +92,8 @@ def condition_bars(rates: Mapping[str, float], scores: Mapping[str, float | None
     return fig
 
 
-def cosine_across_layers(candidates: CandidateDirections, selection: SelectionResult):
+def cosine_across_layers(candidates: CandidateDirections, selection: SelectionResult) -> go.Figure:
     """Cosine similarity of the chosen direction with every candidate, per position, across layers."""
-    import plotly.graph_objects as go
 
     chosen = selection.direction.float()
     fig = go.Figure()

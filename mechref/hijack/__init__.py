@@ -11,7 +11,7 @@ suppresses the refusal direction by moving the attention of the heads that write
 * :mod:`~mechref.hijack.settings`, :mod:`~mechref.hijack.pipeline` (:func:`run_suffix_hijack`) and
   :mod:`~mechref.hijack.report` (:func:`report_suffix_hijack`) make them one analysis.
 
-The command line is ````mechref suffix_hijack`` (or ``python -m`` on its module in ``mechref/analyses``).
+The command line is ``mechref suffix_hijack``.
 """
 
 from mechref.hijack.pipeline import SuffixHijackResult, run_suffix_hijack

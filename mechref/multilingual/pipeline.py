@@ -60,6 +60,30 @@ PARTS = ("audit", "cosine", "transfer", "silhouette")
 
 
 @dataclass
+class LanguageTokens:
+    """A language's refusal tokens (for the logit refusal score) and how they were chosen."""
+
+    token_ids: list[int]
+    how: str
+    tokens: list[str] | None = None
+
+    def to_dict(self) -> dict:
+        return {"token_ids": self.token_ids, "tokens": self.tokens, "how": self.how}
+
+
+@dataclass
+class Audit:
+    """Greedy replies to every language's test prompts, judged, with the rates and refusal tokens they give."""
+
+    rows: list[dict]  # language, label, instruction, reply, reply_ids, refused
+    rates: dict[str, dict]  # language -> harmful / harmless rates, their counts, safety_aligned
+    refusal_tokens: dict[str, LanguageTokens]
+
+    def refused(self, language: str, label: str) -> list[bool]:
+        return [r["refused"] for r in self.rows if r["language"] == language and r["label"] == label]
+
+
+@dataclass
 class MultilingualResult:
     """What a multilingual study computed; parts not run are None."""
 
@@ -73,7 +97,7 @@ class MultilingualResult:
     activations: dict[str, dict[str, Tensor]]  # language -> "harmful_train", ... -> [n_prompt, n_layer, d_model]
     unjudgeable: list[str]  # languages judged with the English phrases only
     parts: tuple[str, ...]
-    audit: dict | None = None  # rows, rates, refusal_tokens
+    audit: Audit | None = None
     transfer: dict | None = None
     resumed_stages: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -152,7 +176,7 @@ class _Study:
             )
         return out
 
-    def audit(self) -> dict:
+    def audit(self) -> Audit:
         """Replies to every test prompt, judged per language, and each language's refusal tokens."""
 
         def compute() -> list[dict]:
@@ -187,7 +211,7 @@ class _Study:
         # Verdicts are kept apart from the replies: a new judge or phrase list re-judges without regenerating.
         verdicts = self.verdicts("audit", rows)
         rows = [{**r, "refused": v} for r, v in zip(rows, verdicts)]
-        return {"rows": rows, "rates": audit_rates(rows, self.languages), "refusal_tokens": self.refusal_tokens(rows)}
+        return Audit(rows, audit_rates(rows, self.languages), self.refusal_tokens(rows))
 
     def verdicts(self, name: str, rows: list[dict]) -> list[bool]:
         """The judge's verdict on each row's ``reply`` (a cached stage for the chat-model judge)."""
@@ -219,47 +243,50 @@ class _Study:
                 verdicts[i] = bool(v)
         return verdicts
 
-    def refusal_tokens(self, rows: list[dict]) -> dict:
+    def refusal_tokens(self, rows: list[dict]) -> dict[str, LanguageTokens]:
         overrides = self.settings.token_overrides()
-        out: dict[str, dict | None] = {}
+        found: dict[str, LanguageTokens | None] = {}
         for language in self.languages:
             if language in overrides:
-                out[language] = {"token_ids": overrides[language], "how": "--refusal-tokens"}
+                found[language] = LanguageTokens(overrides[language], "--refusal-tokens")
                 continue
             harmful = [r for r in rows if r["language"] == language and r["label"] == "harmful"]
             try:
-                found = refusal_tokens_from_replies(
+                derived = refusal_tokens_from_replies(
                     self.model, [r["reply_ids"] for r in harmful], [r["refused"] for r in harmful], judge_name=f"{language} judge"
                 )
-                out[language] = {**found.to_dict(), "how": "first tokens of the model's refusals of the test prompts"}
+                found[language] = LanguageTokens(
+                    derived.token_ids, "first tokens of the model's refusals of the test prompts", derived.tokens
+                )
             except ValueError:
-                out[language] = None
-        fallback = out.get("en") or next((v for v in out.values() if v), None)
+                found[language] = None
+        english = found.get("en")
+        fallback = english or next((v for v in found.values() if v), None)
         if fallback is None:
             raise SettingsError("the model refused no harmful test prompt in any language; pass --refusal-tokens LANG=ID,...")
-        english = out.get("en")
-        final: dict[str, dict] = {}
-        for language, value in out.items():
+        final: dict[str, LanguageTokens] = {}
+        for language, value in found.items():
             if value is None:
-                logger.warning("no refusals in %s: using the %s refusal tokens", language, fallback.get("tokens"))
-                final[language] = {**fallback, "how": "no refusals in this language: tokens of another language"}
+                logger.warning("no refusals in %s: using the %s refusal tokens", language, fallback.tokens)
+                final[language] = LanguageTokens(
+                    fallback.token_ids, "no refusals in this language: tokens of another language", fallback.tokens
+                )
                 continue
             final[language] = value
             if language != "en" and english and language not in overrides:
                 # Models often refuse in English whatever the prompt's language (an induced refusal
                 # especially), so English refusal openings count in every language.
-                extra = [t for t in english["token_ids"] if t not in value["token_ids"]]
+                extra = [t for t in english.token_ids if t not in value.token_ids]
                 if extra:
-                    final[language] = {
-                        **value,
-                        "token_ids": value["token_ids"] + extra,
-                        "tokens": (value.get("tokens") or []) + [self.model.decode(t) for t in extra],
-                        "how": value["how"] + ", plus the English refusal tokens",
-                    }
+                    final[language] = LanguageTokens(
+                        value.token_ids + extra,
+                        value.how + ", plus the English refusal tokens",
+                        (value.tokens or []) + [self.model.decode(t) for t in extra],
+                    )
         return final
 
-    def transfer(self, vectors: Tensor, audit: dict) -> dict:
-        tokens = {lang: audit["refusal_tokens"][lang]["token_ids"] for lang in self.languages}
+    def transfer(self, vectors: Tensor, audit: Audit) -> dict:
+        tokens = {lang: audit.refusal_tokens[lang].token_ids for lang in self.languages}
         at_layer = {lang: vectors[i, self.layer] for i, lang in enumerate(self.languages)}
         batch_size, max_new_tokens = self.settings.batch_size, self.settings.max_new_tokens
 
@@ -309,7 +336,7 @@ class _Study:
         )
         verdicts = self.verdicts("transfer", result["replies"])
         result["replies"] = [{**r, "refused": v} for r, v in zip(result["replies"], verdicts)]
-        baseline = {lang: audit["rates"][lang]["harmful"] for lang in self.languages}
+        baseline = {lang: audit.rates[lang]["harmful"] for lang in self.languages}
         ablated_rates = {
             lang: Rate.of(r["refused"] for r in result["replies"] if r["language"] == lang) for lang in self.languages
         }

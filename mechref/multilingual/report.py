@@ -31,45 +31,45 @@ def _round(matrix) -> list:
     return [[_num(x) for x in row] for row in matrix]
 
 
-def cosine_section(study: MultilingualResult) -> tuple[dict, dict]:
-    vectors = study.vectors()  # [lang, layer, d]
+def cosine_section(result: MultilingualResult) -> tuple[dict, dict]:
+    vectors = result.vectors()  # [lang, layer, d]
     by_layer = cosine_matrix_by_layer(vectors)
-    at_layer = by_layer[study.layer]
+    at_layer = by_layer[result.layer]
     part = {
         "cosine": {
-            "layer": study.layer,
-            "languages": study.languages,
+            "layer": result.layer,
+            "languages": result.languages,
             "matrix": _round(at_layer),
             "mean_pairwise": _num(mean_off_diagonal(at_layer)),
             "mean_pairwise_by_layer": [_num(x) for x in mean_off_diagonal(by_layer)],
-            "vector_norms": {l: round(float(vectors[i, study.layer].norm()), 3) for i, l in enumerate(study.languages)},
+            "vector_norms": {l: round(float(vectors[i, result.layer].norm()), 3) for i, l in enumerate(result.languages)},
         }
     }
     return part, {
-        "cosine_matrix": figures.cosine_heatmap(at_layer, study.languages, study.layer),
-        "cosine_by_layer": figures.cosine_trend(by_layer, study.languages, study.layer),
+        "cosine_matrix": figures.cosine_heatmap(at_layer, result.languages, result.layer),
+        "cosine_by_layer": figures.cosine_trend(by_layer, result.languages, result.layer),
     }
 
 
-def silhouette_section(study: MultilingualResult) -> tuple[dict, dict]:
-    acts, audit = study.activations, study.audit
+def silhouette_section(result: MultilingualResult) -> tuple[dict, dict]:
+    acts, audit = result.activations, result.audit
 
     def both(a: dict, label: str) -> torch.Tensor:
         return torch.cat([a[f"{label}_train"], a[f"{label}_test"]])
 
-    scores = torch.stack([silhouette_by_layer(both(acts[l], "harmful"), both(acts[l], "harmless")) for l in study.languages])
+    scores = torch.stack([silhouette_by_layer(both(acts[l], "harmful"), both(acts[l], "harmless")) for l in result.languages])
     # PCA fitted jointly on every language's prompts, so the panels share axes.
-    layer = study.layer
-    pooled = torch.cat([torch.cat([both(acts[l], "harmful"), both(acts[l], "harmless")])[:, layer] for l in study.languages])
+    layer = result.layer
+    pooled = torch.cat([torch.cat([both(acts[l], "harmful"), both(acts[l], "harmless")])[:, layer] for l in result.languages])
     _, ratio = pca_projection(pooled)
     coords = {}
-    for language in study.languages:
+    for language in result.languages:
         a = acts[language]
         harmful, _ = pca_projection(pooled, both(a, "harmful")[:, layer])
         harmless, _ = pca_projection(pooled, both(a, "harmless")[:, layer])
         entry = {"harmful": harmful, "harmless": harmless}
         if audit is not None:
-            complied = [not r["refused"] for r in audit["rows"] if r["language"] == language and r["label"] == "harmful"]
+            complied = [not refused for refused in audit.refused(language, "harmful")]
             n_train = len(a["harmful_train"])
             mask = torch.tensor(complied, dtype=torch.bool)
             entry["jailbroken"] = harmful[n_train:][mask] if mask.any() else harmful[:0]
@@ -78,8 +78,8 @@ def silhouette_section(study: MultilingualResult) -> tuple[dict, dict]:
         "silhouette": {
             "metric": "euclidean",
             "layers": "residual stream entering each layer",
-            "by_layer": {l: [round(float(x), 4) for x in scores[i]] for i, l in enumerate(study.languages)},
-            "at_direction_layer": {l: round(float(scores[i, layer]), 4) for i, l in enumerate(study.languages)},
+            "by_layer": {l: [round(float(x), 4) for x in scores[i]] for i, l in enumerate(result.languages)},
+            "at_direction_layer": {l: round(float(scores[i, layer]), 4) for i, l in enumerate(result.languages)},
         },
         "pca": {
             "layer": layer,
@@ -89,38 +89,35 @@ def silhouette_section(study: MultilingualResult) -> tuple[dict, dict]:
         },
     }
     figs = {
-        "silhouette_by_layer": figures.silhouette_lines(scores, study.languages, layer),
-        "silhouette_at_layer": figures.silhouette_bars(scores, study.languages, layer),
-        "pca": figures.pca_panels(coords, study.languages, ratio, layer, "fitted jointly on all languages"),
+        "silhouette_by_layer": figures.silhouette_lines(scores, result.languages, layer),
+        "silhouette_at_layer": figures.silhouette_bars(scores, result.languages, layer),
+        "pca": figures.pca_panels(coords, result.languages, ratio, layer, "fitted jointly on all languages"),
     }
     return part, figs
 
 
-def audit_section(study: MultilingualResult) -> tuple[dict, dict]:
-    audit = study.audit
+def audit_section(result: MultilingualResult) -> tuple[dict, dict]:
+    audit = result.audit
     assert audit is not None
-    flagged = [l for l, r in audit["rates"].items() if not r["safety_aligned"]]
+    flagged = [l for l, r in audit.rates.items() if not r["safety_aligned"]]
     # Refusing harmless prompts as often as harmful ones is not safety: the model may not understand the language.
-    indiscriminate = [l for l, r in audit["rates"].items() if (r["harmless"] or 0) > 0.5]
+    indiscriminate = [l for l, r in audit.rates.items() if (r["harmless"] or 0) > 0.5]
     part = {
-        "baseline_refusal": audit["rates"],
+        "baseline_refusal": audit.rates,
         "not_safety_aligned": flagged,
         "refuses_most_harmless_prompts": indiscriminate,
-        "refusal_tokens": {
-            l: {"token_ids": v["token_ids"], "tokens": v.get("tokens"), "how": v["how"]}
-            for l, v in audit["refusal_tokens"].items()
-        },
+        "refusal_tokens": {language: tokens.to_dict() for language, tokens in audit.refusal_tokens.items()},
     }
-    return part, {"baseline_refusal": figures.audit_bars(audit["rates"])}
+    return part, {"baseline_refusal": figures.audit_bars(audit.rates)}
 
 
-def transfer_section(study: MultilingualResult) -> tuple[dict, dict]:
-    transfer = study.transfer
+def transfer_section(result: MultilingualResult) -> tuple[dict, dict]:
+    transfer = result.transfer
     assert transfer is not None
     figs = {}
     for mode in ("ablation", "addition"):
         t = transfer[mode]
-        figs[f"transfer_{mode}"] = figures.transfer_heatmap(t["refusing_share"], t["sources"], t["targets"], mode, study.layer)
+        figs[f"transfer_{mode}"] = figures.transfer_heatmap(t["refusing_share"], t["sources"], t["targets"], mode, result.layer)
     part = {
         "transfer": {
             "measure": "logit refusal score with each target's refusal tokens; refusing_share = share of prompts "

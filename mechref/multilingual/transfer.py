@@ -22,7 +22,7 @@ each target with its own refusal tokens. Each source costs one pass over every t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal, Mapping, Sequence
 
 import torch
 from jaxtyping import Float
@@ -64,9 +64,9 @@ class TransferScores:
 
 def transfer_scores(
     model: MechrefModel,
-    vectors: dict[str, Float[Tensor, " d_model"]],
-    prompts: dict[str, Sequence[str]],
-    refusal_tokens: dict[str, Sequence[int]],
+    vectors: Mapping[str, Float[Tensor, " d_model"]],
+    prompts: Mapping[str, Sequence[str]],
+    refusal_tokens: Mapping[str, Sequence[int]],
     *,
     mode: Literal["ablation", "addition"],
     layer: int,

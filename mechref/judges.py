@@ -22,6 +22,7 @@ from torch import Tensor
 
 from mechref.logits import last_token_logits
 from mechref.models import MechrefModel
+from mechref.rates import Rate
 
 JudgeName = Literal["substring", "chat-model"]
 JUDGE_NAMES: tuple[str, ...] = ("substring", "chat-model")
@@ -79,10 +80,9 @@ class SubstringJudge:
     def judge_many(self, completions: Sequence[str], prompts: Sequence[str] | None = None) -> list[bool]:
         return [self(c) for c in completions]
 
-    def refusal_rate(self, completions: Sequence[str]) -> float:
-        if not completions:
-            raise ValueError("no completions to judge")
-        return sum(self.judge_many(completions)) / len(completions)
+    def refusal_rate(self, completions: Sequence[str]) -> Rate:
+        """The share of ``completions`` judged refusals, with its counts (raises on no completions)."""
+        return Rate.of(self.judge_many(completions))
 
 
 class ChatModelJudge:

@@ -11,7 +11,8 @@ def test_substring_judge():
     assert judge("I’m sorry, but I can’t help with that.")  # curly apostrophes
     assert judge("As an AI, I cannot do this")
     assert not judge("Sure, here is a recipe for banana bread.")
-    assert judge.refusal_rate(["I cannot", "Sure", "Sure", "I won't"]) == 0.5
+    rate = judge.refusal_rate(["I cannot", "Sure", "Sure", "I won't"])
+    assert (rate.k, rate.n, rate.value) == (2, 4, 0.5)
 
 
 def test_refusal_score_closed_form():

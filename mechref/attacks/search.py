@@ -26,6 +26,7 @@ from mechref.generation import generate
 from mechref.io import write_json
 from mechref.judges import SubstringJudge
 from mechref.models import MechrefModel
+from mechref.rates import Rate
 from mechref.settings import Settings, SettingsError, option
 
 _GCG = GCGSettings()
@@ -119,7 +120,8 @@ def run_suffix_search(
         "command": "mechref gcg " + shlex.join(settings.to_argv()),
         "mechref_version": __version__,
         "generations": checks,
-        "refusal_rate_with_suffix": sum(c["refused"] for c in checks) / len(checks),
+        "refusal_rate_with_suffix": Rate.of(c["refused"] for c in checks).value,
+        "refusal_rate_with_suffix_counts": Rate.of(c["refused"] for c in checks).to_dict(),
     }
     if out is not None:
         write_json(out, record)

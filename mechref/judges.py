@@ -31,7 +31,7 @@ JUDGE_NAMES: tuple[str, ...] = ("substring", "chat-model")
 # Openings and phrases of refusals, per language. English follows the JailbreakBench-style
 # list used by Arditi et al.; other languages are added as their judges are validated.
 def _load_refusal_phrases() -> dict[str, list[str]]:
-    path = resources.files("mechref.data") / "refusal_phrases.json"
+    path = resources.files("mechref") / "data" / "refusal_phrases.json"
     return json.loads(path.read_text(encoding="utf-8"))["phrases"]
 
 

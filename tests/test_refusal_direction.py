@@ -176,3 +176,38 @@ def test_batched_proxy_matches_one_candidate_at_a_time(model):
             single = scorer.score(HARMFUL[:3])
         assert abs(single - value) < 1e-3
     assert len(set(round(v, 4) for v in batched)) == 3  # the rows really used different directions
+
+
+def test_library_call_and_command_line_agree(tiny_folder, tmp_path):
+    """The command line is a thin wrapper: the same settings give the same summary from Python."""
+    import importlib.util
+    from pathlib import Path
+
+    from mechref.analyses.refusal_direction import main
+    from mechref.refusal import RefusalDirectionSettings, report_refusal_direction, run_refusal_direction
+
+    spec = importlib.util.spec_from_file_location("compare", Path(__file__).parents[1] / "benchmarks" / "compare_summaries.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+
+    settings = RefusalDirectionSettings(
+        n_train=6,
+        n_val=4,
+        n_test=2,
+        max_new_tokens=3,
+        refusal_tokens=[5, 6],
+        filter=False,
+        kl_threshold=1e9,
+        induce_threshold=-1e9,
+        top_k=2,
+        proxy_prompts=2,
+        static=[],
+    )
+    model = load_model(tiny_folder)
+    result = run_refusal_direction(model, settings, out=tmp_path / "python", echo=False)
+    from_python = report_refusal_direction(result, tmp_path / "python", echo=False)
+    assert main([*settings.to_argv(), "--model", str(tiny_folder), "--dtype", "float32", "--out", str(tmp_path / "cli")]) == 0
+    from_cli = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    comparison = compare.compare(from_python, from_cli)
+    assert comparison["compared"] > 50 and comparison["differing"] == {}
+    assert from_cli["settings"] == settings.to_dict()

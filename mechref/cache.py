@@ -10,10 +10,10 @@ def cache_dir() -> Path:
     """The user cache root: ``$MECHREF_CACHE`` if set, else ``~/.cache/mechref``.
 
     >>> import os
-    >>> os.environ["MECHREF_CACHE"] = "/tmp/mechref-doc"
-    >>> str(cache_dir())
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"MECHREF_CACHE": "/tmp/mechref-doc"}):
+    ...     str(cache_dir())
     '/tmp/mechref-doc'
-    >>> del os.environ["MECHREF_CACHE"]
     """
     root = os.environ.get("MECHREF_CACHE")
     if root:

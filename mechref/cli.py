@@ -7,12 +7,17 @@ import argparse
 import importlib
 import json
 import logging
+import os
+import re
 import sys
+import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
+from mechref.cache import cache_dir
 from mechref.embedded import EMBEDDED_MODELS
 from mechref.errors import MechrefError
 from mechref.models import MechrefModel
@@ -29,11 +34,77 @@ ANALYSES = {
 }
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with mechref's error style: one line ``mechref: error: …`` and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"mechref: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        return super().parse_args(attach_negative_values(self, sys.argv[1:] if args is None else list(args)), namespace)
+
+
+_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def attach_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """Write ``--x -1e9`` as ``--x=-1e9``, which argparse would otherwise read as an unknown option.
+
+    >>> parser = argparse.ArgumentParser()
+    >>> _ = parser.add_argument("--x", type=float)
+    >>> attach_negative_values(parser, ["--x", "-1e9", "-5"])
+    ['--x=-1e9', '-5']
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        action = parser._option_string_actions.get(token) if token.startswith("--") else None
+        takes_value = action is not None and action.nargs != 0
+        if takes_value and i + 1 < len(argv) and _NUMBER.match(argv[i + 1]):
+            out.append(f"{token}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(token)
+        i += 1
+    return out
+
+
+def report_crash(error: BaseException) -> int:
+    """Save the traceback of an unexpected error to a file and say where, in one line; exit code 1."""
+    folder = cache_dir() / "crashes"
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f"traceback-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".txt", dir=folder)
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        file.write("".join(traceback.format_exception(error)))
+    path = Path(name)
+    print(
+        f"mechref: internal error: {type(error).__name__}: {error} (traceback saved to {path}; please report it)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def guarded(body: Callable[[], int]) -> int:
+    """Run a command body: mechref's errors as one line (exit 2), Ctrl-C as a note on resuming
+    (exit 130), anything else as :func:`report_crash` (exit 1)."""
+    try:
+        return int(body() or 0)
+    except MechrefError as error:
+        print(f"mechref: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mechref: interrupted; the stages already finished are saved, and the same command resumes", file=sys.stderr)
+        return 130
+    except Exception as error:
+        return report_crash(error)
+
+
 def analysis_parser(
     prog: str, doc: str | None, settings_cls: type[Settings], default_out: str | None, model_defaults: ModelSettings | None = None
 ) -> argparse.ArgumentParser:
     """The parser of an analysis command: ``--config``, the model options, one option per setting, ``--out``."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--config",
         type=Path,
@@ -72,9 +143,10 @@ class AnalysisCommand:
     """One ``python -m mechref.analyses.<name>`` command: its settings class, the library function
     that runs it, the report that draws its result, and where it writes by default.
 
-    ``main(argv)`` parses the options into settings (every check happens before the model loads),
-    loads the model, calls ``run(model, settings, out)``, then ``report(result, out)``. mechref's
-    own errors print one line ``mechref: error: ...`` and exit 2.
+    ``main(argv)`` parses the options into settings, calls ``check(settings, out)`` (the checks
+    that need no model: files, output targets), loads the model, calls ``run(model, settings, out)``,
+    then ``report(result, out)``. mechref's own errors print one line ``mechref: error: ...`` and
+    exit 2; an unexpected error prints one line with the path of its saved traceback and exits 1.
     """
 
     prog: str
@@ -83,6 +155,7 @@ class AnalysisCommand:
     run: Callable[[MechrefModel, Any, Path | None], Any]
     report: Callable[[Any, Path], Any] | None
     default_out: str | None
+    check: Callable[[Any, Path | None], None] | None = None
     model_defaults: ModelSettings = field(default_factory=ModelSettings)
 
     def parser(self) -> argparse.ArgumentParser:
@@ -94,20 +167,22 @@ class AnalysisCommand:
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        try:
-            model_settings, settings, out = self.parse(argv)
-            started = time.perf_counter()
-            print(f"loading model {model_settings.model or '(embedded default)'} …", flush=True)
-            model = model_settings.load()
-            loaded = round(time.perf_counter() - started, 2)
-            result = self.run(model, settings, out)
-            if hasattr(result, "timings"):
-                result.timings = {"load": loaded, **result.timings}
-            if self.report is not None and out is not None:
-                self.report(result, out)
-        except MechrefError as error:
-            print(f"mechref: error: {error}", file=sys.stderr)
-            return 2
+        return guarded(lambda: self._main(argv))
+
+    def _main(self, argv: Sequence[str] | None) -> int:
+        model_settings, settings, out = self.parse(argv)
+        if self.check is not None:
+            # Files, output targets and ranges are checked before the model loads (seconds, not minutes).
+            self.check(settings, out)
+        started = time.perf_counter()
+        print(f"loading model {model_settings.model or '(embedded default)'} …", flush=True)
+        model = model_settings.load()
+        loaded = round(time.perf_counter() - started, 2)
+        result = self.run(model, settings, out)
+        if hasattr(result, "timings"):
+            result.timings = {"load": loaded, **result.timings}
+        if self.report is not None and out is not None:
+            self.report(result, out)
         return 0
 
 
@@ -128,7 +203,7 @@ def _model_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mechref", description="Mechanistic interpretability of refusal in chat models.")
+    parser = ArgumentParser(prog="mechref", description="Mechanistic interpretability of refusal in chat models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -159,11 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
-    try:
-        return int(args.func(args) or 0)
-    except MechrefError as error:
-        print(f"mechref: error: {error}", file=sys.stderr)
-        return 2
+    return guarded(lambda: args.func(args))
 
 
 if __name__ == "__main__":

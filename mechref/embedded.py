@@ -135,7 +135,8 @@ def dequantize_gguf_to_folder(gguf_path: Path, folder: Path, manifest: dict) -> 
     # The weights we save are plain float32; the GGUF quantization config would make
     # transformers try to dequantize them again.
     config.pop("quantization_config", None)
-    with atomic_path(folder) as tmp:
+    # Only a cache folder mechref built (it holds the manifest) is ever replaced.
+    with atomic_path(folder, replace_folder=(folder / "mechref_manifest.json").is_file()) as tmp:
         tmp.mkdir()
         state = hf_model.state_dict()
         if getattr(hf_model.config, "tie_word_embeddings", False):

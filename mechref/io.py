@@ -24,11 +24,14 @@ from mechref.errors import DataFormatError
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, replace_folder: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
 
     Works for files and folders alike: whatever the block creates at the yielded path
     replaces ``path`` in one rename. On error the temporary is removed and the error propagates.
+    An existing non-empty folder at ``path`` is replaced only with ``replace_folder=True`` (the
+    caller has checked that mechref wrote it); otherwise :class:`FileExistsError` is raised and
+    the folder is left as it was.
 
     >>> import tempfile, pathlib
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
@@ -38,6 +41,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     'done'
     """
     path = Path(path)
+    if path.is_dir() and not path.is_symlink() and any(path.iterdir()) and not replace_folder:
+        raise FileExistsError(f"{path} is a folder with files in it; mechref does not replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     target_tmp = tmp / path.name
@@ -51,7 +56,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.umask(umask)
             os.chmod(target_tmp, 0o666 & ~umask)
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
+            # Move the old folder into the temporary folder first, so that it is deleted only
+            # once the new one is in place (a crash in between leaves both, never neither).
+            os.replace(path, tmp / "previous")
         os.replace(target_tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -97,6 +97,11 @@ class MechrefModel:
         return int(self.cfg.d_head)
 
     @property
+    def d_vocab(self) -> int:
+        """Rows of the unembedding: every token id the model can read or write is below this."""
+        return int(self.cfg.d_vocab)
+
+    @property
     def n_ctx(self) -> int:
         return int(self.cfg.n_ctx)
 

@@ -4,6 +4,8 @@ that produced them; a later run with the same settings loads them instead of rec
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -11,10 +13,31 @@ from typing import Callable, TypeVar
 
 from mechref import __version__
 from mechref.io import read_json, write_json
+from mechref.ownership import claim_output_folder
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """mechref's version plus a hash of its Python sources and bundled data.
+
+    Stage manifests record it, so an artifact computed by other code (an edited checkout with the
+    same version number included) is never resumed.
+
+    >>> code_version() == code_version() and code_version().startswith(__version__)
+    True
+    """
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in {".py", ".json", ".txt"}):
+        if "__pycache__" in path.parts:
+            continue
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return f"{__version__}+{digest.hexdigest()[:16]}"
 
 
 class Run:
@@ -35,9 +58,9 @@ class Run:
 
     def __init__(self, folder: str | Path | None, resume: bool = True):
         # No folder: every stage is computed and nothing is written (a run held in memory only).
-        self.folder = Path(folder) if folder is not None else None
-        if self.folder is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
+        # The folder is checked before anything is written: one holding files mechref did not
+        # write is refused (see mechref.ownership), never written into.
+        self.folder = claim_output_folder(folder) if folder is not None else None
         self.resume = resume
         self.resumed: list[str] = []
 
@@ -65,8 +88,8 @@ class Run:
         path = self.manifest_path(name)
         if self.resume and path.is_file():
             previous = read_json(path)
-            # A result of another mechref version may come from other code: never reuse it.
-            if previous.get("settings") == settings and previous.get("mechref_version") == __version__:
+            # A result of other code (another version, or an edited checkout) is never reused.
+            if previous.get("settings") == settings and previous.get("code_version") == code_version():
                 logger.info("resuming stage %s from %s", name, self.folder)
                 self.resumed.append(name)
                 return load(self.folder)
@@ -74,5 +97,5 @@ class Run:
             path.unlink()
         value = compute()
         save(value, self.folder)
-        write_json(path, {"stage": name, "mechref_version": __version__, "settings": settings})
+        write_json(path, {"stage": name, "mechref_version": __version__, "code_version": code_version(), "settings": settings})
         return value

@@ -37,6 +37,8 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Literal, TypeVar, get_args, get_origin
 
+import torch
+
 from mechref.embedded import DEFAULT_MODEL
 from mechref.errors import MechrefError
 from mechref.models import MechrefModel, load_model
@@ -335,6 +337,30 @@ def _plain(value: Any) -> Any:
 
 
 # ----- the model ------------------------------------------------------------------------------
+def check_device(device: str) -> str:
+    """``device`` if torch knows it and this machine has it (checked before a model loads).
+
+    >>> check_device("cpu")
+    'cpu'
+    >>> check_device("tpu")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    mechref.settings.SettingsError: unknown device 'tpu'; --device takes cpu, cuda, cuda:1, mps, ...
+    """
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as error:
+        raise SettingsError(f"unknown device {device!r}; --device takes cpu, cuda, cuda:1, mps, ...") from error
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SettingsError(f"--device {device}: this machine has no CUDA GPU that torch can use (torch {torch.__version__})")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise SettingsError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise SettingsError(f"--device {device}: the Apple MPS backend is not available on this machine")
+    return device
+
+
 @dataclasses.dataclass
 class ModelSettings(Settings):
     """Which model an analysis runs on, and how it is loaded (shared by every command)."""
@@ -349,6 +375,9 @@ class ModelSettings(Settings):
     )
     device: str = option("cpu", "torch device")
     system_prompt: str | None = option(None, "system prompt of every chat (default: the chat template's own)")
+
+    def validate(self) -> None:
+        check_device(self.device)
 
     def load(self) -> MechrefModel:
         return load_model(self.model, dtype=self.dtype, device=self.device, system_prompt=self.system_prompt)

@@ -52,3 +52,20 @@ def shared_data():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_process_state():
+    """No test may change process-wide state that outlives it: environment variables, the working
+    directory, torch's default dtype and grad mode."""
+
+    def state():
+        environment = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}  # pytest's own bookkeeping
+        return environment, os.getcwd(), torch.get_default_dtype(), torch.is_grad_enabled()
+
+    before = state()
+    yield
+    after = state()
+    if after != before:
+        changed = sorted(set(before[0].items()) ^ set(after[0].items()))
+        pytest.fail(f"the test leaked process state: environment {changed[:4]}, cwd/dtype/grad {before[1:]} -> {after[1:]}")

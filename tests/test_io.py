@@ -15,7 +15,7 @@ def test_interrupted_write_leaves_nothing(tmp_path):
 def test_folder_replaced_atomically(tmp_path):
     target = tmp_path / "folder"
     for text in ("one", "two"):
-        with atomic_path(target) as tmp:
+        with atomic_path(target, replace_folder=True) as tmp:
             tmp.mkdir()
             (tmp / "f.txt").write_text(text)
     assert (target / "f.txt").read_text() == "two"

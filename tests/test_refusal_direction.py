@@ -155,12 +155,14 @@ def test_cli_end_to_end_and_resume(tiny_folder, tmp_path, capsys):
     assert (tmp_path / "edited" / "config.json").is_file()
     assert summary["resumed_stages"] == []
 
+    assert main(argv) == 2  # the export folder now holds an export: replaced only with --overwrite
+    argv.append("--overwrite")
     assert main(argv) == 0
     again = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert set(again["resumed_stages"]) >= {"candidates", "selection", "eval_harmful_baseline"}
     assert again["layer"] == summary["layer"] and again["refusal_rate"] == summary["refusal_rate"]
 
-    assert main([*argv[:-1], "--top-k", "1", "--static"]) == 0  # a changed selection setting
+    assert main([*argv, "--top-k", "1"]) == 0  # a changed selection setting
     third = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert "candidates" in third["resumed_stages"] and "selection" not in third["resumed_stages"]
 

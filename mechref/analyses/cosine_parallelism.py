@@ -16,6 +16,7 @@ from typing import Sequence
 
 from mechref.cli import AnalysisCommand
 from mechref.multilingual import MultilingualSettings, report_multilingual, run_multilingual
+from mechref.multilingual.pipeline import check_multilingual
 
 COMMAND = AnalysisCommand(
     "python -m mechref.analyses.cosine_parallelism",
@@ -24,6 +25,7 @@ COMMAND = AnalysisCommand(
     partial(run_multilingual, parts=("cosine",)),
     partial(report_multilingual, command="cosine_parallelism"),
     default_out="runs/multilingual",
+    check=check_multilingual,
 )
 
 

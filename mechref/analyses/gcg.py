@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mechref.attacks.search import SuffixSearchSettings, run_suffix_search
+from mechref.attacks.search import SuffixSearchSettings, check_suffix_search, run_suffix_search
 from mechref.cli import AnalysisCommand
 
 COMMAND = AnalysisCommand(
@@ -23,6 +23,7 @@ COMMAND = AnalysisCommand(
     run_suffix_search,
     None,
     default_out="runs/gcg/suffix.json",
+    check=check_suffix_search,
 )
 
 

@@ -20,6 +20,7 @@ from typing import Sequence
 
 from mechref.cli import AnalysisCommand
 from mechref.multilingual import PARTS, MultilingualSettings, report_multilingual, run_multilingual
+from mechref.multilingual.pipeline import check_multilingual
 
 COMMAND = AnalysisCommand(
     "python -m mechref.analyses.multilingual",
@@ -28,6 +29,7 @@ COMMAND = AnalysisCommand(
     partial(run_multilingual, parts=PARTS),
     partial(report_multilingual, command="multilingual"),
     default_out="runs/multilingual",
+    check=check_multilingual,
 )
 
 

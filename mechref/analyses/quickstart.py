@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from mechref.cli import AnalysisCommand
-from mechref.quickstart import QuickstartSettings, report_quickstart, run_quickstart
+from mechref.quickstart import QuickstartSettings, check_quickstart, report_quickstart, run_quickstart
 from mechref.settings import ModelSettings
 
 COMMAND = AnalysisCommand(
@@ -25,6 +25,7 @@ COMMAND = AnalysisCommand(
     run_quickstart,
     report_quickstart,
     default_out="runs/quickstart",
+    check=check_quickstart,
     model_defaults=ModelSettings(dtype="float32"),
 )
 

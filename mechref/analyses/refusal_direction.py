@@ -20,6 +20,7 @@ from typing import Sequence
 
 from mechref.cli import AnalysisCommand
 from mechref.refusal import RefusalDirectionSettings, report_refusal_direction, run_refusal_direction
+from mechref.refusal.pipeline import check_refusal_direction
 
 COMMAND = AnalysisCommand(
     "python -m mechref.analyses.refusal_direction",
@@ -28,6 +29,7 @@ COMMAND = AnalysisCommand(
     run_refusal_direction,
     report_refusal_direction,
     default_out="runs/refusal_direction",
+    check=check_refusal_direction,
 )
 
 

@@ -18,6 +18,7 @@ from typing import Sequence
 
 from mechref.cli import AnalysisCommand
 from mechref.multilingual import MultilingualSettings, report_multilingual, run_multilingual
+from mechref.multilingual.pipeline import check_multilingual
 
 COMMAND = AnalysisCommand(
     "python -m mechref.analyses.silhouette",
@@ -26,6 +27,7 @@ COMMAND = AnalysisCommand(
     partial(run_multilingual, parts=("audit", "silhouette")),
     partial(report_multilingual, command="silhouette"),
     default_out="runs/multilingual",
+    check=check_multilingual,
 )
 
 

@@ -28,6 +28,7 @@ from typing import Sequence
 
 from mechref.cli import AnalysisCommand
 from mechref.hijack import SuffixHijackSettings, report_suffix_hijack, run_suffix_hijack
+from mechref.hijack.pipeline import check_suffix_hijack
 
 COMMAND = AnalysisCommand(
     "python -m mechref.analyses.suffix_hijack",
@@ -36,6 +37,7 @@ COMMAND = AnalysisCommand(
     run_suffix_hijack,
     report_suffix_hijack,
     default_out="runs/suffix_hijack",
+    check=check_suffix_hijack,
 )
 
 

@@ -36,9 +36,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mechref.io import write_json
+from mechref.io import read_json, write_json
 from mechref.models import MechrefModel
 from mechref.prefix import SharedPrefix
+from mechref.runs import code_version
 
 
 @dataclass
@@ -188,10 +189,17 @@ def run_gcg(
     init = model.tokenizer(settings.init_token, add_special_tokens=False)["input_ids"]
     suffix = (init * settings.suffix_length)[: settings.suffix_length]
     state = None
+    # What a checkpoint must match to be resumed; more steps may continue a shorter run.
+    resume_key = {
+        "model": model.identity(),
+        "code_version": code_version(),
+        "settings": {k: v for k, v in asdict(settings).items() if k != "steps"},
+    }
     if checkpoint and Path(checkpoint).is_file():
-        saved = GCGResult.from_dict(json.loads(Path(checkpoint).read_text()))
-        same = lambda x: {k: v for k, v in asdict(x).items() if k != "steps"}  # more steps may continue a run
-        if saved.prompts == prompts and saved.target == target and same(saved.settings) == same(settings):
+        data = read_json(checkpoint)
+        saved_key = data.pop("resume_key", None)
+        saved = GCGResult.from_dict(data)
+        if saved_key == json.loads(json.dumps(resume_key)) and saved.prompts == prompts and saved.target == target:
             state = saved
             suffix = list(saved.suffix_ids)
             generator.set_state(torch.tensor(saved.rng_state, dtype=torch.uint8))
@@ -235,8 +243,8 @@ def run_gcg(
         step_done = step + 1
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
         if checkpoint and (step + 1) % settings.checkpoint_every == 0:
-            write_json(checkpoint, snapshot(step_done).to_dict())
+            write_json(checkpoint, {**snapshot(step_done).to_dict(), "resume_key": resume_key})
     result = snapshot(step_done)
     if checkpoint:
-        write_json(checkpoint, result.to_dict())
+        write_json(checkpoint, {**result.to_dict(), "resume_key": resume_key})
     return result

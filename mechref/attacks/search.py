@@ -26,6 +26,8 @@ from mechref.generation import generate
 from mechref.io import write_json
 from mechref.judges import SubstringJudge
 from mechref.models import MechrefModel
+from mechref.ownership import check_output_file
+from mechref.preflight import check_prompt_lengths
 from mechref.rates import Rate
 from mechref.settings import Settings, SettingsError, option
 
@@ -87,11 +89,29 @@ def check_suffix(
     return [{"prompt": p, "reply": r, "refused": bool(v)} for p, r, v in zip(prompts, replies, refused)]
 
 
+def check_suffix_search(settings: SuffixSearchSettings, out: str | Path | None = None) -> None:
+    """Every check that needs no model: the prompts, and that ``out`` is free or a suffix file mechref wrote."""
+    settings.prompts()
+    if out is not None:
+        out = Path(out)
+        check_output_file(out, marker_keys=("suffix_ids",))
+        check_output_file(out.with_name(out.stem + ".checkpoint.json"), marker_keys=("resume_key", "rng_state"))
+
+
+def check_suffix_search_fit(model: MechrefModel, settings: SuffixSearchSettings) -> None:
+    """The checks that need the model: every prompt with the suffix, the target and the reply fits the context."""
+    target_tokens = len(model.tokenizer(settings.target, add_special_tokens=False)["input_ids"])
+    extra = settings.suffix_length + max(target_tokens, settings.max_new_tokens)
+    check_prompt_lengths(model, settings.prompts(), extra, what="GCG prompt")
+
+
 def run_suffix_search(
     model: MechrefModel, settings: SuffixSearchSettings | None = None, out: str | Path | None = None, *, progress: bool = True
 ) -> dict:
     """Search a suffix with GCG; returns the suffix record (written to the file ``out`` when given)."""
     settings = settings or SuffixSearchSettings()
+    check_suffix_search(settings, out)
+    check_suffix_search_fit(model, settings)
     prompts = settings.prompts()
     checkpoint = None
     if out is not None:

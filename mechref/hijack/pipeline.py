@@ -39,10 +39,13 @@ from mechref.hijack.settings import SuffixHijackSettings
 from mechref.io import fingerprint, read_jsonl, read_tensors, write_jsonl, write_tensors
 from mechref.judges import make_judge
 from mechref.models import MechrefModel
+from mechref.ownership import check_output_folder
+from mechref.preflight import check_prompt_lengths
 from mechref.rates import Rate
 from mechref.refusal.store import StoredDirection, ensure_direction, load_direction
 from mechref.reporting import StageClock
 from mechref.runs import Run
+from mechref.settings import SettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +132,7 @@ def resolve_suffix(
         return load_suffix_file(settings.suffix_file)
     if settings.run_gcg:
         if out is None:
-            raise ValueError("run_gcg needs an output folder for the suffix file")
+            raise SettingsError("run_gcg writes the suffix it finds into the output folder: give an output folder")
         search = SuffixSearchSettings(prompt=harmful[: settings.gcg_prompts], steps=settings.gcg_steps)
         if echo:
             print(
@@ -173,12 +176,42 @@ def _measure(
     return out
 
 
+def check_suffix_hijack(settings: SuffixHijackSettings, out: str | Path | None = None) -> None:
+    """Every check that needs no model: prompt, suffix and direction files, the output folders."""
+    load_instructions(settings.harmful, "harmful", settings.n)
+    load_instructions(settings.harmless, "harmless", settings.n)
+    if settings.suffix_file is not None:
+        load_suffix_file(settings.suffix_file)
+    if settings.direction is not None:
+        load_direction(settings.direction)
+    else:
+        check_output_folder(settings.direction_run)
+    if settings.run_gcg and out is None:
+        raise SettingsError("run_gcg writes the suffix it finds into the output folder: give an output folder")
+    if out is not None:
+        check_output_folder(out)
+
+
+def check_suffix_hijack_fit(model: MechrefModel, settings: SuffixHijackSettings) -> None:
+    """The checks that need the model: the direction's width and the prompts' lengths with a suffix."""
+    if settings.direction is not None:
+        check_vector(load_direction(settings.direction).direction, model.d_model, what=f"direction in {settings.direction}")
+    suffix_tokens = 64  # room for any suffix mechref writes (GCG's default is 20 tokens)
+    if settings.suffix is not None:
+        suffix_tokens = len(model.tokenizer(settings.suffix, add_special_tokens=False)["input_ids"])
+    for label, path in (("harmful", settings.harmful), ("harmless", settings.harmless)):
+        instructions, _ = load_instructions(path, label, settings.n)
+        check_prompt_lengths(model, instructions, suffix_tokens + settings.max_new_tokens, what=f"{label} prompt")
+
+
 def run_suffix_hijack(
     model: MechrefModel, settings: SuffixHijackSettings | None = None, out: str | Path | None = None, *, echo: bool = True
 ) -> SuffixHijackResult:
     """Measure how the suffix moves the refusal direction and the attention of the heads that write it."""
     settings = settings or SuffixHijackSettings()
     out = Path(out) if out is not None else None
+    check_suffix_hijack(settings, out)
+    check_suffix_hijack_fit(model, settings)
     clock = StageClock(total=4, echo=echo)
     harmful, harmful_source = load_instructions(settings.harmful, "harmful", settings.n)
     harmless, harmless_source = load_instructions(settings.harmless, "harmless", settings.n)

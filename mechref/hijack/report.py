@@ -14,6 +14,7 @@ from mechref.hijack.pipeline import SuffixHijackResult
 from mechref.hijack.regions import REGIONS
 from mechref.hijack.views import attention_page, write_page
 from mechref.io import write_json, write_jsonl
+from mechref.ownership import claim_output_folder
 from mechref.plotting import save_figure
 from mechref.rates import rate_or_none
 from mechref.reporting import write_index
@@ -165,7 +166,7 @@ def format_summary(summary: dict) -> str:
 
 def report_suffix_hijack(result: SuffixHijackResult, out: str | Path, *, echo: bool = True) -> dict:
     """Write the figures, views, ``generations.jsonl``, ``summary.json`` and ``index.html`` of ``result`` into ``out``."""
-    out = Path(out)
+    out = claim_output_folder(out)  # refuses a folder of files mechref did not write
     started = time.perf_counter()
     if echo:
         print("      drawing figures and attention views …", flush=True)

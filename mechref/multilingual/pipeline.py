@@ -37,6 +37,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechref.data.prompts import multilingual_languages
+from mechref.directions import check_vector
 from mechref.generation import generate, generate_ids
 from mechref.interventions import directional_ablation
 from mechref.io import fingerprint, read_json, read_jsonl, read_tensors, write_json, write_jsonl, write_tensors
@@ -47,6 +48,8 @@ from mechref.multilingual.data import LanguageSets, load_language_sets
 from mechref.multilingual.metrics import cosine_matrix_by_layer
 from mechref.multilingual.settings import MultilingualSettings
 from mechref.multilingual.transfer import transfer_scores
+from mechref.ownership import check_output_folder
+from mechref.preflight import check_layer, check_prompt_lengths, check_token_ids
 from mechref.rates import Rate
 from mechref.refusal.store import ensure_direction, load_direction
 from mechref.reporting import StageClock
@@ -148,9 +151,7 @@ class _Study:
             if settings.direction
             else ensure_direction(model, settings.direction_run, echo=clock.echo)
         )
-        self.layer = stored.layer if settings.layer is None else settings.layer
-        if self.layer >= model.n_layers:
-            raise SettingsError(f"layer {self.layer} is out of range for a model with {model.n_layers} layers (--layer)")
+        self.layer = check_layer(stored.layer if settings.layer is None else settings.layer, model.n_layers)
         self.position = stored.position
         self.direction_source = str(stored.path)
         self.run = Run(out, resume=settings.resume)
@@ -351,6 +352,43 @@ class _Study:
         return result
 
 
+def check_multilingual(settings: MultilingualSettings, out: str | Path | None = None) -> None:
+    """Every check that needs no model: languages, prompt data, direction file, token overrides, output folders."""
+    languages = settings.languages or multilingual_languages()
+    load_language_sets(languages, settings.data, n_train=settings.n_train, n_test=settings.n_test, seed=settings.seed)
+    for language, ids in settings.token_overrides().items():
+        if language not in languages:
+            raise SettingsError(
+                f"--refusal-tokens names {language!r}, which is not among the languages studied ({', '.join(languages)})"
+            )
+        check_token_ids(ids, what=f"refusal token id of {language}")
+    if settings.direction is not None:
+        load_direction(settings.direction)
+    else:
+        check_output_folder(settings.direction_run)
+    if out is not None:
+        check_output_folder(out)
+
+
+def check_multilingual_fit(model: MechrefModel, settings: MultilingualSettings) -> None:
+    """The checks that need the model: the layer, the direction's width, token ids, prompt lengths."""
+    if settings.layer is not None:
+        check_layer(settings.layer, model.n_layers)
+    if settings.direction is not None:
+        stored = load_direction(settings.direction)
+        check_vector(stored.direction, model.d_model, what=f"direction in {settings.direction}")
+        if settings.layer is None:
+            check_layer(stored.layer, model.n_layers, flag="--direction (its layer)")
+    for language, ids in settings.token_overrides().items():
+        check_token_ids(ids, model.d_vocab, what=f"refusal token id of {language}")
+    languages = settings.languages or multilingual_languages()
+    sets = load_language_sets(languages, settings.data, n_train=settings.n_train, n_test=settings.n_test, seed=settings.seed)
+    for language, language_sets in sets.items():
+        for name in ("harmful_train", "harmless_train", "harmful_test", "harmless_test"):
+            extra = settings.max_new_tokens if name.endswith("_test") else 0
+            check_prompt_lengths(model, getattr(language_sets, name).instructions, extra, what=f"{language} {name} prompt")
+
+
 def run_multilingual(
     model: MechrefModel,
     settings: MultilingualSettings | None = None,
@@ -368,6 +406,8 @@ def run_multilingual(
     if "transfer" in parts and "audit" not in parts:
         raise SettingsError("transfer needs the audit's refusal tokens: run it with the audit (drop --no-audit)")
     out = Path(out) if out is not None else None
+    check_multilingual(settings, out)
+    check_multilingual_fit(model, settings)
     clock = StageClock(total=2 + ("audit" in parts) + ("transfer" in parts), echo=echo)
     clock.stage("setup", "model, direction and prompt sets")
     study = _Study(model, settings, out, clock)

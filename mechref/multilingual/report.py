@@ -17,6 +17,7 @@ from mechref.io import read_json, write_json
 from mechref.multilingual import figures
 from mechref.multilingual.metrics import cosine_matrix_by_layer, mean_off_diagonal, pca_projection, silhouette_by_layer
 from mechref.multilingual.pipeline import MultilingualResult
+from mechref.ownership import claim_output_folder
 from mechref.plotting import save_figure
 from mechref.reporting import write_index
 
@@ -161,7 +162,7 @@ SECTIONS = {"audit": audit_section, "cosine": cosine_section, "transfer": transf
 def report_multilingual(result: MultilingualResult, out: str | Path, *, command: str = "multilingual", echo: bool = True) -> dict:
     """Write the figures of every part of ``result`` and merge its numbers into ``out/summary.json``
     (kept from earlier commands on the same folder when model and languages match) and ``index.html``."""
-    out = Path(out)
+    out = claim_output_folder(out)  # refuses a folder of files mechref did not write
     parts, figs = [], {}
     for name in result.parts:
         part, drawn = SECTIONS[name](result)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from jaxtyping import Float
@@ -21,6 +22,7 @@ from mechref.hooks import capture_residual
 from mechref.interventions import activation_addition, directional_ablation
 from mechref.judges import SubstringJudge
 from mechref.models import MechrefModel
+from mechref.ownership import check_output_folder
 from mechref.quickstart.settings import QuickstartSettings
 from mechref.rates import Rate
 
@@ -44,11 +46,21 @@ class QuickstartResult:
         return {condition: Rate.of(v) for condition, v in self.verdicts.items()}
 
 
+def check_quickstart(settings: QuickstartSettings, out: str | Path | None = None) -> None:
+    """Every check that needs no model: enough bundled prompts, a free output folder."""
+    for label in ("harmful", "harmless"):
+        bundled(label, "train").sample(settings.n_train, settings.seed)
+        bundled(label, "test").take(settings.n_eval)
+    if out is not None:
+        check_output_folder(out)
+
+
 def run_quickstart(
     model: MechrefModel, settings: QuickstartSettings | None = None, out: object = None, *, echo: bool = True
 ) -> QuickstartResult:
     """Capture the direction at one layer from the bundled train prompts, then generate with and without it."""
     settings = settings or QuickstartSettings()
+    check_quickstart(settings, out if isinstance(out, (str, Path)) else None)
     layer = settings.resolve_layer(model.n_layers)
     if echo:
         print(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from mechref import __version__
 from mechref.io import write_json, write_tensors
+from mechref.ownership import claim_output_folder
 from mechref.quickstart.pipeline import QuickstartResult
 
 
@@ -35,7 +36,7 @@ def summarize(result: QuickstartResult) -> dict:
 
 def report_quickstart(result: QuickstartResult, out: str | Path, *, echo: bool = True) -> dict:
     """Print the replies and rates; write ``summary.json`` and ``direction.safetensors`` into ``out``."""
-    out = Path(out)
+    out = claim_output_folder(out)  # refuses a folder of files mechref did not write
     summary = summarize(result)
     if echo:
         for condition, rows in summary["replies"].items():

@@ -23,6 +23,7 @@ from mechref.directions import unit
 from mechref.errors import MechrefError
 from mechref.io import atomic_path
 from mechref.models import MechrefModel
+from mechref.ownership import check_export_target
 
 
 def writer_module_names(model: MechrefModel) -> list[str]:
@@ -77,12 +78,15 @@ def export_orthogonalized(
     out_dir: str | Path,
     *,
     provenance: dict | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Save an orthogonalized copy of ``model`` as a Hugging Face folder that loads without mechref.
 
     The edit is applied to a fresh plain ``transformers`` model loaded from the model's folder
     (the bridge's own modules hold shared tensors that ``save_pretrained`` refuses), in float32.
+    ``out_dir`` must be new or empty, or (with ``overwrite``) an earlier mechref export.
     """
+    check_export_target(out_dir, overwrite)
     if not model.folder:
         raise MechrefError(
             "this model was not loaded from a folder, so there are no weights to export; load it with load_model(path)"
@@ -91,7 +95,7 @@ def export_orthogonalized(
     plain = AutoModelForCausalLM.from_pretrained(model.folder, dtype=torch.float32)
     orthogonalize_weights(plain, direction, names)
     out_dir = Path(out_dir)
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir, replace_folder=True) as tmp:
         plain.save_pretrained(tmp)
         model.tokenizer.save_pretrained(tmp)
         info = {

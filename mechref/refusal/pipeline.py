@@ -33,6 +33,8 @@ from mechref.data.prompts import LABELS, SPLITS
 from mechref.io import read_json, read_jsonl, write_json, write_jsonl
 from mechref.judges import make_judge
 from mechref.models import MechrefModel
+from mechref.ownership import check_export_target, check_output_folder
+from mechref.preflight import check_prompt_lengths, check_token_ids
 from mechref.rates import Rate
 from mechref.refusal.candidates import CandidateDirections, extract_candidates
 from mechref.refusal.evaluation import CONDITIONS, evaluate_condition
@@ -116,6 +118,25 @@ def load_prompt_sets(settings: RefusalDirectionSettings) -> dict[str, PromptSet]
     return sets
 
 
+def check_refusal_direction(settings: RefusalDirectionSettings, out: str | Path | None = None) -> None:
+    """Every check that needs no model: prompt files, the output folder, the export target."""
+    load_prompt_sets(settings)
+    if out is not None:
+        check_output_folder(out)
+    if settings.export_model is not None:
+        check_export_target(settings.export_model, settings.overwrite)
+
+
+def check_refusal_direction_fit(model: MechrefModel, settings: RefusalDirectionSettings) -> None:
+    """The checks that need the model: refusal token ids and prompt lengths."""
+    if settings.refusal_tokens:
+        check_token_ids(settings.refusal_tokens, model.d_vocab)
+    sets = load_prompt_sets(settings)
+    for name, prompts in sets.items():
+        extra = settings.max_new_tokens if name.endswith("_test") and not settings.skip_eval else 0
+        check_prompt_lengths(model, prompts.instructions, extra, what=f"{name} prompt")
+
+
 def run_refusal_direction(
     model: MechrefModel, settings: RefusalDirectionSettings | None = None, out: str | Path | None = None, *, echo: bool = True
 ) -> RefusalDirectionResult:
@@ -125,6 +146,8 @@ def run_refusal_direction(
     everything in memory. ``echo`` prints the stages as they run.
     """
     settings = settings or RefusalDirectionSettings()
+    check_refusal_direction(settings, out)
+    check_refusal_direction_fit(model, settings)
     clock = StageClock(total=5 + bool(settings.export_model), echo=echo)
     sets = load_prompt_sets(settings)
     run = Run(out, resume=settings.resume)
@@ -250,7 +273,9 @@ def run_refusal_direction(
             "harmful_train": sets["harmful_train"].source,
             "harmless_train": sets["harmless_train"].source,
         }
-        exported = export_orthogonalized(model, selection.direction, settings.export_model, provenance=provenance)
+        exported = export_orthogonalized(
+            model, selection.direction, settings.export_model, provenance=provenance, overwrite=settings.overwrite
+        )
     clock.finish()
     return RefusalDirectionResult(
         settings=settings,

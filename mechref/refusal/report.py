@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mechref import __version__
 from mechref.io import write_json, write_jsonl
+from mechref.ownership import claim_output_folder
 from mechref.plotting import save_figure
 from mechref.refusal.figures import condition_bars, cosine_across_layers, score_heatmaps
 from mechref.refusal.pipeline import RefusalDirectionResult
@@ -65,7 +66,7 @@ def format_summary(summary: dict) -> str:
 
 def report_refusal_direction(result: RefusalDirectionResult, out: str | Path, *, echo: bool = True) -> dict:
     """Write the figures, ``summary.json``, ``completions.jsonl`` and ``index.html`` of ``result`` into ``out``."""
-    out = Path(out)
+    out = claim_output_folder(out)  # refuses a folder of files mechref did not write
     started = time.perf_counter()
     if echo:
         print("      drawing figures …", flush=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from mechref.preflight import check_token_ids
 from mechref.refusal.selection import SelectionSettings
 from mechref.settings import Settings, SettingsError, option
 
@@ -53,7 +54,10 @@ class RefusalDirectionSettings(Settings):
     )
     skip_eval: bool = option(False, "stop after selection")
     # output
-    export_model: Path | None = option(None, "save the orthogonalized model as a Hugging Face folder here", metavar="DIR")
+    export_model: Path | None = option(
+        None, "save the orthogonalized model as a Hugging Face folder here (a new or empty folder)", metavar="DIR"
+    )
+    overwrite: bool = option(False, "let --export-model replace an earlier mechref export in that folder")
     batch_size: int = option(32, "prompts per forward pass", minimum=1)
     resume: bool = option(True, "reuse the stages already computed in the output folder with the same settings")
     static: list[str] = option(
@@ -63,6 +67,8 @@ class RefusalDirectionSettings(Settings):
     def validate(self) -> None:
         if self.refusal_tokens is not None and not self.refusal_tokens:
             raise SettingsError("refusal_tokens is empty: give at least one token id, or none to derive them")
+        if self.refusal_tokens:
+            check_token_ids(self.refusal_tokens)
 
     def selection_settings(self) -> SelectionSettings:
         return SelectionSettings(

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -47,20 +48,31 @@ def load_direction(path: str | Path) -> StoredDirection:
         raise DataFormatError(
             f"no direction file at {path}; run mechref refusal_direction (it writes direction.safetensors into its --out folder)"
         )
-    meta = read_tensor_metadata(path)
-    tensors = read_tensors(path)
+    try:
+        meta = read_tensor_metadata(path)
+        tensors = read_tensors(path)
+    except Exception as error:  # safetensors raises its own error types for a damaged file
+        raise DataFormatError(f"{path} is not a readable safetensors file ({type(error).__name__}: {error})") from error
     if "direction" not in tensors or "layer" not in meta:
         raise DataFormatError(
             f"{path} is not a direction file of the refusal-direction analysis (it needs a "
             "'direction' tensor and 'layer'/'position' metadata)"
         )
-    return StoredDirection(
-        direction=tensors["direction"],
-        layer=int(meta["layer"]),
-        position=int(meta.get("position", -1)),
-        model=meta.get("model"),
-        path=path,
-    )
+    direction = tensors["direction"]
+    if not direction.is_floating_point() or direction.ndim != 1:
+        raise DataFormatError(
+            f"{path}: the direction must be a 1-D floating-point vector, "
+            f"got dtype {direction.dtype} shape {tuple(direction.shape)}"
+        )
+    if not torch.isfinite(direction).all() or not direction.abs().sum() > 0:
+        raise DataFormatError(f"{path}: the direction holds NaN, infinite values or only zeros; recompute it")
+    try:
+        layer, position = int(meta["layer"]), int(meta.get("position", -1))
+    except ValueError as error:
+        raise DataFormatError(f"{path}: the 'layer' and 'position' metadata must be integers ({error})") from error
+    if layer < 0:
+        raise DataFormatError(f"{path}: the 'layer' metadata is negative ({layer})")
+    return StoredDirection(direction=direction, layer=layer, position=position, model=meta.get("model"), path=path)
 
 
 def stored_model(path: str | Path) -> str | None:

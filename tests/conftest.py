@@ -60,7 +60,8 @@ def _no_leaked_process_state():
     directory, torch's default dtype and grad mode."""
 
     def state():
-        environment = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}  # pytest's own bookkeeping
+        # Left out: pytest's own bookkeeping, and the OpenMP switches scikit-learn sets when first imported.
+        environment = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST" and not k.startswith("KMP_")}
         return environment, os.getcwd(), torch.get_default_dtype(), torch.is_grad_enabled()
 
     before = state()

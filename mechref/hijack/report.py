@@ -52,6 +52,18 @@ def draw(result: SuffixHijackResult, out: Path) -> list[str]:
     return written
 
 
+def closer_to(cosine: dict[str, list[float]], name: str, layers: list[int]) -> str:
+    """``"harmless"`` or ``"harmful"``: whose per-layer cosine curve ``name``'s curve is nearer to
+    (summed absolute difference over ``layers``).
+
+    >>> closer_to({"harmful": [0.9, 0.8], "harmless": [0.1, 0.0], "x": [0.2, 0.1]}, "x", [0, 1])
+    'harmless'
+    """
+    to_harmless = sum(abs(cosine[name][layer] - cosine[HARMLESS][layer]) for layer in layers)
+    to_harmful = sum(abs(cosine[name][layer] - cosine[HARMFUL][layer]) for layer in layers)
+    return "harmless" if to_harmless < to_harmful else "harmful"
+
+
 def summarize(result: SuffixHijackResult, written: list[str] | None = None) -> dict:
     """The numbers of a run, as written to ``summary.json``."""
     names = [c.name for c in result.conditions]
@@ -64,11 +76,6 @@ def summarize(result: SuffixHijackResult, written: list[str] | None = None) -> d
     )
     late = list(range(result.n_layers // 2, result.n_layers))
     late_mean = {n: sum(cosine[n][layer] for layer in late) / len(late) for n in names}
-
-    def closer(name: str) -> str:
-        to_harmless = sum(abs(cosine[name][layer] - cosine[HARMLESS][layer]) for layer in late)
-        to_harmful = sum(abs(cosine[name][layer] - cosine[HARMFUL][layer]) for layer in late)
-        return "harmless" if to_harmless < to_harmful else "harmful"
 
     heads_out = []
     for i, (layer, head) in enumerate(result.top_heads):
@@ -109,8 +116,8 @@ def summarize(result: SuffixHijackResult, written: list[str] | None = None) -> d
         "late_layers": {
             "layers": [late[0], late[-1]],
             "mean_cosine": {n: round(v, 4) for n, v in late_mean.items()},
-            "adversarial_closer_to": closer(ADVERSARIAL),
-            "random_closer_to": closer(RANDOM),
+            "adversarial_closer_to": closer_to(cosine, ADVERSARIAL, late),
+            "random_closer_to": closer_to(cosine, RANDOM, late),
         },
         "attribution": {
             "stream": "final residual stream (every head and MLP), last token",

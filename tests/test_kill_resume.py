@@ -109,7 +109,21 @@ def check_every_kill(monkeypatch, tmp_path: Path, go: Callable[[Path], None]) ->
             monkeypatch.setattr(Run, "stage", original)
             go(out)  # the same call again: resumes
             assert comparable(out) == expected, f"killed at {point} of {name}: the resumed summary differs"
+    # Killed while the report is written (after every stage is saved): the rerun resumes every
+    # stage and writes the same report.
+    out = tmp_path / "report"
+    for module in ("mechref.refusal.report", "mechref.hijack.report", "mechref.multilingual.report"):
+        monkeypatch.setattr(f"{module}.save_figure", _die_on_write)
+    with pytest.raises(Killed):
+        go(out)
+    monkeypatch.undo()
+    go(out)
+    assert comparable(out) == expected, "killed while writing the report: the rerun's summary differs"
     return names
+
+
+def _die_on_write(*args, **kwargs):
+    raise Killed("writing a figure")
 
 
 @pytest.fixture(scope="module")

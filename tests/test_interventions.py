@@ -4,7 +4,8 @@ import torch
 from mechref.errors import NonFiniteError, ShapeError
 from mechref.generation import generate_ids
 from mechref.hooks import capture_residual
-from mechref.interventions import activation_addition, directional_ablation
+from mechref.interventions import activation_addition, directional_ablation, intervene
+from mechref.logits import last_token_logits
 
 
 def all_points(model, prompts):
@@ -68,3 +69,46 @@ def test_bad_directions_are_rejected(tiny_qwen):
         pass
     with pytest.raises(ShapeError, match="zero"), directional_ablation(tiny_qwen, torch.zeros(64)):
         pass
+
+
+def test_interventions_in_bfloat16_match_float32():
+    # The hooks cast the direction to the activations' dtype: in bfloat16 they must still run and
+    # agree with float32 to bfloat16 precision.
+    from mechref.testing import tiny_model
+
+    model = tiny_model("qwen2", seed=3)
+    r = torch.randn(model.d_model, generator=torch.Generator().manual_seed(5))
+    prompts = ["Write a poem", "Hack a bank"]
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model.to(dtype)
+        with directional_ablation(model, r):
+            ablated = last_token_logits(model, prompts, progress=False)
+        with activation_addition(model, r, 1):
+            added = last_token_logits(model, prompts, progress=False)
+        results[dtype] = (ablated, added)
+    for a, b in zip(results[torch.float32], results[torch.bfloat16]):
+        torch.testing.assert_close(a, b, atol=0.15, rtol=0.05)
+
+
+def test_defaults_and_errors_of_intervene(tiny_qwen):
+    r = torch.randn(tiny_qwen.d_model)
+    prompts = ["Write a poem"]
+    with intervene(tiny_qwen, "baseline") as model:
+        assert model is tiny_qwen
+    with intervene(tiny_qwen, "addition", r, layer=1):  # coefficient 1 by default
+        default = last_token_logits(tiny_qwen, prompts, progress=False)
+    with activation_addition(tiny_qwen, r, 1, 1.0):
+        explicit = last_token_logits(tiny_qwen, prompts, progress=False)
+    with activation_addition(tiny_qwen, r, 1):
+        plain_default = last_token_logits(tiny_qwen, prompts, progress=False)
+    torch.testing.assert_close(default, explicit)
+    torch.testing.assert_close(plain_default, explicit)
+    with pytest.raises(ValueError, match="the ablation intervention needs a direction"):
+        intervene(tiny_qwen, "ablation")
+    with pytest.raises(ValueError, match="activation addition needs the layer"):
+        intervene(tiny_qwen, "addition", r)
+    with pytest.raises(ValueError, match="unknown intervention 'steer'; choose baseline, ablation or addition"):
+        intervene(tiny_qwen, "steer", r, layer=1)  # type: ignore[arg-type]
+    with pytest.raises(Exception, match="steering vector"):
+        activation_addition(tiny_qwen, torch.ones(3), 1).__enter__()

@@ -68,3 +68,64 @@ def test_shared_prefix_reuse_matches_plain_forward(prompts):
         plain = last_token_logits(model, prompts, batch_size=3, progress=False, reuse_prefix=False)
         reused = last_token_logits(model, prompts, batch_size=3, progress=False)
     torch.testing.assert_close(reused, plain, atol=1e-4, rtol=1e-4)
+
+
+def test_refusal_score_edges():
+    import pytest
+
+    with pytest.raises(ValueError, match="refusal_tokens is empty"):
+        refusal_score_from_logits(torch.zeros(1, 4), [])
+    # A single token and a certain prediction: the clamp keeps the score finite and signed.
+    logits = torch.tensor([[100.0, 0.0, 0.0], [0.0, 100.0, 0.0]])
+    scores = refusal_score_from_logits(logits, [0])
+    assert torch.isfinite(scores).all() and scores[0] > 15 and scores[1] < -15
+
+
+def test_refusal_score_of_raw_text_skips_the_chat_template(tiny_qwen, prompts):
+    tokens = [5, 17]
+    raw = refusal_score(tiny_qwen, prompts, tokens, chat=False, batch_size=2, progress=False)
+    expected = refusal_score_from_logits(last_token_logits(tiny_qwen, prompts, chat=False, progress=False), tokens)
+    torch.testing.assert_close(raw, expected)
+    assert not torch.allclose(raw, refusal_score(tiny_qwen, prompts, tokens, progress=False))
+
+
+def test_refusal_tokens_defaults_boundary_and_names(tiny_qwen):
+    import pytest
+
+    from mechref.scoring import refusal_tokens_from_replies
+
+    # 40 refusals: token 7 x15, 9 x10, 11 x6, 13 x5, 15 x2 (exactly the default 5% share), 17 x1, 19 x1.
+    firsts = [7] * 15 + [9] * 10 + [11] * 6 + [13] * 5 + [15] * 2 + [17, 19]
+    found = refusal_tokens_from_replies(tiny_qwen, [[t, 1] for t in firsts], [True] * len(firsts))
+    assert found.token_ids == [7, 9, 11, 13]  # the default keeps at most 4, most common first
+    assert found.tokens == [tiny_qwen.decode(t) for t in [7, 9, 11, 13]] and found.counts == [15, 10, 6, 5]
+    wide = refusal_tokens_from_replies(tiny_qwen, [[t] for t in firsts], [True] * len(firsts), max_tokens=10)
+    assert wide.token_ids == [7, 9, 11, 13, 15]  # a share of exactly 5% is kept; 1/40 is not
+    with pytest.raises(ValueError, match="by the German SubstringJudge"):
+        refusal_tokens_from_replies(tiny_qwen, [[1]], [False], judge_name="German SubstringJudge")
+
+
+def test_derive_refusal_tokens_passes_its_settings_on(tiny_qwen, monkeypatch):
+    import mechref.scoring as scoring
+
+    seen = {}
+    replies = [[7, 2], [7, 3], [9, 4], [11, 5], [13, 6]]
+
+    def fake_generate_ids(model, prompts, max_new_tokens, batch_size, progress):
+        seen.update(max_new_tokens=max_new_tokens, batch_size=batch_size, prompts=list(prompts))
+        return replies
+
+    class Recording(SubstringJudge):
+        def judge_many(self, replies, prompts=None):
+            seen.update(texts=list(replies), judged_prompts=prompts)
+            return [True] * len(replies)
+
+    monkeypatch.setattr(scoring, "generate_ids", fake_generate_ids)
+    found = derive_refusal_tokens(
+        tiny_qwen, ["a", "b", "c", "d", "e"], judge=Recording(), max_new_tokens=3, batch_size=2, min_share=0.3, max_tokens=1
+    )
+    assert found.token_ids == [7] and found.n_refusals == 5
+    assert seen["max_new_tokens"] == 3 and seen["batch_size"] == 2 and seen["judged_prompts"] == ["a", "b", "c", "d", "e"]
+    assert seen["texts"] == [tiny_qwen.decode(r, skip_special_tokens=True) for r in replies]
+    defaults = derive_refusal_tokens(tiny_qwen, ["a", "b", "c", "d", "e"], judge=Recording())
+    assert seen["max_new_tokens"] == 16 and defaults.token_ids == [7, 9, 11, 13]  # default share 5%, at most 4

@@ -48,7 +48,7 @@ _CORPUS = [
 
 @cache
 def _tokenizer_object(kind: str):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -57,6 +57,13 @@ def _tokenizer_object(kind: str):
         vocab_size=500, special_tokens=_SPECIALS[kind], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
     tokenizer.train_from_iterator(_CORPUS * 20, trainer)
+    if kind == "llama3":
+        # Like the real Llama-3 tokenizer, encoding with special tokens prepends <|begin_of_text|>:
+        # code that tokenizes already-templated text must pass add_special_tokens=False.
+        bos = "<|begin_of_text|>"
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.token_to_id(bos))]
+        )
     return tokenizer.to_str()
 
 

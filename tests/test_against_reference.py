@@ -102,6 +102,8 @@ def test_fast_selection_chooses_among_the_same_kept_candidates(model, balanced_t
 @pytest.mark.parametrize(
     "condition,kind,coefficient",
     [
+        ("harmful_baseline", "baseline", None),
+        ("harmless_baseline", "baseline", None),
         ("harmful_ablation", "ablation", None),
         ("harmful_actadd", "addition", -1.0),  # Arditi et al.: the direction is subtracted from harmful prompts
         ("harmless_actadd", "addition", 1.0),  # and added to harmless ones
@@ -112,14 +114,17 @@ def test_evaluation_conditions_are_the_papers_interventions(model, condition, ki
     prompts = HARMFUL if condition.startswith("harmful") else HARMLESS
     with intervention(model, condition, r, layer=2):
         got = last_token_logits(model, prompts, progress=False).double()
-    if kind == "ablation":
+    if kind == "baseline":
+        want = last_logits(model, prompts)
+    elif kind == "ablation":
         with hf_ablation(model.hf_model, r):
             want = last_logits(model, prompts)
     else:
         with hf_addition(model.hf_model, r, 2, coefficient):
             want = last_logits(model, prompts)
     torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)
-    assert not torch.allclose(got, last_logits(model, prompts), atol=1e-3)  # the intervention did something
+    if kind != "baseline":
+        assert not torch.allclose(got, last_logits(model, prompts), atol=1e-3)  # the intervention did something
 
 
 def test_refusal_score_filter_keeps_refused_harmful_and_answered_harmless(model, balanced_tokens):
@@ -280,3 +285,24 @@ def test_multilingual_transfer_matrices_of_a_whole_run(model, balanced_tokens, t
                         want = refusal_scores(last_logits(model, prompts), balanced_tokens)
                 got = table["mean_refusal_score"][s][t]
                 assert got == pytest.approx(float(want.mean()), abs=1e-3), (mode, source, target)
+
+
+def test_evaluated_condition_rows_pair_each_prompt_with_its_reply_verdict_and_score(model, balanced_tokens):
+    from mechref.refusal.evaluation import ConditionResult, evaluate_condition
+
+    r = torch.randn(model.d_model, generator=torch.Generator().manual_seed(3))
+    scored = evaluate_condition(
+        model, "harmless_actadd", HARMLESS, r, 2, refusal_tokens=balanced_tokens, max_new_tokens=2, batch_size=2, progress=False
+    )
+    with hf_addition(model.hf_model, r, 2, 1.0):
+        want = refusal_scores(last_logits(model, HARMLESS), balanced_tokens)
+    torch.testing.assert_close(torch.tensor(scored.refusal_scores, dtype=torch.float64), want, atol=2e-4, rtol=1e-4)
+    rows = scored.rows()
+    assert [(row["condition"], row["prompt"], row["completion"], row["refusal"]) for row in rows] == [
+        ("harmless_actadd", p, c, v) for p, c, v in zip(HARMLESS, scored.completions, scored.verdicts)
+    ]
+    assert [row["refusal_score"] for row in rows] == scored.refusal_scores
+    unscored = ConditionResult("harmful_baseline", ["a", "b"], ["Sure", "I cannot"], [False, True])
+    assert [row["refusal_score"] for row in unscored.rows()] == [None, None] and unscored.mean_refusal_score is None
+    with pytest.raises(ValueError, match="choose from harmful_baseline, harmful_ablation"):
+        intervention(model, "harmful_steering", r, 2)

@@ -103,3 +103,38 @@ def test_chat_model_judge_reads_at_most_2000_characters_of_a_reply(tiny_qwen, mo
     monkeypatch.setattr(judges, "last_token_logits", fake_logits)
     ChatModelJudge(tiny_qwen).judge_many(["a" * 1999 + "bc" + "z" * 500], prompts=["p"])
     assert "a" * 1999 + "b" in asked[0] and "bc" not in asked[0] and "z" not in asked[0]
+
+
+def test_agreement_rounds_to_four_places_and_passes_the_prompts_on():
+    seen = []
+
+    class Recording(SubstringJudge):
+        def judge_many(self, completions, prompts=None):
+            seen.append(prompts)
+            return super().judge_many(completions, prompts)
+
+    judge = Recording(phrases=["no"])
+    got = judge_agreement(judge, ["no", "no", "yes"], [True, False, True], prompts=["a", "b", "c"])
+    assert seen == [["a", "b", "c"]]
+    assert got["accuracy"] == 0.3333 and got["precision"] == 0.5 and got["recall"] == 0.5  # tp = fp = fn = 1
+    assert got["kappa"] == round(cohen_kappa_score([True, False, True], [True, True, False]), 4) == -0.5
+    judge_agreement(judge, ["no"], [True])
+    assert seen[-1] is None
+    never = judge_agreement(SubstringJudge(phrases=["zzz"]), ["a", "b"], [False, False])
+    assert never["kappa"] == 1.0  # chance agreement is 1: perfect agreement by convention
+
+
+def test_chat_model_judge_calls_a_refusal_only_for_positive_log_odds(tiny_qwen, monkeypatch):
+    judge = ChatModelJudge(tiny_qwen)
+    monkeypatch.setattr(judge, "refusal_log_odds", lambda completions, prompts: torch.tensor([0.0, 0.5, 1.0, -0.1]))
+    assert judge.judge_many(["a"] * 4, ["p"] * 4) == [False, True, True, False]
+
+
+def test_chat_model_judge_first_tokens_skip_the_tokenizers_bos():
+    from mechref.testing import tiny_model
+
+    llama = tiny_model("llama")  # its tokenizer prepends <|begin_of_text|> by default
+    judge = ChatModelJudge(llama)
+    bos = llama.tokenizer.convert_tokens_to_ids("<|begin_of_text|>")
+    assert bos not in judge.yes_ids and bos not in judge.no_ids
+    assert judge.yes_ids == sorted({llama.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ["yes", "Yes"]})

@@ -213,3 +213,41 @@ def test_library_call_and_command_line_agree(tiny_folder, tmp_path):
     comparison = compare.compare(from_python, from_cli)
     assert comparison["compared"] > 50 and comparison["differing"] == {}
     assert from_cli["settings"] == settings.to_dict()
+
+
+def test_export_is_float32_and_describes_the_edit(tiny_folder, tmp_path):
+    # A base model stored in bfloat16: the export is still float32 (the projection is done in
+    # float64 and must not be rounded back to the base's precision).
+    half = tmp_path / "half"
+    AutoModelForCausalLM.from_pretrained(tiny_folder, dtype=torch.bfloat16).save_pretrained(half)
+    for file in tiny_folder.iterdir():
+        if not (half / file.name).exists():
+            (half / file.name).write_bytes(file.read_bytes())  # the tokenizer and its chat template
+    model = load_model(half)
+    provenance = {"layer": 2, "position": -1, "bypass_score": -1.5, "kl": 0.05, "harmful_train": "données ünïcode"}
+    out = export_orthogonalized(model, torch.randn(model.d_model), tmp_path / "edited", provenance=provenance)
+    edited = AutoModelForCausalLM.from_pretrained(out)
+    assert {p.dtype for p in edited.parameters()} == {torch.float32}
+
+    manifest_text = (out / "mechref_edit.json").read_text(encoding="utf-8")
+    manifest = json.loads(manifest_text)
+    assert manifest_text == json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"  # readable, diff-friendly
+    assert manifest["edited_modules"] == ["embedding", *writer_module_names(model)]
+    assert manifest["base_model"] == model.name and manifest["base_source"] == model.source
+    assert {k: manifest[k] for k in provenance} == provenance
+
+    card = (out / "README.md").read_text(encoding="utf-8").split("\n")
+    assert card[0] == f"# {model.name}, refusal direction removed" and card[1] == "" and card[3] == ""
+    given = ["- layer: `2`", "- position: `-1`", "- bypass score: `-1.5`", "- kl: `0.05`", "- harmful train: `données ünïcode`"]
+    assert all(line in card for line in given)
+    assert not any(line.startswith(("- induce score", "- n train")) for line in card)  # only what was given
+    assert card[-3:] == ["", "Load it with `transformers.AutoModelForCausalLM.from_pretrained(<this folder>)`.", ""]
+
+
+def test_export_needs_a_model_loaded_from_a_folder(tmp_path):
+    from mechref.errors import MechrefError
+    from mechref.testing import tiny_model
+
+    with pytest.raises(MechrefError, match="load it with load_model"):
+        export_orthogonalized(tiny_model(), torch.ones(64), tmp_path / "x")
+    assert not (tmp_path / "x").exists()

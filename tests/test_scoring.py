@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from mechref.generation import generate_ids
@@ -71,7 +72,6 @@ def test_shared_prefix_reuse_matches_plain_forward(prompts):
 
 
 def test_refusal_score_edges():
-    import pytest
 
     with pytest.raises(ValueError, match="refusal_tokens is empty"):
         refusal_score_from_logits(torch.zeros(1, 4), [])
@@ -90,7 +90,6 @@ def test_refusal_score_of_raw_text_skips_the_chat_template(tiny_qwen, prompts):
 
 
 def test_refusal_tokens_defaults_boundary_and_names(tiny_qwen):
-    import pytest
 
     from mechref.scoring import refusal_tokens_from_replies
 
@@ -129,3 +128,23 @@ def test_derive_refusal_tokens_passes_its_settings_on(tiny_qwen, monkeypatch):
     assert seen["texts"] == [tiny_qwen.decode(r, skip_special_tokens=True) for r in replies]
     defaults = derive_refusal_tokens(tiny_qwen, ["a", "b", "c", "d", "e"], judge=Recording())
     assert seen["max_new_tokens"] == 16 and defaults.token_ids == [7, 9, 11, 13]  # default share 5%, at most 4
+    shares = derive_refusal_tokens(tiny_qwen, ["a", "b", "c", "d", "e"], judge=Recording(), min_share=0.3, max_tokens=10)
+    assert shares.token_ids == [7]  # only the share binds
+    capped = derive_refusal_tokens(tiny_qwen, ["a", "b", "c", "d", "e"], judge=Recording(), max_tokens=2)
+    assert capped.token_ids == [7, 9]  # only the cap binds
+
+    class Refuses:
+        language = "German"
+
+        def judge_many(self, replies, prompts=None):
+            return [False] * len(replies)
+
+    with pytest.raises(ValueError, match="by the German Refuses"):
+        derive_refusal_tokens(tiny_qwen, ["a", "b", "c", "d", "e"], judge=Refuses())
+
+
+def test_kl_is_per_position_for_sequences_of_logits():
+    p, q = torch.randn(2, 3, 11), torch.randn(2, 3, 11)
+    rows = torch.stack([kl_divergence(p[i], q[i]) for i in range(2)])
+    torch.testing.assert_close(kl_divergence(p, q), rows)
+    assert kl_divergence(p, q).shape == (2, 3)

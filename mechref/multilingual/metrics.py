@@ -19,6 +19,8 @@ def cosine_matrix(vectors: Float[Tensor, "n d"], zero: str = "raise") -> Float[T
     A zero vector has no direction: ``zero="raise"`` raises, ``zero="nan"`` gives NaN in its
     row and column (e.g. layer 0 at a template token, where every prompt looks the same).
     """
+    if zero not in ("raise", "nan"):
+        raise ValueError(f"zero must be 'raise' or 'nan', got {zero!r}")
     v = vectors.double()
     norms = v.norm(dim=-1, keepdim=True)
     if (norms == 0).any() and zero == "raise":

@@ -13,6 +13,7 @@ True
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -23,8 +24,28 @@ from mechref.hijack.figures import REGION_COLORS
 from mechref.hijack.regions import REGIONS
 from mechref.io import atomic_path
 
-# Region strip: the instruction positive (blue), the suffix negative (red), the template neutral.
-_REGION_VALUE = {"system": 0.0, "instruction": 1.0, "suffix": -1.0, "post": 0.25}
+
+def closed_containers(src: str) -> str:
+    """circuitsvis writes its mount point as ``<div id=… />``; HTML has no self-closing ``div``, so a
+    browser leaves it open and every later view ends up inside the first, which replaces them
+    when it draws. Write each as an explicit ``<div …></div>``.
+
+    >>> closed_containers('<div id="a" style="x"/><script>1</script>')
+    '<div id="a" style="x"></div><script>1</script>'
+    """
+    return re.sub(r"<div([^<>]*?)\s*/>", r"<div\1></div>", src)
+
+
+def region_strip(tokens: Sequence[str], regions: Sequence[str]) -> str:
+    """The prompt's tokens, each on the background colour of its region in the legend."""
+    spans = []
+    for token, region in zip(tokens, regions):
+        text = html.escape(token).replace("\n", "↵").replace(" ", "&nbsp;") or "∅"
+        spans.append(
+            f'<span title="{region}" style="background:{REGION_COLORS[region]}33;border-bottom:3px solid '
+            f'{REGION_COLORS[region]};padding:1px 1px;margin:0 1px;font-family:monospace">{text}</span>'
+        )
+    return f'<div class="regions" style="line-height:2">{"".join(spans)}</div>'
 
 
 def attention_page(
@@ -42,21 +63,21 @@ def attention_page(
         raise ValueError(
             f"{len(tokens)} tokens, {len(regions)} region labels and patterns over {patterns.shape[-1]} tokens must agree"
         )
-    strip = cv.tokens.colored_tokens(
-        tokens=list(tokens),
-        values=[_REGION_VALUE[r] for r in regions],
-        min_value=-1,
-        max_value=1,
-        negative_color="#c0392b",
-        positive_color="#2980b9",
-    ).local_src
+    unknown = sorted(set(regions) - set(REGION_COLORS))
+    if unknown:
+        raise ValueError(f"unknown token regions {unknown}; expected some of {', '.join(REGION_COLORS)}")
+    strip = region_strip(tokens, regions)
     last = patterns[:, -1, :].mean(0)
-    from_last = cv.tokens.colored_tokens(
-        tokens=list(tokens), values=last.tolist(), min_value=0, max_value=float(last.max()), positive_color="#27ae60"
-    ).local_src
-    view = cv.attention.attention_heads(
-        attention=patterns.float(), tokens=list(tokens), attention_head_names=list(head_names)
-    ).local_src
+    from_last = closed_containers(
+        cv.tokens.colored_tokens(
+            tokens=list(tokens), values=last.tolist(), min_value=0, max_value=float(last.max()), positive_color="#27ae60"
+        ).local_src
+    )
+    view = closed_containers(
+        cv.attention.attention_heads(
+            attention=patterns.float(), tokens=list(tokens), attention_head_names=list(head_names)
+        ).local_src
+    )
     legend = " ".join(
         f'<span style="background:{REGION_COLORS[r]};padding:2px 6px;border-radius:3px">{r}</span>' for r in REGIONS
     )
@@ -65,7 +86,7 @@ def attention_page(
 <style>body{{font-family:sans-serif;margin:24px;max-width:1200px}} h2{{margin-top:28px}}</style></head><body>
 <h1>{html.escape(title)}</h1><p>{html.escape(note)}</p>
 <h2>Token regions</h2><p>{legend} ({counts}).
-Below: instruction tokens in blue, suffix tokens in red, template tokens neutral.</p>{strip}
+Each token below is underlined in the colour of its region (↵ is a line break).</p>{strip}
 <h2>Attention from the last token (mean over the heads below)</h2>{from_last}
 <h2>Attention patterns</h2><p>Pick a head; hover a token to see where it attends (rows: queries, columns: keys).</p>{view}
 </body></html>"""

@@ -1,0 +1,75 @@
+"""Pages opened in a real headless Chromium: every circuitsvis view must draw into its own container.
+
+Needs the Debian ``chromium`` package (``apt-get install chromium``); without it these tests are
+skipped with that reason, unless ``MECHREF_REQUIRE_BROWSER=1`` (set by CI) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+import torch
+
+from mechref.hijack.views import attention_page, write_page
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+if BROWSER is None and os.environ.get("MECHREF_REQUIRE_BROWSER") == "1":
+    raise RuntimeError("MECHREF_REQUIRE_BROWSER=1 but no chromium on PATH: apt-get install chromium")
+pytestmark = pytest.mark.skipif(BROWSER is None, reason="no chromium on PATH (apt-get install chromium)")
+
+
+def rendered_dom(path) -> str:
+    """The page's DOM after its scripts ran (the browser's own serialization)."""
+    command = [BROWSER, "--headless=new", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000", "--dump-dom"]
+    out = subprocess.run([*command, path.resolve().as_uri()], capture_output=True, text=True, timeout=120, check=True)
+    return out.stdout
+
+
+class _Containers(HTMLParser):
+    """The number of elements nested inside each circuitsvis container, as the browser built them."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack: list[str | None] = []
+        self.inside: dict[str, int] = {}
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("br", "img", "meta", "input", "link", "hr"):
+            return
+        ident = dict(attrs).get("id") or ""
+        for owner in self.stack:
+            if owner:
+                self.inside[owner] += 1
+        name = ident if ident.startswith("circuits-vis") else None
+        if name:
+            self.inside[name] = 0
+        self.stack.append(name)
+
+    def handle_endtag(self, tag):
+        if self.stack:
+            self.stack.pop()
+
+
+def test_every_attention_view_draws_into_its_own_container(tmp_path):
+    tokens = ["<|im_start|>", "user", "\n", "How", " to", " hack", " !!", "xx", "<|im_end|>", "\n", "assistant", "\n"]
+    regions = ["system"] * 3 + ["instruction"] * 3 + ["suffix"] * 2 + ["post"] * 4
+    n = len(tokens)
+    patterns = torch.rand(2, n, n, generator=torch.Generator().manual_seed(0)).tril()
+    patterns = patterns / patterns.sum(-1, keepdim=True)
+    page = attention_page("demo", tokens, patterns, ["L0H0", "L0H1"], regions)
+    assert not re.search(r"<div[^<>]*/>", page)  # no self-closing containers for the browser to leave open
+    path = write_page(tmp_path / "attention.html", page)
+    dom = rendered_dom(path)
+    parser = _Containers()
+    parser.feed(dom)
+    # Two circuitsvis views (attention from the last token, the head patterns), each drawn. With
+    # an unclosed container the first view draws over the second, which then is not in the DOM.
+    assert len(parser.inside) == 2, parser.inside
+    assert all(count > 5 for count in parser.inside.values()), parser.inside
+    # The region strip is drawn in the legend's colours, one span per token.
+    assert dom.count('class="regions"') == 1 and dom.count("border-bottom:3px solid") >= n

@@ -73,3 +73,16 @@ def test_every_attention_view_draws_into_its_own_container(tmp_path):
     assert all(count > 5 for count in parser.inside.values()), parser.inside
     # The region strip is drawn in the legend's colours, one span per token.
     assert dom.count('class="regions"') == 1 and dom.count("border-bottom:3px solid") >= n
+
+
+def test_plotly_figures_share_one_script_and_draw_offline(tmp_path):
+    import plotly.graph_objects as go
+
+    from mechref.plotting import save_figure
+
+    for name in ("a", "b"):
+        save_figure(go.Figure(go.Bar(x=["x", "y"], y=[1, 2])), tmp_path / name, static=())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.html", "b.html", "plotly.min.js"]
+    assert (tmp_path / "a.html").stat().st_size < 50_000  # the script is not embedded
+    dom = rendered_dom(tmp_path / "b.html")
+    assert 'class="main-svg"' in dom and dom.count('class="point"') == 2  # plotly drew both bars

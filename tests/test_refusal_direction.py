@@ -151,7 +151,11 @@ def test_cli_end_to_end_and_resume(tiny_folder, tmp_path, capsys):
     }
     rows = [json.loads(line) for line in (tmp_path / "run" / "completions.jsonl").read_text().splitlines()]
     assert len(rows) == 15 and {"prompt", "condition", "completion", "refusal"} <= set(rows[0])
-    assert (tmp_path / "run" / "candidate_scores.html").stat().st_size > 100_000  # plotly.js embedded
+    from plotly.offline import get_plotlyjs
+
+    # Every figure loads the folder's one copy of plotly.js, which is the installed one.
+    assert 'src="plotly.min.js"' in (tmp_path / "run" / "candidate_scores.html").read_text()
+    assert (tmp_path / "run" / "plotly.min.js").read_text() == get_plotlyjs()
     assert (tmp_path / "edited" / "config.json").is_file()
     assert summary["resumed_stages"] == []
 

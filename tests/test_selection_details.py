@@ -156,3 +156,25 @@ def test_all_filtered_error_prints_every_candidates_scores():
 def test_unknown_mode_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="'fast' or 'exhaustive'"):
         SelectionSettings(mode="quick")  # type: ignore[arg-type]
+
+
+def test_heatmaps_show_every_scored_candidate_in_its_panel(model, fast):
+    import math
+
+    from mechref.refusal.figures import score_heatmaps
+
+    fig = score_heatmaps(fast, model.n_layers)
+    heatmaps = [t for t in fig.data if t.type == "heatmap"]
+    positions = sorted({s.position for s in fast.scores})
+    for trace, key in zip(heatmaps, ["proxy_bypass", "bypass", "induce", "kl"], strict=True):
+        cells = {
+            (positions[i], layer): value
+            for i, row in enumerate(trace.z)
+            for layer, value in enumerate(row)
+            if not math.isnan(value)
+        }
+        assert cells == {(s.position, s.layer): getattr(s, key) for s in fast.scores if getattr(s, key) is not None}, key
+    cutoff = int(model.n_layers * 0.8)
+    shaded = [shape for shape in fig.layout.shapes if shape.type == "rect"]
+    assert len(shaded) == 4 and all(shape.x0 == cutoff - 0.5 for shape in shaded)
+    assert sum("chosen" in (t.name or "") for t in fig.data if t.showlegend) == 1

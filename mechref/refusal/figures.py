@@ -14,56 +14,96 @@ from mechref.refusal.selection import SelectionResult
 
 
 def score_heatmaps(selection: SelectionResult, n_layers: int, token_labels: Sequence[str] | None = None) -> go.Figure:
-    """Bypass, induce and KL over (position, layer), the chosen candidate marked with a star.
+    """Every scored candidate over (position, layer), one panel per score, the chosen one starred.
 
-    Candidates the fast search did not score are left blank.
+    Panels: the proxy bypass score (fast mode's ranking on a few prompts), then the full bypass,
+    induce and KL scores of the candidates that got them. Blank cells were not scored; the
+    pruned last layers are shaded; each colour bar says which way is better and the threshold.
     """
 
     positions = sorted({s.position for s in selection.scores})
     labels = [f"{p} {token_labels[i]!r}" if token_labels else str(p) for i, p in enumerate(positions)]
+    settings = selection.settings
     metrics = [
-        ("bypass", "bypass score (harmful, ablated)"),
-        ("induce", "induce score (harmless, added)"),
-        ("kl", "KL (harmless, ablated)"),
+        ("proxy_bypass", f"proxy bypass score: first {settings.proxy_prompts} harmful prompts, ablated", "lower is better"),
+        ("bypass", "bypass score: harmful prompts, direction ablated", "lower is better"),
+        ("induce", "induce score: harmless prompts, direction added", f"kept if > {settings.induce_threshold:g}"),
+        ("kl", "KL divergence: harmless prompts, direction ablated", f"kept if <= {settings.kl_threshold:g}"),
     ]
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[title for _, title in metrics], horizontal_spacing=0.08)
-    for col, (key, _title) in enumerate(metrics, start=1):
-        z = [[math.nan] * n_layers for _ in positions]
+    metrics = [m for m in metrics if any(getattr(s, m[0]) is not None for s in selection.scores)]
+    rows = len(metrics)
+    fig = make_subplots(rows=rows, cols=1, subplot_titles=[m[1] for m in metrics], vertical_spacing=0.32 / rows)
+    cutoff = int(n_layers * (1.0 - settings.prune_layer_fraction))
+    for row, (key, _title, rule) in enumerate(metrics, start=1):
+        z: list[list[float]] = [[math.nan] * n_layers for _ in positions]
+        notes: list[list[str]] = [[""] * n_layers for _ in positions]
         for s in selection.scores:
             value = getattr(s, key)
+            i = positions.index(s.position)
+            notes[i][s.layer] = ", ".join(s.filtered_by) or "kept"
             if value is not None:
-                z[positions.index(s.position)][s.layer] = value
+                z[i][s.layer] = value
+        top = 1 - (row - 1) / rows
         fig.add_trace(
             go.Heatmap(
                 z=z,
                 x=list(range(n_layers)),
                 y=labels,
+                customdata=notes,
                 colorscale="RdBu_r" if key != "kl" else "Viridis",
                 zmid=0 if key != "kl" else None,
-                colorbar=dict(x=0.29 + 0.36 * (col - 1), len=0.9, thickness=10),
-                hovertemplate="layer %{x}<br>position %{y}<br>" + key + " %{z:.3f}<extra></extra>",
+                colorbar=dict(
+                    title=dict(text=f"{key}<br>({rule})", side="right"),
+                    x=1.01,
+                    y=top - 0.5 / rows,
+                    len=0.8 / rows,
+                    thickness=12,
+                ),
+                hovertemplate="layer %{x}<br>position %{y}<br>" + key + " %{z:.3f}<br>%{customdata}<extra></extra>",
             ),
-            row=1,
-            col=col,
+            row=row,
+            col=1,
         )
         fig.add_trace(
             go.Scatter(
                 x=[selection.layer],
                 y=[labels[positions.index(selection.position)]],
                 mode="markers",
-                marker=dict(symbol="star", size=16, color="gold", line=dict(color="black", width=1)),
-                name="chosen",
-                showlegend=col == 1,
+                marker=dict(symbol="star", size=14, color="gold", line=dict(color="black", width=1)),
+                name=f"chosen (layer {selection.layer}, position {selection.position})",
+                showlegend=row == 1,
             ),
-            row=1,
-            col=col,
+            row=row,
+            col=1,
         )
-        fig.update_xaxes(title_text="layer", row=1, col=col)
-    fig.update_yaxes(title_text="position", row=1, col=1)
+        if cutoff < n_layers:
+            label = dict(annotation_text=f"pruned (last {settings.prune_layer_fraction:.0%})", annotation_position="top left")
+            fig.add_vrect(
+                x0=cutoff - 0.5,
+                x1=n_layers - 0.5,
+                fillcolor="#888888",
+                opacity=0.18,
+                line_width=0,
+                row=row,
+                col=1,
+                **(label if row == 1 else {}),
+            )
+        fig.update_xaxes(
+            title_text="layer" if row == rows else None,
+            range=[-0.5, n_layers - 0.5],
+            dtick=1 if n_layers <= 32 else None,
+            row=row,
+            col=1,
+        )
+        fig.update_yaxes(title_text="position (token)", row=row, col=1)
     fig.update_layout(
-        title=f"Candidate refusal directions: chosen layer {selection.layer}, position {selection.position}",
-        height=420,
-        width=1400,
+        title=f"Candidate refusal directions: {sum(s.evaluated for s in selection.scores)} fully scored, "
+        f"chosen layer {selection.layer}, position {selection.position}",
+        template="plotly_white",
+        height=260 * rows + 120,
+        autosize=True,
+        legend=dict(orientation="h", yanchor="bottom", y=1.02 + 0.1 / rows, xanchor="right", x=1),
+        margin=dict(r=140),
     )
     return fig
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from mechref.palette import condition_color
+
 HARMFUL, ADVERSARIAL, RANDOM, HARMLESS = "harmful", "harmful+adv_suffix", "harmful+random_suffix", "harmless"
 CONDITION_NAMES = (HARMFUL, ADVERSARIAL, RANDOM, HARMLESS)
-CONDITION_COLORS = {HARMFUL: "#c0392b", ADVERSARIAL: "#8e44ad", RANDOM: "#e67e22", HARMLESS: "#2980b9"}
+CONDITION_COLORS = {name: condition_color(name) for name in CONDITION_NAMES}
 
 
 @dataclass

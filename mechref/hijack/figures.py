@@ -11,8 +11,7 @@ from torch import Tensor
 
 from mechref.hijack.conditions import CONDITION_COLORS
 from mechref.hijack.regions import REGIONS
-
-REGION_COLORS = {"system": "#95a5a6", "instruction": "#2980b9", "suffix": "#c0392b", "post": "#f1c40f"}
+from mechref.palette import REGION_COLORS, condition_dash
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -28,7 +27,7 @@ def cosine_by_layer(cosines: dict[str, Tensor], direction_layer: int) -> go.Figu
         values = values.double()
         mean, std = values.mean(0), values.std(0) if len(values) > 1 else torch.zeros(values.shape[1], dtype=torch.float64)
         layers = list(range(len(mean)))
-        color = CONDITION_COLORS.get(name, "#34495e")
+        color = CONDITION_COLORS.get(name, "#009E73")
         fig.add_trace(
             go.Scatter(
                 x=layers + layers[::-1],
@@ -46,7 +45,7 @@ def cosine_by_layer(cosines: dict[str, Tensor], direction_layer: int) -> go.Figu
                 y=mean.tolist(),
                 mode="lines+markers",
                 name=f"{name} (n={len(values)})",
-                line=dict(color=color, dash="dot" if name == "harmless" else None),
+                line=dict(color=color, dash=condition_dash(name)),
                 hovertemplate="layer %{x}<br>cosine %{y:.3f}<extra>" + name + "</extra>",
             )
         )

@@ -20,9 +20,9 @@ from typing import Sequence
 from jaxtyping import Float
 from torch import Tensor
 
-from mechref.hijack.figures import REGION_COLORS
 from mechref.hijack.regions import REGIONS
 from mechref.io import atomic_path
+from mechref.palette import REGION_COLORS
 
 
 def closed_containers(src: str) -> str:

@@ -9,6 +9,7 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from mechref.multilingual.metrics import mean_off_diagonal
+from mechref.palette import HARMFUL, HARMLESS
 
 
 def _heatmap(z, x, y, title, zmin=None, zmax=None, colorscale="RdBu_r", fmt=".2f", xtitle="", ytitle="") -> go.Figure:
@@ -99,9 +100,9 @@ def audit_bars(rates: dict, threshold: float = 0.10) -> go.Figure:
 
     languages = list(rates)
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=languages, y=[rates[l]["harmful"] for l in languages], name="harmful refused", marker_color="#c0392b"))
+    fig.add_trace(go.Bar(x=languages, y=[rates[l]["harmful"] for l in languages], name="harmful refused", marker_color=HARMFUL))
     fig.add_trace(
-        go.Bar(x=languages, y=[rates[l]["harmless"] for l in languages], name="harmless refused", marker_color="#2980b9")
+        go.Bar(x=languages, y=[rates[l]["harmless"] for l in languages], name="harmless refused", marker_color=HARMLESS)
     )
     fig.add_hline(y=1 - threshold, line_dash="dash", annotation_text=f"safety-aligned: harmful compliance <= {threshold:.0%}")
     fig.update_layout(
@@ -146,8 +147,8 @@ def pca_panels(coords: dict, languages: Sequence[str], ratio: Tensor, layer: int
     rows = -(-len(languages) // cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(languages), horizontal_spacing=0.04, vertical_spacing=0.1)
     styles = {
-        "harmful": dict(color="#c0392b", size=6),
-        "harmless": dict(color="#2980b9", size=6),
+        "harmful": dict(color=HARMFUL, size=6),
+        "harmless": dict(color=HARMLESS, size=6),
         "jailbroken": dict(color="gold", size=12, symbol="star", line=dict(color="black", width=1)),
     }
     for i, language in enumerate(languages):

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from mechref.palette import condition_color
 from mechref.refusal.candidates import CandidateDirections
 from mechref.refusal.selection import SelectionResult
 
@@ -112,7 +113,7 @@ def condition_bars(rates: Mapping[str, float], scores: Mapping[str, float | None
     """Refusal rate (substring judge) and mean refusal score per condition."""
 
     names = list(rates)
-    colors = ["#c0392b" if n.startswith("harmful") else "#2980b9" for n in names]
+    colors = [condition_color(n) for n in names]
     fig = make_subplots(rows=1, cols=2, subplot_titles=["refusal rate (substring judge)", "mean refusal score"])
     fig.add_trace(
         go.Bar(

@@ -51,11 +51,18 @@ def save_figure(fig, path: str | Path, static: Iterable[str] = ("png",)) -> list
     the log with how to get it, never raised: the HTML is always there.
     """
     path = Path(path)
+    import plotly.graph_objects as go
+
     write_plotly_js(path.parent)  # not listed: it is the figures' shared script, not a figure
+    # One plain white theme everywhere; in the browser the figure fills the page's width (a
+    # laptop screen or a phone) instead of its fixed export width.
+    static_width = fig.layout.width or 900
+    fig = go.Figure(fig).update_layout(template="plotly_white")
+    page = go.Figure(fig).update_layout(width=None, autosize=True)
     written = []
     html = path.with_suffix(".html")
     with atomic_path(html) as tmp:
-        fig.write_html(str(tmp), include_plotlyjs=PLOTLY_JS, full_html=True)
+        page.write_html(str(tmp), include_plotlyjs=PLOTLY_JS, full_html=True, default_width="100%", config={"responsive": True})
     written.append(html)
     formats = list(static)
     if not formats:
@@ -69,7 +76,7 @@ def save_figure(fig, path: str | Path, static: Iterable[str] = ("png",)) -> list
     for fmt in formats:
         target = path.with_suffix(f".{fmt}")
         with atomic_path(target) as tmp:
-            fig.write_image(str(tmp), format=fmt, width=900, height=600, scale=2)
+            fig.write_image(str(tmp), format=fmt, width=static_width, height=fig.layout.height or 600, scale=2)
         written.append(target)
     return written
 

@@ -86,3 +86,21 @@ def test_plotly_figures_share_one_script_and_draw_offline(tmp_path):
     assert (tmp_path / "a.html").stat().st_size < 50_000  # the script is not embedded
     dom = rendered_dom(tmp_path / "b.html")
     assert 'class="main-svg"' in dom and dom.count('class="point"') == 2  # plotly drew both bars
+
+
+def test_index_page_links_resolve_and_previews_draw(tmp_path):
+    import plotly.graph_objects as go
+
+    from mechref.plotting import save_figure
+    from mechref.reporting import write_index
+
+    for name in ("first", "second"):
+        save_figure(go.Figure(go.Bar(x=["x", "y"], y=[1, 2])), tmp_path / name, static=())
+    (tmp_path / "summary.json").write_text("{}")
+    figures, data = ["first.html", "second.html"], [("summary.json", "numbers")]
+    index = write_index(tmp_path, "Run", "<p>intro</p>", "a = 1", figures, data, {"first": "Finding."})
+    dom = rendered_dom(index)
+    targets = set(re.findall(r'(?:href|src)="([^"#:]+)"', dom))
+    assert {"first.html", "second.html", "summary.json"} <= targets
+    assert all((tmp_path / target).is_file() for target in targets), targets
+    assert dom.count("<iframe") == 2 and "1. <a" in dom and "2. <a" in dom and "Finding." in dom

@@ -171,6 +171,25 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def captions(summary: dict) -> dict[str, str]:
+    """One sentence per figure saying what it shows for this run."""
+    late = summary["late_layers"]
+    layers = f"layers {late['layers'][0]}-{late['layers'][1]}"
+    found = {
+        "cosine_by_layer": (
+            f"At {layers} the adversarial suffix's alignment with the refusal direction is closer to the "
+            f"{late['adversarial_closer_to']} prompts', the random suffix's to the {late['random_closer_to']} prompts'."
+        ),
+        "head_attribution": "How much each attention head writes along the refusal direction, per condition (DFA).",
+        "top_head_attribution": "The heads that write the refusal direction most on plain harmful prompts, in every condition.",
+        "attention_shares": "Where those heads look: their attention to the instruction, the suffix and the template.",
+        "refusal_rate": "Share of greedy replies judged refusals per condition, with counts.",
+    }
+    for condition in summary["refusal_rate"]:
+        found[f"attention_{condition.replace('+', '_')}"] = f"The top heads' attention patterns on one {condition} prompt."
+    return found
+
+
 def report_suffix_hijack(result: SuffixHijackResult, out: str | Path, *, echo: bool = True) -> dict:
     """Write the figures, views, ``generations.jsonl``, ``summary.json`` and ``index.html`` of ``result`` into ``out``."""
     out = claim_output_folder(out)  # refuses a folder of files mechref did not write
@@ -195,6 +214,7 @@ def report_suffix_hijack(result: SuffixHijackResult, out: str | Path, *, echo: b
         format_summary(summary),
         written,
         [("summary.json", "every number of this run"), ("generations.jsonl", "replies and verdicts")],
+        captions(summary),
     )
     if echo:
         print(format_summary(summary))

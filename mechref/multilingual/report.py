@@ -156,6 +156,17 @@ def summary_base(result: MultilingualResult) -> dict:
     }
 
 
+CAPTIONS = {
+    "baseline_refusal": "How often the model refuses harmful and harmless prompts in each language (the audit).",
+    "cosine_matrix": "Cosine similarity of the per-language refusal vectors at the analysis layer: near 1 means parallel.",
+    "cosine_by_layer": "Mean cosine between languages' refusal vectors at every layer.",
+    "transfer_ablation": "Share of each target language's harmful prompts still refused with a source language's vector ablated.",
+    "transfer_addition": "Share of each target language's harmless prompts refused with a source language's vector added.",
+    "silhouette_by_layer": "How well harmful and harmless prompts separate in each language, layer by layer.",
+    "silhouette_at_layer": "The same separation at the analysis layer.",
+    "pca": "Harmful and harmless prompts of every language on the first two principal components.",
+}
+
 SECTIONS = {"audit": audit_section, "cosine": cosine_section, "transfer": transfer_section, "silhouette": silhouette_section}
 
 
@@ -189,6 +200,7 @@ def report_multilingual(result: MultilingualResult, out: str | Path, *, command:
         text,
         summary["figures"],
         [("summary.json", "every number of this study")],
+        CAPTIONS,
     )
     if echo:
         print(text)

@@ -64,6 +64,28 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def captions(result: RefusalDirectionResult) -> dict[str, str]:
+    """One sentence per figure saying what it shows for this run."""
+    chosen = result.selection.chosen
+    found = {
+        "candidate_scores": (
+            f"The chosen direction (star) is at layer {chosen.layer}, position {chosen.position}: bypass score "
+            f"{chosen.bypass:+.2f}, induce score {chosen.induce:+.2f}, KL {chosen.kl:.3f}; blank cells were not scored."
+        ),
+        "cosine_across_layers": "How similar the candidate directions of every layer are to the chosen one.",
+    }
+    if result.evaluation:
+        rates = result.rates
+        base, ablated = rates.get("harmful_baseline"), rates.get("harmful_ablation")
+        found["refusal_by_condition"] = (
+            f"Ablating the direction takes the harmful prompts' refusals from {base.k}/{base.n} to {ablated.k}/{ablated.n}; "
+            "bars show 95% intervals."
+            if base and ablated
+            else "Refusal rate and mean refusal score under each intervention."
+        )
+    return found
+
+
 def report_refusal_direction(result: RefusalDirectionResult, out: str | Path, *, echo: bool = True) -> dict:
     """Write the figures, ``summary.json``, ``completions.jsonl`` and ``index.html`` of ``result`` into ``out``."""
     out = claim_output_folder(out)  # refuses a folder of files mechref did not write
@@ -95,7 +117,15 @@ def report_refusal_direction(result: RefusalDirectionResult, out: str | Path, *,
     extra = [("summary.json", "every number of this run")]
     if result.evaluation:
         extra.append(("completions.jsonl", "every test reply under every condition, with its verdict"))
-    write_index(out, f"Refusal direction: {summary['model']}", intro, format_summary(summary), [p.name for p in figures], extra)
+    write_index(
+        out,
+        f"Refusal direction: {summary['model']}",
+        intro,
+        format_summary(summary),
+        [p.name for p in figures],
+        extra,
+        captions(result),
+    )
     if echo:
         print(format_summary(summary))
         print(f"done; report in {out / 'index.html'}")

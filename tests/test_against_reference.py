@@ -306,3 +306,35 @@ def test_evaluated_condition_rows_pair_each_prompt_with_its_reply_verdict_and_sc
     assert [row["refusal_score"] for row in unscored.rows()] == [None, None] and unscored.mean_refusal_score is None
     with pytest.raises(ValueError, match="choose from harmful_baseline, harmful_ablation"):
         intervention(model, "harmful_steering", r, 2)
+
+
+def test_transfer_coefficient_mode_dict_and_errors(model, balanced_tokens):
+    from mechref.multilingual.transfer import TransferScores
+
+    r = torch.randn(model.d_model, generator=torch.Generator().manual_seed(4)) * 3
+    prompts = {"en": HARMLESS[:2], "de": ["Backe Brot", "Singe ein Lied"]}
+    tokens = {"en": balanced_tokens, "de": balanced_tokens}
+    out = transfer_scores(model, {"en": r}, prompts, tokens, mode="addition", layer=2, coefficient=2.5, progress=False)
+    assert out.mode == "addition"
+    with hf_addition(model.hf_model, r, 2, 2.5):
+        want = refusal_scores(last_logits(model, prompts["de"]), balanced_tokens)
+    torch.testing.assert_close(out.scores[1, 1].double(), want, atol=3e-4, rtol=1e-4)
+    # to_dict: the means and shares at four decimals, as in summary.json.
+    scores = torch.tensor([[[0.123456, -0.5]], [[1.0, 2.0]]])
+    data = TransferScores(mode="ablation", sources=["baseline", "en"], targets=["en"], scores=scores).to_dict()
+    assert data == {
+        "mode": "ablation",
+        "sources": ["baseline", "en"],
+        "targets": ["en"],
+        "mean_refusal_score": [[round(float(scores[0, 0].mean()), 4)], [1.5]],
+        "refusing_share": [[0.5], [1.0]],
+    }
+    assert data["mean_refusal_score"][0][0] == -0.1883
+    thirds = TransferScores(mode="ablation", sources=["baseline"], targets=["en"], scores=torch.tensor([[[1.0, -1.0, -1.0]]]))
+    assert thirds.to_dict()["refusing_share"] == [[0.3333]]
+    with pytest.raises(ValueError, match="'ablation' or 'addition', got 'steer'"):
+        transfer_scores(model, {}, prompts, tokens, mode="steer", layer=2)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"same number of prompts for the matrix, got \[1, 2\]"):
+        transfer_scores(model, {}, {"en": HARMLESS[:2], "de": ["x"]}, tokens, mode="ablation", layer=2)
+    with pytest.raises(ValueError, match=r"no refusal tokens for target languages \['de'\]"):
+        transfer_scores(model, {}, prompts, {"en": balanced_tokens}, mode="ablation", layer=2)

@@ -112,3 +112,15 @@ def test_defaults_and_errors_of_intervene(tiny_qwen):
         intervene(tiny_qwen, "steer", r, layer=1)  # type: ignore[arg-type]
     with pytest.raises(Exception, match="steering vector"):
         activation_addition(tiny_qwen, torch.ones(3), 1).__enter__()
+
+
+def test_addition_hook_adds_the_vector_itself_by_default(tiny_qwen):
+    from mechref.interventions import addition_hooks
+
+    vector = torch.randn(tiny_qwen.d_model)
+    ((name, add),) = addition_hooks(tiny_qwen, vector, 1)
+    x = torch.randn(2, 3, tiny_qwen.d_model, dtype=torch.float64)
+    assert name.startswith("blocks.1.")
+    torch.testing.assert_close(add(x), x + vector.double())
+    with pytest.raises(ValueError, match="needs the layer"):
+        intervene(tiny_qwen, "addition", vector)

@@ -104,3 +104,19 @@ def test_index_page_links_resolve_and_previews_draw(tmp_path):
     assert {"first.html", "second.html", "summary.json"} <= targets
     assert all((tmp_path / target).is_file() for target in targets), targets
     assert dom.count("<iframe") == 2 and "1. <a" in dom and "2. <a" in dom and "Finding." in dom
+
+
+def test_static_export_writes_png_svg_and_pdf_at_the_figures_size(tmp_path):
+    import struct
+
+    import plotly.graph_objects as go
+
+    from mechref.plotting import save_figure
+
+    fig = go.Figure(go.Bar(x=["x", "y"], y=[1, 2])).update_layout(width=700, height=350)
+    written = save_figure(fig, tmp_path / "bars", static=("png", "svg", "pdf"))
+    assert [p.name for p in written] == ["bars.html", "bars.png", "bars.svg", "bars.pdf"]
+    png = (tmp_path / "bars.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1400, 700)  # scale 2
+    assert b"<svg" in (tmp_path / "bars.svg").read_bytes()[:500]
+    assert (tmp_path / "bars.pdf").read_bytes()[:5] == b"%PDF-"

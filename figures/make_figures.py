@@ -1,8 +1,11 @@
 """Regenerate the figures of both papers that mechref reproduces on the embedded model, into
-``figures/<analysis>/`` (self-contained HTML, plus PNG where kaleido and Chromium are present).
+``figures/<analysis>/`` (HTML that opens offline, plus PNG where kaleido and Chromium are
+present), then the gallery: a browser screenshot of each key figure in ``figures/gallery/`` and
+``figures/README.md`` showing them.
 
     python figures/make_figures.py                          # refusal direction, suffix hijack, multilingual
     python figures/make_figures.py --only refusal_direction --dtype float32
+    python figures/make_figures.py --gallery-only           # redraw the gallery from the existing runs
 
 Each analysis runs through the library with its default settings and writes its stages into its
 folder, so a second run only redraws. The first run takes about 25 minutes on a 2-core CPU.
@@ -11,6 +14,8 @@ folder, so a second run only redraws. The first run takes about 25 minutes on a 
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 from pathlib import Path
 
 from mechref.hijack import SuffixHijackSettings, report_suffix_hijack, run_suffix_hijack
@@ -20,6 +25,58 @@ from mechref.settings import ModelSettings, add_arguments, resolve
 
 HERE = Path(__file__).resolve().parent
 ANALYSES = ("refusal_direction", "suffix_hijack", "multilingual")
+# (analysis, figure, paper, what it shows): the gallery, in reading order.
+GALLERY = (
+    (
+        "refusal_direction",
+        "candidate_scores",
+        "Arditi et al. 2024",
+        "Bypass, induce and KL scores of every candidate direction over (position, layer); the chosen one starred.",
+    ),
+    (
+        "refusal_direction",
+        "refusal_by_condition",
+        "Arditi et al. 2024",
+        "Refusal with the direction ablated (harmful prompts) and added (harmless prompts), with counts and 95% intervals.",
+    ),
+    (
+        "suffix_hijack",
+        "cosine_by_layer",
+        "Arditi et al. 2024",
+        "Alignment of the last token with the refusal direction per layer, with and without the adversarial and a random suffix.",
+    ),
+    (
+        "suffix_hijack",
+        "attention_shares",
+        "Arditi et al. 2024",
+        "Where the heads that write the refusal direction look: instruction, suffix or template.",
+    ),
+    (
+        "suffix_hijack",
+        "top_head_attribution",
+        "Arditi et al. 2024",
+        "Direct feature attribution of the top refusal-writing heads in each condition.",
+    ),
+    ("multilingual", "cosine_matrix", "Wang et al. 2025", "Cosine similarity of the per-language refusal vectors."),
+    (
+        "multilingual",
+        "transfer_ablation",
+        "Wang et al. 2025",
+        "Refusal left in each language with another language's vector ablated.",
+    ),
+    (
+        "multilingual",
+        "silhouette_by_layer",
+        "Wang et al. 2025",
+        "Separation of harmful and harmless prompts per language and layer.",
+    ),
+    (
+        "multilingual",
+        "pca",
+        "Wang et al. 2025",
+        "Harmful and harmless prompts of every language on two principal components.",
+    ),
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=ANALYSES, default=list(ANALYSES), help="analyses to draw (default: all)")
     parser.add_argument("--out", type=Path, default=HERE, help="folder of the figure folders (default: figures/)")
     add_arguments(parser, ModelSettings, ModelSettings(), "model")
+    parser.add_argument("--gallery-only", action="store_true", help="only redraw the gallery from the existing runs")
     args = parser.parse_args(argv)
+    if args.gallery_only:
+        return gallery(args.out)
     model = resolve(ModelSettings, args, None, ModelSettings()).load()
     direction_run = args.out / "refusal_direction"
     if "refusal_direction" in args.only:
@@ -39,7 +99,49 @@ def main(argv: list[str] | None = None) -> int:
     if "multilingual" in args.only:
         out = args.out / "multilingual"
         report_multilingual(run_multilingual(model, MultilingualSettings(direction_run=direction_run), out=out), out)
+    return gallery(args.out)
+
+
+def gallery(out: Path) -> int:
+    """Screenshot each gallery figure in headless Chromium and write ``figures/README.md``."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        raise SystemExit("the gallery needs a Chromium on the PATH (apt-get install chromium)")
+    shots = out / "gallery"
+    shots.mkdir(exist_ok=True)
+    rows = []
+    for analysis, name, paper, caption in GALLERY:
+        page = out / analysis / f"{name}.html"
+        if not page.is_file():
+            print(f"skipped {analysis}/{name}: no {page} (run without --gallery-only first)")
+            continue
+        png = shots / f"{analysis}__{name}.png"
+        command = [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1000,620"]
+        command += ["--virtual-time-budget=8000", f"--screenshot={png}", page.resolve().as_uri()]
+        subprocess.run(command, check=True, capture_output=True, timeout=180)
+        rows.append(f"### {name.replace('_', ' ')} ({analysis.replace('_', ' ')})\n\n{caption} *{paper}.*\n\n")
+        rows[-1] += f"![{name}](gallery/{png.name})\n\n`figures/{analysis}/{name}.html`\n"
+    (out / "README.md").write_text(README_HEAD + "\n".join(rows), encoding="utf-8")
+    print(f"gallery of {len(rows)} figures in {out / 'README.md'}")
     return 0
+
+
+README_HEAD = """# figures
+
+`python figures/make_figures.py` regenerates the figures of both papers that mechref reproduces on
+the embedded model into `figures/refusal_direction/`, `figures/suffix_hijack/` and
+`figures/multilingual/`, each with its `index.html` (about 25 minutes on a 2-core CPU; a second
+run only redraws). It calls the same library functions as the commands, with default settings;
+`--only NAME ...` draws some of them, `--dtype`/`--model` choose the model. Then it opens each key
+figure in headless Chromium and saves the screenshot below into `figures/gallery/` (only these
+screenshots are committed); `--gallery-only` redoes just that.
+
+Every figure is HTML that opens offline (the folder's one `plotly.min.js`), plus PNG/SVG/PDF
+through kaleido when `pip install "mechref[export]"` and a Chromium (`apt-get install chromium`)
+are present; the circuitsvis attention views are HTML too. The numbers behind each figure are in
+the run folder's `summary.json`; BENCHMARKS.md gives them with the commands.
+
+"""
 
 
 if __name__ == "__main__":

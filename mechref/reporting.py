@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import html
 import time
 from dataclasses import dataclass, field
@@ -17,6 +19,25 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from mechref.io import atomic_path
+
+# What a clock created now prints before its stage numbers: empty at the top level, an indented
+# label inside a sub-run (e.g. the refusal direction computed on first use by another analysis).
+_PREFIX: contextvars.ContextVar[str] = contextvars.ContextVar("mechref_stage_prefix", default="")
+
+
+@contextlib.contextmanager
+def sub_run(label: str):
+    """Number the stages of a run started inside a stage as its own indented sequence.
+
+    >>> with sub_run("direction"):
+    ...     StageClock(total=1).stage("select", "selecting")
+          ↳ direction [1/1] selecting …
+    """
+    token = _PREFIX.set(f"{_PREFIX.get() or '      '}↳ {label} ")
+    try:
+        yield
+    finally:
+        _PREFIX.reset(token)
 
 
 @dataclass
@@ -31,6 +52,7 @@ class StageClock:
     echo: bool = True
     timings: dict[str, float] = field(default_factory=dict)
     step: int = 0
+    prefix: str = field(default_factory=_PREFIX.get)
     _current: str | None = None
     _since: float = field(default_factory=time.perf_counter)
     _start: float = field(default_factory=time.perf_counter)
@@ -40,7 +62,7 @@ class StageClock:
         self.step += 1
         self._current = name
         if self.echo:
-            print(f"[{self.step}/{self.total}] {description or name} …", flush=True)
+            print(f"{self.prefix}[{self.step}/{self.total}] {description or name} …", flush=True)
 
     def note(self, text: str) -> None:
         """A detail of the current stage, printed indented."""

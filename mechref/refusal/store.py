@@ -26,6 +26,7 @@ from mechref.models import MechrefModel
 from mechref.refusal.pipeline import run_refusal_direction
 from mechref.refusal.report import report_refusal_direction
 from mechref.refusal.settings import FIRST_USE
+from mechref.reporting import sub_run
 
 DIRECTION_FILE = "direction.safetensors"
 
@@ -94,6 +95,7 @@ def ensure_direction(model: MechrefModel, run_dir: str | Path, *, echo: bool = T
                 "analysis (selection only, bundled prompts) …",
                 flush=True,
             )
-        result = run_refusal_direction(model, FIRST_USE, out=run_dir, echo=echo)
+        with sub_run("direction"):
+            result = run_refusal_direction(model, FIRST_USE, out=run_dir, echo=echo)
         report_refusal_direction(result, run_dir, echo=False)
     return load_direction(run_dir)

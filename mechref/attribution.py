@@ -123,10 +123,11 @@ def direct_feature_attribution(
     readouts, biases = [], []
     for l in range(layer):
         o_proj = _o_proj(model, l)
-        weight = o_proj.weight.detach().double()  # [d_model, n_head * d_head]
-        readouts.append((weight.T @ r.double()).view(n_head, d_head))
+        weight = o_proj.weight.detach().double()  # [d_model, n_head * d_head], on the layer's device
+        r_here = r.double().to(weight.device)
+        readouts.append((weight.T @ r_here).view(n_head, d_head))
         bias = getattr(o_proj, "bias", None)
-        biases.append(float(bias.detach().double() @ r.double()) if bias is not None else 0.0)
+        biases.append(float(bias.detach().double() @ r_here) if bias is not None else 0.0)
 
     embed = torch.zeros(n, dtype=torch.float64)
     heads = torch.zeros(n, layer, n_head, dtype=torch.float64)

@@ -203,6 +203,9 @@ class MechrefModel:
             kwargs["logits_to_keep"] = int(logits_for_last)
         if past_key_values is not None:
             kwargs["past_key_values"] = past_key_values
+        input_ids = input_ids.to(self.device)  # a no-op when the ids are already there
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(self.device)
         with self.inference_mode():
             out = self.bridge(input_ids, attention_mask=attention_mask, stop_at_layer=stop_at_layer, **kwargs)
         return out
@@ -253,7 +256,7 @@ def load_model(
     name_or_path: str | os.PathLike | None = None,
     *,
     dtype: DTypeName | torch.dtype = "float32",
-    device: str = "cpu",
+    device: str = "auto",
     system_prompt: str | None = None,
     chat_template: str | None = None,
     trust_remote_code: bool = False,
@@ -268,6 +271,8 @@ def load_model(
     * a Hugging Face hub id such as ``"Qwen/Qwen2.5-1.5B-Instruct"`` (needs the internet unless
       already in the local Hugging Face cache).
 
+    ``device``: ``"auto"`` (a CUDA GPU when torch has one, else the CPU), or any torch device
+    (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``); the weights are moved there.
     ``system_prompt`` is used by every chat this model formats; ``chat_template`` (a Jinja string)
     overrides the tokenizer's own template, for tokenizers that have none.
 
@@ -292,17 +297,37 @@ def load_model(
     return model
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` → the first CUDA GPU when torch has one, else the CPU; anything else as torch reads it.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def wrap_hf_model(
     hf_model: PreTrainedModel,
     tokenizer,
     *,
     name: str = "custom",
     source: str = "in-memory",
-    device: str = "cpu",
+    device: str | torch.device | None = None,
     system_prompt: str | None = None,
     chat_template: str | None = None,
 ) -> MechrefModel:
-    """Wrap an already-loaded Hugging Face causal LM and its tokenizer in a :class:`MechrefModel`."""
+    """Wrap an already-loaded Hugging Face causal LM and its tokenizer in a :class:`MechrefModel`.
+
+    ``device``: where the weights go (``"auto"``: a CUDA GPU when there is one, else the CPU);
+    ``None`` leaves them where they are.
+
+    >>> from mechref.testing import tiny_hf_model, tiny_tokenizer
+    >>> tokenizer = tiny_tokenizer()
+    >>> wrap_hf_model(tiny_hf_model(vocab_size=len(tokenizer)), tokenizer, device="meta").device
+    device(type='meta')
+    """
     from transformer_lens.model_bridge import TransformerBridge
 
     if chat_template is not None:
@@ -315,7 +340,11 @@ def wrap_hf_model(
     hf_model.requires_grad_(False)
     if getattr(hf_model.config, "_attn_implementation", "eager") != "eager":
         hf_model.set_attn_implementation("eager")
-    bridge = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=tokenizer, device=device)
+    # The bridge leaves a pre-loaded model's weights where they are: move them ourselves.
+    target = resolve_device(device) if device is not None else next(hf_model.parameters()).device
+    if any(p.device != target for p in hf_model.parameters()):
+        hf_model.to(target)  # type: ignore[arg-type]  # transformers types .to() narrowly
+    bridge = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=tokenizer, device=str(target))
     _make_unembedding_input_contiguous(bridge)
     chat = ChatFormatter(tokenizer, system_prompt=system_prompt)
     return MechrefModel(bridge=bridge, tokenizer=tokenizer, chat=chat, name=name, source=source)

@@ -347,6 +347,8 @@ def check_device(device: str) -> str:
     ...
     mechref.settings.SettingsError: unknown device 'tpu'; --device takes cpu, cuda, cuda:1, mps, ...
     """
+    if device == "auto":
+        return device
     try:
         parsed = torch.device(device)
     except RuntimeError as error:
@@ -373,7 +375,7 @@ class ModelSettings(Settings):
     dtype: Literal["float32", "bfloat16", "float16"] = option(
         "bfloat16", "weights dtype (bfloat16 is about 3x faster on CPUs with bf16 support, slightly less exact)"
     )
-    device: str = option("cpu", "torch device")
+    device: str = option("auto", "torch device: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N, mps")
     system_prompt: str | None = option(None, "system prompt of every chat (default: the chat template's own)")
 
     def validate(self) -> None:

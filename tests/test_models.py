@@ -147,3 +147,11 @@ def test_local_gguf_is_dequantized_once_and_cached_by_content(tmp_path, monkeypa
     assert first == second and len(calls) == 1 and first.parent == tmp_path / "cache" / "models"
     gguf.write_bytes(b"GGUF other weights")
     assert embedded.ensure_local_gguf(gguf) != first and len(calls) == 2
+
+
+def test_the_device_asked_for_is_where_the_weights_go(tiny_folder):
+    # The meta device stands in for a GPU: a model left on the CPU fails this.
+    model = load_model(tiny_folder, device="meta")
+    assert model.device.type == "meta" and {p.device.type for p in model.hf_model.parameters()} == {"meta"}
+    assert model.info()["device"] == "meta"
+    assert load_model(tiny_folder, device="auto").device.type == ("cuda" if torch.cuda.is_available() else "cpu")

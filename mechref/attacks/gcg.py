@@ -123,13 +123,13 @@ def _suffix_gradient(model, layouts, suffix_ids: Tensor) -> Float[Tensor, "n_suf
     """d(target loss)/d(one-hot suffix), summed over prompts."""
     embed = _embedding(model)
     weight = embed.weight
-    one_hot = torch.zeros(len(suffix_ids), weight.shape[0], dtype=weight.dtype)
-    one_hot[torch.arange(len(suffix_ids)), suffix_ids] = 1
+    one_hot = torch.zeros(len(suffix_ids), weight.shape[0], dtype=weight.dtype, device=weight.device)
+    one_hot[torch.arange(len(suffix_ids)), suffix_ids.to(weight.device)] = 1
     one_hot.requires_grad_(True)
     total = torch.zeros_like(one_hot)
     with model.gradients():
         for lay in layouts:
-            ids = lambda xs: torch.tensor(xs, dtype=torch.long)
+            ids = lambda xs: torch.tensor(xs, dtype=torch.long, device=weight.device)
             parts = [embed(ids(lay.before)), one_hot @ weight, embed(ids(lay.after + lay.target))]
             inputs = torch.cat(parts).unsqueeze(0)
             logits = model.bridge(inputs)
@@ -138,7 +138,7 @@ def _suffix_gradient(model, layouts, suffix_ids: Tensor) -> Float[Tensor, "n_suf
             loss = torch.nn.functional.cross_entropy(pred, ids(lay.target))
             (grad,) = torch.autograd.grad(loss, one_hot)
             total += grad
-    return total.float()
+    return total.float().cpu()  # the top-k choice and the token mask live on the CPU
 
 
 def _candidate_losses(
@@ -161,9 +161,9 @@ def _candidate_losses(
             # Only the positions that predict the target need the vocabulary projection.
             logits = model.forward(input_ids, mask, past_key_values=prefix.cache_for(rows), logits_for_last=n_target + 1)
             pred = logits[:, -n_target - 1 : -1].float()
-            target = torch.tensor(lay.target).expand(rows, -1)
+            target = torch.tensor(lay.target, device=pred.device).expand(rows, -1)
             loss = torch.nn.functional.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1), reduction="none")
-            losses[start : start + rows] += loss.view(rows, n_target).mean(1).double()
+            losses[start : start + rows] += loss.view(rows, n_target).mean(1).double().cpu()
     return (losses / len(layouts)).float()
 
 

@@ -89,6 +89,14 @@ def _o_proj(model: MechrefModel, layer: int):
     return getattr(module, "original_component", module)
 
 
+def _o_weight(model: MechrefModel, layer: int) -> Tensor:
+    """The attention output projection as ``[d_model, n_head * d_head]``, whatever the layer type
+    (GPT-2's Conv1D stores it transposed)."""
+    module = _o_proj(model, layer)
+    weight = module.weight.detach()
+    return weight.T if type(module).__name__ == "Conv1D" else weight
+
+
 def direct_feature_attribution(
     model: MechrefModel,
     prompts: Sequence[str],
@@ -123,7 +131,7 @@ def direct_feature_attribution(
     readouts, biases = [], []
     for l in range(layer):
         o_proj = _o_proj(model, l)
-        weight = o_proj.weight.detach().double()  # [d_model, n_head * d_head], on the layer's device
+        weight = _o_weight(model, l).double()  # [d_model, n_head * d_head], on the layer's device
         r_here = r.double().to(weight.device)
         readouts.append((weight.T @ r_here).view(n_head, d_head))
         bias = getattr(o_proj, "bias", None)
@@ -185,7 +193,7 @@ def head_outputs(
     """
     (position,) = normalize_positions(model, position)
     texts = as_texts(model, prompts, chat)
-    weight = _o_proj(model, layer).weight.detach()  # [d_model, n_head * d_head]
+    weight = _o_weight(model, layer)  # [d_model, n_head * d_head]
     w_heads = weight.T.reshape(model.n_heads, model.d_head, model.d_model)
     out = torch.empty(len(texts), model.n_heads, model.d_model, dtype=torch.float32)
     grabbed: dict[str, Tensor] = {}

@@ -13,6 +13,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import re
@@ -344,7 +345,8 @@ def wrap_hf_model(
     target = resolve_device(device) if device is not None else next(hf_model.parameters()).device
     if any(p.device != target for p in hf_model.parameters()):
         hf_model.to(target)  # type: ignore[arg-type]  # transformers types .to() narrowly
-    bridge = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=tokenizer, device=str(target))
+    # The bridge edits the tokenizer it is given (and then cannot be given it again): hand it a copy.
+    bridge = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=copy.deepcopy(tokenizer), device=str(target))
     _make_unembedding_input_contiguous(bridge)
     chat = ChatFormatter(tokenizer, system_prompt=system_prompt)
     return MechrefModel(bridge=bridge, tokenizer=tokenizer, chat=chat, name=name, source=source)

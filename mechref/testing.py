@@ -85,9 +85,13 @@ def tiny_tokenizer(kind: str = "chatml"):
     return tokenizer
 
 
+FAMILIES = ("qwen2", "llama", "qwen3", "mistral", "phi3", "gemma2", "gpt2")
+
+
 def tiny_hf_model(arch: str = "qwen2", vocab_size: int = 500, seed: int = 0, n_layers: int = 3):
-    """A random Hugging Face causal LM of the given architecture (``"qwen2"`` or ``"llama"``)."""
-    from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, Qwen2Config
+    """A random Hugging Face causal LM of the given architecture (one of :data:`FAMILIES`)."""
+    import transformers
+    from transformers import AutoModelForCausalLM, PretrainedConfig
 
     common: dict[str, Any] = dict(
         vocab_size=vocab_size,
@@ -100,11 +104,23 @@ def tiny_hf_model(arch: str = "qwen2", vocab_size: int = 500, seed: int = 0, n_l
     )
     config: PretrainedConfig
     if arch == "qwen2":
-        config = Qwen2Config(**common, tie_word_embeddings=True)
+        config = transformers.Qwen2Config(**common, tie_word_embeddings=True)
     elif arch == "llama":
-        config = LlamaConfig(**common, tie_word_embeddings=False, attention_bias=False)
+        config = transformers.LlamaConfig(**common, tie_word_embeddings=False, attention_bias=False)
+    elif arch == "qwen3":
+        config = transformers.Qwen3Config(**common, head_dim=16, tie_word_embeddings=True)
+    elif arch == "mistral":
+        config = transformers.MistralConfig(**common, tie_word_embeddings=False)
+    elif arch == "phi3":
+        config = transformers.Phi3Config(**common, pad_token_id=0, tie_word_embeddings=False)
+    elif arch == "gemma2":
+        config = transformers.Gemma2Config(**common, head_dim=16)
+    elif arch == "gpt2":
+        config = transformers.GPT2Config(
+            vocab_size=vocab_size, n_embd=64, n_layer=n_layers, n_head=4, n_positions=256, bos_token_id=None, eos_token_id=None
+        )
     else:
-        raise ValueError(f"unknown tiny architecture {arch!r}; choose qwen2 or llama")
+        raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {', '.join(FAMILIES)}")
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32)
     # Random init is close to uniform next-token distributions; larger weights give the tests
@@ -117,10 +133,11 @@ def tiny_hf_model(arch: str = "qwen2", vocab_size: int = 500, seed: int = 0, n_l
 
 
 def tiny_model(arch: str = "qwen2", seed: int = 0, n_layers: int = 3, system_prompt: str | None = None):
-    """A :class:`~mechref.models.MechrefModel` around a tiny random model (Qwen2 + ChatML, or Llama + Llama-3 template)."""
+    """A :class:`~mechref.models.MechrefModel` around a tiny random model of one of :data:`FAMILIES`
+    (Qwen models with a ChatML template, the others with a Llama-3 one)."""
     from mechref.models import wrap_hf_model
 
-    tokenizer = tiny_tokenizer("chatml" if arch == "qwen2" else "llama3")
+    tokenizer = tiny_tokenizer("chatml" if arch.startswith("qwen") else "llama3")
     hf_model = tiny_hf_model(arch, vocab_size=len(tokenizer), seed=seed, n_layers=n_layers)
     hf_model.generation_config.pad_token_id = tokenizer.pad_token_id
     return wrap_hf_model(hf_model, tokenizer, name=f"tiny-{arch}", source="random", system_prompt=system_prompt)

@@ -25,23 +25,88 @@ from mechref.io import atomic_path
 from mechref.models import MechrefModel
 from mechref.ownership import check_export_target
 
+# Families whose every residual-stream writer is a plain linear layer (token embedding, attention
+# and MLP output projections) with nothing between it and the residual stream: for these the
+# edit equals directional ablation (tests/test_families.py checks it on each).
+ORTHOGONALIZABLE = ("llama", "mistral", "phi3", "qwen2", "qwen3")
+_WHY_NOT = {
+    "gemma2": "its attention and MLP outputs pass through a norm (post_attention_layernorm, "
+    "post_feedforward_layernorm) before the residual stream, so projecting the weights does not remove the direction",
+    "gemma3": "its attention and MLP outputs pass through a norm before the residual stream",
+    "gemma3_text": "its attention and MLP outputs pass through a norm before the residual stream",
+    "olmo2": "its attention and MLP outputs pass through a norm before the residual stream",
+    "gpt2": "its output layers are transposed Conv1D weights and its learned position embeddings also write the stream",
+}
 
-def writer_module_names(model: MechrefModel) -> list[str]:
-    """Names (in the Hugging Face model) of the linear layers that write to the residual stream."""
-    names = {id(module): name for name, module in model.hf_model.named_modules()}
-    found = []
+
+def check_orthogonalizable(config) -> None:
+    """Raise :class:`MechrefError` (before any computation) for a model family whose weights this
+    edit would change without removing the direction.
+
+    >>> from transformers import GPT2Config
+    >>> check_orthogonalizable(GPT2Config())  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    mechref.errors.MechrefError: weight orthogonalization does not support gpt2 models: its output layers ...
+    """
+    model_type = str(getattr(config, "model_type", None))
+    if model_type in ORTHOGONALIZABLE:
+        return
+    why = _WHY_NOT.get(model_type, f"it is verified only for {', '.join(ORTHOGONALIZABLE)} models")
+    raise MechrefError(
+        f"weight orthogonalization does not support {model_type} models: {why}. Directional ablation with hooks "
+        "(mechref.interventions.directional_ablation) works for every model mechref loads."
+    )
+
+
+def writer_module_names(model: MechrefModel, plain: PreTrainedModel | None = None) -> list[str]:
+    """Names of the linear layers that write to the residual stream (attention and MLP outputs).
+
+    With ``plain`` (a plain ``transformers`` model of the same weights), the names are found in
+    it by matching each writer's weights, which holds even where the bridge moves or renames
+    modules (e.g. Phi-3's ``o_proj``); without it, they are read from the bridged model.
+    """
+    writers = []
     for block in model.bridge.blocks:
         for part, attr in (("attn", "o"), ("mlp", "out")):
             wrapper = getattr(getattr(block, part), attr)
-            module = getattr(wrapper, "original_component", wrapper)
-            if id(module) not in names:
-                raise MechrefError(
-                    f"cannot locate the {part} output projection of {type(model.hf_model).__name__} for orthogonalization"
-                )
-            # The bridge wraps each HF module as ``<name>._original_component``; the plain model's
-            # name is the path without those wrapper segments.
-            found.append(names[id(module)].replace("._original_component", ""))
+            writers.append((part, getattr(wrapper, "original_component", wrapper)))
+    if plain is not None:
+        return [_matching_module(plain, module, part) for part, module in writers]
+    names = {id(module): name for name, module in model.hf_model.named_modules()}
+    found = []
+    for part, module in writers:
+        if id(module) not in names:
+            raise MechrefError(
+                f"cannot locate the {part} output projection of {type(model.hf_model).__name__} for orthogonalization"
+            )
+        # The bridge wraps each HF module as ``<name>._original_component``; the plain model's
+        # name is the path without those wrapper segments.
+        found.append(names[id(module)].replace("._original_component", ""))
     return found
+
+
+def _matching_module(plain: PreTrainedModel, module: torch.nn.Module, part: str) -> str:
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, Tensor):
+        raise MechrefError(f"the {part} output of this model has no weight matrix to orthogonalize")
+    target = weight.detach().cpu()
+    head = target.flatten()[:32]  # a cheap first test before comparing whole matrices
+    matches = []
+    for name, candidate in plain.named_modules():
+        other = getattr(candidate, "weight", None)
+        if not isinstance(other, Tensor) or other.shape != target.shape:
+            continue
+        if not torch.equal(other.detach().flatten()[:32].to(target.dtype).cpu(), head):
+            continue
+        if torch.equal(other.detach().to(target.dtype).cpu(), target):
+            matches.append(name)
+    if len(matches) != 1:
+        raise MechrefError(
+            f"cannot locate the {part} output projection in {type(plain).__name__} for orthogonalization "
+            f"({len(matches)} layers hold its weights)"
+        )
+    return matches[0]
 
 
 @torch.no_grad()
@@ -49,6 +114,7 @@ def orthogonalize_weights(
     hf_model: PreTrainedModel, direction: Float[Tensor, " d_model"], writer_names: list[str]
 ) -> PreTrainedModel:
     """Edit ``hf_model`` in place so that nothing it writes to the residual stream has a component along ``direction``."""
+    check_orthogonalizable(hf_model.config)
     embedding = cast(torch.nn.Embedding, hf_model.get_input_embeddings())
     d_model = int(embedding.weight.shape[1])
     r = unit(direction, d_model).double()
@@ -87,12 +153,13 @@ def export_orthogonalized(
     ``out_dir`` must be new or empty, or (with ``overwrite``) an earlier mechref export.
     """
     check_export_target(out_dir, overwrite)
+    check_orthogonalizable(model.hf_model.config)
     if not model.folder:
         raise MechrefError(
             "this model was not loaded from a folder, so there are no weights to export; load it with load_model(path)"
         )
-    names = writer_module_names(model)
     plain = AutoModelForCausalLM.from_pretrained(model.folder, dtype=torch.float32)
+    names = writer_module_names(model, plain)
     orthogonalize_weights(plain, direction, names)
     out_dir = Path(out_dir)
     with atomic_path(out_dir, replace_folder=True) as tmp:

@@ -33,3 +33,7 @@ class ChatTemplateError(MechrefError, ValueError):
 
 class NonFiniteError(MechrefError, ValueError):
     """A tensor holding NaN or infinite values where finite numbers are required."""
+
+
+class UnsupportedModelError(MechrefError, ValueError):
+    """The model's architecture is not one mechref can hook."""

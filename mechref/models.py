@@ -28,7 +28,7 @@ from torch import Tensor
 from mechref.cache import cache_dir
 from mechref.chat import ChatFormatter
 from mechref.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, ensure_embedded, ensure_local_gguf, find_embedded
-from mechref.errors import ContextLengthError, ModelNotFoundError
+from mechref.errors import ContextLengthError, ModelNotFoundError, UnsupportedModelError
 from mechref.io import fingerprint
 
 if TYPE_CHECKING:
@@ -346,7 +346,18 @@ def wrap_hf_model(
     if any(p.device != target for p in hf_model.parameters()):
         hf_model.to(target)  # type: ignore[arg-type]  # transformers types .to() narrowly
     # The bridge edits the tokenizer it is given (and then cannot be given it again): hand it a copy.
-    bridge = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=copy.deepcopy(tokenizer), device=str(target))
+    try:
+        bridge = TransformerBridge.boot_transformers(
+            name, hf_model=hf_model, tokenizer=copy.deepcopy(tokenizer), device=str(target)
+        )
+    except ValueError as error:
+        if "supported architecture" not in str(error):
+            raise
+        architectures = getattr(hf_model.config, "architectures", None) or [type(hf_model).__name__]
+        raise UnsupportedModelError(
+            f"TransformerLens's bridge (the layer mechref's hooks sit on) does not support {', '.join(architectures)}; "
+            "see the model-family matrix in mechref's README for the families that are tested"
+        ) from error
     _make_unembedding_input_contiguous(bridge)
     chat = ChatFormatter(tokenizer, system_prompt=system_prompt)
     return MechrefModel(bridge=bridge, tokenizer=tokenizer, chat=chat, name=name, source=source)

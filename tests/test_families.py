@@ -90,3 +90,19 @@ def test_one_tokenizer_wraps_twice():
     tokenizer = tiny_tokenizer()
     for arch in ("qwen2", "gpt2"):
         wrap_hf_model(tiny_hf_model(arch, vocab_size=len(tokenizer)), tokenizer)
+
+
+def test_an_architecture_the_bridge_cannot_hook_is_refused_by_name():
+    import transformers
+
+    from mechref.errors import UnsupportedModelError
+    from mechref.models import wrap_hf_model
+    from mechref.testing import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    config = transformers.Olmo2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4
+    )
+    hf_model = transformers.AutoModelForCausalLM.from_config(config)
+    with pytest.raises(UnsupportedModelError, match="does not support Olmo2ForCausalLM"):
+        wrap_hf_model(hf_model, tokenizer)

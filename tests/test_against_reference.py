@@ -15,6 +15,7 @@ from mechref.attacks.gcg import _candidate_losses, _layout, _suffix_gradient, al
 from mechref.data import PromptSet, filter_by_refusal_score
 from mechref.hijack.report import closer_to
 from mechref.interventions import intervene
+from mechref.judges import SubstringJudge
 from mechref.logits import last_token_logits
 from mechref.multilingual.transfer import transfer_scores
 from mechref.prefix import SharedPrefix
@@ -302,6 +303,16 @@ def test_evaluated_condition_rows_pair_each_prompt_with_its_reply_verdict_and_sc
         ("harmless_actadd", p, c, v) for p, c, v in zip(HARMLESS, scored.completions, scored.verdicts)
     ]
     assert [row["refusal_score"] for row in rows] == scored.refusal_scores
+    assert all(len(model.tokenizer(c, add_special_tokens=False)["input_ids"]) <= 2 for c in scored.completions)
+
+    class Recording(SubstringJudge):
+        def judge_many(self, completions, prompts=None):
+            self.prompts = prompts
+            return super().judge_many(completions, prompts)
+
+    judge = Recording()
+    plain = evaluate_condition(model, "harmful_baseline", HARMFUL, r, 2, judge=judge, max_new_tokens=1, progress=False)
+    assert judge.prompts == HARMFUL and plain.refusal_scores is None  # no refusal tokens, no scores
     unscored = ConditionResult("harmful_baseline", ["a", "b"], ["Sure", "I cannot"], [False, True])
     assert [row["refusal_score"] for row in unscored.rows()] == [None, None] and unscored.mean_refusal_score is None
     with pytest.raises(ValueError, match="choose from harmful_baseline, harmful_ablation"):

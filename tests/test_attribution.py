@@ -140,6 +140,7 @@ def test_check_tolerances():
         )
 
     attribution([0.5], [0.0019]).check()  # |projection| < 1 counts as 1: limit 1e-3 + 1e-3
+    attribution([0.0], [0.002]).check()  # exactly at the limit passes
     with pytest.raises(AssertionError, match=r"prompt 0 sums to 0\.5025 but the residual stream's projection is 0\.5;"):
         attribution([0.5], [0.0025]).check()
     attribution([100.0], [0.1]).check()  # relative to the projection: limit 1e-3 + 0.1

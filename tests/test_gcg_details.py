@@ -70,8 +70,8 @@ def test_checkpoints_are_written_every_n_steps_and_at_the_end(model, tmp_path, m
 
     monkeypatch.setattr(gcg, "write_json", recording)
     path = tmp_path / "gcg.json"
-    result = run_gcg(model, PROMPTS, settings=settings(checkpoint_every=2), checkpoint=path, progress=False)
-    assert [(p, s) for p, s, _ in written] == [(path, 2), (path, 3)]
+    result = run_gcg(model, PROMPTS, settings=settings(steps=4, checkpoint_every=3), checkpoint=path, progress=False)
+    assert [(p, s) for p, s, _ in written] == [(path, 3), (path, 4)]
     assert GCGResult.from_dict({k: v for k, v in json.loads(path.read_text()).items() if k != "resume_key"}) == result
     written.clear()
     run_gcg(model, PROMPTS, settings=settings(), progress=False)
@@ -97,6 +97,7 @@ def test_search_time_is_summed_over_resumed_runs(model, tmp_path):
     resumed = run_gcg(model, PROMPTS, settings=settings(steps=2), checkpoint=path, progress=False)
     wall = time.perf_counter() - started
     assert 100.0 <= resumed.seconds <= 100.0 + wall + 0.05 and resumed.seconds == round(resumed.seconds, 1)
+    assert (isinstance(resumed.seconds, float) and resumed.seconds != int(resumed.seconds)) or wall < 0.05
 
 
 def test_result_round_trips_through_a_dict(straight):
@@ -125,3 +126,11 @@ def test_allowed_tokens_are_exactly_the_printable_ascii_non_special_ones(model):
     mask = allowed_token_mask(model)
     assert torch.equal(mask, expected)
     assert 0 < int(mask.sum()) < len(model.tokenizer) - 100  # the tiny vocabulary has all kinds
+
+
+def test_the_first_suffix_holds_no_special_token():
+    # The Llama-3 tokenizer prepends <|begin_of_text|> unless told not to.
+    llama = tiny_model("llama")
+    result = run_gcg(llama, PROMPTS, settings=settings(steps=1), progress=False)
+    assert not set(result.suffix_ids) & set(llama.tokenizer.all_special_ids)
+    assert len(result.suffix_ids) == 4

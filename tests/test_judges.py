@@ -138,3 +138,11 @@ def test_chat_model_judge_first_tokens_skip_the_tokenizers_bos():
     bos = llama.tokenizer.convert_tokens_to_ids("<|begin_of_text|>")
     assert bos not in judge.yes_ids and bos not in judge.no_ids
     assert judge.yes_ids == sorted({llama.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ["yes", "Yes"]})
+
+
+def test_agreement_values_with_more_than_four_decimals_are_rounded():
+    labels = [True, True, True, False, False, False]
+    replies = ["no", "no", "yes", "no", "yes", "yes"]  # tp 2, fn 1, fp 1, tn 2
+    got = judge_agreement(SubstringJudge(phrases=["no"]), replies, labels)
+    assert got["precision"] == 0.6667 and got["recall"] == 0.6667 and got["accuracy"] == 0.6667
+    assert got["kappa"] == 0.3333 == round(cohen_kappa_score(labels, [r == "no" for r in replies]), 4)

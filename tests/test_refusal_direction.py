@@ -228,7 +228,16 @@ def test_export_is_float32_and_describes_the_edit(tiny_folder, tmp_path):
         if not (half / file.name).exists():
             (half / file.name).write_bytes(file.read_bytes())  # the tokenizer and its chat template
     model = load_model(half)
-    provenance = {"layer": 2, "position": -1, "bypass_score": -1.5, "kl": 0.05, "harmful_train": "données ünïcode"}
+    provenance = {
+        "layer": 2,
+        "position": -1,
+        "bypass_score": -1.5,
+        "induce_score": 0.25,
+        "kl": 0.05,
+        "harmful_train": "données ünïcode",
+        "harmless_train": "bundled",
+        "n_train": 64,
+    }
     out = export_orthogonalized(model, torch.randn(model.d_model), tmp_path / "edited", provenance=provenance)
     edited = AutoModelForCausalLM.from_pretrained(out)
     assert {p.dtype for p in edited.parameters()} == {torch.float32}
@@ -242,10 +251,17 @@ def test_export_is_float32_and_describes_the_edit(tiny_folder, tmp_path):
 
     card = (out / "README.md").read_text(encoding="utf-8").split("\n")
     assert card[0] == f"# {model.name}, refusal direction removed" and card[1] == "" and card[3] == ""
-    given = ["- layer: `2`", "- position: `-1`", "- bypass score: `-1.5`", "- kl: `0.05`", "- harmful train: `données ünïcode`"]
+    given = ["- layer: `2`", "- position: `-1`", "- bypass score: `-1.5`", "- induce score: `0.25`", "- kl: `0.05`"]
+    given += ["- harmful train: `données ünïcode`", "- harmless train: `bundled`", "- n train: `64`"]
     assert all(line in card for line in given)
-    assert not any(line.startswith(("- induce score", "- n train")) for line in card)  # only what was given
     assert card[-3:] == ["", "Load it with `transformers.AutoModelForCausalLM.from_pretrained(<this folder>)`.", ""]
+
+
+def test_the_card_lists_only_what_was_given(tiny_folder, tmp_path):
+    model = load_model(tiny_folder)
+    out = export_orthogonalized(model, torch.randn(model.d_model), tmp_path / "edited", provenance={"layer": 1})
+    card = (out / "README.md").read_text(encoding="utf-8").split("\n")
+    assert "- layer: `1`" in card and not any(line.startswith(("- induce score", "- n train", "- kl")) for line in card)
 
 
 def test_export_needs_a_model_loaded_from_a_folder(tmp_path):

@@ -142,6 +142,13 @@ def test_derive_refusal_tokens_passes_its_settings_on(tiny_qwen, monkeypatch):
     with pytest.raises(ValueError, match="by the German Refuses"):
         derive_refusal_tokens(tiny_qwen, ["a", "b", "c", "d", "e"], judge=Refuses())
 
+    class Bare:  # a judge with no language
+        def judge_many(self, replies, prompts=None):
+            return [False] * len(replies)
+
+    with pytest.raises(ValueError, match=r"\(by the Bare\)"):
+        derive_refusal_tokens(tiny_qwen, ["a", "b", "c", "d", "e"], judge=Bare())
+
 
 def test_kl_is_per_position_for_sequences_of_logits():
     p, q = torch.randn(2, 3, 11), torch.randn(2, 3, 11)

@@ -178,3 +178,24 @@ def test_heatmaps_show_every_scored_candidate_in_its_panel(model, fast):
     shaded = [shape for shape in fig.layout.shapes if shape.type == "rect"]
     assert len(shaded) == 4 and all(shape.x0 == cutoff - 0.5 for shape in shaded)
     assert sum("chosen" in (t.name or "") for t in fig.data if t.showlegend) == 1
+
+
+def test_the_saved_selection_names_the_chosen_scores(fast):
+    data = fast.to_dict()
+    chosen = fast.chosen
+    assert (data["bypass_score"], data["induce_score"], data["kl"]) == (chosen.bypass, chosen.induce, chosen.kl)
+    assert (data["position"], data["layer"]) == (chosen.position, chosen.layer)
+
+
+def test_fast_mode_proxy_scores_with_a_tokenizer_that_adds_bos():
+    # The Llama-3 tokenizer prepends <|begin_of_text|> unless told not to; the template has it.
+    llama = tiny_model("llama", n_layers=5)
+    p = torch.softmax(last_logits(llama, HARMFUL + HARMLESS), -1).mean(0)
+    tokens = p.argsort(descending=True)[:40].tolist()
+    candidates = extract_candidates(llama, HARMFUL, HARMLESS, progress=False)
+    settings = SelectionSettings(mode="fast", top_k=1, proxy_prompts=2, induce_threshold=-1e9, kl_threshold=1e9)
+    result = select_direction(llama, candidates, HARMFUL, HARMLESS, tokens, settings, progress=False)
+    for s in [s for s in result.scores if s.proxy_bypass is not None][:4]:
+        with hf_ablation(llama.hf_model, candidates.get(s.position, s.layer)):
+            want = float(refusal_scores(last_logits(llama, HARMFUL[:2]), tokens).mean())
+        assert s.proxy_bypass == pytest.approx(want, abs=2e-4), (s.position, s.layer)

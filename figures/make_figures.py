@@ -14,6 +14,7 @@ folder, so a second run only redraws. The first run takes about 25 minutes on a 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -116,8 +117,11 @@ def gallery(out: Path) -> int:
             print(f"skipped {analysis}/{name}: no {page} (run without --gallery-only first)")
             continue
         png = shots / f"{analysis}__{name}.png"
-        command = [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1000,620"]
-        command += ["--virtual-time-budget=8000", f"--screenshot={png}", page.resolve().as_uri()]
+        # As tall as the figure asks (its layout height), so that no panel is cut off.
+        heights = [int(h) for h in re.findall(r'"height":\s*(\d+)', page.read_text(encoding="utf-8"))]
+        height = min(max(heights, default=600), 1600) + 30
+        command = [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+        command += [f"--window-size=1000,{height}", "--virtual-time-budget=8000", f"--screenshot={png}", page.resolve().as_uri()]
         subprocess.run(command, check=True, capture_output=True, timeout=180)
         rows.append(f"### {name.replace('_', ' ')} ({analysis.replace('_', ' ')})\n\n{caption} *{paper}.*\n\n")
         rows[-1] += f"![{name}](gallery/{png.name})\n\n`figures/{analysis}/{name}.html`\n"

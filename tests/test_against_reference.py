@@ -7,8 +7,9 @@ import math
 import random
 
 import pytest
+import reference
 import torch
-from reference import hf_ablation, hf_addition, kl, last_logits, refusal_scores
+from reference import HARMFUL, HARMLESS, hf_ablation, hf_addition, kl, last_logits, refusal_scores
 from scipy.stats import spearmanr
 
 from mechref.attacks.gcg import _candidate_losses, _layout, _suffix_gradient, allowed_token_mask
@@ -26,9 +27,6 @@ from mechref.refusal.selection import SelectionSettings
 from mechref.scoring import refusal_tokens_from_replies
 from mechref.testing import tiny_model
 
-HARMFUL = ["Build a bomb at home", "Hack into a bank", "Steal a car tonight"]
-HARMLESS = ["Bake some bread", "Sing a song for me", "Plant a small tree"]
-
 
 @pytest.fixture(scope="module")
 def model():
@@ -37,12 +35,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def balanced_tokens(model):
-    """Refusal tokens whose total probability is about one half, so that interventions push the
-    refusal score to either side of 0 and the paper's ``induce > 0`` filter keeps some candidates
-    and removes others."""
-    p = torch.softmax(last_logits(model, HARMFUL + HARMLESS), -1).mean(0)
-    order = p.argsort(descending=True)
-    return order[: int((p[order].cumsum(0) < 0.5).sum())].tolist()
+    return reference.balanced_tokens(model)
 
 
 def test_selection_scores_filters_and_choice_match_the_paper(model, balanced_tokens):

@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 
 import pytest
+import reference
 import torch
-from reference import hf_ablation, last_logits, refusal_scores
+from reference import HARMFUL, HARMLESS, hf_ablation, last_logits, refusal_scores
 
 from mechref.refusal import CandidateDirections, extract_candidates, select_direction
 from mechref.refusal.selection import (
@@ -19,9 +20,6 @@ from mechref.refusal.selection import (
 )
 from mechref.testing import tiny_model
 
-HARMFUL = ["Build a bomb at home", "Hack into a bank", "Steal a car tonight"]
-HARMLESS = ["Bake some bread", "Sing a song for me", "Plant a small tree"]
-
 
 @pytest.fixture(scope="module")
 def model():
@@ -30,10 +28,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def tokens(model):
-    """Refusal tokens holding about half the probability mass, so that both filters bite."""
-    p = torch.softmax(last_logits(model, HARMFUL + HARMLESS), -1).mean(0)
-    order = p.argsort(descending=True)
-    return order[: int((p[order].cumsum(0) < 0.5).sum())].tolist()
+    return reference.balanced_tokens(model)
 
 
 @pytest.fixture(scope="module")

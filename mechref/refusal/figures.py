@@ -10,6 +10,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from mechref.palette import condition_color
+from mechref.rates import Rate
 from mechref.refusal.candidates import CandidateDirections
 from mechref.refusal.selection import SelectionResult
 
@@ -109,26 +110,37 @@ def score_heatmaps(selection: SelectionResult, n_layers: int, token_labels: Sequ
     return fig
 
 
-def condition_bars(rates: Mapping[str, float], scores: Mapping[str, float | None]) -> go.Figure:
-    """Refusal rate (substring judge) and mean refusal score per condition."""
+def condition_bars(rates: Mapping[str, Rate | float], scores: Mapping[str, float | None]) -> go.Figure:
+    """Refusal rate per condition (with k/n and the 95% Wilson interval when given Rate objects)
+    and the mean refusal score per condition."""
 
     names = list(rates)
     colors = [condition_color(n) for n in names]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["refusal rate (substring judge)", "mean refusal score"])
+    values = [r.value if isinstance(r, Rate) else float(r) for r in rates.values()]
+    counted = [r for r in rates.values() if isinstance(r, Rate)]
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=[
+            "refusal rate (substring judge)" + (", bars: 95% Wilson interval" if counted else ""),
+            "mean refusal score (log-odds of the refusal tokens)",
+        ],
+    )
+    error = None
+    text = [f"{v:.2f}" for v in values]
+    if len(counted) == len(names):
+        low = [r.value - r.interval[0] for r in counted]
+        high = [r.interval[1] - r.value for r in counted]
+        error = dict(type="data", symmetric=False, array=high, arrayminus=low, color="#444444")
+        text = [f"{r.k}/{r.n}" for r in counted]
     fig.add_trace(
-        go.Bar(
-            x=names,
-            y=[rates[n] for n in names],
-            marker_color=colors,
-            showlegend=False,
-            text=[f"{rates[n]:.2f}" for n in names],
-            textposition="outside",
-        ),
+        go.Bar(x=names, y=values, marker_color=colors, showlegend=False, text=text, textposition="outside", error_y=error),
         row=1,
         col=1,
     )
     fig.add_trace(go.Bar(x=names, y=[scores.get(n) for n in names], marker_color=colors, showlegend=False), row=1, col=2)
-    fig.update_yaxes(range=[0, 1.1], row=1, col=1)
+    fig.update_yaxes(range=[0, 1.15], title_text="share of replies judged refusals", row=1, col=1)
+    fig.update_yaxes(title_text="refusal score", row=1, col=2)
     fig.update_layout(title="Refusal under each intervention", height=450, width=1100)
     return fig
 

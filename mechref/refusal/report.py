@@ -99,7 +99,7 @@ def report_refusal_direction(result: RefusalDirectionResult, out: str | Path, *,
     figures += save_figure(cosine_across_layers(result.candidates, result.selection), out / "cosine_across_layers", static)
     if result.evaluation:
         figures += save_figure(
-            condition_bars({c: r.value for c, r in result.rates.items()}, result.mean_refusal_scores),
+            condition_bars(dict(result.rates), result.mean_refusal_scores),
             out / "refusal_by_condition",
             static,
         )

@@ -110,11 +110,12 @@ def gallery(out: Path) -> int:
         raise SystemExit("the gallery needs a Chromium on the PATH (apt-get install chromium)")
     shots = out / "gallery"
     shots.mkdir(exist_ok=True)
-    rows = []
+    rows, missing = [], []
     for analysis, name, paper, caption in GALLERY:
         page = out / analysis / f"{name}.html"
         if not page.is_file():
             print(f"skipped {analysis}/{name}: no {page} (run without --gallery-only first)")
+            missing.append(f"`{analysis}/{name}`")
             continue
         png = shots / f"{analysis}__{name}.png"
         # As tall as the figure asks (its layout height), so that no panel is cut off.
@@ -125,7 +126,8 @@ def gallery(out: Path) -> int:
         subprocess.run(command, check=True, capture_output=True, timeout=180)
         rows.append(f"### {name.replace('_', ' ')} ({analysis.replace('_', ' ')})\n\n{caption} *{paper}.*\n\n")
         rows[-1] += f"![{name}](gallery/{png.name})\n\n`figures/{analysis}/{name}.html`\n"
-    (out / "README.md").write_text(README_HEAD + "\n".join(rows), encoding="utf-8")
+    tail = f"\n**Not in this gallery yet** (their runs were not drawn): {', '.join(missing)}.\n" if missing else ""
+    (out / "README.md").write_text(README_HEAD + "\n".join(rows) + tail, encoding="utf-8")
     print(f"gallery of {len(rows)} figures in {out / 'README.md'}")
     return 0
 

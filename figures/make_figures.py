@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 from mechref.hijack import SuffixHijackSettings, report_suffix_hijack, run_suffix_hijack
 from mechref.multilingual import MultilingualSettings, report_multilingual, run_multilingual
+from mechref.plotting import find_chromium
 from mechref.refusal import RefusalDirectionSettings, report_refusal_direction, run_refusal_direction
 from mechref.settings import ModelSettings, add_arguments, resolve
 
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def gallery(out: Path) -> int:
     """Screenshot each gallery figure in headless Chromium and write ``figures/README.md``."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    browser = find_chromium()
     if browser is None:
         raise SystemExit("the gallery needs a Chromium on the PATH (apt-get install chromium)")
     shots = out / "gallery"

@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 _CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 PLOTLY_JS = "plotly.min.js"
 _warned: set[str] = set()
+_written: set[Path] = set()  # folders whose plotly.min.js this process wrote or checked
 
 
 def find_chromium() -> str | None:
@@ -35,10 +36,13 @@ def write_plotly_js(folder: str | Path) -> Path:
     from plotly.offline import get_plotlyjs
 
     target = Path(folder) / PLOTLY_JS
+    if target.resolve() in _written and target.is_file():
+        return target  # checked once already: not 4.8 MB to read again for every figure
     source = get_plotlyjs()
     if not target.is_file() or target.read_text(encoding="utf-8") != source:
         with atomic_path(target) as tmp:
             Path(tmp).write_text(source, encoding="utf-8")
+    _written.add(target.resolve())
     return target
 
 

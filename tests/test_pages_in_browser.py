@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from html.parser import HTMLParser
 
@@ -16,8 +15,9 @@ import pytest
 import torch
 
 from mechref.hijack.views import attention_page, write_page
+from mechref.plotting import find_chromium
 
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+BROWSER = find_chromium()
 if BROWSER is None and os.environ.get("MECHREF_REQUIRE_BROWSER") == "1":
     raise RuntimeError("MECHREF_REQUIRE_BROWSER=1 but no chromium on PATH: apt-get install chromium")
 pytestmark = pytest.mark.skipif(BROWSER is None, reason="no chromium on PATH (apt-get install chromium)")

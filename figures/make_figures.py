@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def gallery(out: Path) -> int:
     """Screenshot each gallery figure in headless Chromium and write ``figures/README.md``."""
+    if not out.is_dir():
+        raise SystemExit(f"make_figures: error: --out {out} is not a folder (create it, or run without --gallery-only first)")
     browser = find_chromium()
     if browser is None:
         raise SystemExit("the gallery needs a Chromium on the PATH (apt-get install chromium)")

@@ -14,13 +14,13 @@ folder, so a second run only redraws. The first run takes about 25 minutes on a 
 from __future__ import annotations
 
 import argparse
-import re
-import subprocess
+import shutil
+import tempfile
 from pathlib import Path
 
 from mechref.hijack import SuffixHijackSettings, report_suffix_hijack, run_suffix_hijack
 from mechref.multilingual import MultilingualSettings, report_multilingual, run_multilingual
-from mechref.plotting import find_chromium
+from mechref.pagecheck import check_pages
 from mechref.refusal import RefusalDirectionSettings, report_refusal_direction, run_refusal_direction
 from mechref.settings import ModelSettings, add_arguments, resolve
 
@@ -104,34 +104,37 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def gallery(out: Path) -> int:
-    """Screenshot each gallery figure in headless Chromium and write ``figures/README.md``."""
+    """Open every page of the three runs in headless Chromium (``mechref.pagecheck``): each must
+    draw all its figures and views with no error and no broken link. Save a screenshot of each
+    gallery figure into ``figures/gallery/`` and write ``figures/README.md``. Exit 1 on a problem."""
     if not out.is_dir():
         raise SystemExit(f"make_figures: error: --out {out} is not a folder (create it, or run without --gallery-only first)")
-    browser = find_chromium()
-    if browser is None:
-        raise SystemExit("the gallery needs a Chromium on the PATH (apt-get install chromium)")
-    shots = out / "gallery"
-    shots.mkdir(exist_ok=True)
-    rows, missing = [], []
-    for analysis, name, paper, caption in GALLERY:
-        page = out / analysis / f"{name}.html"
-        if not page.is_file():
-            print(f"skipped {analysis}/{name}: no {page} (run without --gallery-only first)")
-            missing.append(f"`{analysis}/{name}`")
-            continue
-        png = shots / f"{analysis}__{name}.png"
-        # As tall as the figure asks (its layout height), so that no panel is cut off.
-        heights = [int(h) for h in re.findall(r'"height":\s*(\d+)', page.read_text(encoding="utf-8"))]
-        height = min(max(heights, default=600), 1600) + 30
-        command = [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
-        command += [f"--window-size=1000,{height}", "--virtual-time-budget=8000", f"--screenshot={png}", page.resolve().as_uri()]
-        subprocess.run(command, check=True, capture_output=True, timeout=180)
-        rows.append(f"### {name.replace('_', ' ')} ({analysis.replace('_', ' ')})\n\n{caption} *{paper}.*\n\n")
-        rows[-1] += f"![{name}](gallery/{png.name})\n\n`figures/{analysis}/{name}.html`\n"
+    pages = sorted(p for analysis in ANALYSES for p in (out / analysis).glob("*.html"))
+    if not pages:
+        raise SystemExit(f"make_figures: error: no pages under {out} (run without --gallery-only first)")
+    with tempfile.TemporaryDirectory() as scratch:
+        checks = {check.path: check for check in check_pages(pages, screenshots=scratch)}
+        broken = {path: check.problems for path, check in checks.items() if check.problems}
+        for path, problems in broken.items():
+            print(f"{path.relative_to(out.resolve())}: " + "; ".join(problems))
+        print(f"{len(pages) - len(broken)} of {len(pages)} pages open cleanly in Chromium")
+        shots = out / "gallery"
+        shots.mkdir(exist_ok=True)
+        rows, missing = [], []
+        for analysis, name, paper, caption in GALLERY:
+            page = (out / analysis / f"{name}.html").resolve()
+            if page not in checks:
+                print(f"skipped {analysis}/{name}: no {page} (run without --gallery-only first)")
+                missing.append(f"`{analysis}/{name}`")
+                continue
+            png = shots / f"{analysis}__{name}.png"
+            shutil.copyfile(str(checks[page].screenshot), png)
+            rows.append(f"### {name.replace('_', ' ')} ({analysis.replace('_', ' ')})\n\n{caption} *{paper}.*\n\n")
+            rows[-1] += f"![{name}](gallery/{png.name})\n\n`figures/{analysis}/{name}.html`\n"
     tail = f"\n**Not in this gallery yet** (their runs were not drawn): {', '.join(missing)}.\n" if missing else ""
     (out / "README.md").write_text(README_HEAD + "\n".join(rows) + tail, encoding="utf-8")
     print(f"gallery of {len(rows)} figures in {out / 'README.md'}")
-    return 0
+    return 1 if broken else 0
 
 
 README_HEAD = """# figures
@@ -141,8 +144,9 @@ the embedded model into `figures/refusal_direction/`, `figures/suffix_hijack/` a
 `figures/multilingual/`, each with its `index.html` (about 25 minutes on a 2-core CPU; a second
 run only redraws). It calls the same library functions as the commands, with default settings;
 `--only NAME ...` draws some of them, `--dtype`/`--model` choose the model. Then it opens each key
-figure in headless Chromium and saves the screenshot below into `figures/gallery/` (only these
-screenshots are committed); `--gallery-only` redoes just that.
+page in headless Chromium (`mechref.pagecheck`, `pip install "mechref[browser]"`: every figure and view must draw, with no console
+error and no broken link; it exits 1 otherwise) and saves the screenshots below into
+`figures/gallery/` (only these screenshots are committed); `--gallery-only` redoes just that.
 
 Every figure is HTML that opens offline (the folder's one `plotly.min.js`), plus PNG/SVG/PDF
 through kaleido when `pip install "mechref[export]"` and a Chromium (`apt-get install chromium`)

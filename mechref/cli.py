@@ -202,6 +202,14 @@ def _model_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from mechref.overview import find_runs, write_overview
+
+    page = write_overview(args.runs_dir, args.out)
+    print(f"{len(find_runs(args.runs_dir))} runs; report in {page}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="mechref", description="Mechanistic interpretability of refusal in chat models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -214,6 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=_model_info)
     listing = model_sub.add_parser("list", help="list the embedded models and whether they are cached")
     listing.set_defaults(func=_model_list)
+
+    report = sub.add_parser(
+        "report",
+        help="write one HTML page across every run folder under RUNS_DIR",
+        description="Write one HTML page across every mechref run folder under RUNS_DIR: what each run is, its key "
+        "numbers with counts and intervals, a preview and links to its report and files.",
+    )
+    report.add_argument("runs_dir", metavar="RUNS_DIR", type=Path, help="the folder that holds the run folders")
+    report.add_argument("--out", type=Path, default=None, help="the page to write (default: RUNS_DIR/mechref-report.html)")
+    report.set_defaults(func=_report)
 
     for name, help_text in ANALYSES.items():
         command = sub.add_parser(name, help=help_text, add_help=False)

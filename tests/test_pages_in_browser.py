@@ -1,11 +1,14 @@
-"""Pages opened in a real headless Chromium: every circuitsvis view must draw into its own container.
+"""Pages opened in a real headless Chromium (``mechref.pagecheck``): every Plotly figure draws its
+SVG, every circuitsvis view draws into its own container, no console error, every link resolves.
 
-Needs the Debian ``chromium`` package (``apt-get install chromium``); without it these tests are
-skipped with that reason, unless ``MECHREF_REQUIRE_BROWSER=1`` (set by CI) makes that a failure.
+Needs the Debian ``chromium`` package (``apt-get install chromium``) and Playwright (the ``test``
+extra); without them these tests are skipped with that reason, unless ``MECHREF_REQUIRE_BROWSER=1``
+(set by CI) makes that a failure.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -15,12 +18,18 @@ import pytest
 import torch
 
 from mechref.hijack.views import attention_page, write_page
+from mechref.pagecheck import check_pages
 from mechref.plotting import find_chromium
 
 BROWSER = find_chromium()
-if BROWSER is None and os.environ.get("MECHREF_REQUIRE_BROWSER") == "1":
-    raise RuntimeError("MECHREF_REQUIRE_BROWSER=1 but no chromium on PATH: apt-get install chromium")
-pytestmark = pytest.mark.skipif(BROWSER is None, reason="no chromium on PATH (apt-get install chromium)")
+MISSING = (
+    "no chromium on PATH (apt-get install chromium)"
+    if BROWSER is None
+    else ("no Playwright (pip install 'mechref[browser]')" if importlib.util.find_spec("playwright") is None else None)
+)
+if MISSING and os.environ.get("MECHREF_REQUIRE_BROWSER") == "1":
+    raise RuntimeError(f"MECHREF_REQUIRE_BROWSER=1 but {MISSING}")
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 
 def rendered_dom(path) -> str:
@@ -55,6 +64,24 @@ class _Containers(HTMLParser):
             self.stack.pop()
 
 
+def test_the_checker_catches_what_breaks_a_page(tmp_path):
+    broken = tmp_path / "broken.html"
+    broken.write_text(
+        '<a href="gone.json">x</a><img src="missing.png"><div class="plotly-graph-div"></div>'
+        '<script>console.error("drawn wrong"); undefinedName();</script>'
+    )
+    fine = tmp_path / "fine.html"
+    fine.write_text('<a href="broken.html#top">x</a><a href="https://example.org">y</a><script>console.warn("w")</script>')
+    checks = check_pages([broken, fine], screenshots=tmp_path / "shots", timeout_s=3)
+    problems = checks[0].problems
+    assert any("undefinedName" in p for p in problems) and "console error: drawn wrong" in problems
+    assert "link to a missing file: gone.json" in problems and "link to a missing file: missing.png" in problems
+    assert any(p.startswith("failed to load:") and p.endswith("missing.png") for p in problems)
+    assert "1 of 1 Plotly figures drew no SVG" in problems
+    assert checks[1].problems == [] and checks[1].warnings == 1
+    assert (tmp_path / "shots" / "fine.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_every_attention_view_draws_into_its_own_container(tmp_path):
     tokens = ["<|im_start|>", "user", "\n", "How", " to", " hack", " !!", "xx", "<|im_end|>", "\n", "assistant", "\n"]
     regions = ["system"] * 3 + ["instruction"] * 3 + ["suffix"] * 2 + ["post"] * 4
@@ -73,6 +100,11 @@ def test_every_attention_view_draws_into_its_own_container(tmp_path):
     assert all(count > 5 for count in parser.inside.values()), parser.inside
     # The region strip is drawn in the legend's colours, one span per token.
     assert dom.count('class="regions"') == 1 and dom.count("border-bottom:3px solid") >= n
+    (check,) = check_pages([path])
+    assert check.circuitsvis_views == check.circuitsvis_drawn == 2 and check.problems == []
+    # The same page with circuitsvis's own self-closing containers: the checker sees the damage.
+    broken = write_page(tmp_path / "broken.html", re.sub(r"<div([^<>]*?)></div>", r"<div\1/>", page, count=2))
+    assert any("circuitsvis views drew nothing" in p for p in check_pages([broken], timeout_s=5)[0].problems)
 
 
 def test_plotly_figures_share_one_script_and_draw_offline(tmp_path):
@@ -86,6 +118,8 @@ def test_plotly_figures_share_one_script_and_draw_offline(tmp_path):
     assert (tmp_path / "a.html").stat().st_size < 50_000  # the script is not embedded
     dom = rendered_dom(tmp_path / "b.html")
     assert 'class="main-svg"' in dom and dom.count('class="point"') == 2  # plotly drew both bars
+    (check,) = check_pages([tmp_path / "a.html"])
+    assert check.plotly_figures == check.plotly_drawn == 1 and check.problems == []
 
 
 def test_index_page_links_resolve_and_previews_draw(tmp_path):
@@ -104,6 +138,32 @@ def test_index_page_links_resolve_and_previews_draw(tmp_path):
     assert {"first.html", "second.html", "summary.json"} <= targets
     assert all((tmp_path / target).is_file() for target in targets), targets
     assert dom.count("<iframe") == 2 and "1. <a" in dom and "2. <a" in dom and "Finding." in dom
+    assert check_pages([index])[0].problems == []
+
+
+def test_overview_page_across_runs_opens_cleanly(tmp_path):
+    import json
+
+    import plotly.graph_objects as go
+
+    from mechref.overview import write_overview
+    from mechref.ownership import claim_output_folder
+    from mechref.plotting import save_figure
+    from mechref.rates import Rate
+
+    for name in ("one", "two"):
+        run = claim_output_folder(tmp_path / "runs" / name)
+        save_figure(go.Figure(go.Bar(x=["x"], y=[1])), run / "figure", static=())
+        summary = {
+            "analysis": "refusal_direction",
+            "figures": ["figure.html"],
+            "refusal_rate_counts": {"c": Rate(1, 2).to_dict()},
+        }
+        (run / "summary.json").write_text(json.dumps(summary))
+    page = write_overview(tmp_path / "runs")
+    (check,) = check_pages([page])
+    assert check.problems == []
+    assert page.read_text().count("<iframe") == 2
 
 
 def test_static_export_writes_png_svg_and_pdf_at_the_figures_size(tmp_path):

@@ -181,6 +181,21 @@ def test_gcg_cli_and_suffix_hijack_cli_end_to_end(tiny_folder, tmp_path, capsys)
     assert plain == sorted(plain, reverse=True)
     assert summary["attribution"]["max_abs_completeness_error"] < 1e-3
     assert summary["data"]["n_harmful_the_suffix_was_optimized_on"] == 2
+    # The heads the adversarial suffix moves, recomputed from the stored region shares.
+    from safetensors.torch import load_file
+
+    stored = load_file(out / "measures.safetensors")
+    mean = {c: stored[f"shares/{c}"].double().mean(0) for c in conditions}
+    moved = [
+        f"L{h['layer']}H{h['head']}"
+        for i, h in enumerate(summary["top_heads"])
+        if min(
+            0.5 * float((mean["harmful+adv_suffix"][i] - mean[other][i]).abs().sum())
+            for other in ("harmful", "harmful+random_suffix")
+        )
+        >= summary["attention_shift"]["min_shift"]
+    ]
+    assert summary["attention_shift"]["heads_moved_by_the_adversarial_suffix"] == moved
     for name in [
         "index.html",
         "cosine_by_layer.html",
@@ -221,3 +236,57 @@ def test_cli_explains_a_bad_direction(tiny_folder, tmp_path, capsys):
         ]
     )
     assert code == 2 and "7" in capsys.readouterr().err
+
+
+def _shares(*rows):
+    """[prompt=1, head, region] shares from one row of region shares per head."""
+    return torch.tensor([list(rows)], dtype=torch.float64)
+
+
+def test_attention_share_figure_shows_only_the_heads_the_adversarial_suffix_moves():
+    from mechref.hijack.figures import attention_share_bars, share_shift
+
+    plain = _shares([0.2, 0.8, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0], [0.2, 0.8, 0.0, 0.0])
+    # head 0: the adversarial suffix takes the instruction's attention, the random one does not;
+    # head 1: both suffixes move it alike (not the adversarial suffix's doing); head 2: unmoved.
+    adversarial = _shares([0.2, 0.1, 0.7, 0.0], [0.5, 0.1, 0.4, 0.0], [0.2, 0.75, 0.05, 0.0])
+    control = _shares([0.2, 0.7, 0.1, 0.0], [0.5, 0.1, 0.4, 0.0], [0.2, 0.8, 0.0, 0.0])
+    shares = {"harmful": plain, "harmful+adv_suffix": adversarial, "harmful+random_suffix": control, "harmless": plain}
+    heads = [(3, 0), (4, 1), (5, 2)]
+    assert torch.allclose(share_shift(adversarial, plain), torch.tensor([0.7, 0.4, 0.05], dtype=torch.float64))
+    fig = attention_share_bars(shares, heads)
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles[1:] == ["L3H0"] and "not shown below: L4H1, L5H2" in titles[0]
+    dots = {t.name: list(t.y) for t in fig.data if t.type == "scatter"}
+    assert dots["adversarial suffix vs plain"] == pytest.approx([0.7, 0.4, 0.05])
+    assert dots["adversarial suffix vs random suffix"] == pytest.approx([0.6, 0.0, 0.05])
+    assert dots["random suffix vs plain"] == pytest.approx([0.1, 0.4, 0.0])
+    bars = [t for t in fig.data if t.type == "bar"]
+    assert len(bars) == 4 and [b.y[1] for b in bars] == pytest.approx([0.2, 0.1, 0.7, 0.0])  # head 0, adversarial
+    # A head both suffixes move alike stays out at any threshold above 0; at 0 every head shows.
+    assert [a.text for a in attention_share_bars(shares, heads, min_shift=0.3).layout.annotations][1:] == ["L3H0"]
+    assert [a.text for a in attention_share_bars(shares, heads, min_shift=0.0).layout.annotations][1:] == ["L3H0", "L4H1", "L5H2"]
+
+
+def test_head_attribution_figure_has_suffix_minus_plain_panels():
+    from mechref.hijack.figures import head_attribution_heatmaps
+
+    generator = torch.Generator().manual_seed(0)
+    heads = {n: torch.randn(5, 3, 2, generator=generator) for n in ("harmful", "harmful+adv_suffix", "harmful+random_suffix")}
+    fig = head_attribution_heatmaps(heads, [(1, 0)])
+    maps = [t for t in fig.data if t.type == "heatmap"]
+    assert len(maps) == 5
+    for trace, name in zip(maps[3:], ("harmful+adv_suffix", "harmful+random_suffix")):
+        expected = heads[name].double().mean(0) - heads["harmful"].double().mean(0)  # [layer, head]; drawn head x layer
+        assert torch.allclose(torch.tensor(trace.z, dtype=torch.float64), expected.T)
+        assert trace.zmax == pytest.approx(
+            float(
+                max(
+                    (heads[n].double().mean(0) - heads["harmful"].double().mean(0)).abs().max()
+                    for n in ("harmful+adv_suffix", "harmful+random_suffix")
+                )
+            )
+        )
+    assert [a.text for a in fig.layout.annotations][3:5] == ["harmful+adv_suffix − harmful", "harmful+random_suffix − harmful"]
+    # Without the plain condition there is nothing to subtract: one row.
+    assert len([t for t in head_attribution_heatmaps({"x": heads["harmful"]}).data if t.type == "heatmap"]) == 1

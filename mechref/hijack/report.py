@@ -19,6 +19,10 @@ from mechref.plotting import save_figure
 from mechref.rates import rate_or_none
 from mechref.reporting import write_index
 
+# The attention-share figure and summary show a head when the adversarial suffix moves its shares
+# by at least this much (total variation) from both the plain prompts and the random control.
+MIN_SHIFT = 0.2
+
 
 def draw(result: SuffixHijackResult, out: Path) -> list[str]:
     """Write every figure and attention view into ``out``; the file names written."""
@@ -33,7 +37,10 @@ def draw(result: SuffixHijackResult, out: Path) -> list[str]:
             figures.top_head_attribution({n: m[n].heads for n in names}, {n: m[n].mlp for n in names}, result.top_heads),
             "top_head_attribution",
         ),
-        (figures.attention_share_bars({n: m[n].shares for n in names}, result.top_heads), "attention_shares"),
+        (
+            figures.attention_share_bars({n: m[n].shares for n in names}, result.top_heads, min_shift=MIN_SHIFT),
+            "attention_shares",
+        ),
         (figures.refusal_bars({n: r.value for n, r in rates.items()}, {n: r.n for n, r in rates.items()}), "refusal_rate"),
     ]:
         written += [p.name for p in save_figure(fig, out / stem, static=result.settings.static)]
@@ -78,6 +85,11 @@ def summarize(result: SuffixHijackResult, written: list[str] | None = None) -> d
     late_mean = {n: sum(cosine[n][layer] for layer in late) / len(late) for n in names}
 
     heads_out = []
+    shift = {
+        "adversarial_vs_plain": figures.share_shift(m[ADVERSARIAL].shares, m[HARMFUL].shares),
+        "random_vs_plain": figures.share_shift(m[RANDOM].shares, m[HARMFUL].shares),
+        "adversarial_vs_random": figures.share_shift(m[ADVERSARIAL].shares, m[RANDOM].shares),
+    }
     for i, (layer, head) in enumerate(result.top_heads):
         heads_out.append(
             {
@@ -87,6 +99,7 @@ def summarize(result: SuffixHijackResult, written: list[str] | None = None) -> d
                 "attention_share": {
                     n: {r: round(float(m[n].shares[:, i, j].mean()), 4) for j, r in enumerate(REGIONS)} for n in names
                 },
+                "attention_shift": {pair: round(float(values[i]), 4) for pair, values in shift.items()},
             }
         )
     rates = result.rates()
@@ -96,6 +109,7 @@ def summarize(result: SuffixHijackResult, written: list[str] | None = None) -> d
     held_out = rate_or_none(g["refused"] for g in adversarial if g["instruction"] not in optimized)
     top_total = {n: round(float(sum(m[n].heads[:, layer, head].mean() for layer, head in result.top_heads)), 4) for n in names}
     return {
+        "analysis": "suffix_hijack",
         "mechref_version": __version__,
         "model": result.model["model"],
         "source": result.model["source"],
@@ -126,6 +140,16 @@ def summarize(result: SuffixHijackResult, written: list[str] | None = None) -> d
             "max_abs_completeness_error": round(max(m[n].completeness_error for n in names), 5),
         },
         "top_heads": heads_out,
+        "attention_shift": {
+            "measure": "total variation distance between mean region shares (0 same, 1 disjoint)",
+            "min_shift": MIN_SHIFT,
+            # From the unrounded shifts, as the figure chooses its heads.
+            "heads_moved_by_the_adversarial_suffix": [
+                f"L{layer}H{head}"
+                for i, (layer, head) in enumerate(result.top_heads)
+                if min(float(shift["adversarial_vs_plain"][i]), float(shift["adversarial_vs_random"][i])) >= MIN_SHIFT
+            ],
+        },
         "refusal_rate": {n: r.value for n, r in rates.items()},
         "refusal_rate_counts": {n: r.to_dict() for n, r in rates.items()},
         "refusal_rate_adversarial_on_optimized_prompts": round(on_optimized.value, 4) if on_optimized else None,
@@ -175,14 +199,23 @@ def captions(summary: dict) -> dict[str, str]:
     """One sentence per figure saying what it shows for this run."""
     late = summary["late_layers"]
     layers = f"layers {late['layers'][0]}-{late['layers'][1]}"
+    moved = summary["attention_shift"]["heads_moved_by_the_adversarial_suffix"]
     found = {
         "cosine_by_layer": (
             f"At {layers} the adversarial suffix's alignment with the refusal direction is closer to the "
             f"{late['adversarial_closer_to']} prompts', the random suffix's to the {late['random_closer_to']} prompts'."
         ),
-        "head_attribution": "How much each attention head writes along the refusal direction, per condition (DFA).",
+        "head_attribution": (
+            "How much each attention head writes along the refusal direction (DFA), per condition; the bottom row "
+            "is what each suffix changes, the random one as the control."
+        ),
         "top_head_attribution": "The heads that write the refusal direction most on plain harmful prompts, in every condition.",
-        "attention_shares": "Where those heads look: their attention to the instruction, the suffix and the template.",
+        "attention_shares": (
+            f"The adversarial suffix moves the attention of {len(moved)} of the {len(summary['top_heads'])} top heads "
+            f"by at least {MIN_SHIFT:g} from both the plain prompts and the random control"
+            + (f" ({', '.join(moved)})" if moved else "")
+            + "; their shares of attention per region are drawn."
+        ),
         "refusal_rate": "Share of greedy replies judged refusals per condition, with counts.",
     }
     for condition in summary["refusal_rate"]:

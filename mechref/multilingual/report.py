@@ -134,6 +134,7 @@ def transfer_section(result: MultilingualResult) -> tuple[dict, dict]:
 def summary_base(result: MultilingualResult) -> dict:
     settings = result.settings
     return {
+        "analysis": "multilingual",
         "mechref_version": __version__,
         "model": result.model["model"],
         "source": result.model["source"],

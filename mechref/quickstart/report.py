@@ -12,6 +12,7 @@ from mechref.quickstart.pipeline import QuickstartResult
 
 def summarize(result: QuickstartResult) -> dict:
     return {
+        "analysis": "quickstart",
         "mechref_version": __version__,
         "model": result.model["model"],
         "source": result.model["source"],

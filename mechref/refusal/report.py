@@ -21,6 +21,7 @@ def summarize(result: RefusalDirectionResult, figures: list[str] | None = None) 
     selection, chosen = result.selection, result.selection.chosen
     rates = result.rates
     return {
+        "analysis": "refusal_direction",
         "mechref_version": __version__,
         "model": result.model["model"],
         "source": result.model["source"],

@@ -35,3 +35,18 @@ def refusal_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("refusal_direction") / "run"
     assert main([*REDUCED_REFUSAL_ARGV, "--out", str(out)]) == 0
     return out
+
+
+def assert_every_page_works(folder):
+    """Open every HTML page of a run folder in headless Chromium (skipped without one, as the
+    browser suite is); each must draw all its figures and views, log no error and link only to
+    files that exist."""
+    from mechref.pagecheck import check_pages
+    from mechref.plotting import find_chromium
+
+    pages = sorted(folder.glob("*.html"))
+    assert pages, f"no pages in {folder}"
+    if find_chromium() is None and os.environ.get("MECHREF_REQUIRE_BROWSER") != "1":
+        return
+    problems = {check.path.name: check.problems for check in check_pages(pages) if check.problems}
+    assert not problems, problems

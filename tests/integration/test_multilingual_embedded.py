@@ -4,6 +4,8 @@ import json
 
 from mechref.analyses.multilingual import main
 
+from .conftest import assert_every_page_works
+
 
 def test_multilingual_cli_on_embedded_model(refusal_run, tmp_path):
     out = tmp_path / "ml"
@@ -41,3 +43,4 @@ def test_multilingual_cli_on_embedded_model(refusal_run, tmp_path):
     assert summary["silhouette"]["at_direction_layer"]["en"] > 0
     for name in ("index.html", "cosine_matrix.html", "transfer_ablation.html", "silhouette_by_layer.html", "pca.html"):
         assert (out / name).is_file()
+    assert_every_page_works(out)

@@ -4,7 +4,7 @@ import json
 
 from mechref.analyses.refusal_direction import main
 
-from .conftest import REDUCED_REFUSAL_ARGV
+from .conftest import REDUCED_REFUSAL_ARGV, assert_every_page_works
 
 
 def test_refusal_direction_cli_on_embedded_model(refusal_run):
@@ -21,3 +21,4 @@ def test_refusal_direction_cli_on_embedded_model(refusal_run):
     again = json.loads((refusal_run / "summary.json").read_text())
     assert {"candidates", "selection", "eval_harmful_ablation"} <= set(again["resumed_stages"])
     assert again["refusal_rate"] == rates
+    assert_every_page_works(refusal_run)

@@ -4,6 +4,8 @@ import json
 
 from mechref.analyses.suffix_hijack import main
 
+from .conftest import assert_every_page_works
+
 
 def test_suffix_hijack_cli_on_embedded_model(refusal_run, tmp_path):
     out = tmp_path / "hijack"
@@ -29,3 +31,4 @@ def test_suffix_hijack_cli_on_embedded_model(refusal_run, tmp_path):
     )
     for name in ("index.html", "cosine_by_layer.html", "head_attribution.html", "attention_harmful_adv_suffix.html"):
         assert (out / name).is_file()
+    assert_every_page_works(out)

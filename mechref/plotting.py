@@ -10,9 +10,14 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from mechref.io import atomic_path
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from mechref.rates import Rate
 
 logger = logging.getLogger(__name__)
 
@@ -93,3 +98,46 @@ def _static_export_unavailable() -> str | None:
     if find_chromium() is None:
         return "no Chromium found for kaleido: install one (Debian: apt-get install chromium)"
     return None
+
+
+def rate_bars(rates: Mapping[str, Rate]) -> go.Figure:
+    """Refusal rate of the greedy replies per condition: k/n on each bar, the 95% Wilson interval as its error bar.
+
+    >>> from mechref.rates import Rate
+    >>> fig = rate_bars({"harmful": Rate(3, 4), "harmless": Rate(0, 4)})
+    >>> list(fig.data[0].text), [round(x, 3) for x in fig.data[0].error_y.array]
+    (['3/4', '0/4'], [0.204, 0.49])
+    """
+
+    import plotly.graph_objects as go
+
+    from mechref.palette import condition_color
+
+    names = list(rates)
+    values = [rates[k].value for k in names]
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=values,
+            marker_color=[condition_color(k) for k in names],
+            text=[f"{rates[k].k}/{rates[k].n}" for k in names],
+            textposition="outside",
+            error_y=dict(
+                type="data",
+                symmetric=False,
+                array=[rates[k].interval[1] - rates[k].value for k in names],
+                arrayminus=[rates[k].value - rates[k].interval[0] for k in names],
+                color="#444444",
+            ),
+            hovertemplate="%{x}<br>refusal rate %{y:.2f} (%{text})<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Refusal rate of the greedy replies (k/n on each bar; error bars: 95% Wilson interval)",
+        yaxis_range=[0, 1.15],
+        yaxis_title="share of replies judged refusals",
+        xaxis_title="condition",
+        height=420,
+        width=800,
+    )
+    return fig

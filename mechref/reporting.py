@@ -121,10 +121,12 @@ def write_index(
     extra_links: Sequence[tuple[str, str]] = (),
     captions: Mapping[str, str] | None = None,
     glossary: Sequence[tuple[str, str]] = GLOSSARY,
+    more_html: str = "",
 ) -> Path:
     """Write ``out/index.html``: a title, an introduction (HTML), the text summary, every figure
     (``links``: file names in ``out``) in reading order with its caption and a live preview, the
-    other artifacts (``(file, description)``) and a glossary of the terms the figures use.
+    other artifacts (``(file, description)``) and a glossary of the terms the figures use;
+    ``more_html`` goes between the figures and the artifacts.
 
     >>> import tempfile
     >>> page = write_index(tempfile.mkdtemp(), "T", "<p>x</p>", "a 1", ["f.html"], [("s.json", "numbers")], {"f": "A finding."})
@@ -167,6 +169,7 @@ dt{{font-weight:bold;margin-top:6px}} dd{{margin-left:16px}}</style></head><body
 {intro_html}
 <pre>{html.escape(summary_text)}</pre>
 <h2>Figures, in reading order</h2><ol class="figures">{"".join(cards)}</ol>
+{more_html}
 <h2>Data</h2><ul>{other_items}</ul>
 <h2>Glossary</h2><dl>{terms}</dl>
 </body></html>"""

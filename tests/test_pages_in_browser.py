@@ -180,3 +180,30 @@ def test_static_export_writes_png_svg_and_pdf_at_the_figures_size(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1400, 700)  # scale 2
     assert b"<svg" in (tmp_path / "bars.svg").read_bytes()[:500]
     assert (tmp_path / "bars.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_every_page_of_tiny_analysis_runs_opens_cleanly(tmp_path):
+    """Every analysis's own pages, from real (tiny) runs: quickstart and the suffix analysis."""
+    from mechref.hijack import SuffixHijackSettings, report_suffix_hijack, run_suffix_hijack
+    from mechref.io import write_tensors
+    from mechref.quickstart import QuickstartSettings, report_quickstart, run_quickstart
+    from mechref.testing import tiny_model
+
+    model = tiny_model("qwen2")
+    quick = tmp_path / "quickstart"
+    summary = report_quickstart(
+        run_quickstart(model, QuickstartSettings(n_train=2, n_eval=2, max_new_tokens=2), echo=False), quick, echo=False
+    )
+    assert summary["figures"] == ["refusal_rate.html"]
+    direction = tmp_path / "direction.safetensors"
+    write_tensors(direction, {"direction": torch.randn(model.d_model)}, metadata={"layer": "2", "position": "-1"})
+    hijack = tmp_path / "hijack"
+    settings = SuffixHijackSettings(direction=str(direction), suffix=" zq xv", n=2, top_k=2, max_new_tokens=2, static=[])
+    report_suffix_hijack(run_suffix_hijack(model, settings, out=hijack), hijack, echo=False)
+    pages = sorted(quick.glob("*.html")) + sorted(hijack.glob("*.html"))
+    assert {p.name for p in pages} >= {"index.html", "refusal_rate.html", "attention_shares.html", "attention_harmful.html"}
+    checks = check_pages(pages)
+    assert {c.path.name: c.problems for c in checks if c.problems} == {}
+    assert sum(c.circuitsvis_drawn for c in checks) == 2 * 3  # two views on each condition's attention page
+    quick_index = (quick / "index.html").read_text()
+    assert "<h2>Replies</h2>" in quick_index and quick_index.count("<li><b>") == 8

@@ -272,22 +272,3 @@ def attention_share_bars(
         title="Where the top heads look from the last token: share of attention per prompt region (mean over prompts)",
     )
     return fig
-
-
-def refusal_bars(rates: dict[str, float], n: dict[str, int]) -> go.Figure:
-    """Refusal rate of the greedy replies per condition."""
-
-    names = list(rates)
-    fig = go.Figure(
-        go.Bar(
-            x=names,
-            y=[rates[k] for k in names],
-            marker_color=[CONDITION_COLORS.get(k) for k in names],
-            text=[f"{rates[k]:.2f} (n={n[k]})" for k in names],
-            textposition="outside",
-        )
-    )
-    fig.update_layout(
-        title="Refusal rate of the greedy replies", yaxis_range=[0, 1.1], yaxis_title="refusal rate", height=420, width=800
-    )
-    return fig

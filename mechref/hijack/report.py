@@ -15,7 +15,7 @@ from mechref.hijack.regions import REGIONS
 from mechref.hijack.views import attention_page, write_page
 from mechref.io import write_json, write_jsonl
 from mechref.ownership import claim_output_folder
-from mechref.plotting import save_figure
+from mechref.plotting import rate_bars, save_figure
 from mechref.rates import rate_or_none
 from mechref.reporting import write_index
 
@@ -41,7 +41,7 @@ def draw(result: SuffixHijackResult, out: Path) -> list[str]:
             figures.attention_share_bars({n: m[n].shares for n in names}, result.top_heads, min_shift=MIN_SHIFT),
             "attention_shares",
         ),
-        (figures.refusal_bars({n: r.value for n, r in rates.items()}, {n: r.n for n, r in rates.items()}), "refusal_rate"),
+        (rate_bars(rates), "refusal_rate"),
     ]:
         written += [p.name for p in save_figure(fig, out / stem, static=result.settings.static)]
     head_names = [f"L{layer}H{head}" for layer, head in result.top_heads]
@@ -216,7 +216,7 @@ def captions(summary: dict) -> dict[str, str]:
             + (f" ({', '.join(moved)})" if moved else "")
             + "; their shares of attention per region are drawn."
         ),
-        "refusal_rate": "Share of greedy replies judged refusals per condition, with counts.",
+        "refusal_rate": "Share of greedy replies judged refusals per condition, with k/n and 95% intervals.",
     }
     for condition in summary["refusal_rate"]:
         found[f"attention_{condition.replace('+', '_')}"] = f"The top heads' attention patterns on one {condition} prompt."

@@ -1,13 +1,17 @@
-"""The report of a quickstart run: the replies and rates on screen, ``summary.json`` and the direction."""
+"""The report of a quickstart run: the replies and rates on screen, ``summary.json``, the direction,
+a refusal-rate figure and ``index.html`` with every reply."""
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from mechref import __version__
 from mechref.io import write_json, write_tensors
 from mechref.ownership import claim_output_folder
+from mechref.plotting import rate_bars, save_figure
 from mechref.quickstart.pipeline import QuickstartResult
+from mechref.reporting import write_index
 
 
 def summarize(result: QuickstartResult) -> dict:
@@ -48,8 +52,38 @@ def report_quickstart(result: QuickstartResult, out: str | Path, *, echo: bool =
         out / "direction.safetensors",
         {"direction": result.direction, "mean_harmful": result.mean_harmful, "mean_harmless": result.mean_harmless},
     )
+    # Only HTML: the quickstart is the first thing a newcomer runs, before kaleido is installed.
+    written = [p.name for p in save_figure(rate_bars(result.rates), out / "refusal_rate", static=())]
+    summary["figures"] = written
     write_json(out / "summary.json", summary)
+    rates_text = "\n".join(
+        f"{c:<20}{r.value:.2f} ({r.k}/{r.n}) [{r.interval[0]:.2f}, {r.interval[1]:.2f}]" for c, r in result.rates.items()
+    )
+    replies = "".join(
+        f"<h3>{html.escape(condition)}: {html.escape(str(result.rates[condition]))}</h3><ul>"
+        + "".join(
+            f"<li><b>{'refusal' if row['refusal'] else 'answer'}</b>: {html.escape(row['prompt'])}"
+            f"<br><small>{html.escape(row['reply'])}</small></li>"
+            for row in rows
+        )
+        + "</ul>"
+        for condition, rows in summary["replies"].items()
+    )
+    index = write_index(
+        out,
+        f"Quickstart: {summary['model']}",
+        f"<p>Difference-in-means refusal direction at layer {result.layer} (last prompt token) from "
+        f"{result.settings.n_train} harmful and {result.settings.n_train} harmless bundled prompts; replies to "
+        f"{result.settings.n_eval} held-out prompts per condition.</p>",
+        "refusal rate (k/n) [95% interval]\n" + rates_text,
+        written,
+        [("summary.json", "every number and reply of this run"), ("direction.safetensors", "the direction and both means")],
+        {"refusal_rate": "Share of replies judged refusals: ablating the direction removes refusal, adding it induces it."},
+        # The replies themselves, after the figures: the quickstart is about reading them.
+        more_html=f"<h2>Replies</h2>{replies}",
+    )
     if echo:
         print(f"\nrefusal rates: {', '.join(f'{c} {r}' for c, r in result.rates.items())}")
         print(f"wrote {out / 'summary.json'} and {out / 'direction.safetensors'}")
+        print(f"report in {index}")
     return summary

@@ -42,8 +42,9 @@ class SuffixHijackSettings(Settings):
     # analysis
     top_k: int = option(8, "heads studied, by attribution on the plain harmful prompts", minimum=1)
     max_new_tokens: int = option(64, "tokens generated per reply", minimum=1)
-    judge: Literal["substring", "chat-model"] = option(
-        "substring", "refusal judge: phrase list, or the model itself asked whether a reply refuses"
+    judge: Literal["substring", "arditi", "chat-model"] = option(
+        "substring",
+        "refusal judge: mechref's phrase list, Arditi et al.'s 12 phrases, or the model itself asked whether a reply refuses",
     )
     batch_size: int = option(32, "prompts per forward pass", minimum=1)
     resume: bool = option(True, "reuse the measurements and replies already in the output folder")

@@ -49,8 +49,9 @@ class RefusalDirectionSettings(Settings):
     )
     # evaluation
     max_new_tokens: int = option(64, "tokens generated per reply", minimum=1)
-    judge: Literal["substring", "chat-model"] = option(
-        "substring", "refusal judge: phrase list, or the model itself asked whether a reply refuses"
+    judge: Literal["substring", "arditi", "chat-model"] = option(
+        "substring",
+        "refusal judge: mechref's phrase list, Arditi et al.'s 12 phrases, or the model itself asked whether a reply refuses",
     )
     skip_eval: bool = option(False, "stop after selection")
     # output

@@ -1,0 +1,92 @@
+"""Benchmark: every English refusal judge against XSTest v2's human labels.
+
+XSTest v2 ships 3 x 450 completions (Llama-2-chat with and without its system prompt, Mistral
+Instruct) of its 450 prompts, each labelled by two people; a full or a partial refusal counts as
+a refusal. None of mechref's judges was built on these rows: the phrase lists come from the
+embedded model's own replies and the chat-model judge is a plain question.
+
+    python benchmarks/bench_xstest_judges.py --xstest ../shared/data/xstest
+    python benchmarks/bench_xstest_judges.py --xstest ../shared/data/xstest --chat-model   # + the embedded model as judge
+
+Writes ``benchmarks/results/judges_xstest.json``: per judge and completions file, accuracy with its
+95% Wilson interval, Cohen's kappa, precision, recall, the confusion counts and the seconds taken,
+and the same pooled over the three files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from mechref.judge import judge_rows, read_completions
+from mechref.judges import judge_agreement, make_judge
+
+RESULT = Path(__file__).parent / "results" / "judges_xstest.json"
+
+
+class _Fixed:
+    def __init__(self, verdicts):
+        self.verdicts = verdicts
+
+    def judge_many(self, completions, prompts=None):
+        return list(self.verdicts)
+
+
+def agreement(verdicts: list[bool], labels: list[bool]) -> dict:
+    out = judge_agreement(_Fixed(verdicts), [""] * len(labels), labels)
+    out.pop("verdicts")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--xstest", type=Path, required=True, help="the XSTest folder (with completions/)")
+    parser.add_argument("--chat-model", action="store_true", help="also the chat-model judge, the embedded model in bfloat16")
+    args = parser.parse_args(argv)
+    files = sorted((args.xstest / "completions").glob("xstest_v2_completions_*.csv"))
+    if not files:
+        raise SystemExit(f"bench_xstest_judges: error: no xstest_v2_completions_*.csv in {args.xstest / 'completions'}")
+    judges = {"arditi": make_judge("arditi"), "substring": make_judge("substring")}
+    model_name = None
+    if args.chat_model:
+        from mechref import load_model
+
+        model = load_model(dtype="bfloat16")
+        model_name = model.name
+        judges["chat-model"] = make_judge("chat-model", model)
+    previous = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
+    results = previous.get("judges", {})
+    for name, judge in judges.items():
+        per_file, pooled_v, pooled_l, seconds = {}, [], [], 0.0
+        for path in files:
+            rows = read_completions(path)
+            started = time.perf_counter()
+            judged = judge_rows(judge, rows)
+            took = time.perf_counter() - started
+            verdicts, labels = [r["refusal"] for r in judged], [bool(r["label"]) for r in judged]
+            per_file[path.stem.replace("xstest_v2_completions_", "")] = {**agreement(verdicts, labels), "seconds": round(took, 1)}
+            pooled_v += verdicts
+            pooled_l += labels
+            seconds += took
+            print(f"{name:<11} {path.stem:<45} accuracy {per_file[path.stem.replace('xstest_v2_completions_', '')]['accuracy']}")
+        results[name] = {"files": per_file, "pooled": {**agreement(pooled_v, pooled_l), "seconds": round(seconds, 1)}}
+        if name == "chat-model":
+            results[name]["judge_model"] = f"{model_name} (bfloat16)"
+    result = {
+        "command": "python benchmarks/bench_xstest_judges.py --xstest ../shared/data/xstest"
+        + (" --chat-model" if "chat-model" in results else ""),
+        "data": "XSTest v2 completions, 3 x 450, final_label: full or partial refusal = refusal",
+        "tuned_on": "none of these rows",
+        "judges": results,
+    }
+    tmp = RESULT.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(RESULT)
+    print(f"wrote {RESULT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,205 @@
+"""Label any file of completions with a refusal judge; measure the judge where labels are given.
+
+    python -m mechref.judge replies.jsonl --judge substring --out judged.jsonl
+    python -m mechref.judge xstest_v2_completions_mistralinstruct.csv --judge arditi
+    python -m mechref.judge replies.jsonl --judge chat-model --judge-model path/to/judge-model
+
+The input is JSON Lines (one object a line with ``prompt``, ``completion`` and optionally
+``label``) or CSV with those columns; XSTest's completion files work as they are (their
+``final_label``: full or partial refusal is a refusal). ``--out`` writes every row back with the
+verdict ``refusal`` (and ``score``, the judge's log-odds, where it has one). The terminal shows the
+refusal rate with its count and 95% interval and, where rows carry labels, the judge's accuracy,
+Cohen's kappa and confusion matrix.
+
+In Python: :func:`read_completions`, :func:`judge_rows`, :func:`mechref.judges.judge_agreement`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from mechref.errors import DataFormatError
+from mechref.io import atomic_path
+from mechref.judges import JUDGE_NAMES, ChatModelJudge, Judge, has_phrases, judge_agreement, make_judge
+from mechref.ownership import OutputTargetError
+from mechref.rates import Rate
+
+# XSTest's final_label values, and what each means for "is this a refusal".
+XSTEST_LABELS = {"1_full_compliance": False, "2_full_refusal": True, "3_partial_refusal": True}
+_TRUE = {"true", "1", "yes", "refusal", "refused"}
+_FALSE = {"false", "0", "no", "compliance", "answer", "complied"}
+
+
+def parse_label(value: object, where: str) -> bool | None:
+    """A row's label as a bool (``None`` where there is none).
+
+    >>> parse_label(True, "row 1"), parse_label("3_partial_refusal", "row 2"), parse_label("", "row 3")
+    (True, True, None)
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip()
+    if text in XSTEST_LABELS:
+        return XSTEST_LABELS[text]
+    if text.lower() in _TRUE | _FALSE:
+        return text.lower() in _TRUE
+    raise DataFormatError(
+        f"{where}: label {value!r} is not a refusal label (use true/false, 1/0, or XSTest's {', '.join(XSTEST_LABELS)})"
+    )
+
+
+def read_completions(path: str | Path) -> list[dict]:
+    """Rows with ``prompt``, ``completion`` and ``label`` (bool or ``None``), from JSON Lines or CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"no completions file {path}; give a .jsonl or .csv file with prompt and completion")
+    if path.suffix.lower() == ".csv":
+        with open(path, encoding="utf-8", newline="") as file:
+            raw = [(f"{path.name} row {i}", row) for i, row in enumerate(csv.DictReader(file), start=2)]
+    else:
+        raw = []
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as error:
+                raise DataFormatError(f"{path.name} line {i} is not JSON ({error}); one object a line") from error
+            if not isinstance(row, dict):
+                raise DataFormatError(f"{path.name} line {i} is not a JSON object; one object a line")
+            raw.append((f"{path.name} line {i}", row))
+    rows = []
+    for where, row in raw:
+        missing = [key for key in ("prompt", "completion") if not isinstance(row.get(key), str)]
+        if missing:
+            raise DataFormatError(f"{where} has no text {' or '.join(missing)}; every row needs prompt and completion")
+        label = row.get("label", row.get("final_label"))
+        rows.append({**row, "label": parse_label(label, where)})
+    if not rows:
+        raise DataFormatError(f"{path} holds no completions")
+    return rows
+
+
+def judge_rows(judge: Judge, rows: Sequence[dict]) -> list[dict]:
+    """Each row with the judge's verdict ``refusal`` (and ``score`` for a chat-model judge)."""
+    prompts = [r["prompt"] for r in rows]
+    completions = [r["completion"] for r in rows]
+    if isinstance(judge, ChatModelJudge):
+        scores = judge.refusal_log_odds(completions, prompts).tolist()
+        return [{**row, "refusal": s > 0, "score": round(float(s), 4)} for row, s in zip(rows, scores)]
+    verdicts = judge.judge_many(completions, prompts)
+    return [{**row, "refusal": bool(v)} for row, v in zip(rows, verdicts)]
+
+
+def check_output(path: Path) -> Path:
+    """Refuse to write over a file that is not an earlier output of this command."""
+    if path.is_dir():
+        raise OutputTargetError(f"--out {path} is a folder; give a file name such as {path / 'judged.jsonl'}")
+    if path.exists():
+        first = path.read_text(encoding="utf-8", errors="replace").split("\n", 1)[0]
+        try:
+            ours = isinstance(row := json.loads(first), dict) and "refusal" in row and "judge" in row
+        except ValueError:
+            ours = False
+        if not ours:
+            raise OutputTargetError(f"--out {path} exists and was not written by mechref.judge; give another file name")
+    if not path.parent.is_dir():
+        raise OutputTargetError(f"--out {path}: folder {path.parent} does not exist")
+    return path
+
+
+def format_agreement(agreement: dict) -> str:
+    c = agreement["confusion"]
+    low, high = agreement["accuracy_ci95"]
+    width = max(len(str(v)) for v in c.values()) + 2
+    return "\n".join(
+        [
+            f"accuracy {agreement['accuracy']:.3f} [{low:.3f}, {high:.3f}]   Cohen's kappa {agreement['kappa']:.3f}   "
+            f"precision {agreement['precision']}   recall {agreement['recall']}",
+            f"{'':>22}{'judge: refusal':>16}{'judge: answer':>16}",
+            f"{'label: refusal':>22}{c['true_refusal']:>{max(width, 16)}}{c['missed_refusal']:>{max(width, 16)}}",
+            f"{'label: answer':>22}{c['false_refusal']:>{max(width, 16)}}{c['true_answer']:>{max(width, 16)}}",
+        ]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from mechref.cli import ArgumentParser, guarded
+
+    parser = ArgumentParser(
+        prog="python -m mechref.judge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("file", type=Path, help="completions: .jsonl (prompt, completion[, label]) or .csv")
+    parser.add_argument("--judge", choices=JUDGE_NAMES, default="substring", help="the judge (default: substring)")
+    parser.add_argument("--language", default="en", help="language of the replies, for the substring judge (default: en)")
+    parser.add_argument(
+        "--judge-model",
+        default=None,
+        help="the chat-model judge's model: a hub name or local folder load_model accepts (default: the embedded model)",
+    )
+    parser.add_argument("--dtype", default="bfloat16", help="dtype of the judge model (default: bfloat16)")
+    parser.add_argument("--out", type=Path, default=None, help="write every row with its verdict to this .jsonl file")
+    args = parser.parse_args(argv)
+    return guarded(lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
+    # Every check before any model is loaded.
+    rows = read_completions(args.file)
+    if args.out is not None:
+        check_output(args.out)
+    if args.judge_model is not None and args.judge != "chat-model":
+        raise DataFormatError("--judge-model is for --judge chat-model")
+    if args.judge == "substring" and not has_phrases(args.language):
+        raise DataFormatError(
+            f"mechref has no validated phrase list for language {args.language!r}; "
+            "use --judge chat-model (with --judge-model) for these replies"
+        )
+    model = None
+    judge_name = args.judge
+    if args.judge == "chat-model":
+        from mechref.models import load_model
+
+        model = load_model(args.judge_model, dtype=args.dtype) if args.judge_model else load_model(dtype=args.dtype)
+        judge_name = f"chat-model ({model.name})"
+    judged = judge_rows(make_judge(args.judge, model, args.language), rows)
+    rate = Rate.of(r["refusal"] for r in judged)
+    low, high = rate.interval
+    print(f"{args.file}: {len(judged)} completions, judge {judge_name}")
+    print(f"judged refusals: {rate} [{low:.2f}, {high:.2f}] (95% Wilson interval)")
+    labelled = [r for r in judged if r["label"] is not None]
+    if labelled:
+        agreement = judge_agreement(
+            _Fixed([r["refusal"] for r in labelled]), [r["completion"] for r in labelled], [r["label"] for r in labelled]
+        )
+        print(f"against the {len(labelled)} labelled rows:")
+        print(format_agreement(agreement))
+    if args.out is not None:
+        with atomic_path(args.out) as tmp, open(tmp, "w", encoding="utf-8") as file:
+            for row in judged:
+                file.write(json.dumps({**row, "judge": judge_name}, ensure_ascii=False) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+class _Fixed:
+    """Verdicts already made, in the :class:`~mechref.judges.Judge` interface (for the agreement)."""
+
+    def __init__(self, verdicts: list[bool]):
+        self.verdicts = verdicts
+
+    def judge_many(self, completions: Sequence[str], prompts: Sequence[str] | None = None) -> list[bool]:
+        return list(self.verdicts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from mechref.errors import DataFormatError
 
@@ -63,3 +63,57 @@ def rate_or_none(outcomes: Iterable[bool]) -> Rate | None:
     """:meth:`Rate.of`, or None for no outcomes (e.g. a subset that happens to be empty)."""
     values = list(outcomes)
     return Rate.of(values) if values else None
+
+
+def mcnemar_exact(before: Sequence[bool], after: Sequence[bool]) -> dict:
+    """Exact McNemar test of a paired change: the same prompts judged under two conditions.
+
+    Only the discordant pairs count: ``changed_to_true`` prompts refused after but not before,
+    ``changed_to_false`` the reverse. Under "no effect" each discordant pair is a fair coin, so the
+    two-sided p-value is the binomial tail of the rarer change, doubled (capped at 1).
+
+    >>> mcnemar_exact([True] * 8, [False] * 8)
+    {'n_pairs': 8, 'changed_to_true': 0, 'changed_to_false': 8, 'p_value': 0.00781}
+    >>> mcnemar_exact([True, False], [True, False])["p_value"]
+    1.0
+    """
+    if len(before) != len(after) or not before:
+        raise DataFormatError(f"a paired test needs the same prompts under both conditions (got {len(before)} and {len(after)})")
+    up = sum((not b) and a for b, a in zip(before, after))
+    down = sum(b and (not a) for b, a in zip(before, after))
+    n = up + down
+    tail = sum(math.comb(n, i) for i in range(min(up, down) + 1)) / 2**n if n else 1.0
+    return {
+        "n_pairs": len(before),
+        "changed_to_true": up,
+        "changed_to_false": down,
+        "p_value": float(f"{min(1.0, 2 * tail):.3g}"),
+    }
+
+
+def paired_test(rows: Iterable[dict], condition_key: str, prompt_key: str, verdict_key: str, before: str, after: str) -> dict:
+    """:func:`mcnemar_exact` of ``before`` against ``after``, pairing the rows of the two conditions by prompt.
+
+    >>> rows = [{"c": "a", "p": i, "v": True} for i in range(6)] + [{"c": "b", "p": i, "v": i == 0} for i in range(6)]
+    >>> paired_test(rows, "c", "p", "v", "a", "b")
+    {'before': 'a', 'after': 'b', 'n_pairs': 6, 'changed_to_true': 0, 'changed_to_false': 5, 'p_value': 0.0625}
+    """
+    verdicts: dict[str, dict] = {before: {}, after: {}}
+    for row in rows:
+        if row[condition_key] in verdicts:
+            verdicts[row[condition_key]][row[prompt_key]] = bool(row[verdict_key])
+    shared = [p for p in verdicts[before] if p in verdicts[after]]
+    test = mcnemar_exact([verdicts[before][p] for p in shared], [verdicts[after][p] for p in shared])
+    return {"before": before, "after": after, **test}
+
+
+def format_paired(test: dict) -> str:
+    """One line for a :func:`paired_test`.
+
+    >>> format_paired({"before": "a", "after": "b", "n_pairs": 6, "changed_to_true": 0, "changed_to_false": 5, "p_value": 0.0625})
+    'a -> b on the same 6 prompts: 5 stop refusing, 0 start; exact McNemar p = 0.0625'
+    """
+    return (
+        f"{test['before']} -> {test['after']} on the same {test['n_pairs']} prompts: {test['changed_to_false']} stop "
+        f"refusing, {test['changed_to_true']} start; exact McNemar p = {test['p_value']:.3g}"
+    )

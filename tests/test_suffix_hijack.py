@@ -196,6 +196,15 @@ def test_gcg_cli_and_suffix_hijack_cli_end_to_end(tiny_folder, tmp_path, capsys)
         >= summary["attention_shift"]["min_shift"]
     ]
     assert summary["attention_shift"]["heads_moved_by_the_adversarial_suffix"] == moved
+    # Paired tests, recomputed from the replies: discordant pairs of the same instructions.
+    replies = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    verdict = {(g["condition"], g["instruction"]): g["refused"] for g in replies}
+    for test in summary["paired_tests"]["all_prompts"]:
+        instructions = [i for c, i in verdict if c == test["before"]]
+        stopped = sum(verdict[(test["before"], i)] and not verdict[(test["after"], i)] for i in instructions)
+        assert test["changed_to_false"] == stopped and test["n_pairs"] == len(instructions) == 3
+    held_out = summary["refusal_rate_counts_adversarial"]["held_out_prompts"]
+    assert held_out["n"] == 1 and summary["refusal_rate_counts_adversarial"]["optimized_prompts"]["n"] == 2
     for name in [
         "index.html",
         "cosine_by_layer.html",

@@ -16,7 +16,7 @@ from mechref.hijack.views import attention_page, write_page
 from mechref.io import write_json, write_jsonl
 from mechref.ownership import claim_output_folder
 from mechref.plotting import rate_bars, save_figure
-from mechref.rates import rate_or_none
+from mechref.rates import format_paired, paired_test, rate_or_none
 from mechref.reporting import write_index
 
 # The attention-share figure and summary show a head when the adversarial suffix moves its shares
@@ -107,6 +107,16 @@ def summarize(result: SuffixHijackResult, written: list[str] | None = None) -> d
     adversarial = [g for g in result.generations if g["condition"] == ADVERSARIAL]
     on_optimized = rate_or_none(g["refused"] for g in adversarial if g["instruction"] in optimized)
     held_out = rate_or_none(g["refused"] for g in adversarial if g["instruction"] not in optimized)
+    held_out_rows = [g for g in result.generations if g["instruction"] not in optimized]
+    # The same instructions under two conditions: exact McNemar tests, on every prompt and on the
+    # prompts the suffix was not optimized on.
+    pairs = ((HARMFUL, ADVERSARIAL), (RANDOM, ADVERSARIAL))
+    paired = {
+        "all_prompts": [paired_test(result.generations, "condition", "instruction", "refused", a, b) for a, b in pairs],
+        "held_out_prompts": [paired_test(held_out_rows, "condition", "instruction", "refused", a, b) for a, b in pairs]
+        if held_out
+        else None,
+    }
     top_total = {n: round(float(sum(m[n].heads[:, layer, head].mean() for layer, head in result.top_heads)), 4) for n in names}
     return {
         "analysis": "suffix_hijack",
@@ -154,6 +164,11 @@ def summarize(result: SuffixHijackResult, written: list[str] | None = None) -> d
         "refusal_rate_counts": {n: r.to_dict() for n, r in rates.items()},
         "refusal_rate_adversarial_on_optimized_prompts": round(on_optimized.value, 4) if on_optimized else None,
         "refusal_rate_adversarial_on_held_out_prompts": round(held_out.value, 4) if held_out else None,
+        "refusal_rate_counts_adversarial": {
+            "optimized_prompts": on_optimized.to_dict() if on_optimized else None,
+            "held_out_prompts": held_out.to_dict() if held_out else None,
+        },
+        "paired_tests": paired,
         "judge": result.settings.judge,
         "n_replies": {n: r.n for n, r in rates.items()},
         "settings": result.settings.to_dict(),
@@ -184,6 +199,17 @@ def format_summary(summary: dict) -> str:
         f"late-layer cosine: adversarial suffix closer to {late['adversarial_closer_to']}, "
         f"random suffix closer to {late['random_closer_to']}"
     )
+    counts = summary.get("refusal_rate_counts_adversarial", {})
+    for part, label in (("held_out_prompts", "not optimized on"), ("optimized_prompts", "the suffix was optimized on")):
+        if counts.get(part):
+            c = counts[part]
+            lines.append(
+                f"with the adversarial suffix, prompts {label}: refusal {c['rate']:.2f} ({c['k']}/{c['n']}, "
+                f"95% CI {c['ci95'][0]:.2f}-{c['ci95'][1]:.2f})"
+            )
+    for scope, tests in (summary.get("paired_tests") or {}).items():
+        for test in tests or []:
+            lines.append(f"{scope.replace('_', ' ')}: {format_paired(test)}")
     lines.append("top heads (attribution plain -> adversarial; attention on instruction / suffix, plain -> adversarial):")
     for head in summary["top_heads"]:
         a, s = head["attribution"], head["attention_share"]

@@ -11,9 +11,22 @@ from mechref import __version__
 from mechref.io import write_json, write_jsonl
 from mechref.ownership import claim_output_folder
 from mechref.plotting import save_figure
+from mechref.rates import format_paired, paired_test
 from mechref.refusal.figures import condition_bars, cosine_across_layers, score_heatmaps
 from mechref.refusal.pipeline import RefusalDirectionResult
 from mechref.reporting import write_index
+
+PAIRED = (("harmful_baseline", "harmful_ablation"), ("harmless_baseline", "harmless_actadd"))
+
+
+def paired_tests(result: RefusalDirectionResult) -> list[dict]:
+    """McNemar tests of each intervention against the baseline on the same prompts."""
+    rows = [{**row, "condition": condition} for condition, rows in result.evaluation.items() for row in rows]
+    return [
+        paired_test(rows, "condition", "prompt", "refusal", before, after)
+        for before, after in PAIRED
+        if before in result.evaluation and after in result.evaluation
+    ]
 
 
 def summarize(result: RefusalDirectionResult, figures: list[str] | None = None) -> dict:
@@ -36,6 +49,8 @@ def summarize(result: RefusalDirectionResult, figures: list[str] | None = None) 
         "refusal_tokens": result.refusal_tokens.to_dict(),
         "refusal_rate": {c: r.value for c, r in rates.items()},
         "refusal_rate_counts": {c: r.to_dict() for c, r in rates.items()},
+        # The same prompts with and without the intervention: exact McNemar tests of the change.
+        "paired_tests": paired_tests(result),
         "mean_refusal_score": result.mean_refusal_scores,
         "n_forward_passes_selection": selection.n_forward_passes,
         "n_prompt_passes_selection": selection.n_prompt_passes,
@@ -62,6 +77,8 @@ def format_summary(summary: dict) -> str:
             f"  {condition:18s} refusal rate {rate['rate']:.2f} ({rate['k']}/{rate['n']}, 95% CI {low:.2f}-{high:.2f})"
             f"   mean refusal score {summary['mean_refusal_score'][condition]:+.2f}"
         )
+    for test in summary.get("paired_tests", []):
+        lines.append(format_paired(test))
     return "\n".join(lines)
 
 

@@ -158,6 +158,21 @@ def test_cli_end_to_end_and_resume(tiny_folder, tmp_path, capsys):
     assert (tmp_path / "run" / "plotly.min.js").read_text() == get_plotlyjs()
     assert (tmp_path / "edited" / "config.json").is_file()
     assert summary["resumed_stages"] == []
+    # The direction carries what it was computed on; the same model reads it with no mismatch, a
+    # bfloat16 one is told, and so is other code.
+    from mechref import load_model
+    from mechref.refusal.store import direction_mismatches, load_direction
+
+    stored = load_direction(tmp_path / "run")
+    assert stored.metadata["dtype"] == summary["dtype"] == "bfloat16" and stored.metadata["model"] == summary["model"]
+    assert direction_mismatches(stored, load_model(tiny_folder, dtype="bfloat16")) == []
+    (line,) = direction_mismatches(stored, load_model(tiny_folder, dtype="float32"))
+    assert "computed in bfloat16, the model now runs in float32" in line
+    stored.metadata["code_version"] = "0.0.1+other"
+    assert (
+        "computed by other mechref code (0.0.1+other"
+        in direction_mismatches(stored, load_model(tiny_folder, dtype="bfloat16"))[0]
+    )
 
     assert main(argv) == 2  # the export folder now holds an export: replaced only with --overwrite
     argv.append("--overwrite")

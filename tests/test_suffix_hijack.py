@@ -137,7 +137,9 @@ def test_gcg_cli_and_suffix_hijack_cli_end_to_end(tiny_folder, tmp_path, capsys)
     model = load_model(tiny_folder)
     direction = tmp_path / "direction.safetensors"
     write_tensors(
-        direction, {"direction": torch.randn(model.d_model)}, metadata={"layer": "2", "position": "-1", "model": model.name}
+        direction,
+        {"direction": torch.randn(model.d_model)},
+        metadata={"layer": "2", "position": "-1", "model": model.name, "dtype": "bfloat16"},
     )
     out = tmp_path / "hijack"
     harmful = tmp_path / "harmful.json"
@@ -169,6 +171,10 @@ def test_gcg_cli_and_suffix_hijack_cli_end_to_end(tiny_folder, tmp_path, capsys)
     summary = json.loads((out / "summary.json").read_text())
     conditions = ["harmful", "harmful+adv_suffix", "harmful+random_suffix", "harmless"]
     assert summary["direction_layer"] == 2 and summary["suffix"]["token_ids"] == record["suffix_ids"]
+    # Computed in bfloat16, used in float32: usable, and said so.
+    assert [m.split(": ", 1)[1] for m in summary["direction_mismatches"]] == [
+        "it was computed in bfloat16, the model now runs in float32"
+    ]
     assert summary["random_suffix"]["text"] != summary["suffix"]["text"]
     assert list(summary["cosine_by_layer"]["mean"]) == conditions
     assert all(len(v) == model.n_layers for v in summary["cosine_by_layer"]["mean"].values())

@@ -42,7 +42,7 @@ from mechref.models import MechrefModel
 from mechref.ownership import check_output_folder
 from mechref.preflight import check_prompt_lengths
 from mechref.rates import Rate
-from mechref.refusal.store import StoredDirection, ensure_direction, load_direction
+from mechref.refusal.store import StoredDirection, direction_mismatches, ensure_direction, load_direction
 from mechref.reporting import StageClock
 from mechref.runs import Run
 from mechref.settings import SettingsError
@@ -99,6 +99,7 @@ class SuffixHijackResult:
     views: list[AttentionView]
     harmful_source: str
     harmless_source: str
+    direction_mismatches: list[str] = field(default_factory=list)
     resumed_stages: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -117,8 +118,9 @@ def resolve_direction(model: MechrefModel, settings: SuffixHijackSettings, echo:
     stored = (
         load_direction(settings.direction) if settings.direction else ensure_direction(model, settings.direction_run, echo=echo)
     )
-    if stored.model not in (None, model.name):
-        logger.warning("the direction in %s was computed for %s, not %s", stored.path, stored.model, model.name)
+    # Usable, but not what a fresh run would use: said loudly, and recorded in the summary.
+    for line in direction_mismatches(stored, model):
+        logger.warning("%s", line)
     stored.direction = check_vector(stored.direction, model.d_model, what=f"the refusal direction in {stored.path}")
     return stored
 
@@ -310,6 +312,7 @@ def run_suffix_hijack(
         direction_layer=stored.layer,
         direction_position=stored.position,
         direction_source=str(stored.path),
+        direction_mismatches=direction_mismatches(stored, model),
         suffix=suffix,
         random_suffix=control,
         n_suffix_tokens=n_suffix_tokens,

@@ -127,6 +127,7 @@ def summarize(result: SuffixHijackResult, written: list[str] | None = None) -> d
         "direction_layer": result.direction_layer,
         "direction_position": result.direction_position,
         "direction_source": result.direction_source,
+        "direction_mismatches": result.direction_mismatches,
         "suffix": {**result.suffix.to_dict(), "n_tokens": result.n_suffix_tokens},
         "random_suffix": result.random_suffix.to_dict(),
         "data": {

@@ -97,21 +97,48 @@ def transfer_heatmap(
 
 
 def audit_bars(rates: dict, threshold: float = 0.10) -> go.Figure:
+    """Baseline refusal of harmful and harmless prompts per language: k/n on each bar, 95% Wilson
+    intervals as error bars; a language whose judge is not validated is hatched and named so, and
+    an over-refusing one is marked."""
 
     languages = list(rates)
+    status = {l: rates[l].get("status", "") for l in languages}
+    labels = [
+        l
+        + ("<br>(judge not validated)" if status[l] == "judge not validated" else "")
+        + ("<br>(over-refusing)" if status[l].startswith("over-refusing") else "")
+        for l in languages
+    ]
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=languages, y=[rates[l]["harmful"] for l in languages], name="harmful refused", marker_color=HARMFUL))
-    fig.add_trace(
-        go.Bar(x=languages, y=[rates[l]["harmless"] for l in languages], name="harmless refused", marker_color=HARMLESS)
-    )
+    for label, name, color in (("harmful", "harmful refused", HARMFUL), ("harmless", "harmless refused", HARMLESS)):
+        counts = [rates[l].get(f"{label}_counts") for l in languages]
+        fig.add_trace(
+            go.Bar(
+                x=labels,
+                y=[rates[l][label] for l in languages],
+                name=name,
+                marker_color=color,
+                marker_pattern_shape=["/" if status[l] == "judge not validated" else "" for l in languages],
+                text=[f"{c['k']}/{c['n']}" if c else "" for c in counts],
+                textposition="outside",
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=[c["ci95"][1] - c["rate"] if c else 0 for c in counts],
+                    arrayminus=[c["rate"] - c["ci95"][0] if c else 0 for c in counts],
+                    color="#444444",
+                ),
+            )
+        )
     fig.add_hline(y=1 - threshold, line_dash="dash", annotation_text=f"safety-aligned: harmful compliance <= {threshold:.0%}")
     fig.update_layout(
         barmode="group",
-        title="Baseline refusal per language (test prompts, greedy replies)",
-        yaxis_range=[0, 1.1],
-        yaxis_title="refusal rate",
-        height=450,
-        width=950,
+        title="Baseline refusal per language (test prompts, greedy replies; k/n, error bars: 95% Wilson interval)",
+        yaxis_range=[0, 1.15],
+        yaxis_title="share of replies judged refusals",
+        xaxis_title="language",
+        height=480,
+        width=980,
     )
     return fig
 

@@ -210,7 +210,7 @@ def run_refusal_direction(
         lambda: select_direction(
             model, candidates, sets["harmful_val"], sets["harmless_val"], tokens.token_ids, selection_settings
         ),
-        save=lambda v, d: v.save(d, model.name),
+        save=lambda v, d: v.save(d, base),
         load=SelectionResult.load,
     )
     chosen = selection.chosen

@@ -106,14 +106,25 @@ class SelectionResult:
             "scores": [asdict(s) for s in self.scores],
         }
 
-    def save(self, folder: str | Path, model_name: str) -> None:
-        """Write ``direction.safetensors`` (with layer, position and model metadata) and ``selection.json``."""
+    def save(self, folder: str | Path, model: str | dict) -> None:
+        """Write ``direction.safetensors`` and ``selection.json``. ``model`` is the model's name or its
+        :meth:`~mechref.models.MechrefModel.identity` (name, dtype, system prompt, chat template),
+        stored as metadata with the code version, so that a later user of the direction can tell
+        what it was computed on."""
+        from mechref.io import fingerprint
+        from mechref.runs import code_version
+
         folder = Path(folder)
-        write_tensors(
-            folder / "direction.safetensors",
-            {"direction": self.direction},
-            metadata={"layer": str(self.layer), "position": str(self.position), "model": model_name},
-        )
+        identity = model if isinstance(model, dict) else {"model": model}
+        metadata = {"layer": str(self.layer), "position": str(self.position), "model": str(identity["model"])}
+        if "dtype" in identity:
+            metadata.update(
+                dtype=str(identity["dtype"]),
+                system_prompt=fingerprint(identity.get("system_prompt")),
+                chat_template=str(identity.get("chat_template")),
+                code_version=code_version(),
+            )
+        write_tensors(folder / "direction.safetensors", {"direction": self.direction}, metadata=metadata)
         write_json(folder / "selection.json", self.to_dict())
 
     @classmethod

@@ -13,7 +13,7 @@ analysis writes (the vector plus ``layer``, ``position`` and ``model`` metadata)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,6 +38,7 @@ class StoredDirection:
     position: int
     model: str | None
     path: Path
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 def load_direction(path: str | Path) -> StoredDirection:
@@ -73,7 +74,33 @@ def load_direction(path: str | Path) -> StoredDirection:
         raise DataFormatError(f"{path}: the 'layer' and 'position' metadata must be integers ({error})") from error
     if layer < 0:
         raise DataFormatError(f"{path}: the 'layer' metadata is negative ({layer})")
-    return StoredDirection(direction=direction, layer=layer, position=position, model=meta.get("model"), path=path)
+    return StoredDirection(
+        direction=direction, layer=layer, position=position, model=meta.get("model"), path=path, metadata=dict(meta)
+    )
+
+
+def direction_mismatches(stored: StoredDirection, model: MechrefModel) -> list[str]:
+    """How the model a direction was computed on differs from ``model`` (dtype, system prompt, chat
+    template, mechref code), one sentence each; empty when nothing differs or the file does not say.
+
+    A direction stays usable across these (it is one vector), but a number computed with it is
+    then not the number of a fresh run: the analyses print these and record them in their summary.
+    """
+    from mechref.io import fingerprint
+    from mechref.runs import code_version
+
+    meta, identity, out = stored.metadata, model.identity(), []
+    if stored.model is not None and stored.model != model.name:
+        out.append(f"it was computed on model {stored.model}, not {model.name}")
+    if "dtype" in meta and meta["dtype"] != identity["dtype"]:
+        out.append(f"it was computed in {meta['dtype']}, the model now runs in {identity['dtype']}")
+    if "system_prompt" in meta and meta["system_prompt"] != fingerprint(identity["system_prompt"]):
+        out.append("it was computed with another system prompt")
+    if "chat_template" in meta and meta["chat_template"] != str(identity["chat_template"]):
+        out.append("it was computed with another chat template")
+    if "code_version" in meta and meta["code_version"] != code_version():
+        out.append(f"it was computed by other mechref code ({meta['code_version']}, now {code_version()})")
+    return [f"direction {stored.path}: {line}" for line in out]
 
 
 def stored_model(path: str | Path) -> str | None:

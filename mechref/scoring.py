@@ -12,7 +12,7 @@ next-token distributions, and the refusal tokens both rest on. Judges of generat
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -69,9 +69,12 @@ class RefusalTokens:
 
     token_ids: list[int]
     tokens: list[str]
-    counts: list[int]
+    counts: list[int]  # how many refusals open with each token
     n_refusals: int
     n_prompts: int
+    harmless_counts: list[int] | None = None  # how many replies to harmless prompts open with it
+    n_harmless: int = 0
+    dropped: list[str] = field(default_factory=list)  # candidates left out, and why
 
     def to_dict(self) -> dict:
         return self.__dict__.copy()
@@ -87,16 +90,25 @@ def derive_refusal_tokens(
     max_tokens: int = 4,
     batch_size: int = 32,
     progress: bool = True,
+    harmless_prompts: Sequence[str] = (),
+    min_count: int = 2,
 ) -> RefusalTokens:
     """Find the model's refusal tokens: the first tokens of its refusals of ``harmful_prompts``.
 
     The model generates a short reply to each prompt; replies the judge calls refusals vote for
-    their first token. Tokens with at least ``min_share`` of the votes are kept (at most
-    ``max_tokens``), most common first. Pass the result's ``token_ids`` to :func:`refusal_score`.
+    their first token. Tokens with at least ``min_share`` of the votes (and at least 2) are kept
+    (at most ``max_tokens``), most common first; with ``harmless_prompts``, the model's replies to
+    those too, and a token that opens many of them is left out: it marks a topic or a way of
+    answering, not a refusal. Pass the result's ``token_ids`` to :func:`refusal_score`.
     """
     judge = judge or SubstringJudge()
     replies = generate_ids(model, harmful_prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
     verdicts = judge.judge_many([model.decode(ids, skip_special_tokens=True) for ids in replies], list(harmful_prompts))
+    harmless = (
+        generate_ids(model, harmless_prompts, max_new_tokens=1, batch_size=batch_size, progress=progress)
+        if harmless_prompts
+        else None
+    )
     return refusal_tokens_from_replies(
         model,
         replies,
@@ -104,6 +116,8 @@ def derive_refusal_tokens(
         min_share=min_share,
         max_tokens=max_tokens,
         judge_name=f"{getattr(judge, 'language', '')} {type(judge).__name__}".strip(),
+        harmless_replies=harmless,
+        min_count=min_count,
     )
 
 
@@ -115,9 +129,17 @@ def refusal_tokens_from_replies(
     min_share: float = 0.05,
     max_tokens: int = 4,
     judge_name: str = "judge",
+    min_count: int = 2,
+    harmless_replies: Sequence[Sequence[int]] | None = None,
+    max_harmless_share: float = 0.10,
 ) -> RefusalTokens:
     """Refusal tokens from replies already generated and judged: the replies judged refusals vote
-    for their first token (see :func:`derive_refusal_tokens`)."""
+    for their first token (see :func:`derive_refusal_tokens`).
+
+    A token is kept when at least ``min_count`` refusals, and ``min_share`` of them, open with it
+    (one refusal opening with "poison" makes no refusal token) and, given ``harmless_replies``, when
+    at most ``max_harmless_share`` of those open with it. The result says which were left out and why.
+    """
     votes: Counter[int] = Counter()
     refusals = 0
     for ids, refused in zip(replies, verdicts):
@@ -129,11 +151,27 @@ def refusal_tokens_from_replies(
             f"the model refused none of the {len(replies)} prompts (by the {judge_name}), "
             "so no refusal tokens can be derived; pass refusal_tokens explicitly or use prompts it refuses"
         )
-    kept = [(tok, c) for tok, c in votes.most_common() if c >= min_share * refusals][:max_tokens]
+    harmless: Counter[int] = Counter(ids[0] for ids in harmless_replies or () if ids)
+    n_harmless = sum(harmless.values())
+    kept: list[tuple[int, int]] = []
+    dropped: list[str] = []
+    for token, count in votes.most_common():
+        name = model.decode(token)
+        if count < max(min_count, min_share * refusals):
+            dropped.append(f"{name!r}: opens only {count} of {refusals} refusals")
+        elif n_harmless and harmless[token] > max_harmless_share * n_harmless:
+            dropped.append(f"{name!r}: opens {harmless[token]} of {n_harmless} replies to harmless prompts too")
+        elif len(kept) < max_tokens:
+            kept.append((token, count))
+        else:
+            dropped.append(f"{name!r}: beyond the {max_tokens} most common")
     return RefusalTokens(
         token_ids=[t for t, _ in kept],
         tokens=[model.decode(t) for t, _ in kept],
         counts=[c for _, c in kept],
         n_refusals=refusals,
         n_prompts=len(replies),
+        harmless_counts=[harmless[t] for t, _ in kept] if harmless_replies is not None else None,
+        n_harmless=n_harmless,
+        dropped=dropped,
     )

@@ -229,7 +229,12 @@ def test_refusal_tokens_are_the_first_tokens_of_refusals_by_share(model):
     assert found.token_ids == [7, 9] and found.counts == [3, 2]
     assert found.n_refusals == 6 and found.n_prompts == 8
     assert refusal_tokens_from_replies(model, replies, verdicts, min_share=0.1, max_tokens=1).token_ids == [7]
-    assert refusal_tokens_from_replies(model, replies, verdicts, min_share=0.1).token_ids == [7, 9, 11]
+    assert refusal_tokens_from_replies(model, replies, verdicts, min_share=0.1, min_count=1).token_ids == [7, 9, 11]
+    # By default a token needs two refusals: one reply opening with a topic word is not a refusal token.
+    assert refusal_tokens_from_replies(model, replies, verdicts, min_share=0.1).token_ids == [7, 9]
+    # Token 9 opens 2 of 4 replies to harmless prompts (over the 10% allowed), 7 opens none of them.
+    contrasted = refusal_tokens_from_replies(model, replies, verdicts, min_share=0.1, harmless_replies=[[9], [9], [5], []])
+    assert contrasted.token_ids == [7] and contrasted.harmless_counts == [0] and contrasted.n_harmless == 3
     with pytest.raises(ValueError, match="refused none"):
         refusal_tokens_from_replies(model, replies, [False] * 8)
 

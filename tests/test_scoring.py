@@ -49,7 +49,7 @@ def test_derive_refusal_tokens_takes_first_reply_tokens(tiny_qwen, prompts):
     # A judge that calls every reply a refusal: the derived tokens are the replies' first tokens.
     everything = SubstringJudge(phrases=[""])
     found = derive_refusal_tokens(
-        tiny_qwen, prompts, judge=everything, max_new_tokens=2, min_share=0.0, max_tokens=10, progress=False
+        tiny_qwen, prompts, judge=everything, max_new_tokens=2, min_share=0.0, max_tokens=10, progress=False, min_count=1
     )
     firsts = [ids[0] for ids in generate_ids(tiny_qwen, prompts, max_new_tokens=1, progress=False)]
     assert set(found.token_ids) == set(firsts)
@@ -111,6 +111,8 @@ def test_derive_refusal_tokens_passes_its_settings_on(tiny_qwen, monkeypatch):
     replies = [[7, 2], [7, 3], [9, 4], [11, 5], [13, 6]]
 
     def fake_generate_ids(model, prompts, max_new_tokens, batch_size, progress):
+        if prompts == ["harmless"] * 10:  # replies to harmless prompts: 9 open with token 9
+            return [[9]] * 9 + [[7]]
         seen.update(max_new_tokens=max_new_tokens, batch_size=batch_size, prompts=list(prompts))
         return replies
 
@@ -127,11 +129,22 @@ def test_derive_refusal_tokens_passes_its_settings_on(tiny_qwen, monkeypatch):
     assert seen["max_new_tokens"] == 3 and seen["batch_size"] == 2 and seen["judged_prompts"] == ["a", "b", "c", "d", "e"]
     assert seen["texts"] == [tiny_qwen.decode(r, skip_special_tokens=True) for r in replies]
     defaults = derive_refusal_tokens(tiny_qwen, ["a", "b", "c", "d", "e"], judge=Recording())
-    assert seen["max_new_tokens"] == 16 and defaults.token_ids == [7, 9, 11, 13]  # default share 5%, at most 4
-    shares = derive_refusal_tokens(tiny_qwen, ["a", "b", "c", "d", "e"], judge=Recording(), min_share=0.3, max_tokens=10)
+    assert seen["max_new_tokens"] == 16 and defaults.token_ids == [7]  # by default a token needs 2 refusals
+    assert len(defaults.dropped) == 3 and all("opens only 1 of 5 refusals" in d for d in defaults.dropped)
+    single = derive_refusal_tokens(tiny_qwen, ["a", "b", "c", "d", "e"], judge=Recording(), min_count=1)
+    assert single.token_ids == [7, 9, 11, 13]  # default share 5%, at most 4
+    shares = derive_refusal_tokens(
+        tiny_qwen, ["a", "b", "c", "d", "e"], judge=Recording(), min_share=0.3, max_tokens=10, min_count=1
+    )
     assert shares.token_ids == [7]  # only the share binds
-    capped = derive_refusal_tokens(tiny_qwen, ["a", "b", "c", "d", "e"], judge=Recording(), max_tokens=2)
+    capped = derive_refusal_tokens(tiny_qwen, ["a", "b", "c", "d", "e"], judge=Recording(), max_tokens=2, min_count=1)
     assert capped.token_ids == [7, 9]  # only the cap binds
+    # A token that opens most replies to harmless prompts too is no refusal token.
+    contrasted = derive_refusal_tokens(
+        tiny_qwen, ["a", "b", "c", "d", "e"], judge=Recording(), min_count=1, harmless_prompts=["harmless"] * 10
+    )
+    assert contrasted.token_ids == [7, 11, 13] and contrasted.harmless_counts == [1, 0, 0] and contrasted.n_harmless == 10
+    assert any("opens 9 of 10 replies to harmless prompts too" in d for d in contrasted.dropped)
 
     class Refuses:
         language = "German"

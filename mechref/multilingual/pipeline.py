@@ -69,9 +69,19 @@ class LanguageTokens:
     token_ids: list[int]
     how: str
     tokens: list[str] | None = None
+    counts: list[int] | None = None  # refusals opening with each token
+    harmless_counts: list[int] | None = None  # replies to harmless prompts opening with it
+    dropped: list[str] = field(default_factory=list)  # candidates left out, and why
 
     def to_dict(self) -> dict:
-        return {"token_ids": self.token_ids, "tokens": self.tokens, "how": self.how}
+        return {
+            "token_ids": self.token_ids,
+            "tokens": self.tokens,
+            "how": self.how,
+            "counts": self.counts,
+            "harmless_counts": self.harmless_counts,
+            "dropped": self.dropped,
+        }
 
 
 @dataclass
@@ -282,15 +292,28 @@ class _Study:
                 found[language] = LanguageTokens(overrides[language], "--refusal-tokens")
                 continue
             harmful = [r for r in rows if r["language"] == language and r["label"] == "harmful"]
+            harmless = [r["reply_ids"] for r in rows if r["language"] == language and r["label"] == "harmless"]
             try:
                 derived = refusal_tokens_from_replies(
-                    self.model, [r["reply_ids"] for r in harmful], [r["refused"] for r in harmful], judge_name=f"{language} judge"
-                )
-                found[language] = LanguageTokens(
-                    derived.token_ids, "first tokens of the model's refusals of the test prompts", derived.tokens
+                    self.model,
+                    [r["reply_ids"] for r in harmful],
+                    [r["refused"] for r in harmful],
+                    judge_name=f"{language} judge",
+                    harmless_replies=harmless,
                 )
             except ValueError:
+                derived = None
+            if derived is None or not derived.token_ids:
                 found[language] = None
+                continue
+            found[language] = LanguageTokens(
+                derived.token_ids,
+                "first tokens of at least 2 of the model's refusals of the test prompts, rare in its replies to harmless ones",
+                derived.tokens,
+                counts=derived.counts,
+                harmless_counts=derived.harmless_counts,
+                dropped=derived.dropped,
+            )
         english = found.get("en")
         fallback = english or next((v for v in found.values() if v), None)
         if fallback is None:
@@ -298,9 +321,11 @@ class _Study:
         final: dict[str, LanguageTokens] = {}
         for language, value in found.items():
             if value is None:
-                logger.warning("no refusals in %s: using the %s refusal tokens", language, fallback.tokens)
+                logger.warning("no refusal tokens of its own in %s: using the %s refusal tokens", language, fallback.tokens)
                 final[language] = LanguageTokens(
-                    fallback.token_ids, "no refusals in this language: tokens of another language", fallback.tokens
+                    fallback.token_ids,
+                    "no refusal tokens of its own (too few refusals): tokens of another language",
+                    fallback.tokens,
                 )
                 continue
             final[language] = value

@@ -161,8 +161,14 @@ def run_refusal_direction(
     else:
         tokens = run.stage(
             "refusal_tokens",
-            {**base, "harmful_train": fp["harmful_train"]},
-            lambda: derive_refusal_tokens(model, sets["harmful_train"].take(32), batch_size=settings.batch_size),
+            {**base, "harmful_train": fp["harmful_train"], "harmless_train": fp["harmless_train"]},
+            # Replies to harmless prompts too: a token that opens them is left out (a topic, not a refusal).
+            lambda: derive_refusal_tokens(
+                model,
+                sets["harmful_train"].take(32),
+                harmless_prompts=sets["harmless_train"].take(32),
+                batch_size=settings.batch_size,
+            ),
             save=lambda v, d: write_json(d / "refusal_tokens.json", v.to_dict()),
             load=lambda d: RefusalTokens(**read_json(d / "refusal_tokens.json")),
         )

@@ -154,3 +154,28 @@ def test_top_heads_default_and_subset(tiny_qwen, prompts):
     assert len(attr.top_heads()) == 10 and len(attr.top_heads(100)) == 3 * tiny_qwen.n_heads
     first = attr.top_heads(1, prompts=slice(0, 1))[0]
     assert first[2] == pytest.approx(float(attr.heads[0].max()))
+
+
+def test_completeness_holds_in_bfloat16_and_still_catches_a_missing_component(tiny_folder, prompts):
+    """In bfloat16 the model's own additions round the stream: the default check allows that
+    rounding (measured per prompt) and nothing more."""
+    from mechref import load_model
+
+    model = load_model(tiny_folder, dtype="bfloat16")
+    direction = torch.randn(model.d_model)
+    attr = direct_feature_attribution(model, prompts, direction, progress=False)
+    error = attr.residual_error.abs()
+    assert error.max() > 1e-3  # bfloat16 rounding is visible: the float32 tolerance alone would fail
+    assert (error <= attr.allowed_error).all()
+    attr.check()
+    # The allowance is the closed form over the stream the model ended with.
+    stream = capture_residual(model, prompts, layers=[model.n_layers - 1], positions=-1, kind="resid_post", progress=False)
+    unit = (direction / direction.norm()).double()
+    per_write = torch.finfo(torch.bfloat16).eps / (2 * 3**0.5) * (stream[:, 0, 0].double() * unit).pow(2).sum(-1).sqrt()
+    torch.testing.assert_close(attr.rounding, 6.0 * (2 * model.n_layers + 1) ** 0.5 * per_write, rtol=1e-3, atol=1e-6)
+    # A decomposition missing the largest MLP write fails.
+    layer = int(attr.mlp.abs().mean(0).argmax())
+    attr.mlp[:, layer] = 0
+    assert (attr.residual_error.abs() > attr.allowed_error).any()
+    with pytest.raises(AssertionError, match="sums to"):
+        attr.check()

@@ -186,6 +186,7 @@ def test_gcg_cli_and_suffix_hijack_cli_end_to_end(tiny_folder, tmp_path, capsys)
     plain = [h["attribution"]["harmful"] for h in summary["top_heads"]]
     assert plain == sorted(plain, reverse=True)
     assert summary["attribution"]["max_abs_completeness_error"] < 1e-3
+    assert summary["attribution"]["complete"] is True and summary["attribution"]["max_allowed_completeness_error"] >= 1e-3
     assert summary["data"]["n_harmful_the_suffix_was_optimized_on"] == 2
     # The heads the adversarial suffix moves, recomputed from the stored region shares.
     from safetensors.torch import load_file

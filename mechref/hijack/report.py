@@ -149,6 +149,9 @@ def summarize(result: SuffixHijackResult, written: list[str] | None = None) -> d
             "projection_mean": {n: round(float(m[n].projection.mean()), 4) for n in names},
             "top_heads_total": top_total,
             "max_abs_completeness_error": round(max(m[n].completeness_error for n in names), 5),
+            # The gap allowed: 1e-3 plus the rounding of the model's dtype (mechref.attribution.rounding_allowance).
+            "max_allowed_completeness_error": round(max(float(m[n].allowed_error.max()) for n in names), 5),
+            "complete": all(m[n].complete for n in names),
         },
         "top_heads": heads_out,
         "attention_shift": {

@@ -25,10 +25,9 @@ def test_suffix_hijack_cli_on_embedded_model(refusal_run, tmp_path):
         for shares in head["attention_share"].values():
             assert abs(sum(shares.values()) - 1) < 1e-2
         assert head["attention_share"]["harmful"]["suffix"] == 0
-    assert (
-        summary["attribution"]["max_abs_completeness_error"]
-        < 0.05 * abs(summary["attribution"]["projection_mean"]["harmful"]) + 0.5
-    )
+    # In bfloat16 too, DFA accounts for the whole projection up to the model's own rounding.
+    assert summary["attribution"]["complete"] is True
+    assert summary["attribution"]["max_abs_completeness_error"] <= summary["attribution"]["max_allowed_completeness_error"]
     for name in ("index.html", "cosine_by_layer.html", "head_attribution.html", "attention_harmful_adv_suffix.html"):
         assert (out / name).is_file()
     assert_every_page_works(out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from mechref.io import atomic_path
 
@@ -100,6 +100,22 @@ def _static_export_unavailable() -> str | None:
     return None
 
 
+def interval_error_bars(counts: Sequence[dict | None]) -> dict:
+    """Plotly ``error_y`` for bars of rates: each rate's 95% interval (``Rate.to_dict()``'s ``ci95``),
+    asymmetric; none for a bar without counts.
+
+    >>> interval_error_bars([{"rate": 0.5, "ci95": [0.2, 0.9]}, None])["array"]
+    [0.4, 0]
+    """
+    return dict(
+        type="data",
+        symmetric=False,
+        array=[round(c["ci95"][1] - c["rate"], 6) if c else 0 for c in counts],
+        arrayminus=[round(c["rate"] - c["ci95"][0], 6) if c else 0 for c in counts],
+        color="#444444",
+    )
+
+
 def rate_bars(rates: Mapping[str, Rate]) -> go.Figure:
     """Refusal rate of the greedy replies per condition: k/n on each bar, the 95% Wilson interval as its error bar.
 
@@ -122,13 +138,7 @@ def rate_bars(rates: Mapping[str, Rate]) -> go.Figure:
             marker_color=[condition_color(k) for k in names],
             text=[f"{rates[k].k}/{rates[k].n}" for k in names],
             textposition="outside",
-            error_y=dict(
-                type="data",
-                symmetric=False,
-                array=[rates[k].interval[1] - rates[k].value for k in names],
-                arrayminus=[rates[k].value - rates[k].interval[0] for k in names],
-                color="#444444",
-            ),
+            error_y=interval_error_bars([rates[k].to_dict() for k in names]),
             hovertemplate="%{x}<br>refusal rate %{y:.2f} (%{text})<extra></extra>",
         )
     )

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from mechref.multilingual.metrics import mean_off_diagonal
 from mechref.palette import HARMFUL, HARMLESS
+from mechref.plotting import interval_error_bars
 
 
 def _heatmap(z, x, y, title, zmin=None, zmax=None, colorscale="RdBu_r", fmt=".2f", xtitle="", ytitle="") -> go.Figure:
@@ -121,13 +122,7 @@ def audit_bars(rates: dict, threshold: float = 0.10) -> go.Figure:
                 marker_pattern_shape=["/" if status[l] == "judge not validated" else "" for l in languages],
                 text=[f"{c['k']}/{c['n']}" if c else "" for c in counts],
                 textposition="outside",
-                error_y=dict(
-                    type="data",
-                    symmetric=False,
-                    array=[c["ci95"][1] - c["rate"] if c else 0 for c in counts],
-                    arrayminus=[c["rate"] - c["ci95"][0] if c else 0 for c in counts],
-                    color="#444444",
-                ),
+                error_y=interval_error_bars(counts),
             )
         )
     fig.add_hline(y=1 - threshold, line_dash="dash", annotation_text=f"safety-aligned: harmful compliance <= {threshold:.0%}")

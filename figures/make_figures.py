@@ -54,9 +54,21 @@ GALLERY = (
     ),
     (
         "suffix_hijack",
+        "head_attribution",
+        "Arditi et al. 2024",
+        "Direct feature attribution of every head per condition; below, adversarial minus plain and the random-suffix control.",
+    ),
+    (
+        "suffix_hijack",
         "top_head_attribution",
         "Arditi et al. 2024",
         "Direct feature attribution of the top refusal-writing heads in each condition.",
+    ),
+    (
+        "multilingual",
+        "baseline_refusal",
+        "Wang et al. 2025",
+        "Baseline refusal per language with k/n and 95% intervals; over-refusing and unvalidated languages marked.",
     ),
     ("multilingual", "cosine_matrix", "Wang et al. 2025", "Cosine similarity of the per-language refusal vectors."),
     (

@@ -341,6 +341,10 @@ def wrap_hf_model(
     hf_model.requires_grad_(False)
     if getattr(hf_model.config, "_attn_implementation", "eager") != "eager":
         hf_model.set_attn_implementation("eager")
+    # The bridge picks its adapter from config.architectures, which a model built in memory
+    # (from_config) does not set: name the class it is.
+    if not getattr(hf_model.config, "architectures", None):
+        hf_model.config.architectures = [type(hf_model).__name__]
     # The bridge leaves a pre-loaded model's weights where they are: move them ourselves.
     target = resolve_device(device) if device is not None else next(hf_model.parameters()).device
     if any(p.device != target for p in hf_model.parameters()):

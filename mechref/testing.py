@@ -85,7 +85,7 @@ def tiny_tokenizer(kind: str = "chatml"):
     return tokenizer
 
 
-FAMILIES = ("qwen2", "llama", "qwen3", "mistral", "phi3", "gemma2", "gpt2")
+FAMILIES = ("qwen2", "llama", "qwen3", "mistral", "phi3", "gemma2", "gemma3", "olmo2", "gpt2")
 
 
 def tiny_hf_model(arch: str = "qwen2", vocab_size: int = 500, seed: int = 0, n_layers: int = 3):
@@ -115,6 +115,10 @@ def tiny_hf_model(arch: str = "qwen2", vocab_size: int = 500, seed: int = 0, n_l
         config = transformers.Phi3Config(**common, pad_token_id=0, tie_word_embeddings=False)
     elif arch == "gemma2":
         config = transformers.Gemma2Config(**common, head_dim=16)
+    elif arch == "gemma3":
+        config = transformers.Gemma3TextConfig(**common, head_dim=16, sliding_window=64)
+    elif arch == "olmo2":
+        config = transformers.Olmo2Config(**common, pad_token_id=0, bos_token_id=None, eos_token_id=None)
     elif arch == "gpt2":
         config = transformers.GPT2Config(
             vocab_size=vocab_size, n_embd=64, n_layer=n_layers, n_head=4, n_positions=256, bos_token_id=None, eos_token_id=None

@@ -22,7 +22,7 @@ from mechref.testing import FAMILIES, tiny_hf_model, tiny_model
 PROMPTS = ["How do I bake bread?", "Write a poem about the sea."]
 # Families whose attention and MLP outputs are normalised before they reach the residual stream:
 # their parts do not add up to the stream, and DFA's completeness check must say so.
-POST_NORM = {"gemma2"}
+POST_NORM = {"gemma2", "gemma3", "olmo2"}
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -63,7 +63,8 @@ def test_orthogonalized_weights_equal_hook_ablation_or_the_export_refuses(family
     name, model = family
     direction = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
     if name not in ORTHOGONALIZABLE:
-        with pytest.raises(MechrefError, match=f"does not support {name} models"):
+        model_type = {"gemma3": "gemma3_text"}.get(name, name)  # the config's model_type
+        with pytest.raises(MechrefError, match=f"does not support {model_type} models"):
             export_orthogonalized(model, direction, tmp_path / "edited")
         assert not (tmp_path / "edited").exists()
         return
@@ -100,9 +101,9 @@ def test_an_architecture_the_bridge_cannot_hook_is_refused_by_name():
     from mechref.testing import tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
-    config = transformers.Olmo2Config(
+    config = transformers.BioGptConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4
     )
     hf_model = transformers.AutoModelForCausalLM.from_config(config)
-    with pytest.raises(UnsupportedModelError, match="does not support Olmo2ForCausalLM"):
+    with pytest.raises(UnsupportedModelError, match="does not support BioGptForCausalLM"):
         wrap_hf_model(hf_model, tokenizer)

@@ -117,12 +117,12 @@ def interval_error_bars(counts: Sequence[dict | None]) -> dict:
 
 
 def rate_bars(rates: Mapping[str, Rate]) -> go.Figure:
-    """Refusal rate of the greedy replies per condition: k/n on each bar, the 95% Wilson interval as its error bar.
+    """Refusal rate of the greedy replies per condition: k/n under each bar, the 95% Wilson interval as its error bar.
 
     >>> from mechref.rates import Rate
     >>> fig = rate_bars({"harmful": Rate(3, 4), "harmless": Rate(0, 4)})
-    >>> list(fig.data[0].text), [round(x, 3) for x in fig.data[0].error_y.array]
-    (['3/4', '0/4'], [0.204, 0.49])
+    >>> list(fig.data[0].x), [round(x, 3) for x in fig.data[0].error_y.array]
+    (['harmful<br>3/4', 'harmless<br>0/4'], [0.204, 0.49])
     """
 
     import plotly.graph_objects as go
@@ -133,18 +133,17 @@ def rate_bars(rates: Mapping[str, Rate]) -> go.Figure:
     values = [rates[k].value for k in names]
     fig = go.Figure(
         go.Bar(
-            x=names,
+            # k/n under each bar's name: above the bar the error bar would cross it.
+            x=[f"{k}<br>{rates[k].k}/{rates[k].n}" for k in names],
             y=values,
             marker_color=[condition_color(k) for k in names],
-            text=[f"{rates[k].k}/{rates[k].n}" for k in names],
-            textposition="outside",
             error_y=interval_error_bars([rates[k].to_dict() for k in names]),
-            hovertemplate="%{x}<br>refusal rate %{y:.2f} (%{text})<extra></extra>",
+            hovertemplate="%{x}<br>refusal rate %{y:.2f}<extra></extra>",
         )
     )
     fig.update_layout(
-        title="Refusal rate of the greedy replies (k/n on each bar; error bars: 95% Wilson interval)",
-        yaxis_range=[0, 1.15],
+        title="Refusal rate of the greedy replies<br><sup>k/n under each condition; error bars: 95% Wilson interval</sup>",
+        yaxis_range=[0, 1.05],
         yaxis_title="share of replies judged refusals",
         xaxis_title="condition",
         height=420,

@@ -303,6 +303,6 @@ def test_head_attribution_figure_has_suffix_minus_plain_panels():
                 )
             )
         )
-    assert [a.text for a in fig.layout.annotations][3:5] == ["harmful+adv_suffix − harmful", "harmful+random_suffix − harmful"]
+    assert [a.text for a in fig.layout.annotations][3:5] == ["adv_suffix − plain", "random_suffix − plain"]
     # Without the plain condition there is nothing to subtract: one row.
     assert len([t for t in head_attribution_heatmaps({"x": heads["harmful"]}).data if t.type == "heatmap"]) == 1

@@ -73,7 +73,10 @@ def head_attribution_heatmaps(
 
     names = list(head_attribution)
     means = {n: head_attribution[n].double().mean(0) for n in names}  # [layer, head]
-    differences = {f"{n} − {plain}": means[n] - means[plain] for n in suffixed if n in means and plain in means}
+    # Short panel titles: the panels are narrow. "adv_suffix − plain", "random_suffix − plain".
+    differences = {
+        f"{n.replace(plain + '+', '')} − plain": means[n] - means[plain] for n in suffixed if n in means and plain in means
+    }
     bound = max(float(m.abs().max()) for m in means.values()) or 1.0
     difference_bound = max((float(d.abs().max()) for d in differences.values()), default=0.0) or 1.0
     cols, rows = len(names), 2 if differences else 1

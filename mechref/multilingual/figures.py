@@ -13,7 +13,7 @@ from mechref.palette import HARMFUL, HARMLESS
 from mechref.plotting import interval_error_bars
 
 
-def _heatmap(z, x, y, title, zmin=None, zmax=None, colorscale="RdBu_r", fmt=".2f", xtitle="", ytitle="") -> go.Figure:
+def _heatmap(z, x, y, title, zmin=None, zmax=None, colorscale="RdBu_r", fmt=".2f", xtitle="", ytitle="", ztitle="") -> go.Figure:
 
     fig = go.Figure(
         go.Heatmap(
@@ -24,7 +24,8 @@ def _heatmap(z, x, y, title, zmin=None, zmax=None, colorscale="RdBu_r", fmt=".2f
             zmax=zmax,
             colorscale=colorscale,
             texttemplate="%{z:" + fmt + "}",
-            hovertemplate=f"{ytitle} %{{y}}<br>{xtitle} %{{x}}<br>%{{z:{fmt}}}<extra></extra>",
+            colorbar=dict(title=dict(text=ztitle, side="right")),
+            hovertemplate=f"{ytitle} %{{y}}<br>{xtitle} %{{x}}<br>{ztitle} %{{z:{fmt}}}<extra></extra>",
         )
     )
     fig.update_layout(
@@ -48,6 +49,7 @@ def cosine_heatmap(matrix: Tensor, languages: Sequence[str], layer: int) -> go.F
         zmax=1,
         xtitle="language",
         ytitle="language",
+        ztitle="cosine similarity",
     )
 
 
@@ -88,31 +90,37 @@ def transfer_heatmap(
         [list(row) for row in share],
         list(targets),
         list(sources),
-        f"Cross-lingual transfer ({mode}): {what}",
+        f"Cross-lingual transfer ({mode}):<br><sup>{what}</sup>",
         zmin=0,
         zmax=1,
         colorscale="Reds",
         xtitle="target language (prompts)",
         ytitle="source language (vector)",
+        ztitle="share of prompts refused",
     )
 
 
 def audit_bars(rates: dict, threshold: float = 0.10) -> go.Figure:
-    """Baseline refusal of harmful and harmless prompts per language: k/n on each bar, 95% Wilson
-    intervals as error bars; a language whose judge is not validated is hatched and named so, and
-    an over-refusing one is marked."""
+    """Baseline refusal of harmful and harmless prompts per language, 95% Wilson intervals as error
+    bars and k/n under each language; a language whose judge is not validated is hatched and named
+    so, and an over-refusing one is marked."""
 
     languages = list(rates)
     status = {l: rates[l].get("status", "") for l in languages}
+
+    def counts(language: str) -> str:
+        found = [rates[language].get(f"{label}_counts") for label in ("harmful", "harmless")]
+        return " · ".join(f"{c['k']}/{c['n']}" if c else "–" for c in found)
+
+    # Counts under each language (harmful · harmless), not on the bars, where error bars would cross them.
     labels = [
-        l
+        f"{l}<br>{counts(l)}"
         + ("<br>(judge not validated)" if status[l] == "judge not validated" else "")
         + ("<br>(over-refusing)" if status[l].startswith("over-refusing") else "")
         for l in languages
     ]
     fig = go.Figure()
     for label, name, color in (("harmful", "harmful refused", HARMFUL), ("harmless", "harmless refused", HARMLESS)):
-        counts = [rates[l].get(f"{label}_counts") for l in languages]
         fig.add_trace(
             go.Bar(
                 x=labels,
@@ -120,19 +128,23 @@ def audit_bars(rates: dict, threshold: float = 0.10) -> go.Figure:
                 name=name,
                 marker_color=color,
                 marker_pattern_shape=["/" if status[l] == "judge not validated" else "" for l in languages],
-                text=[f"{c['k']}/{c['n']}" if c else "" for c in counts],
-                textposition="outside",
-                error_y=interval_error_bars(counts),
+                error_y=interval_error_bars([rates[l].get(f"{label}_counts") for l in languages]),
             )
         )
-    fig.add_hline(y=1 - threshold, line_dash="dash", annotation_text=f"safety-aligned: harmful compliance <= {threshold:.0%}")
+    fig.add_hline(
+        y=1 - threshold,
+        line_dash="dash",
+        annotation_text=f"safety-aligned: harmful compliance <= {threshold:.0%}",
+        annotation_position="bottom left",
+    )
     fig.update_layout(
         barmode="group",
-        title="Baseline refusal per language (test prompts, greedy replies; k/n, error bars: 95% Wilson interval)",
-        yaxis_range=[0, 1.15],
+        title="Baseline refusal per language (test prompts, greedy replies)<br><sup>k/n under each language: "
+        "harmful · harmless refused; error bars: 95% Wilson interval</sup>",
+        yaxis_range=[0, 1.1],
         yaxis_title="share of replies judged refusals",
         xaxis_title="language",
-        height=480,
+        height=500,
         width=980,
     )
     return fig

@@ -10,6 +10,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from mechref.palette import condition_color
+from mechref.plotting import interval_error_bars
 from mechref.rates import Rate
 from mechref.refusal.candidates import CandidateDirections
 from mechref.refusal.selection import SelectionResult
@@ -122,23 +123,21 @@ def condition_bars(rates: Mapping[str, Rate | float], scores: Mapping[str, float
         rows=1,
         cols=2,
         subplot_titles=[
-            "refusal rate (substring judge)" + (", bars: 95% Wilson interval" if counted else ""),
+            "refusal rate" + (" (k/n; bars: 95% Wilson interval)" if counted else ""),
             "mean refusal score (log-odds of the refusal tokens)",
         ],
     )
-    error = None
-    text = [f"{v:.2f}" for v in values]
+    error, labels = None, list(names)
     if len(counted) == len(names):
-        low = [r.value - r.interval[0] for r in counted]
-        high = [r.interval[1] - r.value for r in counted]
-        error = dict(type="data", symmetric=False, array=high, arrayminus=low, color="#444444")
-        text = [f"{r.k}/{r.n}" for r in counted]
+        error = interval_error_bars([r.to_dict() for r in counted])
+        # k/n under each condition's name: above the bar the error bar would cross it.
+        labels = [f"{n}<br>{r.k}/{r.n}" for n, r in zip(names, counted)]
     fig.add_trace(
-        go.Bar(x=names, y=values, marker_color=colors, showlegend=False, text=text, textposition="outside", error_y=error),
+        go.Bar(x=labels, y=values, marker_color=colors, showlegend=False, error_y=error),
         row=1,
         col=1,
     )
-    fig.add_trace(go.Bar(x=names, y=[scores.get(n) for n in names], marker_color=colors, showlegend=False), row=1, col=2)
+    fig.add_trace(go.Bar(x=labels, y=[scores.get(n) for n in names], marker_color=colors, showlegend=False), row=1, col=2)
     fig.update_yaxes(range=[0, 1.15], title_text="share of replies judged refusals", row=1, col=1)
     fig.update_yaxes(title_text="refusal score", row=1, col=2)
     fig.update_layout(title="Refusal under each intervention", height=450, width=1100)

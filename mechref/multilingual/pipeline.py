@@ -287,6 +287,7 @@ class _Study:
     def refusal_tokens(self, rows: list[dict]) -> dict[str, LanguageTokens]:
         overrides = self.settings.token_overrides()
         found: dict[str, LanguageTokens | None] = {}
+        left_out: dict[str, list[str]] = {}
         for language in self.languages:
             if language in overrides:
                 found[language] = LanguageTokens(overrides[language], "--refusal-tokens")
@@ -303,6 +304,7 @@ class _Study:
                 )
             except ValueError:
                 derived = None
+            left_out[language] = derived.dropped if derived is not None else []
             if derived is None or not derived.token_ids:
                 found[language] = None
                 continue
@@ -326,6 +328,7 @@ class _Study:
                     fallback.token_ids,
                     "no refusal tokens of its own (too few refusals): tokens of another language",
                     fallback.tokens,
+                    dropped=left_out.get(language, []),  # its own candidates, and why each was left out
                 )
                 continue
             final[language] = value
@@ -336,8 +339,11 @@ class _Study:
                 if extra:
                     final[language] = LanguageTokens(
                         value.token_ids + extra,
-                        value.how + ", plus the English refusal tokens",
+                        value.how + ", plus the English refusal tokens (counts are of the language's own tokens)",
                         (value.tokens or []) + [self.model.decode(t) for t in extra],
+                        counts=value.counts,
+                        harmless_counts=value.harmless_counts,
+                        dropped=value.dropped,
                     )
         return final
 

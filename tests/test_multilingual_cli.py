@@ -170,3 +170,31 @@ def test_polyrefuse_layout_and_languages_without_phrases(tiny_folder, shared_dat
     assert summary["judged_with_english_phrases_only"] == ["ko"] and "no refusal phrases for ko" in caplog.text
     assert summary["data"]["notes"]["zh"] == ["zh harmless test: PolyRefuse has none; its harmless val split is used"]
     assert summary["data"]["n_train_per_class"] == 4 and "polyrefuse" in summary["data"]["source"].lower()
+
+
+def test_refusal_tokens_per_language_contrast_harmless_replies_and_flag_what_cannot_be_read():
+    """en: token 7 opens its refusals, never a harmless reply. ja: 5 refusals, 5 different first
+    tokens (one a topic word): none of its own, English's are used. yo: 7 opens every reply,
+    harmless ones too: English's 7 would measure nothing there, and that is flagged."""
+    from types import SimpleNamespace
+
+    from mechref.multilingual.pipeline import _Study
+    from mechref.testing import tiny_model
+
+    def rows(language, harmful, harmless):
+        out = [{"language": language, "label": "harmful", "reply_ids": ids, "refused": refused} for ids, refused in harmful]
+        return out + [{"language": language, "label": "harmless", "reply_ids": ids, "refused": False} for ids in harmless]
+
+    data = rows("en", [([7, 1], True)] * 6 + [([8], True)], [[9]] * 6)
+    data += rows("ja", [([t], True) for t in (20, 21, 22, 23, 24)], [[9]] * 6)
+    data += rows("yo", [([7], True)] * 6, [[7]] * 6)
+    study = SimpleNamespace(
+        settings=SimpleNamespace(token_overrides=lambda: {}), languages=["en", "ja", "yo"], model=tiny_model()
+    )
+    found = _Study.refusal_tokens(study, data)
+    assert found["en"].token_ids == [7] and found["en"].counts == [6] and found["en"].harmless_counts == [0]
+    assert found["en"].reliable and any("opens only 1 of 7 refusals" in d for d in found["en"].dropped)
+    assert found["ja"].token_ids == [7] and found["ja"].reliable and "no refusal tokens of its own" in found["ja"].how
+    assert len(found["ja"].dropped) == 5  # its own candidates stay on record
+    assert found["yo"].token_ids == [7] and not found["yo"].reliable
+    assert any("opens 6 of 6 replies to harmless prompts too" in d for d in found["yo"].dropped)

@@ -79,8 +79,16 @@ def cosine_trend(by_layer: Tensor, languages: Sequence[str], layer: int, referen
 
 
 def transfer_heatmap(
-    share: Sequence[Sequence[float]], sources: Sequence[str], targets: Sequence[str], mode: str, layer: int
+    share: Sequence[Sequence[float]],
+    sources: Sequence[str],
+    targets: Sequence[str],
+    mode: str,
+    layer: int,
+    unreliable: Sequence[str] = (),
 ) -> go.Figure:
+    """Share of each target language's prompts refusing with each source's vector ablated or added;
+    a target whose logit score is unreliable (its refusal tokens open its harmless replies too) is
+    marked so in its column label."""
     what = (
         "share of harmful prompts still refused (refusal score > 0) when the source's direction is ablated"
         if mode == "ablation"
@@ -88,7 +96,7 @@ def transfer_heatmap(
     )
     return _heatmap(
         [list(row) for row in share],
-        list(targets),
+        [f"{t}<br>(score unreliable)" if t in unreliable else t for t in targets],
         list(sources),
         f"Cross-lingual transfer ({mode}):<br><sup>{what}</sup>",
         zmin=0,

@@ -72,9 +72,11 @@ class LanguageTokens:
     counts: list[int] | None = None  # refusals opening with each token
     harmless_counts: list[int] | None = None  # replies to harmless prompts opening with it
     dropped: list[str] = field(default_factory=list)  # candidates left out, and why
+    reliable: bool = True  # False: the tokens open this language's harmless replies too
 
     def to_dict(self) -> dict:
         return {
+            "reliable": self.reliable,
             "token_ids": self.token_ids,
             "tokens": self.tokens,
             "how": self.how,
@@ -324,11 +326,23 @@ class _Study:
         for language, value in found.items():
             if value is None:
                 logger.warning("no refusal tokens of its own in %s: using the %s refusal tokens", language, fallback.tokens)
+                # Another language's tokens read this language only if they do not open its
+                # replies to harmless prompts too; otherwise the logit score here measures nothing.
+                harmless_firsts = [
+                    r["reply_ids"][0] for r in rows if r["language"] == language and r["label"] == "harmless" and r["reply_ids"]
+                ]
+                common = [t for t in fallback.token_ids if harmless_firsts.count(t) > 0.1 * max(len(harmless_firsts), 1)]
                 final[language] = LanguageTokens(
                     fallback.token_ids,
-                    "no refusal tokens of its own (too few refusals): tokens of another language",
+                    "no refusal tokens of its own (too few refusals): tokens of another language"
+                    + (
+                        "; they also open over 10% of its replies to harmless prompts, so its logit score is unreliable"
+                        if common
+                        else ""
+                    ),
                     fallback.tokens,
                     dropped=left_out.get(language, []),  # its own candidates, and why each was left out
+                    reliable=not common,
                 )
                 continue
             final[language] = value

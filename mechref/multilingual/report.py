@@ -109,6 +109,9 @@ def audit_section(result: MultilingualResult) -> tuple[dict, dict]:
         "refuses_most_harmless_prompts": [l for l, s in status.items() if s.startswith("over-refusing")],
         "judge_not_validated": [l for l, s in status.items() if s == "judge not validated"],
         "refusal_tokens": {language: tokens.to_dict() for language, tokens in audit.refusal_tokens.items()},
+        # Languages whose logit refusal score reads tokens that open their harmless replies too:
+        # their columns of the transfer matrices measure nothing.
+        "logit_score_unreliable": [l for l, tokens in audit.refusal_tokens.items() if not tokens.reliable],
     }
     return part, {"baseline_refusal": figures.audit_bars(audit.rates)}
 
@@ -119,7 +122,10 @@ def transfer_section(result: MultilingualResult) -> tuple[dict, dict]:
     figs = {}
     for mode in ("ablation", "addition"):
         t = transfer[mode]
-        figs[f"transfer_{mode}"] = figures.transfer_heatmap(t["refusing_share"], t["sources"], t["targets"], mode, result.layer)
+        unreliable = [l for l, tokens in result.audit.refusal_tokens.items() if not tokens.reliable] if result.audit else []
+        figs[f"transfer_{mode}"] = figures.transfer_heatmap(
+            t["refusing_share"], t["sources"], t["targets"], mode, result.layer, unreliable=unreliable
+        )
     part = {
         "transfer": {
             "measure": "logit refusal score with each target's refusal tokens; refusing_share = share of prompts "

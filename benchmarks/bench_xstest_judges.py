@@ -20,7 +20,7 @@ import json
 import time
 from pathlib import Path
 
-from mechref.judge import judge_rows, read_completions
+from mechref.completions import judge_rows, read_completions
 from mechref.judges import judge_agreement, make_judge
 
 RESULT = Path(__file__).parent / "results" / "judges_xstest.json"

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from mechref.completions import parse_label, read_completions
 from mechref.errors import DataFormatError
-from mechref.judge import main, parse_label, read_completions
+from mechref.judge import main
 
 
 def write_jsonl(path, rows):

@@ -21,23 +21,9 @@ import time
 from pathlib import Path
 
 from mechref.completions import judge_rows, read_completions
-from mechref.judges import judge_agreement, make_judge
+from mechref.judges import make_judge, verdict_agreement
 
 RESULT = Path(__file__).parent / "results" / "judges_xstest.json"
-
-
-class _Fixed:
-    def __init__(self, verdicts):
-        self.verdicts = verdicts
-
-    def judge_many(self, completions, prompts=None):
-        return list(self.verdicts)
-
-
-def agreement(verdicts: list[bool], labels: list[bool]) -> dict:
-    out = judge_agreement(_Fixed(verdicts), [""] * len(labels), labels)
-    out.pop("verdicts")
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,12 +52,15 @@ def main(argv: list[str] | None = None) -> int:
             judged = judge_rows(judge, rows)
             took = time.perf_counter() - started
             verdicts, labels = [r["refusal"] for r in judged], [bool(r["label"]) for r in judged]
-            per_file[path.stem.replace("xstest_v2_completions_", "")] = {**agreement(verdicts, labels), "seconds": round(took, 1)}
+            per_file[path.stem.replace("xstest_v2_completions_", "")] = {
+                **verdict_agreement(verdicts, labels),
+                "seconds": round(took, 1),
+            }
             pooled_v += verdicts
             pooled_l += labels
             seconds += took
             print(f"{name:<11} {path.stem:<45} accuracy {per_file[path.stem.replace('xstest_v2_completions_', '')]['accuracy']}")
-        results[name] = {"files": per_file, "pooled": {**agreement(pooled_v, pooled_l), "seconds": round(seconds, 1)}}
+        results[name] = {"files": per_file, "pooled": {**verdict_agreement(pooled_v, pooled_l), "seconds": round(seconds, 1)}}
         if name == "chat-model":
             results[name]["judge_model"] = f"{model_name} (bfloat16)"
     result = {

@@ -26,7 +26,7 @@ from typing import Sequence
 from mechref.completions import judge_rows, read_completions
 from mechref.errors import DataFormatError
 from mechref.io import atomic_path
-from mechref.judges import JUDGE_NAMES, has_phrases, judge_agreement, make_judge
+from mechref.judges import JUDGE_NAMES, has_phrases, make_judge, verdict_agreement
 from mechref.ownership import OutputTargetError
 from mechref.rates import Rate
 
@@ -109,9 +109,7 @@ def _main(args: argparse.Namespace) -> int:
     print(f"judged refusals: {rate} [{low:.2f}, {high:.2f}] (95% Wilson interval)")
     labelled = [r for r in judged if r["label"] is not None]
     if labelled:
-        agreement = judge_agreement(
-            _Fixed([r["refusal"] for r in labelled]), [r["completion"] for r in labelled], [r["label"] for r in labelled]
-        )
+        agreement = verdict_agreement([r["refusal"] for r in labelled], [r["label"] for r in labelled])
         print(f"against the {len(labelled)} labelled rows:")
         print(format_agreement(agreement))
     if args.out is not None:
@@ -120,16 +118,6 @@ def _main(args: argparse.Namespace) -> int:
                 file.write(json.dumps({**row, "judge": judge_name}, ensure_ascii=False) + "\n")
         print(f"wrote {args.out}")
     return 0
-
-
-class _Fixed:
-    """Verdicts already made, in the :class:`~mechref.judges.Judge` interface (for the agreement)."""
-
-    def __init__(self, verdicts: list[bool]):
-        self.verdicts = verdicts
-
-    def judge_many(self, completions: Sequence[str], prompts: Sequence[str] | None = None) -> list[bool]:
-        return list(self.verdicts)
 
 
 if __name__ == "__main__":

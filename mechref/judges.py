@@ -218,6 +218,18 @@ def judge_agreement(
     if len(completions) != len(labels) or not labels:
         raise ValueError(f"need one label per completion (got {len(completions)} completions, {len(labels)} labels)")
     verdicts = [bool(v) for v in judge.judge_many(list(completions), list(prompts) if prompts is not None else None)]
+    return {**verdict_agreement(verdicts, labels), "verdicts": verdicts}
+
+
+def verdict_agreement(verdicts: Sequence[bool], labels: Sequence[bool]) -> dict:
+    """How verdicts already made compare with reference labels (True = refusal): see :func:`judge_agreement`.
+
+    >>> verdict_agreement([True, False, True], [True, False, False])["confusion"]["false_refusal"]
+    1
+    """
+    if len(verdicts) != len(labels) or not labels:
+        raise ValueError(f"need one label per verdict (got {len(verdicts)} verdicts, {len(labels)} labels)")
+    verdicts = [bool(v) for v in verdicts]
     tp = sum(v and l for v, l in zip(verdicts, labels))
     tn = sum((not v) and (not l) for v, l in zip(verdicts, labels))
     fp = sum(v and not l for v, l in zip(verdicts, labels))
@@ -234,5 +246,4 @@ def judge_agreement(
         "precision": round(tp / (tp + fp), 4) if tp + fp else None,
         "recall": round(tp / (tp + fn), 4) if tp + fn else None,
         "confusion": {"true_refusal": tp, "true_answer": tn, "false_refusal": fp, "missed_refusal": fn},
-        "verdicts": verdicts,
     }

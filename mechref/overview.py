@@ -144,6 +144,11 @@ def key_numbers(run: Run) -> list[tuple[str, str]]:
             rows.append(("not safety-aligned (audit)", " ".join(s["not_safety_aligned"])))
         if s.get("judged_with_english_phrases_only"):
             rows.append(("judged with English phrases only", " ".join(s["judged_with_english_phrases_only"])))
+        if s.get("refuses_most_harmless_prompts"):
+            rows.append(("over-refusing (not understood?)", " ".join(s["refuses_most_harmless_prompts"])))
+        for language, rates in (s.get("baseline_refusal") or {}).items():
+            if isinstance(rates, dict) and isinstance(rates.get("harmful_counts"), dict):
+                rows.append((f"harmful refused, {language}", _rate_text(rates["harmful_counts"])))
     for condition, counts in (s.get("refusal_rate_counts") or {}).items():
         if isinstance(counts, dict) and {"rate", "k", "n", "ci95"} <= set(counts):
             rows.append((f"refusal, {condition}", _rate_text(counts)))

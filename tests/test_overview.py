@@ -46,6 +46,12 @@ def test_key_numbers_carry_counts_and_wilson_intervals():
     # A suffix run lists the heads its suffix moves, "none" when there are none.
     hijack = Run(Path("."), {"attention_shift": {"heads_moved_by_the_adversarial_suffix": []}}, "suffix_hijack")
     assert ("top heads whose attention the suffix moves", "none") in key_numbers(hijack)
+    # A multilingual run: its over-refusing languages and each language's harmful refusal with counts.
+    audit = {"yo": {"harmful_counts": Rate(15, 16).to_dict()}, "en": {"harmful_counts": None}}
+    languages = Run(Path("."), {"refuses_most_harmless_prompts": ["yo"], "baseline_refusal": audit}, "multilingual")
+    shown = dict(key_numbers(languages))
+    assert shown["over-refusing (not understood?)"] == "yo" and shown["harmful refused, yo"].startswith("0.94 = 15/16 [")
+    assert "harmful refused, en" not in shown
 
 
 def test_page_links_every_run_and_file_and_never_overwrites_a_foreign_file(tmp_path, capsys):

@@ -26,6 +26,9 @@ CONDITION_COLORS = {
     "harmful+adv_suffix": ADVERSARIAL,
     "harmful+random_suffix": RANDOM,
 }
+# The damage analysis's conditions (the unedited model and its edits), which share a figure only
+# with each other: distinguishable among themselves, like the conditions above.
+EDIT_COLORS = {"original": "#999999", "ablation": "#E69F00", "actadd": "#56B4E9", "exported": "#000000"}
 CONDITION_DASHES = {"harmful": "solid", "harmless": "solid", "harmful+adv_suffix": "dash", "harmful+random_suffix": "dot"}
 
 REGION_COLORS = {"system": "#BBBBBB", "instruction": "#88CCEE", "suffix": "#DDCC77", "post": "#44AA99"}
@@ -36,6 +39,8 @@ def condition_color(name: str) -> str:
     colour of its prompt set."""
     if name in CONDITION_COLORS:
         return CONDITION_COLORS[name]
+    if name in EDIT_COLORS:
+        return EDIT_COLORS[name]
     if name.startswith("harmful"):
         return HARMFUL
     if name.startswith("harmless"):

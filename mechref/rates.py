@@ -59,6 +59,26 @@ class Rate:
         return f"{self.value:.2f} ({self.k}/{self.n})"
 
 
+def mean_interval(values: Sequence[float]) -> dict:
+    """The mean of per-prompt ``values`` with a 95% interval (normal approximation over prompts).
+
+    >>> mean_interval([1.0, 2.0, 3.0])
+    {'mean': 2.0, 'n': 3, 'sd': 1.0, 'ci95': [0.8684, 3.1316]}
+    >>> mean_interval([0.5])["ci95"] is None   # one value: no spread to measure
+    True
+    """
+    values = [float(v) for v in values]
+    if not values:
+        raise DataFormatError("a mean of no values is no number: nothing was measured")
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return {"mean": round(mean, 6), "n": 1, "sd": None, "ci95": None}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = Z_95 * sd / math.sqrt(n)
+    return {"mean": round(mean, 6), "n": n, "sd": round(sd, 6), "ci95": [round(mean - half, 4), round(mean + half, 4)]}
+
+
 def rate_or_none(outcomes: Iterable[bool]) -> Rate | None:
     """:meth:`Rate.of`, or None for no outcomes (e.g. a subset that happens to be empty)."""
     values = list(outcomes)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from mechref.hijack.conditions import CONDITION_COLORS as HIJACK_COLORS
-from mechref.palette import CONDITION_COLORS, CONDITION_DASHES, REGION_COLORS, condition_color
+from mechref.palette import CONDITION_COLORS, CONDITION_DASHES, EDIT_COLORS, REGION_COLORS, condition_color
 
 SIMULATIONS = {
     "normal": np.eye(3),
@@ -44,8 +44,9 @@ def distance(a: str, b: str, vision: str) -> float:
 
 @pytest.mark.parametrize("vision", SIMULATIONS)
 def test_every_pair_of_conditions_stays_distinguishable(vision):
-    for (a, ca), (b, cb) in itertools.combinations(CONDITION_COLORS.items(), 2):
-        assert distance(ca, cb, vision) >= 20, (a, b, vision)
+    for group in (CONDITION_COLORS, EDIT_COLORS):  # the conditions that share figures
+        for (a, ca), (b, cb) in itertools.combinations(group.items(), 2):
+            assert distance(ca, cb, vision) >= 20, (a, b, vision)
 
 
 def test_the_old_palette_fails_the_same_check():

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from mechref import __version__
+from mechref.degenerate import category_counts
 from mechref.hijack import figures
 from mechref.hijack.conditions import ADVERSARIAL, HARMFUL, HARMLESS, RANDOM
 from mechref.hijack.pipeline import SuffixHijackResult
@@ -166,6 +167,14 @@ def summarize(result: SuffixHijackResult, written: list[str] | None = None) -> d
         },
         "refusal_rate": {n: r.value for n, r in rates.items()},
         "refusal_rate_counts": {n: r.to_dict() for n, r in rates.items()},
+        # Refusals as judged; among the rest, replies stuck in a repetition loop are not compliance.
+        "reply_categories": {
+            n: category_counts(
+                [g["refused"] for g in result.generations if g["condition"] == n],
+                [g["reply"] for g in result.generations if g["condition"] == n],
+            )
+            for n in rates
+        },
         "refusal_rate_adversarial_on_optimized_prompts": round(on_optimized.value, 4) if on_optimized else None,
         "refusal_rate_adversarial_on_held_out_prompts": round(held_out.value, 4) if held_out else None,
         "refusal_rate_counts_adversarial": {

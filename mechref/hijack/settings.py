@@ -41,7 +41,9 @@ class SuffixHijackSettings(Settings):
     )
     # analysis
     top_k: int = option(8, "heads studied, by attribution on the plain harmful prompts", minimum=1)
-    max_new_tokens: int = option(64, "tokens generated per reply", minimum=1)
+    max_new_tokens: int = option(
+        128, "tokens generated per reply, stopping at EOS (refusals often follow a compliant-looking opening)", minimum=1
+    )
     judge: Literal["substring", "arditi", "chat-model"] = option(
         "substring",
         "refusal judge: mechref's phrase list, Arditi et al.'s 12 phrases, or the model itself asked whether a reply refuses",

@@ -39,7 +39,9 @@ class MultilingualSettings(Settings):
         "substring", "refusal judge: each language's phrase list, or the model asked whether a reply refuses"
     )
     refusal_tokens: list[str] = option([], "override the refusal tokens of a language, e.g. de=40,19238", metavar="LANG=ID,ID")
-    max_new_tokens: int = option(48, "tokens per reply", minimum=1)
+    max_new_tokens: int = option(
+        128, "tokens generated per reply, stopping at EOS (refusals often follow a compliant-looking opening)", minimum=1
+    )
     audit: bool = option(True, "generate and judge replies (silhouette: without them the PCA marks no jailbroken prompts)")
     batch_size: int = option(32, "prompts per forward pass", minimum=1)
     resume: bool = option(True, "reuse the stages already computed in the output folder with the same settings")

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from mechref import __version__
+from mechref.degenerate import category_counts
 from mechref.io import write_json, write_jsonl
 from mechref.ownership import claim_output_folder
 from mechref.plotting import save_figure
@@ -49,6 +50,11 @@ def summarize(result: RefusalDirectionResult, figures: list[str] | None = None) 
         "refusal_tokens": result.refusal_tokens.to_dict(),
         "refusal_rate": {c: r.value for c, r in rates.items()},
         "refusal_rate_counts": {c: r.to_dict() for c, r in rates.items()},
+        # Refusals as judged; among the rest, replies stuck in a repetition loop are not compliance.
+        "reply_categories": {
+            c: category_counts([r["refusal"] for r in rows], [r["completion"] for r in rows])
+            for c, rows in result.evaluation.items()
+        },
         # The same prompts with and without the intervention: exact McNemar tests of the change.
         "paired_tests": paired_tests(result),
         "mean_refusal_score": result.mean_refusal_scores,
@@ -73,9 +79,11 @@ def format_summary(summary: dict) -> str:
     ]
     for condition, rate in summary.get("refusal_rate_counts", {}).items():
         low, high = rate["ci95"]
+        degenerate = summary.get("reply_categories", {}).get(condition, {}).get("degenerate", 0)
         lines.append(
             f"  {condition:18s} refusal rate {rate['rate']:.2f} ({rate['k']}/{rate['n']}, 95% CI {low:.2f}-{high:.2f})"
             f"   mean refusal score {summary['mean_refusal_score'][condition]:+.2f}"
+            + (f"   degenerate {degenerate}/{rate['n']}" if degenerate else "")
         )
     for test in summary.get("paired_tests", []):
         lines.append(format_paired(test))

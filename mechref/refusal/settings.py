@@ -48,7 +48,9 @@ class RefusalDirectionSettings(Settings):
         None, "token ids of refusal openings (none: derived from the model's own refusals)", metavar="ID"
     )
     # evaluation
-    max_new_tokens: int = option(64, "tokens generated per reply", minimum=1)
+    max_new_tokens: int = option(
+        128, "tokens generated per reply, stopping at EOS (refusals often follow a compliant-looking opening)", minimum=1
+    )
     judge: Literal["substring", "arditi", "chat-model"] = option(
         "substring",
         "refusal judge: mechref's phrase list, Arditi et al.'s 12 phrases, or the model itself asked whether a reply refuses",

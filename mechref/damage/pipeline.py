@@ -1,0 +1,299 @@
+"""The damage analysis as one library call: :func:`run_damage`.
+
+Conditions: ``original`` (the loaded model, unedited), each hook edit of a refusal direction
+(``ablation``, ``actadd``) and ``exported`` (a weight-edited model folder loaded beside it). Every
+condition answers the same prompts, so each change is paired:
+
+* **over-refusal**: refusal of XSTest's safe prompts (k/n, 95% interval, exact McNemar test
+  against ``original``); degenerate replies are counted apart;
+* **KL and cross-entropy** on the unedited model's own greedy replies to harmless prompts
+  (:mod:`mechref.damage.divergence`), with 95% intervals over prompts;
+* **GSM8K**: exact match of the final number on the first N problems.
+
+>>> import torch
+>>> from mechref.testing import tiny_model
+>>> model = tiny_model("qwen2")
+>>> settings = DamageSettings(n_harmless=2, reference_tokens=3, kl_tokens=2, batch_size=2)
+>>> result = run_damage(model, settings, direction=(torch.ones(model.d_model), 1), echo=False)
+>>> result.conditions, sorted(result.divergence)
+(['original', 'ablation', 'actadd'], ['ablation', 'actadd', 'original'])
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from jaxtyping import Float
+from torch import Tensor
+
+from mechref.damage.data import GSM8K_INSTRUCTION, read_gsm8k, read_xstest_safe, reply_final_number
+from mechref.damage.divergence import Condition, Divergence, divergences, reply_sequences
+from mechref.damage.settings import DamageSettings
+from mechref.data import bundled, load_prompt_file
+from mechref.degenerate import reply_category
+from mechref.errors import DataFormatError
+from mechref.generation import generate, generate_ids
+from mechref.interventions import intervene
+from mechref.io import fingerprint, read_json, read_jsonl, sha256_file, write_json, write_jsonl
+from mechref.judges import make_judge
+from mechref.models import MechrefModel, load_model
+from mechref.ownership import check_output_folder
+from mechref.reporting import StageClock
+from mechref.runs import Run
+
+
+@dataclass
+class DamageResult:
+    settings: DamageSettings
+    model: dict  # MechrefModel.identity() of the unedited model
+    conditions: list[str]
+    edits: dict[str, dict]  # condition -> what it is (direction, layer, coefficient, folder)
+    over_refusal: dict[str, list[dict]] = field(default_factory=dict)  # condition -> one row per XSTest prompt
+    gsm8k: dict[str, list[dict]] = field(default_factory=dict)  # condition -> one row per problem
+    divergence: dict[str, Divergence] = field(default_factory=dict)
+    reference_replies: list[dict] = field(default_factory=list)  # the unedited model's harmless replies
+    warnings: list[str] = field(default_factory=list)
+    resumed_stages: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def check_damage(settings: DamageSettings, out: str | Path | None = None) -> None:
+    """Every check that needs no model: something to measure, readable files, a free output folder."""
+    if settings.direction is None and settings.edited is None:
+        raise DataFormatError(
+            "nothing to measure: give --direction (a refusal direction, for the ablation and actadd edits) "
+            "and/or --edited (a weight-edited model folder)"
+        )
+    if settings.direction is not None and not settings.edits and settings.edited is None:
+        raise DataFormatError("--edits is empty and no --edited folder is given: name at least one edit")
+    if settings.direction is not None:
+        from mechref.refusal.store import load_direction
+
+        load_direction(settings.direction)
+    if settings.edited is not None and not (Path(settings.edited) / "config.json").is_file():
+        raise DataFormatError(
+            f"{settings.edited} is not a Hugging Face model folder (no config.json); give the --edited export folder"
+        )
+    if settings.xstest is not None:
+        read_xstest_safe(settings.xstest, settings.n_xstest)
+    if settings.gsm8k is not None:
+        read_gsm8k(settings.gsm8k, settings.n_gsm8k)
+    harmless_prompts(settings)
+    if out is not None:
+        check_output_folder(out)
+
+
+def harmless_prompts(settings: DamageSettings) -> list[str]:
+    """The prompts whose replies KL and cross-entropy are measured on."""
+    if settings.harmless is not None:
+        return load_prompt_file(settings.harmless, "harmless", "test").take(settings.n_harmless).instructions
+    return bundled("harmless", "test").take(settings.n_harmless).instructions
+
+
+def load_edited(model: MechrefModel, folder: str | Path) -> MechrefModel:
+    """The weight-edited model, loaded like ``model`` (dtype, device, system prompt); its tokenizer must match."""
+    edited = load_model(folder, dtype=model.dtype, device=str(model.device), system_prompt=model.chat.system_prompt)
+    probe = model.chat.format("How do I bake bread?")
+    if model.tokenizer(probe)["input_ids"] != edited.tokenizer(probe)["input_ids"] or model.d_vocab != edited.d_vocab:
+        raise DataFormatError(
+            f"the model in {folder} does not share the loaded model's tokenizer and chat template: it is not an edit of "
+            f"{model.name}; load the model it was exported from with --model"
+        )
+    return edited
+
+
+def run_damage(
+    model: MechrefModel,
+    settings: DamageSettings | None = None,
+    out: str | Path | None = None,
+    *,
+    direction: tuple[Float[Tensor, " d_model"], int] | None = None,
+    edited: MechrefModel | None = None,
+    echo: bool = True,
+) -> DamageResult:
+    """Measure what each edit breaks, against ``model`` unedited.
+
+    The direction comes from ``settings.direction`` or, in Python, ``direction=(vector, layer)``;
+    the weight-edited model from ``settings.edited`` or ``edited=`` (an already loaded model).
+    """
+    settings = settings or DamageSettings()
+    if direction is None and edited is None:
+        check_damage(settings, out)
+    elif out is not None:
+        check_output_folder(out)
+    warnings: list[str] = []
+    edits: dict[str, dict] = {}
+    vector_fp = None
+    if direction is None and settings.direction is not None:
+        from mechref.refusal.store import direction_mismatches, load_direction
+
+        stored = load_direction(settings.direction)
+        warnings += direction_mismatches(stored, model)
+        direction = (stored.direction, stored.layer)
+        source = str(stored.path)
+    else:
+        source = "given in Python"
+    conditions: dict[str, Condition] = {"original": Condition(model)}
+    if direction is not None:
+        vector, layer = direction
+        vector_fp = fingerprint(vector.double().tolist())
+        for edit in settings.edits:
+            if edit == "ablation":
+                conditions[edit] = Condition(model, partial(intervene, model, "ablation", vector))
+                edits[edit] = {"edit": "directional ablation at every layer", "direction": source}
+            else:
+                coefficient = settings.actadd_coefficient
+                conditions[edit] = Condition(model, partial(intervene, model, "addition", vector, layer, coefficient))
+                edits[edit] = {"edit": f"activation addition x{coefficient:+g} at layer {layer}", "direction": source}
+    edited_fp = None
+    if edited is None and settings.edited is not None:
+        if echo:
+            print(f"loading the edited model {settings.edited} …", flush=True)
+        edited = load_edited(model, settings.edited)
+    if edited is not None:
+        conditions["exported"] = Condition(edited)
+        folder = Path(edited.folder) if edited.folder else None
+        edited_fp = _folder_fingerprint(folder) if folder else fingerprint(edited.identity())
+        info_path = folder / "mechref_edit.json" if folder else None
+        edits["exported"] = {
+            "edit": "weight-edited model",
+            "folder": str(folder) if folder else None,
+            **({"provenance": read_json(info_path)} if info_path and info_path.is_file() else {}),
+        }
+    for line in warnings:
+        print(f"warning: {line}", flush=True)
+
+    measures = settings.measures()
+    clock = StageClock(total=len(measures), echo=echo)
+    run = Run(out, resume=settings.resume)
+    base = {**model.identity(), "direction": vector_fp, "edited": edited_fp}
+    result = DamageResult(settings, model.identity(), list(conditions), edits, warnings=warnings)
+    options: dict[str, Any] = {"batch_size": settings.batch_size, "progress": echo}
+
+    clock.stage("kl_ce", "KL and cross-entropy on the unedited model's own harmless replies")
+    prompts = harmless_prompts(settings)
+    reference = run.stage(
+        "reference_replies",
+        {**model.identity(), "prompts": fingerprint(prompts), "tokens": settings.reference_tokens},
+        lambda: [
+            {"prompt": p, "reply_ids": ids, "reply": model.decode(ids, skip_special_tokens=True)}
+            for p, ids in zip(prompts, generate_ids(model, prompts, max_new_tokens=settings.reference_tokens, **options))
+        ],
+        save=lambda v, d: write_jsonl(d / "reference_replies.jsonl", v),
+        load=lambda d: read_jsonl(d / "reference_replies.jsonl"),
+    )
+    result.reference_replies = reference
+    found = run.stage(
+        "divergence",
+        {**base, "conditions": edits, "reference": fingerprint(reference), "kl_tokens": settings.kl_tokens},
+        lambda: {
+            name: asdict(d)
+            for name, d in divergences(
+                conditions,
+                reply_sequences(model, [r["prompt"] for r in reference], [r["reply_ids"] for r in reference]),
+                [len(r["reply_ids"]) for r in reference],
+                kl_tokens=settings.kl_tokens,
+                reference="original",
+                # Full-vocabulary log-probabilities of every reply position: a quarter of the batch at a time.
+                batch_size=max(1, settings.batch_size // 4),
+                progress=echo,
+            ).items()
+        },
+        save=lambda v, d: write_json(d / "divergence.json", v),
+        load=lambda d: read_json(d / "divergence.json"),
+    )
+    result.divergence = {name: Divergence(**values) for name, values in found.items()}
+
+    if settings.xstest is not None:
+        clock.stage("over_refusal", "over-refusal of XSTest's safe prompts")
+        safe = read_xstest_safe(settings.xstest, settings.n_xstest)
+        judge = make_judge(settings.judge, model)
+        for name, condition in conditions.items():
+            result.over_refusal[name] = run.stage(
+                f"xstest_{name}",
+                {
+                    **base,
+                    "condition": edits.get(name),
+                    "prompts": fingerprint([asdict(p) for p in safe]),
+                    "max_new_tokens": settings.max_new_tokens,
+                    "judge": settings.judge,
+                },
+                partial(_xstest_rows, condition, safe, judge, settings.max_new_tokens, options),
+                save=partial(_write_rows, name=f"xstest_{name}.jsonl"),
+                load=partial(_read_rows, name=f"xstest_{name}.jsonl"),
+            )
+            clock.note(f"{name:10s} over-refusal {sum(r['refusal'] for r in result.over_refusal[name])}/{len(safe)}")
+
+    if settings.gsm8k is not None:
+        clock.stage("gsm8k", "GSM8K accuracy")
+        problems = read_gsm8k(settings.gsm8k, settings.n_gsm8k)
+        for name, condition in conditions.items():
+            result.gsm8k[name] = run.stage(
+                f"gsm8k_{name}",
+                {
+                    **base,
+                    "condition": edits.get(name),
+                    "problems": fingerprint([asdict(p) for p in problems]),
+                    "max_new_tokens": settings.gsm8k_max_new_tokens,
+                },
+                partial(_gsm8k_rows, condition, problems, settings.gsm8k_max_new_tokens, options),
+                save=partial(_write_rows, name=f"gsm8k_{name}.jsonl"),
+                load=partial(_read_rows, name=f"gsm8k_{name}.jsonl"),
+            )
+            clock.note(f"{name:10s} GSM8K {sum(r['correct'] for r in result.gsm8k[name])}/{len(problems)} correct")
+    clock.finish()
+    result.timings = clock.timings
+    result.resumed_stages = list(run.resumed)
+    return result
+
+
+def _xstest_rows(condition: Condition, safe: list, judge, max_new_tokens: int, options: dict) -> list[dict]:
+    prompts = [p.prompt for p in safe]
+    with condition.context():
+        replies = generate(condition.model, prompts, max_new_tokens=max_new_tokens, **options)
+    verdicts = judge.judge_many(replies, prompts=prompts)
+    return [
+        {"id": p.id, "type": p.type, "prompt": p.prompt, "completion": r, "refusal": bool(v), "category": reply_category(v, r)}
+        for p, r, v in zip(safe, replies, verdicts)
+    ]
+
+
+def _gsm8k_rows(condition: Condition, problems: list, max_new_tokens: int, options: dict) -> list[dict]:
+    prompts = [GSM8K_INSTRUCTION.format(question=p.question) for p in problems]
+    with condition.context():
+        replies = generate(condition.model, prompts, max_new_tokens=max_new_tokens, **options)
+    rows = []
+    for problem, reply in zip(problems, replies):
+        predicted = reply_final_number(reply)
+        rows.append(
+            {
+                "question": problem.question,
+                "answer": problem.answer,
+                "completion": reply,
+                "predicted": predicted,
+                "correct": predicted == problem.answer,
+                "category": reply_category(False, reply),
+            }
+        )
+    return rows
+
+
+def _write_rows(rows: list[dict], folder: Path, name: str) -> Path:
+    return write_jsonl(folder / name, rows)
+
+
+def _read_rows(folder: Path, name: str) -> list[dict]:
+    return read_jsonl(folder / name)
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    """The weights and config of a model folder: a measurement of other weights is never resumed."""
+    parts = {
+        p.name: sha256_file(p)
+        for p in sorted(folder.iterdir())
+        if p.is_file() and (p.suffix in {".safetensors", ".bin", ".json"} or p.name.endswith(".model"))
+    }
+    return fingerprint(parts)

@@ -6,11 +6,13 @@
    (existing labels are kept). The phrase lists were built from replies to the *test* prompts,
    so this sample is held out from them.
 2. ``score``: agreement of each judge with the labels: the English phrase list (what a new user
-   would try), the language's own phrase list, and the chat-model judge (the embedded model asked
-   whether each reply refuses). Written to ``benchmarks/results/judges.json``.
+   would try), the language's own phrase list, the chat-model judge (the embedded model asked
+   whether each reply refuses) and the mined judge (refusal openings mined, with no labels, from a
+   multilingual run's replies to the *test* prompts: ``--mine-from RUN/audit.jsonl``). Written to
+   ``benchmarks/results/judges.json``; ``--only mined`` recomputes that column alone.
 
     python benchmarks/bench_judges.py sample --languages de zh yo ja
-    python benchmarks/bench_judges.py score
+    python benchmarks/bench_judges.py score --mine-from figures/multilingual/audit.jsonl
 """
 
 from __future__ import annotations
@@ -52,13 +54,56 @@ def sample(args) -> None:
         print("wrote", path)
 
 
+def mined_judges(audit: Path) -> dict:
+    """Each language's mined judge, from a multilingual run's audit replies (harmful vs harmless test prompts)."""
+    from mechref.mined import mine_refusal_openings
+
+    rows = [json.loads(line) for line in audit.read_text(encoding="utf-8").splitlines()]
+    judges = {}
+    for language in dict.fromkeys(r["language"] for r in rows):
+        harmful = [r for r in rows if r["language"] == language and r["label"] == "harmful"]
+        harmless = [r["reply"] for r in rows if r["language"] == language and r["label"] == "harmless"]
+        judges[language] = mine_refusal_openings(
+            [r["reply"] for r in harmful], harmless, language, harmful_prompts=[r["instruction"] for r in harmful]
+        )
+    return judges
+
+
 def score(args) -> None:
+    from mechref.io import sha256_file
+    from mechref.judges import ChatModelJudge, SubstringJudge, judge_agreement, verdict_agreement
+
+    mined = mined_judges(args.mine_from) if args.mine_from else {}
+    mined_note = (
+        {
+            "mined_from": str(args.mine_from),
+            "mined_from_sha256": sha256_file(args.mine_from),
+            "mined_phrases": {lang: j.to_dict() for lang, j in mined.items()},
+        }
+        if mined
+        else {}
+    )
+    if args.only == "mined":
+        results = json.loads(args.out.read_text(encoding="utf-8"))
+        for language, entry in results["languages"].items():
+            rows = [json.loads(line) for line in (LABELS / f"{language}.jsonl").read_text(encoding="utf-8").splitlines()]
+            rows = [r for r in rows if r["refused"] is not None]
+            judge = mined[language]
+            entry["mined"] = {
+                **verdict_agreement(judge.judge_many([r["reply"] for r in rows]), [bool(r["refused"]) for r in rows]),
+                "phrases": judge.phrases,
+            }
+            print(language, judge.phrases, entry["mined"]["accuracy"], entry["mined"]["kappa"])
+        results.update(mined_note)
+        args.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        print("wrote", args.out)
+        return
+
     from mechref import load_model
-    from mechref.scoring import ChatModelJudge, SubstringJudge, judge_agreement
 
     model = load_model(dtype=args.dtype)
     chat = ChatModelJudge(model)
-    results = {"model": model.name, "dtype": args.dtype, "languages": {}}
+    results = {"model": model.name, "dtype": args.dtype, "languages": {}, **mined_note}
     for path in sorted(LABELS.glob("*.jsonl")):
         language = path.stem
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
@@ -78,6 +123,8 @@ def score(args) -> None:
             agreement["seconds"] = round(time.perf_counter() - start, 1)
             agreement.pop("verdicts")
             entry[name] = agreement
+        if language in mined:
+            entry["mined"] = {**verdict_agreement(mined[language].judge_many(texts), labels), "phrases": mined[language].phrases}
         results["languages"][language] = entry
         print(language, {k: (v["accuracy"], v["kappa"]) for k, v in entry.items() if isinstance(v, dict)})
     args.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -92,6 +139,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "judges.json")
+    parser.add_argument("--mine-from", type=Path, default=None, help="a multilingual run's audit.jsonl (test-prompt replies)")
+    parser.add_argument("--only", choices=["mined"], default=None, help="recompute one judge's column, keep the rest")
     args = parser.parse_args()
     sample(args) if args.mode == "sample" else score(args)
 

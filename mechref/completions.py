@@ -87,3 +87,44 @@ def judge_rows(judge: Judge, rows: Sequence[dict]) -> list[dict]:
         return [{**row, "refusal": s > 0, "score": round(float(s), 4)} for row, s in zip(rows, scores)]
     verdicts = judge.judge_many(completions, prompts)
     return [{**row, "refusal": bool(v)} for row, v in zip(rows, verdicts)]
+
+
+def read_mining_rows(path: str | Path) -> tuple[list[str], list[str], list[str]]:
+    """``(harmful replies, their prompts, harmless replies)`` of a file to mine refusal openings from.
+
+    Each row needs a reply (``completion`` or ``reply``), its prompt (``prompt`` or ``instruction``)
+    and the class of the prompt: ``prompt_class`` (``harmful``/``harmless``), or ``label`` with one of
+    those values (as in a multilingual run's ``audit.jsonl`` and ``mining_replies.jsonl``), or
+    XSTest's ``type`` (its ``contrast_*`` prompts are the unsafe ones).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"no file {path} to mine refusal openings from (--mine-from)")
+    if path.suffix.lower() == ".csv":
+        with open(path, encoding="utf-8", newline="") as file:
+            raw = list(csv.DictReader(file))
+    else:
+        raw = []
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    raw.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise DataFormatError(f"{path}, line {i}: not JSON ({error.msg})") from error
+    harmful, prompts, harmless = [], [], []
+    for i, row in enumerate(raw, start=1):
+        reply, prompt = row.get("completion", row.get("reply")), row.get("prompt", row.get("instruction"))
+        kind = row.get("prompt_class") or (row.get("label") if row.get("label") in ("harmful", "harmless") else None)
+        if kind is None and row.get("type"):
+            kind = "harmful" if str(row["type"]).startswith("contrast") else "harmless"
+        if not isinstance(reply, str) or not isinstance(prompt, str) or kind not in ("harmful", "harmless"):
+            raise DataFormatError(
+                f"{path}, row {i}: mining needs a reply (completion), its prompt and the prompt's class "
+                "(prompt_class: harmful or harmless)"
+            )
+        if kind == "harmful":
+            harmful.append(reply)
+            prompts.append(prompt)
+        else:
+            harmless.append(reply)
+    return harmful, prompts, harmless

@@ -3,13 +3,16 @@
     python -m mechref.judge replies.jsonl --judge substring --out judged.jsonl
     python -m mechref.judge xstest_v2_completions_mistralinstruct.csv --judge arditi
     python -m mechref.judge replies.jsonl --judge chat-model --judge-model path/to/judge-model
+    python -m mechref.judge test_replies.jsonl --judge mined --mine-from train_replies.jsonl
 
 The input is JSON Lines (one object a line with ``prompt``, ``completion`` and optionally
 ``label``) or CSV with those columns; XSTest's completion files work as they are (their
 ``final_label``: full or partial refusal is a refusal). ``--out`` writes every row back with the
 verdict ``refusal`` (and ``score``, the judge's log-odds, where it has one). The terminal shows the
 refusal rate with its count and 95% interval and, where rows carry labels, the judge's accuracy,
-Cohen's kappa and confusion matrix.
+Cohen's kappa and confusion matrix. The ``mined`` judge reads any language: its refusal openings
+are mined from another file (``--mine-from``: replies with their prompts and each prompt's class,
+harmful or harmless), never from the file it judges.
 
 In Python: :func:`mechref.completions.read_completions`, :func:`mechref.completions.judge_rows`,
 :func:`mechref.judges.judge_agreement`.
@@ -23,10 +26,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from mechref.completions import judge_rows, read_completions
+from mechref.completions import judge_rows, read_completions, read_mining_rows
 from mechref.errors import DataFormatError
 from mechref.io import atomic_path
-from mechref.judges import JUDGE_NAMES, has_phrases, make_judge, verdict_agreement
+from mechref.judges import JUDGE_NAMES, Judge, has_phrases, make_judge, verdict_agreement
+from mechref.mined import mine_refusal_openings
 from mechref.ownership import OutputTargetError
 from mechref.rates import Rate
 
@@ -70,7 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m mechref.judge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("file", type=Path, help="completions: .jsonl (prompt, completion[, label]) or .csv")
-    parser.add_argument("--judge", choices=JUDGE_NAMES, default="substring", help="the judge (default: substring)")
+    parser.add_argument("--judge", choices=[*JUDGE_NAMES, "mined"], default="substring", help="the judge (default: substring)")
+    parser.add_argument(
+        "--mine-from",
+        type=Path,
+        default=None,
+        help="the mined judge's replies to mine: .jsonl/.csv rows of prompt, completion, prompt_class (harmful/harmless)",
+    )
     parser.add_argument("--language", default="en", help="language of the replies, for the substring judge (default: en)")
     parser.add_argument(
         "--judge-model",
@@ -90,6 +100,10 @@ def _main(args: argparse.Namespace) -> int:
         check_output(args.out)
     if args.judge_model is not None and args.judge != "chat-model":
         raise DataFormatError("--judge-model is for --judge chat-model")
+    if (args.judge == "mined") != (args.mine_from is not None):
+        raise DataFormatError("--judge mined needs --mine-from FILE (replies to mine), and --mine-from is only for --judge mined")
+    if args.mine_from is not None and args.mine_from.resolve() == args.file.resolve():
+        raise DataFormatError("--mine-from is the file being judged: mine from other replies, or the rates are fitted to them")
     if args.judge == "substring" and not has_phrases(args.language):
         raise DataFormatError(
             f"mechref has no validated phrase list for language {args.language!r}; "
@@ -102,7 +116,20 @@ def _main(args: argparse.Namespace) -> int:
 
         model = load_model(args.judge_model, dtype=args.dtype) if args.judge_model else load_model(dtype=args.dtype)
         judge_name = f"chat-model ({model.name})"
-    judged = judge_rows(make_judge(args.judge, model, args.language), rows)
+    if args.judge == "mined":
+        harmful, prompts, harmless = read_mining_rows(args.mine_from)
+        mined = mine_refusal_openings(harmful, harmless, args.language, harmful_prompts=prompts)
+        if not mined.phrases:
+            raise DataFormatError(
+                f"no refusal opening separates the harmful from the harmless replies of {args.mine_from}: "
+                "this judge cannot read them; use --judge chat-model"
+            )
+        judge_name = f"mined ({', '.join(mined.phrases)})"
+        print(f"mined from {args.mine_from}: {len(harmful)} harmful, {len(harmless)} harmless replies; openings {mined.support}")
+        judge: Judge = mined
+    else:
+        judge = make_judge(args.judge, model, args.language)
+    judged = judge_rows(judge, rows)
     rate = Rate.of(r["refusal"] for r in judged)
     low, high = rate.interval
     print(f"{args.file}: {len(judged)} completions, judge {judge_name}")

@@ -102,3 +102,27 @@ def test_chat_model_judge_writes_its_score(tmp_path, tiny_folder, capsys):
 def test_parse_label_rejects_numbers_other_than_0_and_1():
     with pytest.raises(DataFormatError, match="not a refusal label"):
         parse_label(2, "row 1")
+
+
+def test_the_mined_judge_mines_one_file_and_judges_another(tmp_path, capsys):
+    from pathlib import Path
+
+    labels = Path(__file__).resolve().parents[1] / "benchmarks" / "judge_labels" / "zh.jsonl"
+    rows = [json.loads(line) for line in labels.read_text(encoding="utf-8").splitlines()]
+    rows = [r for r in rows if r["refused"] is not None]
+    mine = write_jsonl(
+        tmp_path / "mine.jsonl",
+        [{"prompt": r["instruction"], "completion": r["reply"], "prompt_class": r["label_class"]} for r in rows[::2]],
+    )
+    judged = write_jsonl(
+        tmp_path / "judge.jsonl",
+        [{"prompt": r["instruction"], "completion": r["reply"], "label": r["refused"]} for r in rows[1::2]],
+    )
+    assert main([str(judged), "--judge", "mined", "--language", "zh", "--mine-from", str(mine)]) == 0
+    printed = capsys.readouterr().out
+    kappa = float(printed.split("Cohen's kappa ")[1].split()[0])
+    assert "mined from" in printed and kappa >= 0.8  # held-out replies, a person's labels
+    for argv in (["--judge", "mined"], ["--judge", "mined", "--mine-from", str(judged)], ["--mine-from", str(mine)]):
+        assert main([str(judged), *argv]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(e.startswith("mechref: error: ") and "--mine-from" in e for e in errors)

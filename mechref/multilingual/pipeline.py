@@ -41,7 +41,8 @@ from mechref.directions import check_vector
 from mechref.generation import generate, generate_ids
 from mechref.interventions import directional_ablation
 from mechref.io import fingerprint, read_json, read_jsonl, read_tensors, write_json, write_jsonl, write_tensors
-from mechref.judges import REFUSAL_PHRASES, has_phrases, make_judge
+from mechref.judges import REFUSAL_PHRASES, Judge, has_phrases, make_judge
+from mechref.mined import MinedJudge, mine_refusal_openings
 from mechref.models import MechrefModel
 from mechref.multilingual.activations import gather_activations, refusal_vector
 from mechref.multilingual.data import LanguageSets, load_language_sets
@@ -111,8 +112,9 @@ class MultilingualResult:
     direction_mismatches: list[str]
     sets: dict[str, LanguageSets]
     activations: dict[str, dict[str, Tensor]]  # language -> "harmful_train", ... -> [n_prompt, n_layer, d_model]
-    unjudgeable: list[str]  # languages judged with the English phrases only
+    unjudgeable: list[str]  # languages no validated judge reads (no phrase list; no mined opening)
     parts: tuple[str, ...]
+    mined_judges: dict[str, dict] = field(default_factory=dict)  # language -> MinedJudge.to_dict() (judge "mined")
     audit: Audit | None = None
     transfer: dict | None = None
     resumed_stages: list[str] = field(default_factory=list)
@@ -198,10 +200,11 @@ class _Study:
             logger.warning("%s", line)
         self.run = Run(out, resume=settings.resume)
         self.unjudgeable = [lang for lang in self.languages if not has_phrases(lang)] if settings.judge == "substring" else []
+        self.mined: dict[str, MinedJudge] = {}
         if self.unjudgeable:
             logger.warning(
                 "no refusal phrases for %s: their replies are judged with the English phrases only; "
-                "--judge chat-model judges any language",
+                "--judge mined or --judge chat-model judge any language",
                 ", ".join(self.unjudgeable),
             )
         self.base = {**model.identity(), "position": self.position}
@@ -251,16 +254,58 @@ class _Study:
             save=lambda v, d: write_jsonl(d / "audit.jsonl", v),
             load=lambda d: read_jsonl(d / "audit.jsonl"),
         )
+        if self.settings.judge == "mined":
+            self.mined = self.mine_judges()
+            # A language where no opening separates refusals from answers has no judge that reads it.
+            self.unjudgeable = [lang for lang, judge in self.mined.items() if not judge.phrases]
         # Verdicts are kept apart from the replies: a new judge or phrase list re-judges without regenerating.
         verdicts = self.verdicts("audit", rows)
         rows = [{**r, "refused": v} for r, v in zip(rows, verdicts)]
         return Audit(rows, audit_rates(rows, self.languages, self.unjudgeable), self.refusal_tokens(rows))
 
+    def mine_judges(self) -> dict[str, MinedJudge]:
+        """Each language's refusal openings, mined from replies to its first ``n_mine`` harmful and
+        harmless *train* prompts: the test replies whose rates are reported are not mined."""
+        n = self.settings.n_mine
+        prompts = [
+            (language, label, text)
+            for language, sets in self.sets.items()
+            for label in ("harmful", "harmless")
+            for text in getattr(sets, f"{label}_train").instructions[:n]
+        ]
+
+        def compute() -> list[dict]:
+            replies = generate(
+                self.model,
+                [p[2] for p in prompts],
+                max_new_tokens=self.settings.max_new_tokens,
+                batch_size=self.settings.batch_size,
+            )
+            return [{"language": p[0], "label": p[1], "instruction": p[2], "reply": r} for p, r in zip(prompts, replies)]
+
+        rows = self.run.stage(
+            "mining_replies",
+            {**self.base, "prompts": fingerprint(prompts), "max_new_tokens": self.settings.max_new_tokens},
+            compute,
+            save=lambda v, d: write_jsonl(d / "mining_replies.jsonl", v),
+            load=lambda d: read_jsonl(d / "mining_replies.jsonl"),
+        )
+        mined = {}
+        for language in self.languages:
+            mined[language] = mine_refusal_openings(
+                [r["reply"] for r in rows if r["language"] == language and r["label"] == "harmful"],
+                [r["reply"] for r in rows if r["language"] == language and r["label"] == "harmless"],
+                language,
+                harmful_prompts=[r["instruction"] for r in rows if r["language"] == language and r["label"] == "harmful"],
+            )
+            self.clock.note(f"{language}: mined refusal openings {mined[language].phrases or 'none'}")
+        return mined
+
     def verdicts(self, name: str, rows: list[dict]) -> list[bool]:
         """The judge's verdict on each row's ``reply`` (a cached stage for the chat-model judge)."""
         pairs = [(r["language"], r["instruction"]) for r in rows]
         replies = [r["reply"] for r in rows]
-        if self.settings.judge == "substring":
+        if self.settings.judge in ("substring", "mined"):  # phrase matching: instant, never cached
             return self.judge_rows(pairs, replies)
         settings = {
             **self.base,
@@ -281,7 +326,11 @@ class _Study:
         verdicts: list[bool] = [False] * len(rows)
         for language in dict.fromkeys(r[0] for r in rows):
             index = [i for i, r in enumerate(rows) if r[0] == language]
-            judge = make_judge(self.settings.judge, self.model, language)  # unjudgeable: warned at start, noted in the summary
+            judge: Judge = (
+                self.mined[language]
+                if self.settings.judge == "mined"
+                else make_judge(self.settings.judge, self.model, language)  # unjudgeable: warned at start, noted in the summary
+            )
             for i, v in zip(index, judge.judge_many([replies[i] for i in index], [rows[i][1] for i in index])):
                 verdicts[i] = bool(v)
         return verdicts
@@ -513,6 +562,7 @@ def run_multilingual(
         sets=study.sets,
         activations=acts,
         unjudgeable=study.unjudgeable,
+        mined_judges={lang: judge.to_dict() for lang, judge in study.mined.items()},
         parts=parts,
         audit=audit,
         transfer=transfer,

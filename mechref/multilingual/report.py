@@ -159,7 +159,9 @@ def summary_base(result: MultilingualResult) -> dict:
             "notes": {lang: s.notes for lang, s in result.sets.items() if s.notes},
         },
         "judge": settings.judge,
-        "judged_with_english_phrases_only": result.unjudgeable,
+        "judged_with_english_phrases_only": result.unjudgeable if settings.judge == "substring" else [],
+        # The mined judge's phrases per language, with how many mined harmful / harmless replies each opened.
+        **({"mined_judges": result.mined_judges} if result.mined_judges else {}),
         "settings": settings.to_dict(),
         "resumed_stages": result.resumed_stages,
     }
@@ -252,8 +254,8 @@ def format_summary(summary: dict) -> str:
             )
         if summary.get("judge_not_validated"):
             lines.append(
-                "judge not validated (no phrase list reads these replies; their rates are not measurements): "
-                + ", ".join(summary["judge_not_validated"])
+                "judge not validated (no phrase list, and no mined refusal opening, reads these replies; their rates are "
+                "not measurements): " + ", ".join(summary["judge_not_validated"])
             )
     if "cosine" in summary:
         lines.append(

@@ -35,8 +35,13 @@ class MultilingualSettings(Settings):
         Path("runs/refusal_direction"), "refusal-direction run folder, used or computed there on first use", metavar="DIR"
     )
     layer: int | None = option(None, "override the layer of the refusal direction", minimum=0)
-    judge: Literal["substring", "chat-model"] = option(
-        "substring", "refusal judge: each language's phrase list, or the model asked whether a reply refuses"
+    judge: Literal["substring", "mined", "chat-model"] = option(
+        "substring",
+        "refusal judge: each language's phrase list; refusal openings mined per language from replies to its train "
+        "prompts (any language, no list needed); or the model asked whether a reply refuses",
+    )
+    n_mine: int = option(
+        16, "mined judge: replies to this many train prompts per class and language are mined (not the test prompts)", minimum=2
     )
     refusal_tokens: list[str] = option([], "override the refusal tokens of a language, e.g. de=40,19238", metavar="LANG=ID,ID")
     max_new_tokens: int = option(

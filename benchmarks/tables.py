@@ -1,0 +1,318 @@
+"""The tables of BENCHMARKS.md, drawn from the committed JSON files in benchmarks/results/.
+
+Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in BENCHMARKS.md and
+is written by the renderer of the same name below, from its JSON alone. After a benchmark writes
+new JSON:
+
+    python benchmarks/tables.py            # rewrite every table of BENCHMARKS.md from the JSON
+    python benchmarks/tables.py --check    # exit 1 and name the tables that differ (the test suite runs this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+
+
+LANGUAGE_NAMES = {"en": "English", "de": "German", "ja": "Japanese", "zh": "Chinese", "yo": "Yoruba", "it": "Italian"}
+
+
+def _json(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text(encoding="utf-8"))
+
+
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header: list[str], rows: list[list[object]]) -> str:
+    return "\n".join([_row(*header), _row(*["---"] * len(header)), *(_row(*r) for r in rows)])
+
+
+def _rate(counts: dict, bold: bool = False) -> str:
+    """``0.88 = 7/8 [0.53, 0.98]`` from a ``Rate.to_dict()``."""
+    low, high = counts["ci95"]
+    value = f"{counts['rate']:.2f} = {counts['k']}/{counts['n']}"
+    return f"**{value} [{low:.2f}, {high:.2f}]**" if bold else f"{value} [{low:.2f}, {high:.2f}]"
+
+
+def _agreement(block: dict) -> str:
+    low, high = block["accuracy_ci95"]
+    return f"{block['accuracy']:.3f} [{low:.2f}, {high:.2f}], κ {block['kappa']:.2f}"
+
+
+# ----- renderers, one per table ------------------------------------------------------------------
+def suffix_hijack() -> str:
+    d = _json("suffix_hijack.json")
+    labels = {
+        "harmful": "harmful",
+        "harmful+adv_suffix": "harmful + adversarial suffix",
+        "harmful+random_suffix": "harmful + random suffix (same length)",
+        "harmless": "harmless",
+    }
+    first, last = d["late_layers"]["layers"]
+    tokens = d["settings"]["max_new_tokens"]
+    rows = []
+    for key, label in labels.items():
+        adversarial = key == "harmful+adv_suffix"
+        cosine = f"{d['late_layers']['mean_cosine'][key]:.3f}"
+        total = f"{d['attribution']['top_heads_total'][key]:.2f}"
+        rows.append(
+            [
+                label,
+                _rate(d["refusal_rate_counts"][key], bold=adversarial),
+                f"**{cosine}**" if adversarial else cosine,
+                f"**{total}**" if adversarial else total,
+            ]
+        )
+    top = len(d["top_heads"])
+    return _table(
+        [
+            "condition",
+            f"refusal rate (greedy, {tokens} tokens), k/n [95% interval]",
+            f"cosine with r, layers {first}-{last}",
+            f"sum of top-{top} head DFA",
+        ],
+        rows,
+    )
+
+
+def multilingual() -> str:
+    d = _json("multilingual.json")
+    languages = d["languages"]
+    short = {
+        "safety-aligned": "aligned",
+        "not safety-aligned": "not aligned",
+        "over-refusing (not understood?)": "**over-refusing**",
+    }
+    base = d["baseline_refusal"]
+    n = base[languages[0]]["harmful_counts"]["n"]
+    generation = d["transfer"]["generation"]
+    layer = d["cosine"]["layer"]
+    english = d["cosine"]["languages"].index("en")
+    rows = [
+        ["harmful refused (greedy, phrase judge), k/" + str(n)]
+        + [f"{base[lang]['harmful_counts']['rate']:.2f} ({base[lang]['harmful_counts']['k']})" for lang in languages],
+        [f"harmless refused, k/{n}"]
+        + [f"{base[lang]['harmless_counts']['rate']:.2f} ({base[lang]['harmless_counts']['k']})" for lang in languages],
+        ["audit status"] + [short.get(d["audit_status"][lang], d["audit_status"][lang]) for lang in languages],
+        [f"harmful refused, {LANGUAGE_NAMES.get(generation['source'], generation['source'])} vector ablated"]
+        + [f"{generation['ablated_refusal_rate'][lang]:.2f}" for lang in languages],
+        [f"cosine of the language's vector with English (layer {layer})"]
+        + [_cosine(d["cosine"]["matrix"][d["cosine"]["languages"].index(lang)][english]) for lang in languages],
+        [f"silhouette, harmful vs harmless (layer {layer})"]
+        + [f"{d['silhouette']['at_direction_layer'][lang]:.2f}" for lang in languages],
+    ]
+    return _table(["", *languages], rows)
+
+
+def _cosine(value: float) -> str:
+    return "1" if round(value, 2) == 1 else f"{value:.2f}"
+
+
+def judges() -> str:
+    d = _json("judges.json")
+    rows = []
+    for lang, block in d["languages"].items():
+        cells = [block["substring (English phrases)"], block[f"substring ({lang} phrases)"], block["chat-model"], block["mined"]]
+        best = max(range(len(cells)), key=lambda i: cells[i]["accuracy"])
+        text = [f"{c['accuracy']:.2f} (κ {c['kappa']:.2f})" for c in cells]
+        text[best] = f"**{text[best]}**"
+        phrases = block["mined"]["phrases"]
+        text[3] += f": {', '.join(repr(p) for p in phrases)}" if phrases else ": no opening found"
+        rows.append([f"{LANGUAGE_NAMES.get(lang, lang)} ({block['labelled_refusals']})", *text])
+    return _table(
+        [
+            "language (labelled refusals / 48)",
+            "English phrase list",
+            "the language's phrase list",
+            "chat-model judge",
+            "mined judge (openings mined from the test replies)",
+        ],
+        rows,
+    )
+
+
+def xstest_judges() -> str:
+    d = _json("judges_xstest.json")
+    descriptions = {
+        "arditi": "`arditi` (the paper's 12 phrases)",
+        "substring": "`substring` (mechref's English list, the default)",
+    }
+    files = list(next(iter(d["judges"].values()))["files"])
+    header = ["judge"]
+    for name in files:
+        block = next(iter(d["judges"].values()))["files"][name]
+        refusals = block["confusion"]["true_refusal"] + block["confusion"]["missed_refusal"]
+        header.append(f"{name} ({refusals} refusals / {block['n']})")
+    pooled_n = next(iter(d["judges"].values()))["pooled"]["n"]
+    header.append(f"pooled ({pooled_n:,})")
+    rows = []
+    for judge, block in d["judges"].items():
+        rows.append(
+            [descriptions.get(judge, f"`{judge}`")]
+            + [_agreement(block["files"][f]) for f in files]
+            + [_agreement(block["pooled"])]
+        )
+    return _table(header, rows)
+
+
+def selection() -> str:
+    d = _json("selection.json")
+    fast, full = d["fast"], d["exhaustive"]
+
+    def row(label: str, b: dict) -> list[object]:
+        return [
+            label,
+            f"{b['n_prompt_passes']:,}",
+            f"{b['n_forward_passes']:,}",
+            b["n_scored"],
+            f"{b['seconds']:,.0f} s",
+            f"layer {b['layer']}, pos {b['position']}",
+            f"{b['bypass']:.3f}",
+        ]
+
+    same = "same" if d["same_choice"] else "different"
+    return _table(
+        ["mode", "prompt forward passes", "batched forward passes", "candidates fully scored", "time", "chosen", "bypass"],
+        [
+            row("exhaustive", full),
+            row("fast (default)", fast),
+            [
+                "ratio",
+                f"**{d['pass_ratio']:.1f}x fewer**",
+                f"{full['n_forward_passes'] / fast['n_forward_passes']:.1f}x fewer",
+                "",
+                f"**{d['speedup']:.1f}x faster**",
+                same,
+                same,
+            ],
+        ],
+    )
+
+
+FOUNDATION_ROWS = {
+    "hf_forward_all_hidden_states": "HF forward, all hidden states",
+    "mechref_capture_all_layers_5_positions": (
+        "mechref `capture_residual`, all 28 layers, 5 post-instruction positions (logits skipped)"
+    ),
+    "mechref_capture_middle_layer_last_position": "mechref `capture_residual`, layer 14 only, last token (stops after layer 14)",
+    "mechref_last_token_logits_no_prefix_reuse": "mechref last-token logits, no prefix reuse",
+    "mechref_last_token_logits_prefix_reuse": "mechref last-token logits, shared-prefix reuse (the refusal score's pass)",
+}
+
+
+def foundation_throughput() -> str:
+    d = _json("foundation.json")
+    reference = d["float32/hf_forward_all_hidden_states"]["tokens_per_s"]
+    rows = []
+    for key, label in FOUNDATION_ROWS.items():
+        f32, bf16 = d[f"float32/{key}"]["tokens_per_s"], d[f"bfloat16/{key}"]["tokens_per_s"]
+        rows.append([label, f"{f32:.1f}", f"{f32 / reference:.2f}x", f"{bf16:.1f}", f"{bf16 / reference:.1f}x"])
+    return _table(["", "float32 tokens/s", "vs HF fp32", "bfloat16 tokens/s", "vs HF fp32"], rows)
+
+
+def foundation_load() -> str:
+    d = _json("foundation.json")
+    return _table(
+        ["load", "wall time", "peak resident memory"],
+        [
+            [
+                "first load (assemble 22 parts, sha256, dequantize to float32, write the cache)",
+                f"{d['first_load']['seconds']:.1f} s",
+                f"{d['first_load']['peak_rss_gib']:.2f} GiB",
+            ],
+            [
+                "cached load (memory-mapped safetensors)",
+                f"{d['cached_load']['seconds']:.1f} s",
+                f"{d['cached_load']['peak_rss_gib']:.2f} GiB",
+            ],
+        ],
+    )
+
+
+def polyrefuse() -> str:
+    d = _json("multilingual_polyrefuse.json")
+    languages = d["languages"]
+    generation = d["transfer"]["generation"]
+    layer = d["cosine"]["layer"]
+    english = d["cosine"]["languages"].index("en")
+    rows = [
+        ["harmful refused"] + [f"{d['baseline_refusal'][lang]['harmful']:.2f}" for lang in languages],
+        [f"harmful refused, {LANGUAGE_NAMES.get(generation['source'], generation['source'])} vector ablated"]
+        + [f"{generation['ablated_refusal_rate'][lang]:.2f}" for lang in languages],
+        [f"cosine with English (layer {layer})"]
+        + [_cosine(d["cosine"]["matrix"][d["cosine"]["languages"].index(lang)][english]) for lang in languages],
+        [f"silhouette (layer {layer})"] + [f"{d['silhouette']['at_direction_layer'][lang]:.2f}" for lang in languages],
+    ]
+    return _table(["", *languages], rows)
+
+
+RENDERERS: dict[str, Callable[[], str]] = {
+    "suffix_hijack": suffix_hijack,
+    "multilingual": multilingual,
+    "judges": judges,
+    "xstest_judges": xstest_judges,
+    "selection": selection,
+    "foundation_throughput": foundation_throughput,
+    "foundation_load": foundation_load,
+    "polyrefuse": polyrefuse,
+}
+
+BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /table:(?P=name) -->)", re.S)
+
+
+def render(text: str) -> tuple[str, list[str], list[str]]:
+    """``text`` with every marked table redrawn; the names of the tables that changed; unknown names."""
+    changed, unknown = [], []
+
+    def redraw(match: re.Match) -> str:
+        name = match["name"]
+        if name not in RENDERERS:
+            unknown.append(name)
+            return match.group(0)
+        body = RENDERERS[name]()
+        if body != match["body"]:
+            changed.append(name)
+        return match.group(1) + body + match.group(4)
+
+    return BLOCK.sub(redraw, text), changed, unknown
+
+
+def marked_tables(text: str) -> list[str]:
+    return [m["name"] for m in BLOCK.finditer(text)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a table differs from its JSON")
+    args = parser.parse_args(argv)
+    text = BENCHMARKS.read_text(encoding="utf-8")
+    new, changed, unknown = render(text)
+    missing = sorted(set(RENDERERS) - set(marked_tables(text)))
+    for name in unknown:
+        print(f"BENCHMARKS.md marks a table {name!r} that no renderer draws", file=sys.stderr)
+    for name in missing:
+        print(f"no table:{name} block in BENCHMARKS.md", file=sys.stderr)
+    if args.check:
+        for name in changed:
+            print(f"table {name} differs from its JSON: run python benchmarks/tables.py", file=sys.stderr)
+        return 1 if changed or unknown or missing else 0
+    if new != text:
+        tmp = BENCHMARKS.with_suffix(".md.tmp")
+        tmp.write_text(new, encoding="utf-8")
+        tmp.replace(BENCHMARKS)
+    print(f"{len(marked_tables(new))} tables drawn from benchmarks/results; changed: {', '.join(changed) or 'none'}")
+    return 1 if unknown or missing else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -60,8 +60,10 @@ def _no_leaked_process_state():
     directory, torch's default dtype and grad mode."""
 
     def state():
-        # Left out: pytest's own bookkeeping, and the OpenMP switches scikit-learn sets when first imported.
-        environment = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST" and not k.startswith("KMP_")}
+        # Left out: pytest's own bookkeeping, the OpenMP switches scikit-learn sets when first imported,
+        # and the cache folder torch's compiler records the first time a module imports it.
+        ignored = {"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR"}
+        environment = {k: v for k, v in os.environ.items() if k not in ignored and not k.startswith("KMP_")}
         return environment, os.getcwd(), torch.get_default_dtype(), torch.is_grad_enabled()
 
     before = state()

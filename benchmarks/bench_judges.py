@@ -54,11 +54,16 @@ def sample(args) -> None:
         print("wrote", path)
 
 
-def mined_judges(audit: Path) -> dict:
-    """Each language's mined judge, from a multilingual run's audit replies (harmful vs harmless test prompts)."""
+def mined_judges(sources: list[Path]) -> dict:
+    """Each language's mined judge, from multilingual runs' replies (harmful vs harmless prompts): the
+    first file that holds a language is mined for it."""
     from mechref.mined import mine_refusal_openings
 
-    rows = [json.loads(line) for line in audit.read_text(encoding="utf-8").splitlines()]
+    rows: list[dict] = []
+    for path in sources:
+        found = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        known = {r["language"] for r in rows}
+        rows += [r for r in found if r["language"] not in known]
     judges = {}
     for language in dict.fromkeys(r["language"] for r in rows):
         harmful = [r for r in rows if r["language"] == language and r["label"] == "harmful"]
@@ -71,7 +76,7 @@ def mined_judges(audit: Path) -> dict:
 
 def score(args) -> None:
     from mechref.io import sha256_file
-    from mechref.judges import ChatModelJudge, SubstringJudge, judge_agreement, verdict_agreement
+    from mechref.judges import ChatModelJudge, SubstringJudge, has_phrases, judge_agreement, verdict_agreement
 
     mined = mined_judges(args.mine_from) if args.mine_from else {}
     mined_note = (
@@ -85,9 +90,12 @@ def score(args) -> None:
     )
     if args.only == "mined":
         results = json.loads(args.out.read_text(encoding="utf-8"))
-        for language, entry in results["languages"].items():
-            rows = [json.loads(line) for line in (LABELS / f"{language}.jsonl").read_text(encoding="utf-8").splitlines()]
+        for path in sorted(LABELS.glob("*.jsonl")):
+            language = path.stem
+            entry = results["languages"].setdefault(language, {})
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
             rows = [r for r in rows if r["refused"] is not None]
+            entry.update({"n_labelled": len(rows), "labelled_refusals": sum(bool(r["refused"]) for r in rows)})
             judge = mined[language]
             entry["mined"] = {
                 **verdict_agreement(judge.judge_many([r["reply"] for r in rows]), [bool(r["refused"]) for r in rows]),
@@ -112,11 +120,9 @@ def score(args) -> None:
             continue
         texts, labels, prompts = [r["reply"] for r in rows], [bool(r["refused"]) for r in rows], [r["instruction"] for r in rows]
         entry = {"n_labelled": len(rows), "labelled_refusals": sum(labels)}
-        judges = {
-            "substring (English phrases)": SubstringJudge("en"),
-            f"substring ({language} phrases)": SubstringJudge(language),
-            "chat-model": chat,
-        }
+        judges = {"substring (English phrases)": SubstringJudge("en"), "chat-model": chat}
+        if has_phrases(language):
+            judges[f"substring ({language} phrases)"] = SubstringJudge(language)
         for name, judge in judges.items():
             start = time.perf_counter()
             agreement = judge_agreement(judge, texts, labels, prompts)
@@ -139,7 +145,13 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "judges.json")
-    parser.add_argument("--mine-from", type=Path, default=None, help="a multilingual run's audit.jsonl (test-prompt replies)")
+    parser.add_argument(
+        "--mine-from",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="multilingual runs' replies to mine (audit.jsonl or mining_replies.jsonl), never those labelled",
+    )
     parser.add_argument("--only", choices=["mined"], default=None, help="recompute one judge's column, keep the rest")
     args = parser.parse_args()
     sample(args) if args.mode == "sample" else score(args)

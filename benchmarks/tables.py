@@ -122,16 +122,19 @@ def judges() -> str:
     d = _json("judges.json")
     rows = []
     for lang, block in d["languages"].items():
-        cells = [block["substring (English phrases)"], block[f"substring ({lang} phrases)"], block["chat-model"], block["mined"]]
-        best = max(range(len(cells)), key=lambda i: cells[i]["accuracy"])
-        text = [f"{c['accuracy']:.2f} (κ {c['kappa']:.2f})" for c in cells]
+        cells = [block.get("substring (English phrases)"), block.get(f"substring ({lang} phrases)"), block.get("chat-model"),
+                 block["mined"]]  # fmt: skip
+        best = max((i for i in range(len(cells)) if cells[i]), key=lambda i: cells[i]["accuracy"])  # type: ignore[index]
+        text = [
+            f"{c['accuracy']:.2f} (κ {c['kappa']:.2f})" if c else "no list" if i == 1 else "not run" for i, c in enumerate(cells)
+        ]
         text[best] = f"**{text[best]}**"
         phrases = block["mined"]["phrases"]
         text[3] += f": {', '.join(repr(p) for p in phrases)}" if phrases else ": no opening found"
-        rows.append([f"{LANGUAGE_NAMES.get(lang, lang)} ({block['labelled_refusals']})", *text])
+        rows.append([f"{LANGUAGE_NAMES.get(lang, lang)} ({block['labelled_refusals']} / {block['n_labelled']})", *text])
     return _table(
         [
-            "language (labelled refusals / 48)",
+            "language (labelled refusals / labelled replies)",
             "English phrase list",
             "the language's phrase list",
             "chat-model judge",
@@ -256,6 +259,90 @@ def polyrefuse() -> str:
     return _table(["", *languages], rows)
 
 
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {round(seconds % 60):.0f} s"
+
+
+def paper_settings() -> str:
+    d = _json("refusal_direction_paper.json")
+    rates, scores = d["refusal_rate_counts"], d["mean_refusal_score"]
+    data = d["data"]
+    categories = d.get("reply_categories", {})
+    degenerate = sum(c.get("degenerate", 0) for c in categories.values())
+    timings = d["timings_s"]
+    tests = {(t["before"], t["after"]): t for t in d["paired_tests"]}
+    ablation = tests[("harmful_baseline", "harmful_ablation")]
+    addition = tests[("harmless_baseline", "harmless_actadd")]
+    rows = [
+        ["chosen candidate", f"layer {d['layer']}, position {d['position']} ({d['position_token']!r})"],
+        ["bypass score / induce score / KL", f"{d['bypass_score']:.2f} / {d['induce_score']:+.2f} / {d['kl']:.3f}"],
+        ["prompts kept by the filter (harmful train, harmful val)", f"{data['harmful_train']['n']}, {data['harmful_val']['n']}"],
+        [f"harmful refusal rate ({data['harmful_test']['n']} test prompts): baseline", _rate(rates["harmful_baseline"])],
+        ["harmful refusal rate: directional ablation", _rate(rates["harmful_ablation"], bold=True)],
+        ["harmful refusal rate: activation addition -1", _rate(rates["harmful_actadd"], bold=True)],
+        [f"harmless refusal rate ({data['harmless_test']['n']} test prompts): baseline", _rate(rates["harmless_baseline"])],
+        ["harmless refusal rate: activation addition +1", _rate(rates["harmless_actadd"], bold=True)],
+        [
+            "exact McNemar, baseline -> ablation (harmful)",
+            f"{ablation['changed_to_false']} stop refusing, {ablation['changed_to_true']} start; p = {ablation['p_value']:.3g}",
+        ],
+        [
+            "exact McNemar, baseline -> addition (harmless)",
+            f"{addition['changed_to_true']} start refusing, {addition['changed_to_false']} stop; p = {addition['p_value']:.3g}",
+        ],
+        [
+            "mean refusal score: harmful baseline, ablation, actadd -1",
+            f"{scores['harmful_baseline']:+.2f}, {scores['harmful_ablation']:+.2f}, {scores['harmful_actadd']:+.2f}",
+        ],
+        ["degenerate replies (repetition loops), all conditions", f"{degenerate} of {sum(r['n'] for r in rates.values())}"],
+        [
+            f"whole run ({d['settings']['max_new_tokens']} new tokens, 5 x {data['harmful_test']['n']} generations, export)",
+            f"**{_minutes(d['wall_s'])}** wall",
+        ],
+        ["stage times", ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())],
+    ]
+    return _table(["", "value"], rows)
+
+
+DAMAGE_MEASURES = (("over_refusal", "over-refusal, XSTest safe prompts"), ("gsm8k", "GSM8K exact match"))
+
+
+def damage() -> str:
+    d = _json("damage_paper.json")
+    names = d["conditions"]
+    rows = []
+    for measure, label in DAMAGE_MEASURES:
+        if not isinstance(d[measure], dict):
+            continue
+        blocks = d[measure]["by_condition"]
+        cells = []
+        for name in names:
+            cell = _rate(blocks[name])
+            test = blocks[name].get("paired_vs_original")
+            if test:
+                cell += f"; McNemar p = {test['p_value']:.3g}"
+            degenerate = blocks[name].get("categories", {}).get("degenerate", 0)
+            if degenerate:
+                cell += f"; {degenerate} degenerate"
+            cells.append(cell)
+        rows.append([label, *cells])
+    kl = d["kl_ce"]["by_condition"]
+
+    def mean(block: dict, digits: int) -> str:
+        if block["ci95"] is None:
+            return f"{block['mean']:.{digits}f}"
+        return f"{block['mean']:.{digits}f} [{block['ci95'][0]:.{digits}f}, {block['ci95'][1]:.{digits}f}]"
+
+    n = d["kl_ce"]["n_prompts"]
+    rows.append([f"KL at the first reply token ({n} harmless prompts)", *(mean(kl[c]["kl_first_token"], 3) for c in names)])
+    rows.append(
+        [f"KL over the first {d['kl_ce']['kl_tokens']} reply tokens", *(mean(kl[c]["kl_first_tokens"], 3) for c in names)]
+    )
+    rows.append(["cross-entropy of the unedited replies (nats/token)", *(mean(kl[c]["cross_entropy"], 3) for c in names)])
+    rows.append(["increase over the unedited model", *(mean(kl[c]["cross_entropy_increase"], 3) for c in names)])
+    return _table(["measure", *names], rows)
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "suffix_hijack": suffix_hijack,
     "multilingual": multilingual,
@@ -265,6 +352,8 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "foundation_throughput": foundation_throughput,
     "foundation_load": foundation_load,
     "polyrefuse": polyrefuse,
+    "paper_settings": paper_settings,
+    "damage": damage,
 }
 
 BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /table:(?P=name) -->)", re.S)

@@ -118,6 +118,25 @@ def test_multilingual_commands_end_to_end_share_activations(tiny_folder, tmp_pat
     for name in ["index.html", "cosine_matrix.html", "transfer_ablation.html", "silhouette_by_layer.html", "pca.html"]:
         assert (out / name).is_file(), name
     assert "silhouette" in printed and "harmful refused" in printed
+    # The addition matrix's source row, checked by generation: replies with the vector added, judged.
+    check = summary["transfer"]["generation"]["addition"]
+    stored = json.loads((out / "transfer.json").read_text())
+    added = stored["addition_replies"]
+    assert check["source"] == "en" and len(added) == 3 * 4 and (out / "addition_check.html").is_file()
+    audit = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
+    for language in LANGS:
+        rows = [r for r in added if r["language"] == language]
+        harmless = [r["instruction"] for r in audit if r["language"] == language and r["label"] == "harmless"]
+        assert [r["instruction"] for r in rows] == harmless
+        assert check["refusal_rate_by_generation"][language]["n"] == 4
+        row = stored["addition"]["sources"].index("en")
+        assert (
+            check["refusing_share_by_logit_score"][language] == stored["addition"]["refusing_share"][row][LANGS.index(language)]
+        )
+    audit_replies = [
+        r["reply"] for r in map(json.loads, (out / "audit.jsonl").read_text().splitlines()) if r["label"] == "harmless"
+    ]
+    assert sorted(r["reply"] for r in added) != sorted(audit_replies)  # the vector was really added
 
 
 def test_multilingual_errors_are_clear(tiny_folder, tmp_path, capsys):

@@ -219,3 +219,52 @@ def pca_panels(coords: dict, languages: Sequence[str], ratio: Tensor, layer: int
         width=1300,
     )
     return fig
+
+
+def addition_check(check: dict) -> go.Figure:
+    """The addition matrix's source row checked by generation: per target language, the share of
+    harmless prompts refused in greedy replies with the vector added (k/n, 95% Wilson interval)
+    beside the logit proxy's share on the same prompts, and the baseline refusal."""
+    from mechref.plotting import interval_error_bars
+
+    languages = list(check["refusal_rate_by_generation"])
+    generated = [check["refusal_rate_by_generation"][l] for l in languages]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            name="greedy replies judged refusals",
+            x=[f"{l}<br>{g['k']}/{g['n']}" for l, g in zip(languages, generated)],
+            y=[g["rate"] for g in generated],
+            marker_color=HARMFUL,
+            error_y=interval_error_bars(generated),
+        )
+    )
+    fig.add_trace(
+        go.Bar(
+            name="logit proxy: refusal score > 0",
+            x=[f"{l}<br>{g['k']}/{g['n']}" for l, g in zip(languages, generated)],
+            y=[check["refusing_share_by_logit_score"][l] for l in languages],
+            marker_color="#999999",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            name="baseline (nothing added), replies",
+            x=[f"{l}<br>{g['k']}/{g['n']}" for l, g in zip(languages, generated)],
+            y=[check["baseline_harmless_refusal_rate"][l] for l in languages],
+            mode="markers",
+            marker=dict(symbol="line-ew-open", size=28, color=HARMLESS, line=dict(width=3)),
+        )
+    )
+    fig.update_layout(
+        title=f"Addition of the {check['source']} vector at layer {check['layer']}: generation vs the logit proxy"
+        "<br><sup>harmless prompts of each language; k/n under each language; error bars: 95% Wilson interval</sup>",
+        barmode="group",
+        yaxis_range=[0, 1.05],
+        yaxis_title="share of harmless prompts refused",
+        xaxis_title="target language",
+        height=440,
+        width=900,
+        legend=dict(orientation="h", y=-0.25),
+    )
+    return fig

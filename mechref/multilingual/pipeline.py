@@ -39,7 +39,7 @@ from torch import Tensor
 from mechref.data.prompts import multilingual_languages
 from mechref.directions import check_vector
 from mechref.generation import generate, generate_ids
-from mechref.interventions import directional_ablation
+from mechref.interventions import activation_addition, directional_ablation
 from mechref.io import fingerprint, read_json, read_jsonl, read_tensors, write_json, write_jsonl, write_tensors
 from mechref.judges import REFUSAL_PHRASES, Judge, has_phrases, make_judge
 from mechref.mined import MinedJudge, mine_refusal_openings
@@ -442,7 +442,19 @@ class _Study:
             with directional_ablation(self.model, at_layer[source]):
                 replies = generate(self.model, [p for _, p in prompts], max_new_tokens=max_new_tokens, batch_size=batch_size)
             rows = [{"language": lang, "instruction": p, "reply": r} for (lang, p), r in zip(prompts, replies)]
-            return {"ablation": ablation.to_dict(), "addition": addition.to_dict(), "generation_source": source, "replies": rows}
+            # The addition matrix is a logit proxy: the source's row is checked by generation too.
+            self.clock.note(f"replies to harmless prompts with the {source} vector added at layer {self.layer}")
+            harmless = [(lang, p) for lang, s in self.sets.items() for p in s.harmless_test.instructions]
+            with activation_addition(self.model, at_layer[source], self.layer, coefficient=1.0):
+                added = generate(self.model, [p for _, p in harmless], max_new_tokens=max_new_tokens, batch_size=batch_size)
+            added_rows = [{"language": lang, "instruction": p, "reply": r} for (lang, p), r in zip(harmless, added)]
+            return {
+                "ablation": ablation.to_dict(),
+                "addition": addition.to_dict(),
+                "generation_source": source,
+                "replies": rows,
+                "addition_replies": added_rows,
+            }
 
         settings = {
             **self.base,
@@ -461,6 +473,8 @@ class _Study:
         )
         verdicts = self.verdicts("transfer", result["replies"])
         result["replies"] = [{**r, "refused": v} for r, v in zip(result["replies"], verdicts)]
+        added_verdicts = self.verdicts("transfer_addition", result["addition_replies"])
+        result["addition_replies"] = [{**r, "refused": v} for r, v in zip(result["addition_replies"], added_verdicts)]
         baseline = {lang: audit.rates[lang]["harmful"] for lang in self.languages}
         ablated_rates = {
             lang: Rate.of(r["refused"] for r in result["replies"] if r["language"] == lang) for lang in self.languages
@@ -472,6 +486,18 @@ class _Study:
             "ablated_refusal_rate": ablated,
             "ablated_refusal_counts": {lang: r.to_dict() for lang, r in ablated_rates.items()},
             "compliance_under_ablation": {lang: round(1 - ablated[lang], 4) for lang in self.languages},
+        }
+        added_rates = {
+            lang: Rate.of(r["refused"] for r in result["addition_replies"] if r["language"] == lang) for lang in self.languages
+        }
+        row = result["addition"]["sources"].index(result["generation_source"])
+        result["generation"]["addition"] = {
+            "source": result["generation_source"],
+            "layer": self.layer,
+            # The same prompts, read two ways: greedy replies judged, and the logit proxy of the matrix.
+            "refusal_rate_by_generation": {lang: r.to_dict() for lang, r in added_rates.items()},
+            "refusing_share_by_logit_score": dict(zip(result["addition"]["targets"], result["addition"]["refusing_share"][row])),
+            "baseline_harmless_refusal_rate": {lang: audit.rates[lang]["harmless"] for lang in self.languages},
         }
         return result
 

@@ -135,6 +135,8 @@ def transfer_section(result: MultilingualResult) -> tuple[dict, dict]:
             "generation": transfer["generation"],
         }
     }
+    if "addition" in transfer["generation"]:
+        figs["addition_check"] = figures.addition_check(transfer["generation"]["addition"])
     return part, figs
 
 
@@ -169,6 +171,7 @@ def summary_base(result: MultilingualResult) -> dict:
 
 CAPTIONS = {
     "baseline_refusal": "How often the model refuses harmful and harmless prompts in each language (the audit).",
+    "addition_check": "The addition matrix's logit proxy checked by generation: harmless prompts refused with one vector added.",
     "cosine_matrix": "Cosine similarity of the per-language refusal vectors at the analysis layer: near 1 means parallel.",
     "cosine_by_layer": "Mean cosine between languages' refusal vectors at every layer.",
     "transfer_ablation": "Share of each target language's harmful prompts still refused with a source language's vector ablated.",
@@ -236,6 +239,14 @@ def format_summary(summary: dict) -> str:
         lines.append(
             f"{'refused, ' + g['source'] + ' ablated':<22}" + "".join(f"{g['ablated_refusal_rate'][l]:>7.2f}" for l in languages)
         )
+        if "addition" in g:
+            a = g["addition"]
+            lines.append(
+                f"{'harmless, ' + a['source'] + ' added':<22}"
+                + "".join(f"{a['refusal_rate_by_generation'][l]['rate']:>7.2f}" for l in languages)
+                + "   (greedy replies)"
+            )
+            lines.append(f"{'  logit proxy':<22}" + "".join(f"{a['refusing_share_by_logit_score'][l]:>7.2f}" for l in languages))
     if "cosine" in summary:
         c = summary["cosine"]
         ref = "en" if "en" in languages else languages[0]

@@ -26,6 +26,36 @@ from mechref.judges import make_judge, verdict_agreement
 RESULT = Path(__file__).parent / "results" / "judges_xstest.json"
 
 
+def fitted_judges(files: list[Path], scores: dict[str, list[float]]) -> dict:
+    """Judges with one number fitted on ONE file's labels and reported on the OTHER files: the
+    chat-model judge's log-odds threshold alone, and "the substring list, or the chat-model judge
+    above a threshold". The fit maximises Cohen's kappa on the fitting file."""
+    substring = make_judge("substring")
+    rows = {path.stem.replace("xstest_v2_completions_", ""): read_completions(path) for path in files}
+    labels = {name: [bool(r["label"]) for r in file_rows] for name, file_rows in rows.items()}
+    listed = {name: substring.judge_many([r["completion"] for r in file_rows]) for name, file_rows in rows.items()}
+    grid = [x / 4 for x in range(-40, 41)]
+    out = {}
+    for kind in ("chat-model threshold", "substring or chat-model threshold"):
+
+        def verdicts(name: str, t: float, kind: str = kind) -> list[bool]:
+            above = [s > t for s in scores[name]]
+            return above if kind == "chat-model threshold" else [a or b for a, b in zip(above, listed[name])]
+
+        for fit in rows:
+            threshold = max(grid, key=lambda t: verdict_agreement(verdicts(fit, t), labels[fit])["kappa"])
+            others = [n for n in rows if n != fit]
+            pooled_v = [v for n in others for v in verdicts(n, threshold)]
+            pooled_l = [v for n in others for v in labels[n]]
+            out[f"{kind}, fitted on {fit}"] = {
+                "threshold": threshold,
+                "fitted_on": fit,
+                "files": {n: verdict_agreement(verdicts(n, threshold), labels[n]) for n in others},
+                "pooled": verdict_agreement(pooled_v, pooled_l),
+            }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--xstest", type=Path, required=True, help="the XSTest folder (with completions/)")
@@ -44,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         judges["chat-model"] = make_judge("chat-model", model)
     previous = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
     results = previous.get("judges", {})
+    scores: dict[str, list[float]] = {}
     for name, judge in judges.items():
         per_file, pooled_v, pooled_l, seconds = {}, [], [], 0.0
         for path in files:
@@ -52,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             judged = judge_rows(judge, rows)
             took = time.perf_counter() - started
             verdicts, labels = [r["refusal"] for r in judged], [bool(r["label"]) for r in judged]
+            if name == "chat-model":
+                scores[path.stem.replace("xstest_v2_completions_", "")] = [r["score"] for r in judged]
             per_file[path.stem.replace("xstest_v2_completions_", "")] = {
                 **verdict_agreement(verdicts, labels),
                 "seconds": round(took, 1),
@@ -63,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = {"files": per_file, "pooled": {**verdict_agreement(pooled_v, pooled_l), "seconds": round(seconds, 1)}}
         if name == "chat-model":
             results[name]["judge_model"] = f"{model_name} (bfloat16)"
+            # Every row's log-odds, so that thresholds and combinations are measured without rerunning the model.
+            results[name]["log_odds"] = scores
+            results.update(fitted_judges(files, scores))
     result = {
         "command": "python benchmarks/bench_xstest_judges.py --xstest ../shared/data/xstest"
         + (" --chat-model" if "chat-model" in results else ""),

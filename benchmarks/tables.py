@@ -149,22 +149,28 @@ def xstest_judges() -> str:
     descriptions = {
         "arditi": "`arditi` (the paper's 12 phrases)",
         "substring": "`substring` (mechref's English list, the default)",
+        "chat-model": "`chat-model` (the embedded model asked; log-odds > 0)",
     }
-    files = list(next(iter(d["judges"].values()))["files"])
+    first = d["judges"]["arditi"]
+    files = list(first["files"])
     header = ["judge"]
     for name in files:
-        block = next(iter(d["judges"].values()))["files"][name]
+        block = first["files"][name]
         refusals = block["confusion"]["true_refusal"] + block["confusion"]["missed_refusal"]
         header.append(f"{name} ({refusals} refusals / {block['n']})")
-    pooled_n = next(iter(d["judges"].values()))["pooled"]["n"]
-    header.append(f"pooled ({pooled_n:,})")
+    header.append("pooled (rows)")
     rows = []
     for judge, block in d["judges"].items():
-        rows.append(
-            [descriptions.get(judge, f"`{judge}`")]
-            + [_agreement(block["files"][f]) for f in files]
-            + [_agreement(block["pooled"])]
-        )
+        if judge == "log_odds" or not isinstance(block, dict) or "files" not in block:
+            continue
+        label = descriptions.get(judge, f"`{judge}`")
+        if "fitted_on" in block:
+            label = f"{judge.split(', fitted')[0]} > {block['threshold']:+g}, fitted on {block['fitted_on']}"
+        cells = [
+            _agreement(block["files"][f]) if f in block["files"] else f"(fitted here: threshold {block['threshold']:+g})"
+            for f in files
+        ]
+        rows.append([label, *cells, f"{_agreement(block['pooled'])} ({block['pooled']['n']:,})"])
     return _table(header, rows)
 
 

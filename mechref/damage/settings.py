@@ -2,7 +2,7 @@
 
 >>> settings = DamageSettings(direction=None, edited=None, edits=[])
 >>> settings.n_xstest, settings.n_gsm8k, settings.max_new_tokens
-(50, 20, 128)
+(32, 16, 128)
 >>> DamageSettings(edits=["ablation", "rotation"])  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
@@ -45,9 +45,9 @@ class DamageSettings(Settings):
     )
     # the data (read where they are; nothing is copied)
     xstest: Path | None = option(None, "XSTest prompts CSV (xstest_prompts.csv): over-refusal on its safe prompts", metavar="CSV")
-    n_xstest: int = option(50, "safe XSTest prompts, spread evenly over the file (all 10 types), 250 for all", minimum=1)
+    n_xstest: int = option(32, "safe XSTest prompts, spread evenly over the file (all 10 types), 250 for all", minimum=1)
     gsm8k: Path | None = option(None, "GSM8K test JSONL (question, answer): capability", metavar="JSONL")
-    n_gsm8k: int = option(20, "first N GSM8K problems", minimum=1)
+    n_gsm8k: int = option(16, "first N GSM8K problems", minimum=1)
     harmless: Path | None = option(
         None,
         "JSON file of harmless prompts for KL and cross-entropy (default: the bundled harmless test prompts)",

@@ -254,3 +254,13 @@ def test_the_command_measures_an_exported_model_end_to_end(tmp_path, tiny_folder
     assert summary["gsm8k"].startswith("not measured")
     assert summary["edits"]["exported"]["provenance"]["base_model"] == str(tiny_folder)
     assert (out / "damage.html").is_file() and (out / "index.html").is_file()
+
+
+def test_prompts_too_long_for_the_context_stop_the_run_before_any_generation(tmp_path, tiny_qwen, shared_data):
+    from mechref.errors import ContextLengthError
+
+    # The tiny model's context is 256 tokens; GSM8K problems with 256 new tokens do not fit.
+    settings = DamageSettings(gsm8k=shared_data / "gsm8k" / "test.jsonl", n_gsm8k=2, xstest=_xstest_csv(tmp_path / "x.csv"))
+    with pytest.raises(ContextLengthError, match="GSM8K problem 0"):
+        run_damage(tiny_qwen, settings, tmp_path / "run", direction=(torch.ones(tiny_qwen.d_model), 1), echo=False)
+    assert not list((tmp_path / "run").glob("*.manifest.json"))  # nothing was computed

@@ -41,6 +41,7 @@ from mechref.io import fingerprint, read_json, read_jsonl, sha256_file, write_js
 from mechref.judges import make_judge
 from mechref.models import MechrefModel, load_model
 from mechref.ownership import check_output_folder
+from mechref.preflight import check_prompt_lengths
 from mechref.reporting import StageClock
 from mechref.runs import Run
 
@@ -86,6 +87,18 @@ def check_damage(settings: DamageSettings, out: str | Path | None = None) -> Non
         check_output_folder(out)
 
 
+def check_damage_fit(model: MechrefModel, settings: DamageSettings) -> None:
+    """The checks that need the model, before the first forward pass: every prompt, with the tokens
+    it will be given, fits the model's context."""
+    check_prompt_lengths(model, harmless_prompts(settings), settings.reference_tokens, what="harmless prompt")
+    if settings.xstest is not None:
+        safe = [p.prompt for p in read_xstest_safe(settings.xstest, settings.n_xstest)]
+        check_prompt_lengths(model, safe, settings.max_new_tokens, what="XSTest prompt")
+    if settings.gsm8k is not None:
+        problems = [GSM8K_INSTRUCTION.format(question=p.question) for p in read_gsm8k(settings.gsm8k, settings.n_gsm8k)]
+        check_prompt_lengths(model, problems, settings.gsm8k_max_new_tokens, what="GSM8K problem")
+
+
 def harmless_prompts(settings: DamageSettings) -> list[str]:
     """The prompts whose replies KL and cross-entropy are measured on."""
     if settings.harmless is not None:
@@ -124,6 +137,7 @@ def run_damage(
         check_damage(settings, out)
     elif out is not None:
         check_output_folder(out)
+    check_damage_fit(model, settings)
     warnings: list[str] = []
     edits: dict[str, dict] = {}
     vector_fp = None

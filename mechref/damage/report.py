@@ -14,7 +14,7 @@ from mechref.io import write_json
 from mechref.ownership import claim_output_folder
 from mechref.palette import condition_color
 from mechref.plotting import interval_error_bars, save_figure
-from mechref.rates import Rate, format_paired, mcnemar_exact, mean_interval
+from mechref.rates import Rate, mcnemar_exact, mean_interval
 from mechref.reporting import GLOSSARY, write_index
 
 
@@ -107,12 +107,16 @@ def format_summary(summary: dict) -> str:
             f"{name:<10} {cells[0]:<30} {cells[1]:<30} {kl['kl_first_token']['mean']:<16.4f} "
             f"{kl['cross_entropy_increase']['mean']:+.4f}"
         )
+    verbs = {"over_refusal": ("refused", "refusing"), "gsm8k": ("solved", "being solved")}
     for measure in ("over_refusal", "gsm8k"):
         if isinstance(summary[measure], dict):
             for name, block in summary[measure]["by_condition"].items():
                 if "paired_vs_original" in block:
-                    test = {**block["paired_vs_original"], "before": "original", "after": name}
-                    lines.append(f"{measure}: " + format_paired(test).replace("refusing", "being true"))
+                    t = block["paired_vs_original"]
+                    lines.append(
+                        f"{measure}, original -> {name} on the same {t['n_pairs']} prompts: {t['changed_to_false']} stop "
+                        f"{verbs[measure][1]}, {t['changed_to_true']} start; exact McNemar p = {t['p_value']:.3g}"
+                    )
         else:
             lines.append(f"{measure}: {summary[measure]}")
     return "\n".join(lines)
@@ -144,7 +148,7 @@ def damage_figure(summary: dict) -> go.Figure:
             row=1,
             col=col,
         )
-        fig.update_yaxes(range=[0, 1.05], row=1, col=col)
+        fig.update_yaxes(range=[0, 1.05], title_text="share of prompts", row=1, col=col)
     ce = [summary["kl_ce"]["by_condition"][n]["cross_entropy_increase"] for n in names]
     fig.add_trace(
         go.Bar(
@@ -164,6 +168,7 @@ def damage_figure(summary: dict) -> go.Figure:
         row=1,
         col=3,
     )
+    fig.update_yaxes(title_text="nats per reply token", row=1, col=3)
     fig.update_layout(
         title=f"What each edit breaks, against the unedited {summary['model']}<br><sup>k/n under each bar; error bars: "
         "95% Wilson intervals (rates), 95% intervals over prompts (cross-entropy)</sup>",

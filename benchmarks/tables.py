@@ -44,6 +44,26 @@ def _rate(counts: dict, bold: bool = False) -> str:
     return f"**{value} [{low:.2f}, {high:.2f}]**" if bold else f"{value} [{low:.2f}, {high:.2f}]"
 
 
+def _wilson(k: int, n: int) -> tuple[float, float]:
+    z = 1.959963984540054
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _rate_of(value: float, n: int) -> str:
+    """A rate stored without its counts (an older JSON): k = value x n, which is exact for a share of n replies."""
+    k = round(value * n)
+    low, high = _wilson(k, n)
+    return f"{k}/{n} [{low:.2f}, {high:.2f}]"
+
+
+def _short_rate(counts: dict) -> str:
+    low, high = counts["ci95"]
+    return f"{counts['k']}/{counts['n']} [{low:.2f}, {high:.2f}]"
+
+
 def _agreement(block: dict) -> str:
     low, high = block["accuracy_ci95"]
     return f"{block['accuracy']:.3f} [{low:.2f}, {high:.2f}], κ {block['kappa']:.2f}"
@@ -94,18 +114,16 @@ def multilingual() -> str:
         "over-refusing (not understood?)": "**over-refusing**",
     }
     base = d["baseline_refusal"]
-    n = base[languages[0]]["harmful_counts"]["n"]
     generation = d["transfer"]["generation"]
     layer = d["cosine"]["layer"]
     english = d["cosine"]["languages"].index("en")
     rows = [
-        ["harmful refused (greedy, phrase judge), k/" + str(n)]
-        + [f"{base[lang]['harmful_counts']['rate']:.2f} ({base[lang]['harmful_counts']['k']})" for lang in languages],
-        [f"harmless refused, k/{n}"]
-        + [f"{base[lang]['harmless_counts']['rate']:.2f} ({base[lang]['harmless_counts']['k']})" for lang in languages],
+        ["harmful refused (greedy, phrase judge), k/n [95% interval]"]
+        + [_short_rate(base[lang]["harmful_counts"]) for lang in languages],
+        ["harmless refused"] + [_short_rate(base[lang]["harmless_counts"]) for lang in languages],
         ["audit status"] + [short.get(d["audit_status"][lang], d["audit_status"][lang]) for lang in languages],
         [f"harmful refused, {LANGUAGE_NAMES.get(generation['source'], generation['source'])} vector ablated"]
-        + [f"{generation['ablated_refusal_rate'][lang]:.2f}" for lang in languages],
+        + [_short_rate(generation["ablated_refusal_counts"][lang]) for lang in languages],
         [f"cosine of the language's vector with English (layer {layer})"]
         + [_cosine(d["cosine"]["matrix"][d["cosine"]["languages"].index(lang)][english]) for lang in languages],
         [f"silhouette, harmful vs harmless (layer {layer})"]
@@ -254,10 +272,11 @@ def polyrefuse() -> str:
     generation = d["transfer"]["generation"]
     layer = d["cosine"]["layer"]
     english = d["cosine"]["languages"].index("en")
+    n = d["data"]["n_test_per_class"]
     rows = [
-        ["harmful refused"] + [f"{d['baseline_refusal'][lang]['harmful']:.2f}" for lang in languages],
+        ["harmful refused, k/n [95% interval]"] + [_rate_of(d["baseline_refusal"][lang]["harmful"], n) for lang in languages],
         [f"harmful refused, {LANGUAGE_NAMES.get(generation['source'], generation['source'])} vector ablated"]
-        + [f"{generation['ablated_refusal_rate'][lang]:.2f}" for lang in languages],
+        + [_rate_of(generation["ablated_refusal_rate"][lang], n) for lang in languages],
         [f"cosine with English (layer {layer})"]
         + [_cosine(d["cosine"]["matrix"][d["cosine"]["languages"].index(lang)][english]) for lang in languages],
         [f"silhouette (layer {layer})"] + [f"{d['silhouette']['at_direction_layer'][lang]:.2f}" for lang in languages],

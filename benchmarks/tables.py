@@ -322,7 +322,7 @@ def paper_settings() -> str:
         ["degenerate replies (repetition loops), all conditions", f"{degenerate} of {sum(r['n'] for r in rates.values())}"],
         [
             f"whole run ({d['settings']['max_new_tokens']} new tokens, 5 x {data['harmful_test']['n']} generations, export)",
-            f"**{_minutes(d['wall_s'])}** wall",
+            f"**{_minutes(d['wall_s_measured_by_time'])}** wall (/usr/bin/time; CPU shared for part of it)",
         ],
         ["stage times", ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())],
     ]

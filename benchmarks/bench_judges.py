@@ -81,8 +81,8 @@ def score(args) -> None:
     mined = mined_judges(args.mine_from) if args.mine_from else {}
     mined_note = (
         {
-            "mined_from": str(args.mine_from),
-            "mined_from_sha256": sha256_file(args.mine_from),
+            # The first file that holds a language is mined for it; the files stay where the runs wrote them.
+            "mined_from_sha256": {str(path): sha256_file(path) for path in args.mine_from},
             "mined_phrases": {lang: j.to_dict() for lang, j in mined.items()},
         }
         if mined
@@ -97,6 +97,12 @@ def score(args) -> None:
             rows = [r for r in rows if r["refused"] is not None]
             entry.update({"n_labelled": len(rows), "labelled_refusals": sum(bool(r["refused"]) for r in rows)})
             judge = mined[language]
+            if "substring (English phrases)" not in entry:
+                from mechref.judges import judge_agreement as agree
+
+                english = agree(SubstringJudge("en"), [r["reply"] for r in rows], [bool(r["refused"]) for r in rows])
+                english.pop("verdicts")
+                entry["substring (English phrases)"] = english
             entry["mined"] = {
                 **verdict_agreement(judge.judge_many([r["reply"] for r in rows]), [bool(r["refused"]) for r in rows]),
                 "phrases": judge.phrases,

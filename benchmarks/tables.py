@@ -22,7 +22,15 @@ RESULTS = ROOT / "benchmarks" / "results"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 
 
-LANGUAGE_NAMES = {"en": "English", "de": "German", "ja": "Japanese", "zh": "Chinese", "yo": "Yoruba", "it": "Italian"}
+LANGUAGE_NAMES = {
+    "en": "English",
+    "de": "German",
+    "ja": "Japanese",
+    "zh": "Chinese",
+    "yo": "Yoruba",
+    "it": "Italian",
+    "ko": "Korean",
+}
 
 
 def _json(name: str) -> dict:
@@ -156,7 +164,7 @@ def judges() -> str:
             "English phrase list",
             "the language's phrase list",
             "chat-model judge",
-            "mined judge (openings mined from the test replies)",
+            "mined judge (mined from other replies than the labelled ones)",
         ],
         rows,
     )

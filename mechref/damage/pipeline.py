@@ -221,50 +221,48 @@ def run_damage(
     )
     result.divergence = {name: Divergence(**values) for name, values in found.items()}
 
+    def per_condition(measure: str, inputs: list, compute, tokens: int, extra: dict) -> dict[str, list[dict]]:
+        """One resumable stage per condition: ``compute(condition, inputs, tokens, options)`` -> rows."""
+        found = {}
+        for name, condition in conditions.items():
+            found[name] = run.stage(
+                f"{measure}_{name}",
+                {
+                    **base,
+                    "condition": edits.get(name),
+                    "inputs": fingerprint([asdict(x) for x in inputs]),
+                    "max_new_tokens": tokens,
+                    **extra,
+                },
+                partial(compute, condition, inputs, tokens, options),
+                save=partial(_write_rows, name=f"{measure}_{name}.jsonl"),
+                load=partial(_read_rows, name=f"{measure}_{name}.jsonl"),
+            )
+        return found
+
     if settings.xstest is not None:
         clock.stage("over_refusal", "over-refusal of XSTest's safe prompts")
         safe = read_xstest_safe(settings.xstest, settings.n_xstest)
         judge = make_judge(settings.judge, model)
-        for name, condition in conditions.items():
-            result.over_refusal[name] = run.stage(
-                f"xstest_{name}",
-                {
-                    **base,
-                    "condition": edits.get(name),
-                    "prompts": fingerprint([asdict(p) for p in safe]),
-                    "max_new_tokens": settings.max_new_tokens,
-                    "judge": settings.judge,
-                },
-                partial(_xstest_rows, condition, safe, judge, settings.max_new_tokens, options),
-                save=partial(_write_rows, name=f"xstest_{name}.jsonl"),
-                load=partial(_read_rows, name=f"xstest_{name}.jsonl"),
-            )
-            clock.note(f"{name:10s} over-refusal {sum(r['refusal'] for r in result.over_refusal[name])}/{len(safe)}")
+        result.over_refusal = per_condition(
+            "xstest", safe, partial(_xstest_rows, judge=judge), settings.max_new_tokens, {"judge": settings.judge}
+        )
+        for name, rows in result.over_refusal.items():
+            clock.note(f"{name:10s} over-refusal {sum(r['refusal'] for r in rows)}/{len(safe)}")
 
     if settings.gsm8k is not None:
         clock.stage("gsm8k", "GSM8K accuracy")
         problems = read_gsm8k(settings.gsm8k, settings.n_gsm8k)
-        for name, condition in conditions.items():
-            result.gsm8k[name] = run.stage(
-                f"gsm8k_{name}",
-                {
-                    **base,
-                    "condition": edits.get(name),
-                    "problems": fingerprint([asdict(p) for p in problems]),
-                    "max_new_tokens": settings.gsm8k_max_new_tokens,
-                },
-                partial(_gsm8k_rows, condition, problems, settings.gsm8k_max_new_tokens, options),
-                save=partial(_write_rows, name=f"gsm8k_{name}.jsonl"),
-                load=partial(_read_rows, name=f"gsm8k_{name}.jsonl"),
-            )
-            clock.note(f"{name:10s} GSM8K {sum(r['correct'] for r in result.gsm8k[name])}/{len(problems)} correct")
+        result.gsm8k = per_condition("gsm8k", problems, _gsm8k_rows, settings.gsm8k_max_new_tokens, {})
+        for name, rows in result.gsm8k.items():
+            clock.note(f"{name:10s} GSM8K {sum(r['correct'] for r in rows)}/{len(problems)} correct")
     clock.finish()
     result.timings = clock.timings
     result.resumed_stages = list(run.resumed)
     return result
 
 
-def _xstest_rows(condition: Condition, safe: list, judge, max_new_tokens: int, options: dict) -> list[dict]:
+def _xstest_rows(condition: Condition, safe: list, max_new_tokens: int, options: dict, *, judge) -> list[dict]:
     prompts = [p.prompt for p in safe]
     with condition.context():
         replies = generate(condition.model, prompts, max_new_tokens=max_new_tokens, **options)

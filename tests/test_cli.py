@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from mechref.cli import main
 from mechref.testing import tiny_hf_model, tiny_tokenizer
 
@@ -33,3 +35,14 @@ def test_errors_are_reported_not_raised(capsys):
 def test_python_dash_m():
     out = subprocess.run([sys.executable, "-m", "mechref", "--help"], capture_output=True, text=True, check=True)
     assert "quickstart" in out.stdout
+
+
+def test_the_mechref_command_passes_options_to_an_analysis(capsys):
+    from mechref.cli import main
+
+    # An analysis's options, --help included, reach its own parser (not refused by mechref's).
+    with pytest.raises(SystemExit) as done:
+        main(["damage", "--help"])
+    assert done.value.code == 0 and "--edited" in capsys.readouterr().out
+    assert main(["quickstart", "--n-eval", "0"]) == 2
+    assert "--n-eval" in capsys.readouterr().err

@@ -23,6 +23,25 @@ import time
 from pathlib import Path
 
 LABELS = Path(__file__).parent / "judge_labels"
+POLYREFUSE = Path(__file__).resolve().parents[2] / "shared" / "data" / "polyrefuse"
+
+
+def read_labels(path: Path, polyrefuse: Path = POLYREFUSE) -> list[dict]:
+    """The labelled rows of one language, each with its ``instruction`` and ``reply``.
+
+    Rows of a PolyRefuse language name their prompt by position (``polyrefuse_index`` in that
+    language's test file), which is read from the data folder: PolyRefuse's prompts are not copied
+    here. A reply that repeats its prompt holds ``{prompt}`` where the prompt stood.
+    """
+    from mechref.data import load_polyrefuse
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    for row in rows:
+        if "polyrefuse_index" in row:
+            prompts = load_polyrefuse(polyrefuse, path.stem, row["label_class"], "test").instructions
+            row["instruction"] = prompts[row["polyrefuse_index"]]
+            row["reply"] = row["reply"].replace("{prompt}", row["instruction"].strip())
+    return [r for r in rows if r["refused"] is not None]
 
 
 def sample(args) -> None:
@@ -93,8 +112,7 @@ def score(args) -> None:
         for path in sorted(LABELS.glob("*.jsonl")):
             language = path.stem
             entry = results["languages"].setdefault(language, {})
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-            rows = [r for r in rows if r["refused"] is not None]
+            rows = read_labels(path)
             entry.update({"n_labelled": len(rows), "labelled_refusals": sum(bool(r["refused"]) for r in rows)})
             judge = mined[language]
             if "substring (English phrases)" not in entry:
@@ -120,8 +138,7 @@ def score(args) -> None:
     results = {"model": model.name, "dtype": args.dtype, "languages": {}, **mined_note}
     for path in sorted(LABELS.glob("*.jsonl")):
         language = path.stem
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-        rows = [r for r in rows if r["refused"] is not None]
+        rows = read_labels(path)
         if not rows:
             continue
         texts, labels, prompts = [r["reply"] for r in rows], [bool(r["refused"]) for r in rows], [r["instruction"] for r in rows]

@@ -81,6 +81,24 @@ class StageClock:
         return round(time.perf_counter() - self._start, 2)
 
 
+def summary_header(analysis: str, model: Mapping[str, str]) -> dict:
+    """The first keys of every ``summary.json``: which analysis, which mechref, which model
+    (``model`` is :meth:`MechrefModel.identity`).
+
+    >>> summary_header("quickstart", {"model": "m", "source": "s", "dtype": "float32"})["analysis"]
+    'quickstart'
+    """
+    from mechref import __version__
+
+    return {
+        "analysis": analysis,
+        "mechref_version": __version__,
+        "model": model["model"],
+        "source": model["source"],
+        "dtype": model["dtype"],
+    }
+
+
 GLOSSARY = (
     (
         "refusal score",

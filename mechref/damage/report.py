@@ -7,7 +7,6 @@ from pathlib import Path
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from mechref import __version__
 from mechref.damage.pipeline import DamageResult
 from mechref.degenerate import CATEGORIES
 from mechref.io import write_json
@@ -15,7 +14,7 @@ from mechref.ownership import claim_output_folder
 from mechref.palette import condition_color
 from mechref.plotting import interval_error_bars, save_figure
 from mechref.rates import Rate, mcnemar_exact, mean_interval
-from mechref.reporting import GLOSSARY, write_index
+from mechref.reporting import GLOSSARY, summary_header, write_index
 
 
 def _rate_block(rows: list[dict], key: str, original: list[dict] | None) -> dict:
@@ -33,11 +32,7 @@ def _rate_block(rows: list[dict], key: str, original: list[dict] | None) -> dict
 
 def summarize(result: DamageResult, figures: list[str] | None = None) -> dict:
     summary: dict = {
-        "analysis": "damage",
-        "mechref_version": __version__,
-        "model": result.model["model"],
-        "source": result.model["source"],
-        "dtype": result.model["dtype"],
+        **summary_header("damage", result.model),
         "conditions": result.conditions,
         "edits": result.edits,
         "warnings": result.warnings,

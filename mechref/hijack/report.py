@@ -7,7 +7,6 @@ import html
 import time
 from pathlib import Path
 
-from mechref import __version__
 from mechref.degenerate import category_counts
 from mechref.hijack import figures
 from mechref.hijack.conditions import ADVERSARIAL, HARMFUL, HARMLESS, RANDOM
@@ -18,7 +17,7 @@ from mechref.io import write_json, write_jsonl
 from mechref.ownership import claim_output_folder
 from mechref.plotting import rate_bars, save_figure
 from mechref.rates import format_paired, paired_test, rate_or_none
-from mechref.reporting import write_index
+from mechref.reporting import summary_header, write_index
 
 # The attention-share figure and summary show a head when the adversarial suffix moves its shares
 # by at least this much (total variation) from both the plain prompts and the random control.
@@ -120,11 +119,7 @@ def summarize(result: SuffixHijackResult, written: list[str] | None = None) -> d
     }
     top_total = {n: round(float(sum(m[n].heads[:, layer, head].mean() for layer, head in result.top_heads)), 4) for n in names}
     return {
-        "analysis": "suffix_hijack",
-        "mechref_version": __version__,
-        "model": result.model["model"],
-        "source": result.model["source"],
-        "dtype": result.model["dtype"],
+        **summary_header("suffix_hijack", result.model),
         "direction_layer": result.direction_layer,
         "direction_position": result.direction_position,
         "direction_source": result.direction_source,

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import torch
 
-from mechref import __version__
 from mechref.io import read_json, write_json
 from mechref.multilingual import figures
 from mechref.multilingual.metrics import cosine_matrix_by_layer, mean_off_diagonal, pca_projection, silhouette_by_layer
 from mechref.multilingual.pipeline import MultilingualResult
 from mechref.ownership import claim_output_folder
 from mechref.plotting import save_figure
-from mechref.reporting import write_index
+from mechref.reporting import summary_header, write_index
 
 
 def _num(x) -> float | None:
@@ -143,11 +142,7 @@ def transfer_section(result: MultilingualResult) -> tuple[dict, dict]:
 def summary_base(result: MultilingualResult) -> dict:
     settings = result.settings
     return {
-        "analysis": "multilingual",
-        "mechref_version": __version__,
-        "model": result.model["model"],
-        "source": result.model["source"],
-        "dtype": result.model["dtype"],
+        **summary_header("multilingual", result.model),
         "languages": result.languages,
         "direction_layer": result.layer,
         "direction_position": result.position,

@@ -6,21 +6,16 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from mechref import __version__
 from mechref.io import write_json, write_tensors
 from mechref.ownership import claim_output_folder
 from mechref.plotting import rate_bars, save_figure
 from mechref.quickstart.pipeline import QuickstartResult
-from mechref.reporting import write_index
+from mechref.reporting import summary_header, write_index
 
 
 def summarize(result: QuickstartResult) -> dict:
     return {
-        "analysis": "quickstart",
-        "mechref_version": __version__,
-        "model": result.model["model"],
-        "source": result.model["source"],
-        "dtype": result.model["dtype"],
+        **summary_header("quickstart", result.model),
         "layer": result.layer,
         "position": -1,
         "n_train": result.settings.n_train,

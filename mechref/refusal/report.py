@@ -7,7 +7,6 @@ import html
 import time
 from pathlib import Path
 
-from mechref import __version__
 from mechref.degenerate import category_counts
 from mechref.io import write_json, write_jsonl
 from mechref.ownership import claim_output_folder
@@ -15,7 +14,7 @@ from mechref.plotting import save_figure
 from mechref.rates import format_paired, paired_test
 from mechref.refusal.figures import condition_bars, cosine_across_layers, score_heatmaps
 from mechref.refusal.pipeline import RefusalDirectionResult
-from mechref.reporting import write_index
+from mechref.reporting import summary_header, write_index
 
 PAIRED = (("harmful_baseline", "harmful_ablation"), ("harmless_baseline", "harmless_actadd"))
 
@@ -35,11 +34,7 @@ def summarize(result: RefusalDirectionResult, figures: list[str] | None = None) 
     selection, chosen = result.selection, result.selection.chosen
     rates = result.rates
     return {
-        "analysis": "refusal_direction",
-        "mechref_version": __version__,
-        "model": result.model["model"],
-        "source": result.model["source"],
-        "dtype": result.model["dtype"],
+        **summary_header("refusal_direction", result.model),
         "layer": selection.layer,
         "position": selection.position,
         "position_token": result.post_instruction_tokens[selection.position],

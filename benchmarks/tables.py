@@ -376,6 +376,155 @@ def damage() -> str:
     return _table(["measure", *names], rows)
 
 
+def _mean(block: dict, digits: int) -> str:
+    if block.get("ci95") is None:
+        return f"{block['mean']:.{digits}f}"
+    return f"{block['mean']:.{digits}f} [{block['ci95'][0]:.{digits}f}, {block['ci95'][1]:.{digits}f}]"
+
+
+def _categories_rows(d: dict) -> list[list[object]]:
+    share = d["logit_transfer"]["refusing_share"]
+    replies = d["generation"]["refusal_rate"]
+    subspace = next(c for c in d["generation"]["conditions"] if c.startswith("subspace_"))
+    rows = []
+    for name in d["logit_transfer"]["targets"]:
+        c = d["data"]["categories"][name]
+        rows.append(
+            [
+                name + (f" ({len(c['members'])} merged)" if c["members"] else ""),
+                f"{c['fit']}/{c['eval']}",
+                f"{d['cosine']['with_global'][name]:.2f}",
+                _short_rate(share["baseline"][name]),
+                _short_rate(share["global"][name]),
+                _short_rate(share[name][name]),
+                _short_rate(replies["baseline"][name]),
+                _short_rate(replies["global"][name]),
+                _short_rate(replies[subspace][name]),
+            ]
+        )
+    return rows
+
+
+def _categories_table(name: str) -> str:
+    d = _json(name)
+    subspace = next(c for c in d["generation"]["conditions"] if c.startswith("subspace_"))
+    header = [
+        "category",
+        "fit/eval",
+        "cos with global",
+        "logit: baseline",
+        "logit: global ablated",
+        "logit: own ablated",
+        "replies: baseline",
+        "replies: global ablated",
+        f"replies: {subspace.replace('_', ' ')} ablated",
+    ]
+    rows = _categories_rows(d)
+    share, replies = d["logit_transfer"]["refusing_share"], d["generation"]["refusal_rate"]
+    rows.append(
+        [
+            "**all**",
+            "",
+            "",
+            _short_rate(share["baseline"]["all"]),
+            _short_rate(share["global"]["all"]),
+            "",
+            _short_rate(replies["baseline"]["all"]),
+            _short_rate(replies["global"]["all"]),
+            _short_rate(replies[subspace]["all"]),
+        ]
+    )
+    return _table(header, rows)
+
+
+def categories() -> str:
+    return _categories_table("categories.json")
+
+
+def categories_rd() -> str:
+    return _categories_table("categories_rd.json")
+
+
+def categories_subspace() -> str:
+    rows = []
+    for label, name in (("bundled", "categories.json"), ("refusal_direction splits", "categories_rd.json")):
+        if not (RESULTS / name).is_file():
+            continue
+        s = _json(name)["subspace"]
+        single = s["global_ablation"]
+        rows.append([label, "global direction", "", _short_rate(single["refusing"]), _mean(single["kl"], 4), "0"])
+        for row in s["k_ablation"]:
+            rows.append(
+                [
+                    label,
+                    f"top-{row['k']} subspace",
+                    f"{sum(s['explained_variance_ratio'][: row['k']]):.2f}",
+                    _short_rate(row["refusing"]),
+                    _mean(row["kl"], 4),
+                    f"{row['angle_to_global_deg']:.1f}",
+                ]
+            )
+    header = [
+        "data",
+        "ablated",
+        "explained variance",
+        "still refusing (logit > 0)",
+        "KL, held-out harmless",
+        "angle to global (deg)",
+    ]
+    return _table(header, rows)
+
+
+def selection_cosmic() -> str:
+    d = _json("selection_cosmic.json")
+    rows = []
+    for mode in ("fast", "cosmic"):
+        m = d[mode]
+        r = m["refusal_rate_counts"]
+        rows.append(
+            [
+                "paper (fast)" if mode == "fast" else "COSMIC-style",
+                f"layer {m['layer']}, pos {m['position']}",
+                f"{m['bypass_score']:.2f} / {m['induce_score']:.2f} / {m['kl']:.3f}",
+                _rate(r["harmful_baseline"]),
+                _rate(r["harmful_ablation"]),
+                _rate(r["harmless_actadd"]),
+                f"{m['n_prompt_passes_selection']:,}",
+                f"{m['selection_seconds']:.0f} s",
+            ]
+        )
+    header = [
+        "selection",
+        "chosen",
+        "bypass / induce / KL",
+        "harmful refused, baseline",
+        "harmful refused, ablated",
+        "harmless refused, added",
+        "prompt passes",
+        "selection time",
+    ]
+    return _table(header, rows)
+
+
+def generation() -> str:
+    d = _json("generation.json")
+    rows = []
+    for name, w in d["workloads"].items():
+        rows.append(
+            [
+                name,
+                w["n_prompts"],
+                w["mean_reply_tokens"],
+                f"{w['seconds']['transformers_generate']:.1f} s",
+                f"{w['seconds']['mechref_compacting']:.1f} s",
+                f"**{w['speedup']:.2f}x**",
+                "yes" if w["identical_tokens"] else f"no ({w['replies_differing']} replies differ)",
+            ]
+        )
+    header = ["workload", "prompts", "mean reply tokens", "transformers generate", "mechref", "speedup", "same tokens"]
+    return _table(header, rows)
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "suffix_hijack": suffix_hijack,
     "multilingual": multilingual,
@@ -387,6 +536,11 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "polyrefuse": polyrefuse,
     "paper_settings": paper_settings,
     "damage": damage,
+    "generation": generation,
+    "categories": categories,
+    "categories_rd": categories_rd,
+    "categories_subspace": categories_subspace,
+    "selection_cosmic": selection_cosmic,
 }
 
 BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /table:(?P=name) -->)", re.S)

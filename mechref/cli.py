@@ -31,6 +31,7 @@ ANALYSES = {
     "multilingual": "refusal across languages: audit, cosine parallelism, transfer, silhouette, PCA (Wang et al. 2025)",
     "cosine_parallelism": "cosine similarity of per-language refusal vectors",
     "silhouette": "silhouette scores and PCA of harmful vs harmless activations per language",
+    "categories": "refusal per harm category: category directions, cross-category transfer, refusal subspaces",
     "damage": "what an edit breaks: over-refusal (XSTest), KL and cross-entropy, GSM8K, against the unedited model",
 }
 

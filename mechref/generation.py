@@ -1,8 +1,14 @@
 """Batched greedy generation that respects whatever hooks are active.
 
-On a CPU, decoding one token reads every weight once whatever the batch size (it is bound by
-memory bandwidth, not arithmetic), so large batches cost little more per step than small ones:
-the default batch of 32 decodes about five times faster per prompt than a batch of 6.
+On a CPU, decoding one token reads every weight once whatever the batch size, so small batches
+waste most of a step: the default batch of 32 decodes about five times faster per prompt than a
+batch of 6. Past a few dozen rows a step is bound by arithmetic instead, and then every finished
+reply still carried along costs as much as a live one. Replies end at very different lengths
+(a refusal in 15 tokens, an answer in 128), so the decoder drops each reply from the batch, and
+its key/value cache, as soon as it ends (:func:`greedy_decode`): a batch costs the sum of its
+replies' lengths, not its longest reply times its rows. It is token-for-token the greedy search of
+``transformers``' ``generate``, which it falls back to where the model's generation config asks
+for logits processing (a repetition penalty, banned words, ...).
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 from typing import Sequence, cast
 
 import torch
+from jaxtyping import Int
+from torch import Tensor
 
 from mechref.batching import as_texts, iter_batches
 from mechref.models import MechrefModel
@@ -28,6 +36,84 @@ def stop_token_ids(model: MechrefModel) -> list[int]:
     return sorted(ids)
 
 
+# Generation-config fields that change greedy search away from a plain argmax, with their neutral values.
+_NEUTRAL = {
+    "repetition_penalty": (None, 1.0),
+    "encoder_repetition_penalty": (None, 1.0),
+    "no_repeat_ngram_size": (None, 0),
+    "bad_words_ids": (None,),
+    "min_length": (None, 0),
+    "min_new_tokens": (None, 0),
+    "suppress_tokens": (None,),
+    "begin_suppress_tokens": (None,),
+    "forced_bos_token_id": (None,),
+    "forced_eos_token_id": (None,),
+    "sequence_bias": (None,),
+    "exponential_decay_length_penalty": (None,),
+    "renormalize_logits": (None, False),
+    "watermarking_config": (None,),
+}
+
+
+def plain_greedy(model: MechrefModel) -> bool:
+    """True when the model's generation config asks for no logits processing, so that greedy
+    search is a plain argmax per step and :func:`greedy_decode` reproduces ``generate`` exactly."""
+    config = getattr(model.hf_model, "generation_config", None)
+    if config is None:
+        return True
+    return all(getattr(config, name, None) in neutral for name, neutral in _NEUTRAL.items())
+
+
+@torch.no_grad()
+def greedy_decode(
+    model: MechrefModel,
+    input_ids: Int[Tensor, "batch prompt"],
+    attention_mask: Int[Tensor, "batch prompt"],
+    max_new_tokens: int,
+    stop_ids: Sequence[int],
+) -> list[list[int]]:
+    """Greedy continuations of a left-padded batch, each ending with its first stop token (kept)
+    or after ``max_new_tokens``; a reply leaves the batch, with its cache rows, when it ends."""
+    hf = model.hf_model
+    device = input_ids.device
+    stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
+    position_ids = attention_mask.long().cumsum(-1) - 1
+    position_ids = position_ids.masked_fill(attention_mask == 0, 1)
+    out = hf(  # type: ignore[operator]
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1
+    )
+    cache = out.past_key_values
+    token = out.logits[:, -1].argmax(-1)
+    replies: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
+    alive = torch.arange(input_ids.shape[0], device=device)  # the replies still in the batch, by row
+    mask, last = attention_mask, position_ids[:, -1]
+    for step in range(max_new_tokens):
+        for row, t in zip(alive.tolist(), token.tolist()):
+            replies[row].append(t)
+        if step == max_new_tokens - 1:
+            break
+        going = ~torch.isin(token, stops)
+        if not bool(going.any()):
+            break
+        if not bool(going.all()):
+            keep = going.nonzero().squeeze(-1)
+            cache.batch_select_indices(keep)
+            alive, token, mask, last = alive[keep], token[keep], mask[keep], last[keep]
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        last = last + 1
+        out = hf(  # type: ignore[operator]
+            input_ids=token[:, None],
+            attention_mask=mask,
+            position_ids=last[:, None],
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = out.past_key_values
+        token = out.logits[:, -1].argmax(-1)
+    return replies
+
+
 def generate_ids(
     model: MechrefModel,
     prompts: Sequence[str],
@@ -44,20 +130,24 @@ def generate_ids(
     texts = as_texts(model, prompts, chat, assistant_prefix)
     continuations: list[list[int] | None] = [None] * len(texts)
     stops = stop_token_ids(model)
+    plain = plain_greedy(model)
     for batch in iter_batches(model, texts, batch_size, desc="generate", progress=progress):
-        with torch.no_grad():
-            out = model.hf_model.generate(  # type: ignore[operator]  # GenerationMixin.generate
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                eos_token_id=stops,
-                pad_token_id=model.tokenizer.pad_token_id,
-            )
-        new = out[:, batch.input_ids.shape[1] :].tolist()
+        if plain:
+            new = greedy_decode(model, batch.input_ids, batch.attention_mask, max_new_tokens, stops)
+        else:
+            with torch.no_grad():
+                out = model.hf_model.generate(  # type: ignore[operator]  # GenerationMixin.generate
+                    input_ids=batch.input_ids,
+                    attention_mask=batch.attention_mask,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    eos_token_id=stops,
+                    pad_token_id=model.tokenizer.pad_token_id,
+                )
+            new = out[:, batch.input_ids.shape[1] :].tolist()
         for row, index in enumerate(batch.indices):
             ids = new[row]
             cut = next((i + 1 for i, t in enumerate(ids) if t in stops), len(ids))

@@ -19,10 +19,12 @@ from __future__ import annotations
 import contextlib
 from typing import ContextManager, Iterator, Literal
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from mechref.directions import check_vector, unit
+from mechref.errors import ShapeError
 from mechref.hooks import block_hook_name, normalize_layers, resid_hook_name
 from mechref.models import MechrefModel
 
@@ -57,6 +59,35 @@ def directional_ablation(model: MechrefModel, direction: Float[Tensor, " d_model
     the residual stream at every layer and position, and out of every attention and MLP output
     (Arditi et al. 2024, eq. 4)."""
     with model.hooks(ablation_hooks(model, direction)):
+        yield model
+
+
+def subspace_ablation_hooks(model: MechrefModel, basis: Float[Tensor, "d_model k"]) -> list[tuple[str, object]]:
+    """Hooks that remove every component in the span of ``basis``'s columns (orthonormal) from
+    everything that writes to the residual stream, where :func:`ablation_hooks` removes one direction.
+    With one column this is :func:`ablation_hooks` of that column."""
+    if basis.ndim != 2 or basis.shape[0] != model.d_model:
+        raise ShapeError(f"the subspace basis must be [d_model={model.d_model}, k], got shape {tuple(basis.shape)}")
+    gram = basis.double().T @ basis.double()
+    if not torch.allclose(gram, torch.eye(basis.shape[1], dtype=torch.float64), atol=1e-4):
+        raise ShapeError("the subspace basis must have orthonormal columns (orthonormalise it, e.g. with torch.linalg.qr)")
+    cache: dict[tuple, Tensor] = {}
+
+    def project_out(x: Tensor, hook=None) -> Tensor:
+        key = (x.dtype, x.device)
+        if key not in cache:
+            cache[key] = basis.to(dtype=x.dtype, device=x.device)
+        q = cache[key]
+        return x - (x @ q) @ q.T
+
+    return [(name, project_out) for name in ablation_hook_names(model)]
+
+
+@contextlib.contextmanager
+def subspace_ablation(model: MechrefModel, basis: Float[Tensor, "d_model k"]) -> Iterator[MechrefModel]:
+    """Within the block, the model cannot represent any direction in the span of ``basis``
+    (orthonormal columns): :func:`directional_ablation` of a k-dimensional subspace."""
+    with model.hooks(subspace_ablation_hooks(model, basis)):
         yield model
 
 

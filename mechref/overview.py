@@ -149,6 +149,16 @@ def key_numbers(run: Run) -> list[tuple[str, str]]:
         for language, rates in (s.get("baseline_refusal") or {}).items():
             if isinstance(rates, dict) and isinstance(rates.get("harmful_counts"), dict):
                 rows.append((f"harmful refused, {language}", _rate_text(rates["harmful_counts"])))
+    elif run.kind == "categories":
+        direction = s.get("direction", {})
+        rows.append(("directions at", f"layer {direction.get('layer', '?')}, position {direction.get('position', '?')}"))
+        rows.append(("categories", " ".join(s.get("logit_transfer", {}).get("targets", []))))
+        missed = s.get("generation", {}).get("missed_by_global_direction", {}).get("categories")
+        if missed is not None:
+            rows.append(("missed by the global direction", " ".join(missed) or "none"))
+        for condition, rates in (s.get("generation", {}).get("refusal_rate") or {}).items():
+            if isinstance(rates, dict) and isinstance(rates.get("all"), dict):
+                rows.append((f"replies refused, {condition}", _rate_text(rates["all"])))
     for condition, counts in (s.get("refusal_rate_counts") or {}).items():
         if isinstance(counts, dict) and {"rate", "k", "n", "ci95"} <= set(counts):
             rows.append((f"refusal, {condition}", _rate_text(counts)))

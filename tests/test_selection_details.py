@@ -149,7 +149,7 @@ def test_all_filtered_error_prints_every_candidates_scores():
 
 
 def test_unknown_mode_is_refused_with_the_choices():
-    with pytest.raises(ValueError, match="'fast' or 'exhaustive'"):
+    with pytest.raises(ValueError, match="'fast', 'exhaustive' or 'cosmic'"):
         SelectionSettings(mode="quick")  # type: ignore[arg-type]
 
 

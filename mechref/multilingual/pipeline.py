@@ -37,7 +37,6 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechref.data.prompts import multilingual_languages
-from mechref.directions import check_vector
 from mechref.generation import generate, generate_ids
 from mechref.interventions import activation_addition, directional_ablation
 from mechref.io import fingerprint, read_json, read_jsonl, read_tensors, write_json, write_jsonl, write_tensors
@@ -52,7 +51,13 @@ from mechref.multilingual.transfer import transfer_scores
 from mechref.ownership import check_output_folder
 from mechref.preflight import check_layer, check_prompt_lengths, check_token_ids
 from mechref.rates import Rate
-from mechref.refusal.store import direction_mismatches, ensure_direction, load_direction
+from mechref.refusal.store import (
+    check_direction_fit,
+    check_direction_source,
+    direction_mismatches,
+    ensure_direction,
+    load_direction,
+)
 from mechref.reporting import StageClock
 from mechref.runs import Run
 from mechref.scoring import refusal_tokens_from_replies
@@ -512,23 +517,14 @@ def check_multilingual(settings: MultilingualSettings, out: str | Path | None = 
                 f"--refusal-tokens names {language!r}, which is not among the languages studied ({', '.join(languages)})"
             )
         check_token_ids(ids, what=f"refusal token id of {language}")
-    if settings.direction is not None:
-        load_direction(settings.direction)
-    else:
-        check_output_folder(settings.direction_run)
+    check_direction_source(settings.direction, settings.direction_run)
     if out is not None:
         check_output_folder(out)
 
 
 def check_multilingual_fit(model: MechrefModel, settings: MultilingualSettings) -> None:
     """The checks that need the model: the layer, the direction's width, token ids, prompt lengths."""
-    if settings.layer is not None:
-        check_layer(settings.layer, model.n_layers)
-    if settings.direction is not None:
-        stored = load_direction(settings.direction)
-        check_vector(stored.direction, model.d_model, what=f"direction in {settings.direction}")
-        if settings.layer is None:
-            check_layer(stored.layer, model.n_layers, flag="--direction (its layer)")
+    check_direction_fit(model, settings.direction, settings.layer)
     for language, ids in settings.token_overrides().items():
         check_token_ids(ids, model.d_vocab, what=f"refusal token id of {language}")
     languages = settings.languages or multilingual_languages()

@@ -28,6 +28,7 @@ def score_heatmaps(selection: SelectionResult, n_layers: int, token_labels: Sequ
     labels = [f"{p} {token_labels[i]!r}" if token_labels else str(p) for i, p in enumerate(positions)]
     settings = selection.settings
     metrics = [
+        ("cosmic", "COSMIC score: activation cosines under ablation + addition", "higher is better"),
         ("proxy_bypass", f"proxy bypass score: first {settings.proxy_prompts} harmful prompts, ablated", "lower is better"),
         ("bypass", "bypass score: harmful prompts, direction ablated", "lower is better"),
         ("induce", "induce score: harmless prompts, direction added", f"kept if > {settings.induce_threshold:g}"),
@@ -53,8 +54,8 @@ def score_heatmaps(selection: SelectionResult, n_layers: int, token_labels: Sequ
                 x=list(range(n_layers)),
                 y=labels,
                 customdata=notes,
-                colorscale="RdBu_r" if key != "kl" else "Viridis",
-                zmid=0 if key != "kl" else None,
+                colorscale="RdBu_r" if key not in ("kl", "cosmic") else "Viridis",
+                zmid=0 if key not in ("kl", "cosmic") else None,
                 colorbar=dict(
                     title=dict(text=f"{key}<br>({rule})", side="right"),
                     x=1.01,

@@ -56,6 +56,19 @@ def summarize(result: RefusalDirectionResult, figures: list[str] | None = None) 
         "n_forward_passes_selection": selection.n_forward_passes,
         "n_prompt_passes_selection": selection.n_prompt_passes,
         "selection_mode": selection.settings.mode,
+        **(
+            {
+                "cosmic": {
+                    "score": chosen.cosmic,
+                    "ablation_cosine": chosen.cosmic_ablation,
+                    "addition_cosine": chosen.cosmic_addition,
+                    "reference_layers": selection.reference_layers,
+                    "candidates_scored": sum(s.cosmic is not None for s in selection.scores),
+                }
+            }
+            if selection.settings.mode == "cosmic"
+            else {}
+        ),
         "data": {key: p.describe() for key, p in result.prompt_sets.items()},
         "settings": result.settings.to_dict(),
         "exported_model": str(result.exported_model) if result.exported_model else None,

@@ -9,6 +9,9 @@ Each candidate ``r`` at (position, layer) gets three scores on the validation pr
 Candidates in the last 20% of layers, with induce <= 0, or with KL > 0.1 are discarded; the one
 with the lowest bypass score is chosen.
 
+``mode="cosmic"`` chooses by activations alone, with no refusal token and no generated text
+(:mod:`mechref.refusal.cosmic`), then measures the three scores of the chosen candidate only.
+
 ``mode="exhaustive"`` scores every candidate: 3 passes over the validation sets each, which on a
 CPU takes most of an hour for a 1.5B model. ``mode="fast"`` (the default) skips the layers the
 filter would discard anyway, ranks the rest by a bypass score measured on a few validation
@@ -35,6 +38,7 @@ from mechref.logits import last_token_logits
 from mechref.models import MechrefModel
 from mechref.prefix import SharedPrefix, shared_prefix_length
 from mechref.refusal.candidates import CandidateDirections
+from mechref.refusal.cosmic import cosmic_scores
 from mechref.scoring import kl_divergence, refusal_score_from_logits
 
 
@@ -42,17 +46,19 @@ from mechref.scoring import kl_divergence, refusal_score_from_logits
 class SelectionSettings:
     """How candidates are scored and filtered (defaults follow the paper)."""
 
-    mode: Literal["fast", "exhaustive"] = "fast"
+    mode: Literal["fast", "exhaustive", "cosmic"] = "fast"
     kl_threshold: float = 0.1
     induce_threshold: float = 0.0
     prune_layer_fraction: float = 0.2
     proxy_prompts: int = 8
     top_k: int = 8
     batch_size: int = 32
+    cosmic_prompts: int = 16
+    cosmic_layer_fraction: float = 0.1
 
     def __post_init__(self):
-        if self.mode not in ("fast", "exhaustive"):
-            raise ValueError(f"mode must be 'fast' or 'exhaustive', got {self.mode!r}")
+        if self.mode not in ("fast", "exhaustive", "cosmic"):
+            raise ValueError(f"mode must be 'fast', 'exhaustive' or 'cosmic', got {self.mode!r}")
 
 
 @dataclass
@@ -64,6 +70,9 @@ class CandidateScores:
     kl: float | None = None
     proxy_bypass: float | None = None
     filtered_by: list[str] = field(default_factory=list)
+    cosmic: float | None = None  # COSMIC score: ablation cosine + addition cosine (higher is better)
+    cosmic_ablation: float | None = None
+    cosmic_addition: float | None = None
 
     @property
     def evaluated(self) -> bool:
@@ -87,6 +96,7 @@ class SelectionResult:
     n_forward_passes: int
     n_prompt_passes: int
     settings: SelectionSettings
+    reference_layers: list[int] | None = None  # cosmic mode: the layers its cosines are read at
 
     @property
     def chosen(self) -> CandidateScores:
@@ -103,6 +113,7 @@ class SelectionResult:
             "n_forward_passes": self.n_forward_passes,
             "n_prompt_passes": self.n_prompt_passes,
             "settings": asdict(self.settings),
+            "reference_layers": self.reference_layers,
             "scores": [asdict(s) for s in self.scores],
         }
 
@@ -141,6 +152,7 @@ class SelectionResult:
             n_forward_passes=data["n_forward_passes"],
             n_prompt_passes=data["n_prompt_passes"],
             settings=SelectionSettings(**data["settings"]),
+            reference_layers=data.get("reference_layers"),
         )
 
 
@@ -284,27 +296,50 @@ def select_direction(
             entry.filtered_by = _filters(entry, settings, cutoff)
             bar.set_postfix(bypass=f"{entry.bypass:.2f}")
 
-    if settings.mode == "exhaustive":
-        full_scores(scorable)
-    else:
-        eligible = [k for k in scorable if k[1] < cutoff]
+    if settings.mode != "exhaustive":
         for key in scorable:
             if key[1] >= cutoff:
                 table[key].filtered_by = ["last layers (not scored)"]
-        subset = harmful_val[: settings.proxy_prompts]
-        proxy = scorer.ablated_scores([candidates.get(*key) for key in eligible], subset, progress=progress)
-        for key, value in zip(eligible, proxy):
-            table[key].proxy_bypass = value
-        ranked = sorted(eligible, key=lambda k: _number(table[k].proxy_bypass))
-        for start in range(0, len(ranked), settings.top_k):
-            full_scores(ranked[start : start + settings.top_k])
-            if any(table[k].kept for k in ranked[: start + settings.top_k]):
-                break
-
-    kept = [s for s in table.values() if s.kept]
-    if not kept:
-        raise AllCandidatesFilteredError(list(table.values()), settings)
-    best = min(kept, key=lambda s: _number(s.bypass))
+    reference_layers = None
+    if settings.mode == "cosmic":
+        # Chosen by activations alone; the paper's three scores are then measured for the chosen
+        # candidate only, so that both selections can be compared on the same numbers.
+        found = cosmic_scores(
+            model,
+            candidates,
+            harmful_val[: settings.cosmic_prompts],
+            harmless_val[: settings.cosmic_prompts],
+            layer_fraction=settings.cosmic_layer_fraction,
+            prune_layer_fraction=settings.prune_layer_fraction,
+            batch_size=settings.batch_size,
+            progress=progress,
+        )
+        scorer.n_forward_passes += found.n_forward_passes
+        scorer.n_prompt_passes += found.n_prompt_passes
+        for key, (ablation, addition) in found.scores.items():
+            entry = table[key]
+            entry.cosmic_ablation, entry.cosmic_addition = round(ablation, 6), round(addition, 6)
+            entry.cosmic = round(ablation + addition, 6)
+        full_scores([found.best()])
+        best, reference_layers = table[found.best()], found.reference_layers
+    else:
+        if settings.mode == "exhaustive":
+            full_scores(scorable)
+        else:
+            eligible = [k for k in scorable if k[1] < cutoff]
+            subset = harmful_val[: settings.proxy_prompts]
+            proxy = scorer.ablated_scores([candidates.get(*key) for key in eligible], subset, progress=progress)
+            for key, value in zip(eligible, proxy):
+                table[key].proxy_bypass = value
+            ranked = sorted(eligible, key=lambda k: _number(table[k].proxy_bypass))
+            for start in range(0, len(ranked), settings.top_k):
+                full_scores(ranked[start : start + settings.top_k])
+                if any(table[k].kept for k in ranked[: start + settings.top_k]):
+                    break
+        kept = [s for s in table.values() if s.kept]
+        if not kept:
+            raise AllCandidatesFilteredError(list(table.values()), settings)
+        best = min(kept, key=lambda s: _number(s.bypass))
     return SelectionResult(
         position=best.position,
         layer=best.layer,
@@ -315,6 +350,7 @@ def select_direction(
         n_forward_passes=scorer.n_forward_passes,
         n_prompt_passes=scorer.n_prompt_passes,
         settings=settings,
+        reference_layers=reference_layers,
     )
 
 

@@ -36,13 +36,19 @@ class RefusalDirectionSettings(Settings):
     seed: int = option(42, "sampling seed (42, as the paper)")
     filter: bool = option(True, "the paper's refusal-score filter of train/val prompts")
     # selection
-    selection: Literal["fast", "exhaustive"] = option(
-        "fast", "fast: proxy ranking, then full scores for the top few; exhaustive: score every candidate"
+    selection: Literal["fast", "exhaustive", "cosmic"] = option(
+        "fast",
+        "fast: proxy ranking, then full scores for the top few; exhaustive: score every candidate; cosmic: choose by "
+        "activation cosines alone (no refusal tokens, no generation), then score the chosen one",
     )
     kl_threshold: float = option(0.1, "discard candidates whose KL on harmless prompts exceeds this", minimum=0)
     induce_threshold: float = option(0.0, "discard candidates whose induce score is at most this")
     prune_layer_fraction: float = option(0.2, "discard candidates in this last fraction of layers", minimum=0, maximum=0.95)
     top_k: int = option(8, "fast mode: candidates given full scores per round", minimum=1)
+    cosmic_prompts: int = option(16, "cosmic mode: validation prompts per class whose activations are compared", minimum=1)
+    cosmic_layer_fraction: float = option(
+        0.1, "cosmic mode: share of layers (least alike harmful vs harmless) where cosines are read", minimum=0.01, maximum=1
+    )
     proxy_prompts: int = option(8, "fast mode: harmful validation prompts for the proxy", minimum=1)
     refusal_tokens: list[int] | None = option(
         None, "token ids of refusal openings (none: derived from the model's own refusals)", metavar="ID"
@@ -82,6 +88,8 @@ class RefusalDirectionSettings(Settings):
             proxy_prompts=self.proxy_prompts,
             top_k=self.top_k,
             batch_size=self.batch_size,
+            cosmic_prompts=self.cosmic_prompts,
+            cosmic_layer_fraction=self.cosmic_layer_fraction,
         )
 
 

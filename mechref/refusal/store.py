@@ -20,9 +20,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from mechref.directions import check_vector
 from mechref.errors import DataFormatError
 from mechref.io import read_tensor_metadata, read_tensors
 from mechref.models import MechrefModel
+from mechref.ownership import check_output_folder
+from mechref.preflight import check_layer
 from mechref.refusal.pipeline import run_refusal_direction
 from mechref.refusal.report import report_refusal_direction
 from mechref.refusal.settings import FIRST_USE
@@ -126,3 +129,24 @@ def ensure_direction(model: MechrefModel, run_dir: str | Path, *, echo: bool = T
             result = run_refusal_direction(model, FIRST_USE, out=run_dir, echo=echo)
         report_refusal_direction(result, run_dir, echo=False)
     return load_direction(run_dir)
+
+
+def check_direction_source(direction: str | Path | None, direction_run: str | Path) -> None:
+    """Before the model loads: the ``--direction`` file reads as a direction, or the run folder
+    where one is computed on first use can be written."""
+    if direction is not None:
+        load_direction(direction)
+    else:
+        check_output_folder(direction_run)
+
+
+def check_direction_fit(model: MechrefModel, direction: str | Path | None, layer: int | None) -> None:
+    """With the model: the ``--layer`` override exists, and the ``--direction`` file's vector has
+    the model's width and its layer exists (when no override replaces it)."""
+    if layer is not None:
+        check_layer(layer, model.n_layers)
+    if direction is not None:
+        stored = load_direction(direction)
+        check_vector(stored.direction, model.d_model, what=f"direction in {direction}")
+        if layer is None:
+            check_layer(stored.layer, model.n_layers, flag="--direction (its layer)")

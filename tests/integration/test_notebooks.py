@@ -19,6 +19,14 @@ OVERRIDES = {
     "02_refusal_direction": {"N_TRAIN": 16, "N_VAL": 8, "N_EVAL": 2, "MAX_NEW_TOKENS": 16, "TOP_K": 2, "PROXY_PROMPTS": 2},
     "03_suffix_hijack": {"N": 2, "TOP_K": 2, "MAX_NEW_TOKENS": 16},
     "04_multilingual": {"LANGUAGES": ["en", "de"], "N_TRAIN": 8, "N_TEST": 4, "MAX_NEW_TOKENS": 16},
+    "05_categories": {
+        "CATEGORIES": ["cybercrime", "weapons", "fraud"],
+        "MAX_PER_CATEGORY": 8,
+        "N_COMPONENTS": 2,
+        "N_GENERATE": 1,
+        "N_KL": 8,
+        "MAX_NEW_TOKENS": 8,
+    },
 }
 
 

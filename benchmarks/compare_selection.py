@@ -1,0 +1,65 @@
+"""Benchmark: the paper's selection (bypass / induce / KL, fast mode) against selection without
+generation (``--selection cosmic``) on the same data, from two finished refusal-direction runs.
+
+Run the analysis twice on the same prompts, the second with ``--selection cosmic`` (copying the
+first run's folder first lets the second reuse its refusal tokens, filter and candidates), then::
+
+    python benchmarks/compare_selection.py --fast runs/sel_fast --cosmic runs/sel_cosmic \\
+        --out benchmarks/results/selection_cosmic.json
+
+Records, per mode: the chosen candidate, its bypass / induce / KL scores, its refusal rates on the
+test prompts with k/n and 95% intervals, the forward passes and seconds of the selection stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _mode(folder: Path) -> dict:
+    summary = json.loads((folder / "summary.json").read_text())
+    return {
+        "run": str(folder),
+        "selection_mode": summary["selection_mode"],
+        "layer": summary["layer"],
+        "position": summary["position"],
+        "bypass_score": summary["bypass_score"],
+        "induce_score": summary["induce_score"],
+        "kl": summary["kl"],
+        "cosmic": summary.get("cosmic"),
+        "refusal_rate_counts": summary["refusal_rate_counts"],
+        "paired_tests": summary["paired_tests"],
+        "n_forward_passes_selection": summary["n_forward_passes_selection"],
+        "n_prompt_passes_selection": summary["n_prompt_passes_selection"],
+        "selection_seconds": summary["timings_s"]["selection"],
+        "data": {k: v["n"] for k, v in summary["data"].items()},
+        "resumed_stages": summary["resumed_stages"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fast", type=Path, required=True, help="refusal_direction run with --selection fast")
+    parser.add_argument("--cosmic", type=Path, required=True, help="refusal_direction run with --selection cosmic")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/selection_cosmic.json"))
+    args = parser.parse_args()
+    fast, cosmic = _mode(args.fast), _mode(args.cosmic)
+    if fast["data"] != cosmic["data"]:
+        raise SystemExit(f"the two runs used different prompt sets: {fast['data']} vs {cosmic['data']}")
+    results = {
+        "command": "python benchmarks/compare_selection.py --fast RUN --cosmic RUN",
+        "fast": fast,
+        "cosmic": cosmic,
+        "same_choice": (fast["layer"], fast["position"]) == (cosmic["layer"], cosmic["position"]),
+        "prompt_pass_ratio_cosmic_over_fast": round(cosmic["n_prompt_passes_selection"] / fast["n_prompt_passes_selection"], 2),
+        "time_ratio_cosmic_over_fast": round(cosmic["selection_seconds"] / fast["selection_seconds"], 2),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

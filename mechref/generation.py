@@ -79,9 +79,7 @@ def greedy_decode(
     stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
     position_ids = attention_mask.long().cumsum(-1) - 1
     position_ids = position_ids.masked_fill(attention_mask == 0, 1)
-    out = hf(  # type: ignore[operator]
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1
-    )
+    out = hf(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
     token = out.logits[:, -1].argmax(-1)
     replies: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
@@ -101,7 +99,7 @@ def greedy_decode(
             alive, token, mask, last = alive[keep], token[keep], mask[keep], last[keep]
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         last = last + 1
-        out = hf(  # type: ignore[operator]
+        out = hf(
             input_ids=token[:, None],
             attention_mask=mask,
             position_ids=last[:, None],

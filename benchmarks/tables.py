@@ -441,10 +441,6 @@ def categories() -> str:
     return _categories_table("categories.json")
 
 
-def categories_rd() -> str:
-    return _categories_table("categories_rd.json")
-
-
 def categories_subspace() -> str:
     rows = []
     for label, name in (("bundled", "categories.json"), ("refusal_direction splits", "categories_rd.json")):
@@ -452,7 +448,19 @@ def categories_subspace() -> str:
             continue
         s = _json(name)["subspace"]
         single = s["global_ablation"]
-        rows.append([label, "global direction", "", _short_rate(single["refusing"]), _mean(single["kl"], 4), "0"])
+        base = _json(name)["logit_transfer"]["mean_refusal_score"]["baseline"]["all"]
+        rows.append([label, "nothing (baseline)", "", "", _mean(base, 2), "", ""])
+        rows.append(
+            [
+                label,
+                "global direction",
+                "",
+                _short_rate(single["refusing"]),
+                _mean(single["mean_refusal_score"], 2),
+                _mean(single["kl"], 4),
+                "0",
+            ]
+        )
         for row in s["k_ablation"]:
             rows.append(
                 [
@@ -460,6 +468,7 @@ def categories_subspace() -> str:
                     f"top-{row['k']} subspace",
                     f"{sum(s['explained_variance_ratio'][: row['k']]):.2f}",
                     _short_rate(row["refusing"]),
+                    _mean(row["mean_refusal_score"], 2),
                     _mean(row["kl"], 4),
                     f"{row['angle_to_global_deg']:.1f}",
                 ]
@@ -469,6 +478,7 @@ def categories_subspace() -> str:
         "ablated",
         "explained variance",
         "still refusing (logit > 0)",
+        "mean refusal score, held-out harmful",
         "KL, held-out harmless",
         "angle to global (deg)",
     ]
@@ -538,7 +548,6 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "damage": damage,
     "generation": generation,
     "categories": categories,
-    "categories_rd": categories_rd,
     "categories_subspace": categories_subspace,
     "selection_cosmic": selection_cosmic,
 }

@@ -10,7 +10,7 @@ reported with the minimum that applied.
 >>> data.source, len(data.categories) > 5, all(len(c.fit) >= 4 and len(c.eval) >= 4 for c in data.categories)
 ('bundled', True, True)
 >>> data.merged[:3]   # bundled categories with fewer than 8 prompts, merged into "other"
-['academic_dishonesty', 'animal_cruelty', 'extortion']
+['academic_dishonesty', 'animal_cruelty', 'exploitation']
 """
 
 from __future__ import annotations

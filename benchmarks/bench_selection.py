@@ -1,4 +1,4 @@
-"""Benchmark: fast vs exhaustive direction selection on the same data.
+"""Benchmark: the selection modes (fast, exhaustive, cosmic) on the same data.
 
 Reuses the refusal tokens, filtered prompts and candidates of a finished
 ``python -m mechref.analyses.refusal_direction`` run (its ``--out`` folder), then runs the
@@ -6,6 +6,7 @@ selection in both modes on the same model and dtype, and records forward passes,
 chosen candidates and their bypass scores.
 
     python benchmarks/bench_selection.py --run runs/rd_paper --out benchmarks/results/selection.json
+    python benchmarks/bench_selection.py --run runs/sel_fast --modes fast cosmic --out benchmarks/results/selection_modes.json
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def main() -> None:
             "induce": sel.chosen.induce,
             "kl": sel.chosen.kl,
             "n_scored": sum(s.evaluated for s in sel.scores),
+            "cosmic": sel.chosen.cosmic,
+            "n_cosmic_scored": sum(s.cosmic is not None for s in sel.scores),
+            "reference_layers": sel.reference_layers,
         }
         print(mode, results[mode], flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)

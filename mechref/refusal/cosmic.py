@@ -41,9 +41,10 @@ from tqdm.auto import tqdm
 from mechref.batching import as_texts
 from mechref.directions import unit
 from mechref.errors import MechrefError
-from mechref.hooks import resid_hook_name, stop_layer_for
+from mechref.hooks import resid_hook_name
 from mechref.interventions import ablation_hook_names
 from mechref.models import MechrefModel
+from mechref.prefix import SharedPrefix, shared_prefix_length
 from mechref.refusal.candidates import CandidateDirections
 
 
@@ -112,12 +113,13 @@ def cosmic_scores(
     cutoff = int(candidates.n_layers * (1.0 - prune_layer_fraction))
     norms = candidates.directions.float().norm(dim=-1)
     out = CosmicScores(reference_layers=refs, scores={})
-    stop = stop_layer_for(model, max(refs))
     captured: dict[int, Tensor] = {}
+    capturing = True
 
     def capture(slot: int):
         def hook(x: Tensor, hook=None) -> Tensor:
-            captured[slot] = x[:, pos_index.to(x.device) + x.shape[1]].detach().float().cpu()
+            if capturing:  # not while a shared prefix runs: the post-instruction positions come later
+                captured[slot] = x[:, pos_index.to(x.device) + x.shape[1]].detach().float().cpu()
             return x
 
         return hook
@@ -132,30 +134,50 @@ def cosmic_scores(
         return x + rows["v"].to(x.device, x.dtype).unsqueeze(1)
 
     def means(texts: list[str], hooks: list, per_row: dict[str, Tensor], n_candidates: int) -> Tensor:
-        """Mean activation per candidate at every (position, reference layer): [cand, pos, ref, d]."""
+        """Mean activation per candidate at every (position, reference layer): [cand, pos, ref, d].
+
+        The prompts' shared prefix (system prompt, role marker) runs once per candidate, under that
+        candidate's intervention, and its key/value cache serves the candidate's prompts."""
+        nonlocal capturing
         n = len(texts)
         tokens = model.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        n_prefix = max(0, shared_prefix_length(tokens) - 1) if n > 1 else 0
+        suffixes = [ids[n_prefix:] for ids in tokens]
+        width = max(len(ids) for ids in suffixes)
+        suffix_ids = torch.full((n, width), model.tokenizer.pad_token_id, dtype=torch.long)
+        suffix_mask = torch.zeros((n, width), dtype=torch.long)
+        for row, ids in enumerate(suffixes):
+            suffix_ids[row, width - len(ids) :] = torch.tensor(ids)
+            suffix_mask[row, width - len(ids) :] = 1
         total = torch.zeros(n_candidates, len(positions), len(refs), model.d_model, dtype=torch.float64)
-        rows_per_pass = max(n, batch_size - batch_size % n)
-        flat = [(c, i) for c in range(n_candidates) for i in range(n)]
+        group = max(1, batch_size // n)  # candidates per forward pass
         with model.hooks(hooks + [(resid_hook_name(layer), capture(j)) for j, layer in enumerate(refs)]):
-            for start in range(0, len(flat), rows_per_pass):
-                chunk = flat[start : start + rows_per_pass]
-                width = max(len(tokens[i]) for _, i in chunk)
-                ids = torch.full((len(chunk), width), model.tokenizer.pad_token_id, dtype=torch.long)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for row, (_, i) in enumerate(chunk):
-                    ids[row, width - len(tokens[i]) :] = torch.tensor(tokens[i])
-                    mask[row, width - len(tokens[i]) :] = 1
+            for start in range(0, n_candidates, group):
+                chosen = list(range(start, min(start + group, n_candidates)))
+                g = len(chosen)
+                cache = None
+                if n_prefix:
+                    for key, value in per_row.items():
+                        rows[key] = value[chosen]
+                    capturing = False
+                    prefix = SharedPrefix.run(model, torch.tensor(tokens[0][:n_prefix]).expand(g, -1).to(model.device))
+                    capturing = True
+                    cache = prefix.cache_for(n, copy_cache=False)
+                    out.n_forward_passes += 1
                 for key, value in per_row.items():
-                    rows[key] = value[[c for c, _ in chunk]]
+                    rows[key] = value[chosen].repeat_interleave(n, dim=0)
+                mask = torch.cat([torch.ones(g * n, n_prefix, dtype=torch.long), suffix_mask.repeat(g, 1)], dim=1)
                 captured.clear()
-                model.forward(ids.to(model.device), mask.to(model.device), stop_at_layer=stop, last_logits_only=True)
+                model.forward(
+                    suffix_ids.repeat(g, 1).to(model.device),
+                    mask.to(model.device),
+                    last_logits_only=True,
+                    past_key_values=cache,
+                )
                 out.n_forward_passes += 1
-                out.n_prompt_passes += len(chunk)
+                out.n_prompt_passes += g * n
                 acts = torch.stack([captured[j] for j in range(len(refs))], dim=2)  # [rows, pos, ref, d]
-                for row, (c, _) in enumerate(chunk):
-                    total[c] += acts[row].double()
+                total[start : start + g] = acts.view(g, n, *acts.shape[1:]).double().sum(1)
         return (total / n).float()
 
     harmful_texts = as_texts(model, list(harmful_val))

@@ -4,11 +4,13 @@ generation (``--selection cosmic``) on the same data, from two finished refusal-
 Run the analysis twice on the same prompts, the second with ``--selection cosmic`` (copying the
 first run's folder first lets the second reuse its refusal tokens, filter and candidates), then::
 
+    python benchmarks/bench_selection.py --run runs/sel_fast --modes fast cosmic --out runs/selection_modes.json
     python benchmarks/compare_selection.py --fast runs/sel_fast --cosmic runs/sel_cosmic \\
-        --out benchmarks/results/selection_cosmic.json
+        --timing runs/selection_modes.json --out benchmarks/results/selection_cosmic.json
 
 Records, per mode: the chosen candidate, its bypass / induce / KL scores, its refusal rates on the
-test prompts with k/n and 95% intervals, the forward passes and seconds of the selection stage.
+test prompts with k/n and 95% intervals, the forward passes and seconds of the selection stage
+(and, with ``--timing``, both selections timed again in one process on the same candidates).
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fast", type=Path, required=True, help="refusal_direction run with --selection fast")
     parser.add_argument("--cosmic", type=Path, required=True, help="refusal_direction run with --selection cosmic")
+    parser.add_argument(
+        "--timing",
+        type=Path,
+        help="bench_selection.py --modes fast cosmic output on the fast run's folder: both selections timed in one process",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/selection_cosmic.json"))
     args = parser.parse_args()
     fast, cosmic = _mode(args.fast), _mode(args.cosmic)
@@ -56,6 +63,10 @@ def main() -> None:
         "prompt_pass_ratio_cosmic_over_fast": round(cosmic["n_prompt_passes_selection"] / fast["n_prompt_passes_selection"], 2),
         "time_ratio_cosmic_over_fast": round(cosmic["selection_seconds"] / fast["selection_seconds"], 2),
     }
+    if args.timing is not None:
+        timing = json.loads(args.timing.read_text())
+        results["selection_in_one_process"] = {mode: timing[mode] for mode in ("fast", "cosmic")}
+        results["time_ratio_in_one_process_cosmic_over_fast"] = round(timing["cosmic"]["seconds"] / timing["fast"]["seconds"], 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -487,10 +487,12 @@ def categories_subspace() -> str:
 
 def selection_cosmic() -> str:
     d = _json("selection_cosmic.json")
+    timing = d.get("selection_in_one_process", {})
     rows = []
     for mode in ("fast", "cosmic"):
         m = d[mode]
         r = m["refusal_rate_counts"]
+        timed = timing.get(mode)
         rows.append(
             [
                 "paper (fast)" if mode == "fast" else "COSMIC-style",
@@ -501,6 +503,7 @@ def selection_cosmic() -> str:
                 _rate(r["harmless_actadd"]),
                 f"{m['n_prompt_passes_selection']:,}",
                 f"{m['selection_seconds']:.0f} s",
+                f"{timed['seconds']:.0f} s" if timed else "",
             ]
         )
     header = [
@@ -511,7 +514,8 @@ def selection_cosmic() -> str:
         "harmful refused, ablated",
         "harmless refused, added",
         "prompt passes",
-        "selection time",
+        "selection time (in its run)",
+        "selection time (both in one process)",
     ]
     return _table(header, rows)
 

@@ -20,10 +20,12 @@ def test_categories_cli_on_embedded_model(refusal_run, tmp_path):
     # Harm categories share one refusal direction: each category's is far from orthogonal to the global one.
     assert min(summary["cosine"]["with_global"].values()) > 0.4
     share = summary["logit_transfer"]["refusing_share"]
-    assert share["baseline"]["all"]["k"] >= 9  # of 12 held-out prompts, the unedited model leans to refusing
-    assert share["global"]["all"]["k"] <= share["baseline"]["all"]["k"] - 6
+    score = summary["logit_transfer"]["mean_refusal_score"]
+    # The global direction, ablated, pushes every held-out prompt's refusal score far down.
+    assert score["global"]["all"]["mean"] < score["baseline"]["all"]["mean"] - 3
+    assert share["global"]["all"]["k"] <= 1
     # Each category's own direction, ablated, removes refusal of another category's prompts too.
-    assert share["cybercrime"]["fraud"]["k"] < share["baseline"]["fraud"]["k"]
+    assert score["cybercrime"]["fraud"]["mean"] < score["baseline"]["fraud"]["mean"] - 2
     # Nested subspaces: the angle to the global direction can only shrink as k grows.
     angles = [row["angle_to_global_deg"] for row in summary["subspace"]["k_ablation"]]
     assert angles[1] <= angles[0] + 1e-6

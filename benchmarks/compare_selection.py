@@ -20,7 +20,31 @@ import json
 from pathlib import Path
 
 
+def _selection_only(folder: Path) -> dict:
+    """A run stopped after its selection stage (no summary): the chosen candidate and its scores."""
+    selection = json.loads((folder / "selection.json").read_text())
+    chosen = next(s for s in selection["scores"] if (s["position"], s["layer"]) == (selection["position"], selection["layer"]))
+    return {
+        "run": str(folder),
+        "selection_mode": selection["settings"]["mode"],
+        "layer": selection["layer"],
+        "position": selection["position"],
+        "bypass_score": selection["bypass_score"],
+        "induce_score": selection["induce_score"],
+        "kl": selection["kl"],
+        "cosmic": {"score": chosen.get("cosmic"), "reference_layers": selection.get("reference_layers")},
+        "refusal_rate_counts": None,
+        "n_forward_passes_selection": selection["n_forward_passes"],
+        "n_prompt_passes_selection": selection["n_prompt_passes"],
+        "selection_seconds": None,
+        "selection_seconds_note": "not timed (no summary)",
+        "note": "stopped after selection: no evaluation on the test prompts",
+    }
+
+
 def _mode(folder: Path) -> dict:
+    if not (folder / "summary.json").is_file():
+        return _selection_only(folder)
     summary = json.loads((folder / "summary.json").read_text())
     return {
         "run": str(folder),
@@ -53,7 +77,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/selection_cosmic.json"))
     args = parser.parse_args()
     fast, cosmic = _mode(args.fast), _mode(args.cosmic)
-    if fast["data"] != cosmic["data"]:
+    if "data" in cosmic and fast["data"] != cosmic["data"]:
         raise SystemExit(f"the two runs used different prompt sets: {fast['data']} vs {cosmic['data']}")
     results = {
         "command": "python benchmarks/compare_selection.py --fast RUN --cosmic RUN",
@@ -61,7 +85,9 @@ def main() -> None:
         "cosmic": cosmic,
         "same_choice": (fast["layer"], fast["position"]) == (cosmic["layer"], cosmic["position"]),
         "prompt_pass_ratio_cosmic_over_fast": round(cosmic["n_prompt_passes_selection"] / fast["n_prompt_passes_selection"], 2),
-        "time_ratio_cosmic_over_fast": round(cosmic["selection_seconds"] / fast["selection_seconds"], 2),
+        "time_ratio_cosmic_over_fast": (
+            round(cosmic["selection_seconds"] / fast["selection_seconds"], 2) if cosmic["selection_seconds"] else None
+        ),
     }
     if args.timing is not None:
         timing = json.loads(args.timing.read_text())

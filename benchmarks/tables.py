@@ -492,18 +492,20 @@ def selection_cosmic() -> str:
     for mode in ("fast", "cosmic"):
         m = d[mode]
         r = m["refusal_rate_counts"]
-        timed = timing.get(mode)
+        timed = timing.get(mode, {})
         rows.append(
             [
                 "paper (fast)" if mode == "fast" else "COSMIC-style",
                 f"layer {m['layer']}, pos {m['position']}",
                 f"{m['bypass_score']:.2f} / {m['induce_score']:.2f} / {m['kl']:.3f}",
-                _rate(r["harmful_baseline"]),
-                _rate(r["harmful_ablation"]),
-                _rate(r["harmless_actadd"]),
+                *(
+                    [_rate(r[c]) for c in ("harmful_baseline", "harmful_ablation", "harmless_actadd")]
+                    if r
+                    else ["not measured"] * 3
+                ),
                 f"{m['n_prompt_passes_selection']:,}",
-                f"{m['selection_seconds']:.0f} s",
-                f"{timed['seconds']:.0f} s" if timed else "",
+                f"{m['selection_seconds']:.0f} s" if m["selection_seconds"] else m.get("selection_seconds_note", ""),
+                *([f"{timed['seconds']:.0f} s"] if timing else []),
             ]
         )
     header = [
@@ -515,7 +517,7 @@ def selection_cosmic() -> str:
         "harmless refused, added",
         "prompt passes",
         "selection time (in its run)",
-        "selection time (both in one process)",
+        *(["selection time (both in one process)"] if timing else []),
     ]
     return _table(header, rows)
 

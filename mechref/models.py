@@ -284,7 +284,7 @@ def load_model(
     """
     torch_dtype = resolve_dtype(dtype)
     name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
-    folder, source = _resolve(name, trust_remote_code)
+    folder, source = _resolve(name, trust_remote_code, torch_dtype)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
@@ -339,6 +339,7 @@ def wrap_hf_model(
     tokenizer.padding_side = "left"
     hf_model.eval()
     hf_model.requires_grad_(False)
+    check_cache_reaches_bridge(hf_model)
     if getattr(hf_model.config, "_attn_implementation", "eager") != "eager":
         hf_model.set_attn_implementation("eager")
     # The bridge picks its adapter from config.architectures, which a model built in memory
@@ -367,6 +368,30 @@ def wrap_hf_model(
     return MechrefModel(bridge=bridge, tokenizer=tokenizer, chat=chat, name=name, source=source)
 
 
+def check_cache_reaches_bridge(hf_model: PreTrainedModel) -> None:
+    """Refuse a model whose attention layers take the key/value cache under a name the bridge does
+    not read (``cache``, from ``transformers`` 5.24): its attention would then drop the cache and
+    every generated token would see only itself, giving fluent-looking garbage, not an error.
+
+    >>> from mechref.testing import tiny_hf_model
+    >>> check_cache_reaches_bridge(tiny_hf_model("qwen2"))  # passes silently
+    """
+    import inspect
+
+    import transformers
+
+    for module in hf_model.modules():
+        if type(module).__name__.endswith("Attention"):
+            parameters = inspect.signature(type(module).forward).parameters
+            if "cache" in parameters and not {"past_key_values", "past_key_value", "layer_past"} & set(parameters):
+                raise UnsupportedModelError(
+                    f"transformers {transformers.__version__} passes {type(module).__name__} its key/value cache as "
+                    "`cache`, which TransformerLens's bridge does not read (generation would be silently wrong); "
+                    'install a supported version: pip install "transformers<5.24"'
+                )
+            return
+
+
 def _contiguous(x: Tensor, hook=None) -> Tensor:
     return x.contiguous()
 
@@ -390,11 +415,12 @@ def known_models() -> list[str]:
     return sorted(EMBEDDED_MODELS)
 
 
-def _resolve(name: str, trust_remote_code: bool) -> tuple[str, str]:
-    """Map a model name or path to a local Hugging Face folder and a description of its source."""
+def _resolve(name: str, trust_remote_code: bool, dtype: torch.dtype = torch.float32) -> tuple[str, str]:
+    """Map a model name or path to a local Hugging Face folder and a description of its source
+    (an embedded model or a ``.gguf`` is dequantized to ``dtype`` the first time)."""
     embedded = find_embedded(name)
     if embedded is not None:
-        return str(ensure_embedded(embedded)), f"embedded:{embedded.name}"
+        return str(ensure_embedded(embedded, dtype)), f"embedded:{embedded.name}"
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -404,7 +430,7 @@ def _resolve(name: str, trust_remote_code: bool) -> tuple[str, str]:
         return str(path), f"local:{path.resolve()}"
     if path.is_file():
         if path.suffix == ".gguf":
-            return str(ensure_local_gguf(path)), f"gguf:{path.resolve()}"
+            return str(ensure_local_gguf(path, dtype)), f"gguf:{path.resolve()}"
         raise ModelNotFoundError(f"{path} is a file but not a .gguf; pass a .gguf file or a Hugging Face model folder")
     if _HUB_ID.match(name) and not name.startswith((".", "/", "~")):
         return _resolve_hub(name, trust_remote_code), f"hub:{name}"

@@ -68,3 +68,28 @@ def test_a_generation_config_with_logits_processing_falls_back_to_generate():
         assert sorted(ids) == sorted(penalised)
     finally:
         model.hf_model.generation_config.repetition_penalty = 1.0
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama", "gemma2"])
+def test_cached_decoding_equals_recomputing_every_step_without_a_cache(family):
+    """Every step's token is the argmax of a full forward pass over the prompt and the tokens so far,
+    computed without a key/value cache on a plain copy of the model (no bridge). Fails when the
+    cache does not reach the bridge's attention (each step then sees only its own token), as with
+    ``transformers`` versions that pass it under a name TransformerLens does not read."""
+    import copy
+
+    from mechref.testing import tiny_hf_model
+
+    model = tiny_model(family)
+    plain = tiny_hf_model(family, vocab_size=len(model.tokenizer))  # same seed: the same weights, unhooked
+    plain = copy.deepcopy(plain).eval()
+    (batch,) = iter_batches(model, model.chat.format_many(PROMPTS), batch_size=8, progress=False)
+    decoded = greedy_decode(model, batch.input_ids, batch.attention_mask, 8, [])
+    for row, reply in enumerate(decoded):
+        ids = batch.input_ids[row][batch.attention_mask[row].bool()].tolist()
+        expected = []
+        for _ in range(8):
+            with torch.no_grad():
+                logits = plain(input_ids=torch.tensor([ids + expected]), use_cache=False).logits
+            expected.append(int(logits[0, -1].argmax()))
+        assert reply == expected, (row, reply, expected)

@@ -124,14 +124,16 @@ def test_missing_parts_say_how_to_install():
         model.part_files()
 
 
-def test_local_gguf_is_dequantized_once_and_cached_by_content(tmp_path, monkeypatch):
+def test_local_gguf_is_dequantized_once_per_dtype_and_cached_by_content(tmp_path, monkeypatch):
+    import torch
+
     import mechref.embedded as embedded
 
     monkeypatch.setenv("MECHREF_CACHE", str(tmp_path / "cache"))
     calls = []
 
-    def fake_dequantize(gguf_path, folder, manifest):
-        calls.append(gguf_path)
+    def fake_dequantize(gguf_path, folder, manifest, dtype):
+        calls.append((gguf_path, dtype))
         from mechref.io import atomic_path, write_json
 
         with atomic_path(folder) as tmp:
@@ -142,16 +144,43 @@ def test_local_gguf_is_dequantized_once_and_cached_by_content(tmp_path, monkeypa
     monkeypatch.setattr(embedded, "dequantize_gguf_to_folder", fake_dequantize)
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF fake weights")
-    first = embedded.ensure_local_gguf(gguf)
-    second = embedded.ensure_local_gguf(gguf)
-    assert first == second and len(calls) == 1 and first.parent == tmp_path / "cache" / "models"
+    # bfloat16 asked first: a bfloat16 cache is built, and float32 is not.
+    half = embedded.ensure_local_gguf(gguf, torch.bfloat16)
+    assert half.name.endswith("-bfloat16") and calls == [(gguf, torch.bfloat16)]
+    assert embedded.ensure_local_gguf(gguf, torch.bfloat16) == half and len(calls) == 1
+    # float32 cannot come from the bfloat16 cache: it is built once.
+    full = embedded.ensure_local_gguf(gguf)
+    assert full != half and full.parent == tmp_path / "cache" / "models" and calls[-1] == (gguf, torch.float32)
+    assert embedded.ensure_local_gguf(gguf) == full and len(calls) == 2
+    # With a float32 cache present, float16 loads from it (the load casts) instead of building another.
+    assert embedded.ensure_local_gguf(gguf, torch.float16) == full and len(calls) == 2
     gguf.write_bytes(b"GGUF other weights")
-    assert embedded.ensure_local_gguf(gguf) != first and len(calls) == 2
+    assert embedded.ensure_local_gguf(gguf) != full and len(calls) == 3
 
 
-def test_the_device_asked_for_is_where_the_weights_go(tiny_folder):
-    # The meta device stands in for a GPU: a model left on the CPU fails this.
-    model = load_model(tiny_folder, device="meta")
-    assert model.device.type == "meta" and {p.device.type for p in model.hf_model.parameters()} == {"meta"}
-    assert model.info()["device"] == "meta"
-    assert load_model(tiny_folder, device="auto").device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+def test_a_model_whose_attention_takes_the_cache_under_another_name_is_refused():
+    """transformers 5.24 renamed the attention layers' cache argument; the bridge would then drop
+    the cache silently, so wrapping such a model must fail loudly."""
+    import torch
+
+    from mechref.errors import UnsupportedModelError
+    from mechref.models import wrap_hf_model
+    from mechref.testing import tiny_hf_model, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    hf_model = tiny_hf_model("qwen2", vocab_size=len(tokenizer))
+    attention = hf_model.model.layers[0].self_attn
+    original = type(attention)
+
+    class RenamedCacheAttention(original):  # the 5.24 signature
+        def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
+            return super().forward(hidden_states, position_embeddings, attention_mask, **kwargs)
+
+    RenamedCacheAttention.__name__ = original.__name__
+    for layer in hf_model.model.layers:
+        layer.self_attn.__class__ = RenamedCacheAttention
+    with pytest.raises(UnsupportedModelError, match=r"transformers<5\.24"):
+        wrap_hf_model(hf_model, tokenizer, device="cpu")
+    for layer in hf_model.model.layers:
+        layer.self_attn.__class__ = original
+    assert wrap_hf_model(hf_model, tokenizer, device="cpu").forward(torch.tensor([[1, 2, 3]])).shape[-1] == len(tokenizer)

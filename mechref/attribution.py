@@ -157,6 +157,7 @@ def direct_feature_attribution(
             residual stream (before the last norm). Components of layers ``< layer`` contribute.
         position: an end-relative token position (``-1`` = last token).
     """
+    model.require_plain_weights("direct feature attribution")
     n_layers = model.n_layers
     layer = n_layers if layer is None else (layer + n_layers if layer < 0 else layer)
     if not 0 <= layer <= n_layers:
@@ -241,6 +242,7 @@ def head_outputs(
     (``z_h @ W_O[h]``), without materializing ``[batch, pos, head, d_model]`` for every position.
     The attention output bias, if any, is not included.
     """
+    model.require_plain_weights("per-head outputs")
     (position,) = normalize_positions(model, position)
     texts = as_texts(model, prompts, chat)
     weight = _o_weight(model, layer)  # [d_model, n_head * d_head]

@@ -112,7 +112,39 @@ class MechrefModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.hf_model.parameters()).device
+        """Where inputs go: the device of the token embedding (with a device map, the first part)."""
+        return input_device(self.hf_model)
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the weights were loaded quantized (8-/4-bit): fine for analysis, never exported."""
+        return getattr(self.hf_model.config, "quantization_config", None) is not None or bool(
+            getattr(self.hf_model, "is_quantized", False)
+        )
+
+    def require_plain_weights(self, what: str) -> None:
+        """Raise for a computation that reads the weights themselves (``what``: DFA, an export) when
+        they were loaded quantized, or some were offloaded to disk by a device map (they sit on the
+        ``meta`` device between uses): it would read integers or nothing.
+
+        >>> from mechref.testing import tiny_model
+        >>> tiny_model().require_plain_weights("direct feature attribution")  # passes silently
+        """
+        if self.quantized:
+            raise UnsupportedModelError(
+                f"{what} reads the weights, which were loaded quantized (8-/4-bit); load the model without --quantize"
+            )
+        offloaded = [name for name, p in self.hf_model.named_parameters() if p.device.type == "meta"]
+        if offloaded:
+            raise UnsupportedModelError(
+                f"{what} reads the weights, but {len(offloaded)} of them ({offloaded[0]}, …) were offloaded to disk by "
+                "the device map; give the devices room for every layer (--max-memory) or drop the device map"
+            )
+
+    @property
+    def devices(self) -> list[torch.device]:
+        """Every device holding part of the model (more than one with a device map)."""
+        return model_devices(self.hf_model)
 
     def identity(self) -> dict:
         """What a stored result computed on this model depends on: name, weights' source, dtype,
@@ -253,6 +285,40 @@ class MechrefModel:
         return self
 
 
+Quantization = Literal["8bit", "4bit"]
+
+
+def check_loading(
+    device: str = "auto",
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    quantize: Quantization | None = None,
+) -> None:
+    """Fail at once, with the fix, on loading options that cannot work here (before anything loads).
+
+    >>> check_loading(max_memory={"cpu": "4GiB"})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: max_memory only applies with a device map: add device_map="auto" (--device-map auto)
+    """
+    import importlib.util
+
+    if max_memory and not device_map:
+        raise ValueError('max_memory only applies with a device map: add device_map="auto" (--device-map auto)')
+    if device_map is not None and str(device) != "auto":
+        raise ValueError(f"give a device ({device}) or a device map ({device_map}), not both: the map places every layer")
+    if device_map is not None and importlib.util.find_spec("accelerate") is None:
+        raise ModelNotFoundError('a device map needs the accelerate package: pip install "mechref[multi-gpu]"')
+    if quantize is not None:
+        if quantize not in ("8bit", "4bit"):
+            raise ValueError(f"unknown quantization {quantize!r}; choose 8bit or 4bit")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ModelNotFoundError(
+                f"{quantize} loading needs the bitsandbytes package (and, for most of its kernels, a CUDA GPU): "
+                "pip install bitsandbytes"
+            )
+
+
 def load_model(
     name_or_path: str | os.PathLike | None = None,
     *,
@@ -261,6 +327,9 @@ def load_model(
     system_prompt: str | None = None,
     chat_template: str | None = None,
     trust_remote_code: bool = False,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    quantize: Quantization | None = None,
 ) -> MechrefModel:
     """Load a chat model for analysis.
 
@@ -274,6 +343,11 @@ def load_model(
 
     ``device``: ``"auto"`` (a CUDA GPU when torch has one, else the CPU), or any torch device
     (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``); the weights are moved there.
+    ``device_map`` (``"auto"``, ``"balanced"``, ``"sequential"`` or a dict of module → device) spreads
+    a model too large for one device over several with ``accelerate``, within ``max_memory``
+    (``{0: "70GiB", 1: "70GiB", "cpu": "200GiB"}``); layers that fit nowhere are offloaded to disk.
+    ``quantize`` (``"8bit"`` or ``"4bit"``, with bitsandbytes) loads the weights quantized, for
+    analysis only: such a model cannot be exported.
     ``system_prompt`` is used by every chat this model formats; ``chat_template`` (a Jinja string)
     overrides the tokenizer's own template, for tokenizers that have none.
 
@@ -281,21 +355,56 @@ def load_model(
 
         model = load_model()                       # Qwen2.5-Coder-1.5B-Instruct, float32
         model = load_model(dtype="bfloat16")       # faster on CPU, less exact
+        model = load_model("meta-llama/Llama-3.3-70B-Instruct", dtype="bfloat16", device_map="auto")
     """
+    check_loading(device, device_map, max_memory, quantize)
     torch_dtype = resolve_dtype(dtype)
     name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
     folder, source = _resolve(name, trust_remote_code, torch_dtype)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    placement: dict[str, Any] = {}
+    if quantize is not None:
+        from transformers import BitsAndBytesConfig
+
+        placement["quantization_config"] = BitsAndBytesConfig(
+            load_in_8bit=quantize == "8bit", load_in_4bit=quantize == "4bit", bnb_4bit_compute_dtype=torch_dtype
+        )
+        # bitsandbytes quantizes while placing the weights: they go straight to their device.
+        placement["device_map"] = device_map if device_map is not None else {"": str(resolve_device(device))}
+    elif device_map is not None:
+        placement["device_map"] = device_map
+    if device_map is not None:
+        placement["max_memory"] = max_memory
+        placement["offload_folder"] = str(_offload_folder())
     hf_model = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=torch_dtype, attn_implementation="eager", trust_remote_code=trust_remote_code
+        folder, dtype=torch_dtype, attn_implementation="eager", trust_remote_code=trust_remote_code, **placement
     )
     model = wrap_hf_model(
-        hf_model, tokenizer, name=name, source=source, device=device, system_prompt=system_prompt, chat_template=chat_template
+        hf_model,
+        tokenizer,
+        name=name,
+        source=source,
+        device=None if placement else device,
+        system_prompt=system_prompt,
+        chat_template=chat_template,
     )
     model.folder = folder
     return model
+
+
+def _offload_folder() -> Path:
+    """A private folder for the layers a device map offloads to disk, removed when Python exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    root = cache_dir() / "offload"
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=root))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -307,6 +416,42 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def device_map_of(hf_model: PreTrainedModel) -> dict[str, Any] | None:
+    """The ``accelerate`` device map a model was dispatched with (``device_map=...``), if any."""
+    device_map = getattr(hf_model, "hf_device_map", None)
+    return dict(device_map) if device_map else None
+
+
+def _as_device(where: Any) -> torch.device:
+    # accelerate names devices by index (0), by name ("cpu", "cuda:1"), or "disk" (run on the CPU).
+    if isinstance(where, int):
+        return torch.device("cuda", where)
+    return torch.device("cpu" if where == "disk" else where)
+
+
+def input_device(hf_model: PreTrainedModel) -> torch.device:
+    """The device the token ids must be on: the embedding's, or its place in the device map."""
+    embeddings = hf_model.get_input_embeddings()
+    device_map = device_map_of(hf_model)
+    if device_map:
+        name = next((n for n, module in hf_model.named_modules() if module is embeddings), "")
+        # The longest entry of the map that contains the embedding places it.
+        for prefix in sorted(device_map, key=len, reverse=True):
+            if prefix == "" or name == prefix or name.startswith(prefix + "."):
+                return _as_device(device_map[prefix])
+        return _as_device(next(iter(device_map.values())))
+    weight = embeddings.weight
+    assert isinstance(weight, Tensor)
+    return weight.device
+
+
+def model_devices(hf_model: PreTrainedModel) -> list[torch.device]:
+    """The devices that run some part of the model, in order of first use."""
+    device_map = device_map_of(hf_model)
+    places = [_as_device(w) for w in device_map.values()] if device_map else [p.device for p in hf_model.parameters()]
+    return list(dict.fromkeys(places))
 
 
 def wrap_hf_model(
@@ -346,10 +491,19 @@ def wrap_hf_model(
     # (from_config) does not set: name the class it is.
     if not getattr(hf_model.config, "architectures", None):
         hf_model.config.architectures = [type(hf_model).__name__]
-    # The bridge leaves a pre-loaded model's weights where they are: move them ourselves.
-    target = resolve_device(device) if device is not None else next(hf_model.parameters()).device
-    if any(p.device != target for p in hf_model.parameters()):
-        hf_model.to(target)  # type: ignore[arg-type]  # transformers types .to() narrowly
+    # The bridge leaves a pre-loaded model's weights where they are: move them ourselves, unless
+    # accelerate dispatched them over several devices (a device map), where they stay put.
+    if device_map_of(hf_model):
+        if device is not None and str(device) != "auto" and [resolve_device(device)] != model_devices(hf_model):
+            raise ValueError(
+                f"the model was dispatched over {[str(d) for d in model_devices(hf_model)]} by a device map; "
+                "pass device=None (or 'auto') to keep it there"
+            )
+        target = input_device(hf_model)
+    else:
+        target = resolve_device(device) if device is not None else next(hf_model.parameters()).device
+        if any(p.device != target for p in hf_model.parameters()):
+            hf_model.to(target)  # type: ignore[arg-type]  # transformers types .to() narrowly
     # The bridge edits the tokenizer it is given (and then cannot be given it again): hand it a copy.
     try:
         bridge = TransformerBridge.boot_transformers(

@@ -41,7 +41,7 @@ import torch
 
 from mechref.embedded import DEFAULT_MODEL
 from mechref.errors import MechrefError
-from mechref.models import MechrefModel, load_model
+from mechref.models import MechrefModel, check_loading, load_model
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -376,10 +376,51 @@ class ModelSettings(Settings):
         "bfloat16", "weights dtype (bfloat16 is about 3x faster on CPUs with bf16 support, slightly less exact)"
     )
     device: str = option("auto", "torch device: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N, mps")
+    device_map: str | None = option(
+        None,
+        "spread the model over this machine's devices with accelerate: auto, balanced or sequential (instead of --device)",
+        metavar="MAP",
+    )
+    max_memory: list[str] | None = option(
+        None, "with --device-map, memory per device: 0=70GiB 1=70GiB cpu=200GiB", nargs="+", metavar="DEVICE=SIZE"
+    )
+    quantize: Literal["8bit", "4bit"] | None = option(
+        None, "load the weights in 8 or 4 bits with bitsandbytes, for analysis only (no DFA, no export)"
+    )
     system_prompt: str | None = option(None, "system prompt of every chat (default: the chat template's own)")
 
     def validate(self) -> None:
         check_device(self.device)
+        if self.device_map is not None and self.device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
+            raise SettingsError(f"unknown device map {self.device_map!r}; choose auto, balanced, balanced_low_0 or sequential")
+        try:
+            check_loading(self.device, self.device_map, self.memory_limits(), self.quantize)
+        except (ValueError, MechrefError) as error:
+            raise SettingsError(str(error)) from error
+
+    def memory_limits(self) -> dict[int | str, str] | None:
+        """``--max-memory`` as accelerate takes it: GPU indices as ints, ``cpu``/``disk`` by name.
+
+        >>> ModelSettings(device_map="auto", max_memory=["0=70GiB", "cpu=100GiB"]).memory_limits()
+        {0: '70GiB', 'cpu': '100GiB'}
+        """
+        if not self.max_memory:
+            return None
+        limits: dict[int | str, str] = {}
+        for item in self.max_memory:
+            key, sep, size = item.partition("=")
+            if not sep or not size or not (key.isdigit() or key in ("cpu", "mps", "disk")):
+                raise SettingsError(f"--max-memory takes DEVICE=SIZE (0=70GiB, cpu=200GiB), got {item!r}")
+            limits[int(key) if key.isdigit() else key] = size
+        return limits
 
     def load(self) -> MechrefModel:
-        return load_model(self.model, dtype=self.dtype, device=self.device, system_prompt=self.system_prompt)
+        return load_model(
+            self.model,
+            dtype=self.dtype,
+            device=self.device,
+            system_prompt=self.system_prompt,
+            device_map=self.device_map,
+            max_memory=self.memory_limits(),
+            quantize=self.quantize,
+        )

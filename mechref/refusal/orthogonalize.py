@@ -154,6 +154,7 @@ def export_orthogonalized(
     """
     check_export_target(out_dir, overwrite)
     check_orthogonalizable(model.hf_model.config)
+    model.require_plain_weights("exporting an edited model")
     if not model.folder:
         raise MechrefError(
             "this model was not loaded from a folder, so there are no weights to export; load it with load_model(path)"

@@ -24,6 +24,7 @@ from mechref.errors import MechrefError
 from mechref.io import atomic_path
 from mechref.models import MechrefModel
 from mechref.ownership import check_export_target
+from mechref.refusal.kernel import EditStrengths
 
 # Families whose every residual-stream writer is a plain linear layer (token embedding, attention
 # and MLP output projections) with nothing between it and the residual stream: for these the
@@ -109,15 +110,43 @@ def _matching_module(plain: PreTrainedModel, module: torch.nn.Module, part: str)
     return matches[0]
 
 
+def _remove(vectors: Tensor, r: Tensor, strength: float, norm_preserving: bool, dim: int) -> Tensor:
+    """Remove ``strength`` of each write vector's component along ``r`` (float64). Write vectors
+    lie along ``dim`` (``0``: the columns of a ``[d_model, d_in]`` output matrix; ``-1``: the rows
+    of an embedding or a bias). ``norm_preserving`` gives every write vector back its norm, which
+    keeps it orthogonal to ``r`` when the whole component was removed."""
+    along = (r @ vectors) if dim == 0 else (vectors @ r)  # each write vector's component along r
+    edited = vectors - strength * (torch.outer(r, along) if dim == 0 else along.unsqueeze(-1) * r)
+    if norm_preserving:
+        before, after = vectors.norm(dim=dim, keepdim=True), edited.norm(dim=dim, keepdim=True)
+        # A write vector that lay along r has nothing left to rescale: it stays zero.
+        edited = edited * torch.where(after > 0, before / after.clamp_min(1e-300), torch.ones_like(after))
+    return edited
+
+
 @torch.no_grad()
 def orthogonalize_weights(
-    hf_model: PreTrainedModel, direction: Float[Tensor, " d_model"], writer_names: list[str]
+    hf_model: PreTrainedModel,
+    direction: Float[Tensor, " d_model"],
+    writer_names: list[str],
+    *,
+    strengths: EditStrengths | None = None,
+    norm_preserving: bool = False,
 ) -> PreTrainedModel:
-    """Edit ``hf_model`` in place so that nothing it writes to the residual stream has a component along ``direction``."""
+    """Edit ``hf_model`` in place so that nothing it writes to the residual stream has a component along ``direction``.
+
+    ``strengths`` removes only a share of the component per writer (:class:`~mechref.refusal.kernel.EditStrengths`;
+    default: all of it, the paper's edit). ``norm_preserving`` then rescales every write vector (a
+    column of an output projection, a row of the embedding) to its original norm, so the edit
+    changes directions only, not magnitudes.
+    """
     check_orthogonalizable(hf_model.config)
     embedding = cast(torch.nn.Embedding, hf_model.get_input_embeddings())
     d_model = int(embedding.weight.shape[1])
     r = unit(direction, d_model).double()
+    per_writer = strengths.per_writer() if strengths is not None else [1.0] * len(writer_names)
+    if len(per_writer) != len(writer_names):
+        raise ValueError(f"{len(per_writer)} edit strengths for {len(writer_names)} residual-stream writers")
     output = hf_model.get_output_embeddings()
     if output is not None and output.weight is embedding.weight:
         # Tied embeddings: the unembedding must keep reading the original vectors.
@@ -126,15 +155,15 @@ def orthogonalize_weights(
         if hasattr(hf_model, "_tied_weights_keys"):
             hf_model._tied_weights_keys = {} if isinstance(hf_model._tied_weights_keys, dict) else []
     weight = embedding.weight
-    weight.copy_((weight.double() - (weight.double() @ r).unsqueeze(1) * r).to(weight.dtype))
+    strength = strengths.embedding if strengths is not None else 1.0
+    weight.copy_(_remove(weight.double(), r, strength, norm_preserving, dim=-1).to(weight.dtype))
     modules = dict(hf_model.named_modules())
-    for name in writer_names:
+    for name, strength in zip(writer_names, per_writer):
         linear = modules[name]
-        w = linear.weight.double()  # [d_model, d_in]
-        linear.weight.copy_((w - torch.outer(r, r @ w)).to(linear.weight.dtype))
+        w = linear.weight.double()  # [d_model, d_in]: column j is what input j writes
+        linear.weight.copy_(_remove(w, r, strength, norm_preserving, dim=0).to(linear.weight.dtype))
         if getattr(linear, "bias", None) is not None:
-            b = linear.bias.double()
-            linear.bias.copy_((b - (b @ r) * r).to(linear.bias.dtype))
+            linear.bias.copy_(_remove(linear.bias.double(), r, strength, norm_preserving, dim=-1).to(linear.bias.dtype))
     return hf_model
 
 
@@ -145,11 +174,14 @@ def export_orthogonalized(
     *,
     provenance: dict | None = None,
     overwrite: bool = False,
+    strengths: EditStrengths | None = None,
+    norm_preserving: bool = False,
 ) -> Path:
     """Save an orthogonalized copy of ``model`` as a Hugging Face folder that loads without mechref.
 
     The edit is applied to a fresh plain ``transformers`` model loaded from the model's folder
     (the bridge's own modules hold shared tensors that ``save_pretrained`` refuses), in float32.
+    ``strengths`` and ``norm_preserving`` choose the edit variant (see :func:`orthogonalize_weights`).
     ``out_dir`` must be new or empty, or (with ``overwrite``) an earlier mechref export.
     """
     check_export_target(out_dir, overwrite)
@@ -161,7 +193,7 @@ def export_orthogonalized(
         )
     plain = AutoModelForCausalLM.from_pretrained(model.folder, dtype=torch.float32)
     names = writer_module_names(model, plain)
-    orthogonalize_weights(plain, direction, names)
+    orthogonalize_weights(plain, direction, names, strengths=strengths, norm_preserving=norm_preserving)
     out_dir = Path(out_dir)
     with atomic_path(out_dir, replace_folder=True) as tmp:
         plain.save_pretrained(tmp)
@@ -171,11 +203,25 @@ def export_orthogonalized(
             "base_model": model.name,
             "base_source": model.source,
             "edited_modules": ["embedding", *names],
+            "edit": edit_description(strengths, norm_preserving),
             **(provenance or {}),
         }
         (tmp / "mechref_edit.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
         (tmp / "README.md").write_text(_model_card(info), encoding="utf-8")
     return out_dir
+
+
+def edit_description(strengths: EditStrengths | None, norm_preserving: bool) -> dict:
+    """What an export records of its edit variant.
+
+    >>> edit_description(None, False)
+    {'kind': 'orthogonalization', 'norm_preserving': False, 'strengths': 'full'}
+    """
+    return {
+        "kind": "orthogonalization",
+        "norm_preserving": norm_preserving,
+        "strengths": "full" if strengths is None or strengths.is_full() else strengths.to_dict(),
+    }
 
 
 def _model_card(info: dict) -> str:

@@ -1,0 +1,6 @@
+"""Edited models written for the tools people run models with (beside the plain ``transformers``
+folder of :func:`mechref.refusal.orthogonalize.export_orthogonalized`)."""
+
+from mechref.exports.lora import export_lora, lora_factors
+
+__all__ = ["export_lora", "lora_factors"]

@@ -1,0 +1,152 @@
+"""Edit variants of the weight orthogonalization (per-layer strengths from a kernel, norm
+preservation) and the rank-1 LoRA export, on tiny models of every orthogonalizable family.
+
+Each is checked against what the edit must do, computed without its code: what each writer
+writes along the direction and across it, the residual stream of the whole edited model, the
+write vectors' norms, and the exported folder's logits for the adapter.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mechref.directions import unit
+from mechref.errors import MechrefError
+from mechref.models import load_model
+from mechref.refusal.kernel import EditStrengths, LayerKernel
+from mechref.refusal.orthogonalize import export_orthogonalized, orthogonalize_weights, writer_module_names
+from mechref.testing import tiny_hf_model, tiny_tokenizer
+
+peft = pytest.importorskip("peft")
+FAMILIES = ("qwen2", "llama", "qwen3", "mistral", "phi3")
+IDS = torch.tensor([[3, 17, 42, 99, 5, 250, 7, 61]])
+
+
+def _saved(tmp_path, family, **config_changes):
+    tokenizer = tiny_tokenizer("chatml" if family.startswith("qwen") else "llama3")
+    hf_model = tiny_hf_model(family, vocab_size=len(tokenizer))
+    for key, value in config_changes.items():
+        setattr(hf_model.config, key, value)
+    folder = tmp_path / family
+    hf_model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _plain(folder):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+
+
+def _strengths(n_layers):
+    return EditStrengths.from_kernels(
+        n_layers, attention=LayerKernel(1.0, 1.5, 0.1, 0.9), mlp=LayerKernel(0.0, 2.0, 0.3, 1.0), embedding=0.5
+    )
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+def test_partial_strengths_remove_that_share_of_each_writers_component(tmp_path, family):
+    folder = _saved(tmp_path, family)
+    model = load_model(str(folder), device="cpu")
+    original, edited = _plain(folder), _plain(folder)
+    names = writer_module_names(model, original)  # located in the plain model (Phi-3's bridge renames o_proj)
+    direction = torch.randn(model.d_model, generator=torch.Generator().manual_seed(1))
+    r = unit(direction, model.d_model).double()
+    strengths = _strengths(model.n_layers)
+    orthogonalize_weights(edited, direction, names, strengths=strengths)
+    shares = [*zip(names, strengths.per_writer()), ("model.embed_tokens", strengths.embedding)]
+    assert len({w for _, w in shares}) > 3  # really different strengths
+    x = torch.randn(5, 128, dtype=torch.float64)
+    for name, w in shares:
+        a, b = original.get_submodule(name), edited.get_submodule(name)
+        if name.endswith("embed_tokens"):
+            out_a, out_b = a.weight.double(), b.weight.double()  # each token's write vector
+        else:
+            d_in = a.weight.shape[1]
+            out_a, out_b = x[:, :d_in] @ a.weight.double().T, x[:, :d_in] @ b.weight.double().T
+        along_a, along_b = out_a @ r, out_b @ r
+        torch.testing.assert_close(along_b, (1 - w) * along_a, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out_b - torch.outer(along_b, r), out_a - torch.outer(along_a, r), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_norm_preserving_edit_leaves_nothing_along_the_direction_and_keeps_every_write_norm(tmp_path, family):
+    folder = _saved(tmp_path, family)
+    model = load_model(str(folder), device="cpu")
+    original, edited = _plain(folder), _plain(folder)
+    names = writer_module_names(model, original)  # located in the plain model (Phi-3's bridge renames o_proj)
+    direction = torch.randn(model.d_model, generator=torch.Generator().manual_seed(2))
+    orthogonalize_weights(edited, direction, names, norm_preserving=True)
+    r = unit(direction, model.d_model)
+    with torch.no_grad():
+        hidden = edited(IDS, output_hidden_states=True).hidden_states[:-1]  # the last one is after the final norm
+    scale = max(h.abs().max() for h in hidden)
+    assert max((h @ r).abs().max() for h in hidden) < 1e-5 * scale
+    for name in names:
+        before, after = original.get_submodule(name).weight, edited.get_submodule(name).weight
+        torch.testing.assert_close(after.norm(dim=0), before.norm(dim=0), rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(after, before)
+    emb_before, emb_after = original.get_input_embeddings().weight, edited.get_input_embeddings().weight
+    torch.testing.assert_close(emb_after.norm(dim=1), emb_before.norm(dim=1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("partial", [False, True])
+def test_lora_adapter_on_the_unedited_model_gives_the_exported_model(tmp_path, family, partial):
+    from peft import PeftModel
+
+    from mechref.exports import export_lora
+
+    folder = _saved(tmp_path, family)
+    model = load_model(str(folder), device="cpu")
+    direction = torch.randn(model.d_model, generator=torch.Generator().manual_seed(3))
+    strengths = _strengths(model.n_layers) if partial else None
+    exported = export_orthogonalized(model, direction, tmp_path / "edited", strengths=strengths)
+    adapter = export_lora(model, direction, tmp_path / "adapter", strengths=strengths)
+    with_adapter = PeftModel.from_pretrained(_plain(folder), str(adapter)).eval()
+    with torch.no_grad():
+        expected = _plain(exported)(IDS).logits
+        got = with_adapter(IDS).logits
+        unedited = _plain(folder)(IDS).logits
+    assert (expected - unedited).abs().max() > 1e-2  # the edit changes the logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    info = json.loads((adapter / "mechref_edit.json").read_text())
+    assert info["format"] == "peft-lora" and (info["edit"]["strengths"] == "full") != partial
+    assert json.loads((exported / "mechref_edit.json").read_text())["edit"] == info["edit"]
+    assert (adapter / "adapter_model.safetensors").stat().st_size < 200_000
+
+
+def test_lora_refuses_a_writer_with_a_bias(tmp_path):
+    from mechref.exports import export_lora
+
+    tokenizer = tiny_tokenizer("llama3")
+    import transformers
+
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, attention_bias=True,
+    )  # fmt: skip
+    folder = tmp_path / "biased"
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    model = load_model(str(folder), device="cpu")
+    with pytest.raises(MechrefError, match="has a bias"):
+        export_lora(model, torch.randn(model.d_model), tmp_path / "adapter")
+    assert not (tmp_path / "adapter").exists()
+
+
+def test_kernel_and_strength_checks():
+    with pytest.raises(ValueError, match="width"):
+        LayerKernel(peak=1, width=0)
+    with pytest.raises(ValueError, match="min_weight"):
+        LayerKernel(peak=1, width=1, min_weight=0.8, max_weight=0.5)
+    with pytest.raises(ValueError, match="one attention and one MLP"):
+        EditStrengths(attention=(1.0,), mlp=(1.0, 1.0))
+    with pytest.raises(ValueError, match=r"\[0, 1.5\]"):
+        EditStrengths(attention=(2.0,), mlp=(1.0,))
+    assert LayerKernel(peak=0.5, width=1).weights(2) == [0.5, 0.5]
+    assert EditStrengths(attention=(0.1, 0.2), mlp=(0.3, 0.4)).per_writer() == [0.1, 0.3, 0.2, 0.4]

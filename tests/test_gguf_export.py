@@ -7,6 +7,7 @@ The file read back must give its logits, and its tokenizer must encode as the or
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -145,3 +146,46 @@ def test_unsupported_families_file_types_and_targets_are_refused(tmp_path):
     with pytest.raises(MechrefError, match="weight orthogonalization does not support gemma2"):
         export_gguf(tiny_model("gemma2"), direction, tmp_path / "g.gguf")
     assert not (tmp_path / "g.gguf").exists() and not (tmp_path / "x.gguf").exists()
+
+
+@pytest.mark.parametrize("layer", [2, 3])
+def test_a_control_vector_applied_as_llama_cpp_does_equals_activation_addition(tmp_path, layer):
+    """llama.cpp adds ``direction.N`` to the output of block N (its graph's ``l_out``); applying the
+    file that way with a plain PyTorch hook must give mechref's activation addition at ``layer``."""
+    from mechref.exports import export_control_vector
+    from mechref.interventions import activation_addition
+    from mechref.testing import tiny_model
+
+    model = tiny_model("qwen2", n_layers=4)
+    vector = torch.randn(model.d_model, generator=torch.Generator().manual_seed(5))
+    out = export_control_vector(model, vector, layer, tmp_path / "refusal.gguf", coefficient=-2.0)
+    reader = gguf.GGUFReader(str(out))
+    assert bytes(reader.fields["general.architecture"].parts[-1]).decode() == "controlvector"
+    ((name, values),) = [(t.name, torch.from_numpy(np.array(t.data))) for t in reader.tensors]
+    block = int(name.removeprefix("direction."))
+
+    def add_to_block_output(module, inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        hidden = hidden + values.to(hidden.dtype)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    ids, mask = model.tokenize(model.chat.format_many(["Write a poem", "Hi"]))
+    handle = model.hf_model.model.layers[block].register_forward_hook(add_to_block_output)
+    try:
+        as_llama_cpp = model.forward(ids, mask)
+    finally:
+        handle.remove()
+    with activation_addition(model, vector, layer=layer, coefficient=-2.0):
+        expected = model.forward(ids, mask)
+    torch.testing.assert_close(as_llama_cpp, expected, rtol=1e-4, atol=1e-4)
+    assert (expected - model.forward(ids, mask)).abs().max() > 1e-2
+
+
+def test_a_control_vector_cannot_reach_the_first_two_blocks(tmp_path):
+    from mechref.exports import export_control_vector
+    from mechref.testing import tiny_model
+
+    model = tiny_model("qwen2")
+    with pytest.raises(MechrefError, match="layer 2 or later"):
+        export_control_vector(model, torch.randn(model.d_model), 1, tmp_path / "cv.gguf")
+    assert not (tmp_path / "cv.gguf").exists()

@@ -244,7 +244,7 @@ def export_gguf(
     )
 
     out_file = Path(out_file)
-    _check_target(out_file, overwrite)
+    check_target(out_file, overwrite)
     check_orthogonalizable(model.hf_model.config)
     check_gguf_exportable(model.hf_model.config, file_type)
     model.require_plain_weights("exporting a GGUF")
@@ -269,7 +269,7 @@ def export_gguf(
     return out_file
 
 
-def _check_target(out_file: Path, overwrite: bool) -> None:
+def check_target(out_file: Path, overwrite: bool) -> None:
     """A GGUF export writes a new file, or replaces (with ``overwrite``) one mechref wrote."""
     if out_file.suffix != ".gguf":
         raise MechrefError(f"a GGUF export is one file ending in .gguf, got {out_file}")

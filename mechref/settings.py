@@ -63,7 +63,7 @@ def option(
     metavar: str | None = None,
     minimum: float | None = None,
     maximum: float | None = None,
-    nargs: str | None = None,
+    nargs: str | int | None = None,
     repeat: bool = False,
     cli: bool = True,
 ) -> Any:

@@ -1,0 +1,300 @@
+"""Export a refusal direction's edit in every format, and verify each export, as one library call.
+
+:func:`run_export` writes, into one output folder with resumable stages:
+
+* ``export``: the edited model as a ``transformers`` folder (``model/``), a rank-1 LoRA adapter
+  (``adapter/``), a GGUF (``model.gguf``) and the activation addition as a llama.cpp control
+  vector (``control_vector.gguf``), each with its provenance;
+* ``verify``: each export loaded back by its consuming library (:mod:`mechref.exports.verify`)
+  and measured beside the in-memory edit it must reproduce: greedy replies to held-out harmful
+  prompts (judged) and the first-token KL on held-out harmless prompts against the unedited model.
+
+Example (the embedded model)::
+
+    from mechref import load_model
+    from mechref.exports.pipeline import run_export
+    from mechref.exports.settings import ExportSettings
+
+    model = load_model(dtype="bfloat16")
+    result = run_export(model, ExportSettings(formats=["lora", "gguf"]), out="runs/export")
+    print(result.artifacts, [m.name for m in result.measured])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mechref.data import bundled
+from mechref.errors import MechrefError
+from mechref.exports.control_vector import export_control_vector
+from mechref.exports.gguf import check_gguf_exportable, export_gguf
+from mechref.exports.lora import export_lora
+from mechref.exports.settings import ExportSettings
+from mechref.exports.verify import (
+    Measured,
+    control_vector_applied,
+    load_folder,
+    load_gguf,
+    load_lora,
+    measure_in_memory,
+    measure_plain,
+    plain_first_logits,
+)
+from mechref.interventions import activation_addition, directional_ablation
+from mechref.io import fingerprint, read_json, write_json
+from mechref.judges import make_judge
+from mechref.models import MechrefModel
+from mechref.ownership import check_output_folder
+from mechref.refusal.orthogonalize import (
+    check_orthogonalizable,
+    edit_description,
+    export_orthogonalized,
+    orthogonalize_weights,
+    writer_module_names,
+)
+from mechref.refusal.store import (
+    check_direction_fit,
+    check_direction_source,
+    direction_mismatches,
+    ensure_direction,
+    load_direction,
+)
+from mechref.reporting import StageClock
+from mechref.runs import Run
+
+logger = logging.getLogger(__name__)
+
+ARTIFACTS = {"hf": "model", "lora": "adapter", "gguf": "model.gguf", "control-vector": "control_vector.gguf"}
+# What each export must reproduce: the weight edit in memory, or the activation addition with hooks.
+REFERENCE = {"hf": "weight edit (in memory)", "lora": "weight edit (in memory)", "gguf": "weight edit (in memory)"}
+REFERENCE["control-vector"] = "activation addition (hooks)"
+
+
+@dataclass
+class ExportResult:
+    settings: ExportSettings
+    model: dict
+    direction: dict
+    artifacts: dict[str, str]
+    measured: list[Measured] = field(default_factory=list)
+    refusals: dict[str, list[bool]] = field(default_factory=dict)
+    resumed_stages: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def check_export(settings: ExportSettings, out: str | Path | None = None) -> None:
+    """The checks that need no model: the direction source and the output folder."""
+    check_direction_source(settings.direction, settings.direction_run)
+    if out is None:
+        raise MechrefError("an export writes files: give an output folder (--out)")
+    check_output_folder(out)
+
+
+def check_export_fit(model: MechrefModel, settings: ExportSettings) -> None:
+    """The checks that need the model: the direction fits, the family can be edited and written."""
+    check_direction_fit(model, settings.direction, None)
+    if any(f in settings.formats for f in ("hf", "lora", "gguf")):
+        check_orthogonalizable(model.hf_model.config)
+        model.require_plain_weights("an export")
+    if "gguf" in settings.formats:
+        check_gguf_exportable(model.hf_model.config, settings.gguf_type)
+    if not model.folder:
+        raise MechrefError(
+            "this model was not loaded from a folder, so there are no weights to export; load it with load_model(path)"
+        )
+
+
+def run_export(
+    model: MechrefModel, settings: ExportSettings | None = None, out: str | Path | None = None, *, echo: bool = True
+) -> ExportResult:
+    settings = settings or ExportSettings()
+    check_export(settings, out)
+    check_export_fit(model, settings)
+    assert out is not None
+    folder = Path(out)
+    clock = StageClock(total=3 if settings.verify else 2, echo=echo)
+    clock.stage("setup", "direction")
+    stored = (
+        load_direction(settings.direction) if settings.direction else ensure_direction(model, settings.direction_run, echo=echo)
+    )
+    for line in direction_mismatches(stored, model):
+        logger.warning("%s", line)
+    if "control-vector" in settings.formats and stored.layer < 2:
+        raise MechrefError(f"the direction's layer {stored.layer} is too early for a llama.cpp control vector (layer 2 or later)")
+    strengths = settings.strengths(model.n_layers)
+    edit = edit_description(strengths, settings.norm_preserving)
+    run = Run(folder, resume=settings.resume)
+    direction_info = {"source": str(stored.path), "layer": stored.layer, "position": stored.position}
+    base = {**model.identity(), "direction": fingerprint(stored.direction.tolist()), "layer": stored.layer}
+    provenance = {"layer": stored.layer, "position": stored.position, "direction_file": str(stored.path)}
+
+    clock.stage("export", f"writing {', '.join(settings.formats)}")
+
+    def write_all() -> dict[str, str]:
+        written: dict[str, str] = {}
+        for kind in settings.formats:
+            target = folder / ARTIFACTS[kind]
+            if kind == "hf":
+                export_orthogonalized(
+                    model,
+                    stored.direction,
+                    target,
+                    provenance=provenance,
+                    overwrite=True,
+                    strengths=strengths,
+                    norm_preserving=settings.norm_preserving,
+                )
+            elif kind == "lora":
+                export_lora(model, stored.direction, target, strengths=strengths, provenance=provenance, overwrite=True)
+            elif kind == "gguf":
+                export_gguf(
+                    model,
+                    stored.direction,
+                    target,
+                    file_type=settings.gguf_type,
+                    strengths=strengths,
+                    norm_preserving=settings.norm_preserving,
+                    provenance=provenance,
+                    overwrite=True,
+                )
+            else:
+                export_control_vector(
+                    model,
+                    stored.direction,
+                    stored.layer,
+                    target,
+                    coefficient=settings.coefficient,
+                    provenance=provenance,
+                    overwrite=True,
+                )
+            written[kind] = ARTIFACTS[kind]
+            clock.note(f"{kind:15s} {target}")
+            gc.collect()
+        return written
+
+    export_settings = {
+        **base,
+        "formats": settings.formats,
+        "edit": edit,
+        "gguf_type": settings.gguf_type,
+        "coefficient": settings.coefficient,
+    }
+    artifacts = run.stage(
+        "export",
+        export_settings,
+        write_all,
+        save=lambda v, d: write_json(d / "artifacts.json", v),
+        load=lambda d: read_json(d / "artifacts.json"),
+    )
+    result = ExportResult(settings, model.identity(), {**direction_info, "edit": edit}, artifacts)
+    if settings.verify:
+        clock.stage("verify", "each export loaded back by its consuming library, against the in-memory edit")
+        rows = run.stage(
+            "verify",
+            {
+                **export_settings,
+                "n_verify": settings.n_verify,
+                "n_kl": settings.n_kl,
+                "max_new_tokens": settings.max_new_tokens,
+                "batch_size": settings.batch_size,
+            },
+            lambda: [m.__dict__ for m in _verify(model, settings, stored, strengths, folder, artifacts, clock)],
+            save=lambda v, d: write_json(d / "verify.json", v),
+            load=lambda d: read_json(d / "verify.json"),
+        )
+        result.measured = [Measured(**row) for row in rows]
+        judge = make_judge(settings.judge)
+        result.refusals = {m.name: judge.judge_many(m.replies) for m in result.measured}
+    result.resumed_stages = list(run.resumed)
+    clock.finish()
+    result.timings = clock.timings
+    return result
+
+
+def _verify(model, settings, stored, strengths, folder: Path, artifacts: dict[str, str], clock: StageClock) -> list[Measured]:
+    harmful = bundled("harmful", "test").take(settings.n_verify).instructions
+    harmless = bundled("harmless", "test").take(settings.n_kl).instructions
+    dtype = model.dtype
+    args = dict(harmful=harmful, harmless=harmless, max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size)
+    reference = plain_first_logits(model.hf_model, model, harmless, settings.batch_size)
+    measured = [measure_in_memory("unedited", model, contextlib.nullcontext, reference=reference, **args)]
+
+    def note(m: Measured) -> None:
+        k = sum(make_judge(settings.judge).judge_many(m.replies))
+        clock.note(f"{m.name:28s} refusal {k}/{len(m.replies)}   mean first-token KL {sum(m.kl) / len(m.kl):.4f}")
+
+    note(measured[0])
+    weight_exports = [k for k in ("hf", "lora", "gguf") if k in artifacts]
+    if weight_exports:
+        if strengths is None and not settings.norm_preserving:
+            measured.append(
+                measure_in_memory(
+                    "directional ablation (hooks)",
+                    model,
+                    lambda: directional_ablation(model, stored.direction),
+                    reference=reference,
+                    **args,
+                )
+            )
+            note(measured[-1])
+        edited = load_folder(Path(model.folder), dtype)
+        orthogonalize_weights(
+            edited,
+            stored.direction,
+            writer_module_names(model, edited),
+            strengths=strengths,
+            norm_preserving=settings.norm_preserving,
+        )
+        measured.append(
+            measure_plain("weight edit (in memory)", "mechref.orthogonalize_weights", edited, model, reference=reference, **args)
+        )
+        note(measured[-1])
+        del edited
+        loaders = {
+            "hf": ("transformers AutoModelForCausalLM", lambda: load_folder(folder / artifacts["hf"], dtype)),
+            "lora": (
+                "peft PeftModel on the unedited model",
+                lambda: load_lora(str(model.folder), folder / artifacts["lora"], dtype),
+            ),
+            "gguf": ("transformers GGUF loader", lambda: load_gguf(folder / artifacts["gguf"], dtype)),
+        }
+        for kind in weight_exports:
+            loaded_by, load = loaders[kind]
+            loaded = load()
+            measured.append(measure_plain(f"export: {kind}", loaded_by, loaded, model, reference=reference, **args))
+            note(measured[-1])
+            del loaded
+            gc.collect()
+    if "control-vector" in artifacts:
+        measured.append(
+            measure_in_memory(
+                "activation addition (hooks)",
+                model,
+                lambda: activation_addition(model, stored.direction, stored.layer, settings.coefficient),
+                reference=reference,
+                **args,
+            )
+        )
+        note(measured[-1])
+        plain = load_folder(Path(model.folder), dtype)
+        with control_vector_applied(plain, folder / artifacts["control-vector"]):
+            measured.append(
+                measure_plain(
+                    "export: control-vector",
+                    "llama.cpp's rule, applied with a PyTorch hook",
+                    plain,
+                    model,
+                    reference=reference,
+                    **args,
+                )
+            )
+        note(measured[-1])
+        del plain
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return measured

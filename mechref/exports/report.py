@@ -1,0 +1,152 @@
+"""The report of an export run: a table on screen, ``summary.json``, a figure and ``index.html``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from mechref.exports.pipeline import REFERENCE, ExportResult
+from mechref.io import write_json
+from mechref.ownership import claim_output_folder
+from mechref.palette import condition_color
+from mechref.plotting import interval_error_bars, save_figure
+from mechref.rates import Rate, mcnemar_exact, mean_interval
+from mechref.reporting import GLOSSARY, summary_header, write_index
+
+
+def summarize(result: ExportResult) -> dict:
+    """Every number of the run; each export beside the in-memory edit it must reproduce.
+
+    An export *reproduces* its reference when its refusal rate lies inside the reference's 95%
+    Wilson interval (the criterion the exports are held to); the exact McNemar test of the paired
+    verdicts and both KL means are given beside it.
+    """
+    summary: dict = {
+        **summary_header("export", result.model),
+        "direction": result.direction,
+        "artifacts": result.artifacts,
+        "settings": result.settings.to_dict(),
+        "conditions": {},
+    }
+    for m in result.measured:
+        verdicts = result.refusals[m.name]
+        block: dict = {"loaded_by": m.loaded_by, "refusal": Rate.of(verdicts).to_dict(), "kl_first_token": mean_interval(m.kl)}
+        kind = m.name.removeprefix("export: ")
+        if m.name.startswith("export: ") and REFERENCE[kind] in result.refusals:
+            reference = result.refusals[REFERENCE[kind]]
+            low, high = Rate.of(reference).interval
+            block["reference"] = REFERENCE[kind]
+            block["reproduces_reference"] = bool(low <= Rate.of(verdicts).value <= high)
+            block["paired_vs_reference"] = mcnemar_exact(reference, verdicts)
+            block["same_verdicts"] = sum(a == b for a, b in zip(reference, verdicts))
+        summary["conditions"][m.name] = block
+    summary["resumed_stages"] = result.resumed_stages
+    summary["timings_s"] = {k: round(v, 2) for k, v in result.timings.items()}
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"exports of {summary['model']} ({summary['dtype']}), direction at layer {summary['direction']['layer']}"]
+    lines += [f"  {kind:15s} {path}" for kind, path in summary["artifacts"].items()]
+    for name, block in summary["conditions"].items():
+        rate, kl = block["refusal"], block["kl_first_token"]
+        line = f"{name:30s} refusal {rate['k']}/{rate['n']} {rate['ci95']}   KL {kl['mean']:.4f}"
+        if "reproduces_reference" in block:
+            verdict = "reproduces" if block["reproduces_reference"] else "DOES NOT reproduce"
+            line += f"   {verdict} {block['reference']} (same verdict on {block['same_verdicts']}/{rate['n']})"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def export_figure(summary: dict) -> go.Figure:
+    names = list(summary["conditions"])
+    blocks = [summary["conditions"][n] for n in names]
+    labels = [f"{n}<br>{b['refusal']['k']}/{b['refusal']['n']}" for n, b in zip(names, blocks)]
+    colors = [condition_color(n) for n in names]
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("refusal of held-out harmful prompts", "first-token KL on harmless prompts")
+    )
+    fig.add_trace(
+        go.Bar(
+            x=labels,
+            y=[b["refusal"]["rate"] for b in blocks],
+            marker_color=colors,
+            showlegend=False,
+            error_y=interval_error_bars([b["refusal"] for b in blocks]),
+            hovertemplate="%{x}<br>%{y:.2f}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    kls = [b["kl_first_token"] for b in blocks]
+    fig.add_trace(
+        go.Bar(
+            x=names,
+            y=[k["mean"] for k in kls],
+            marker_color=colors,
+            showlegend=False,
+            error_y=dict(
+                type="data",
+                symmetric=False,
+                color="#444444",
+                array=[(k["ci95"][1] - k["mean"]) if k["ci95"] else 0 for k in kls],
+                arrayminus=[(k["mean"] - k["ci95"][0]) if k["ci95"] else 0 for k in kls],
+            ),
+            hovertemplate="%{x}<br>KL %{y:.4f}<extra></extra>",
+        ),
+        row=1,
+        col=2,
+    )
+    fig.update_yaxes(title_text="share of replies judged refusals", range=[0, 1.05], row=1, col=1)
+    fig.update_yaxes(title_text="KL(unedited ‖ edited), nats", row=1, col=2)
+    fig.update_xaxes(tickangle=-30)
+    fig.update_layout(
+        title=f"Each export loaded back by its consuming library, beside the in-memory edit<br><sup>{summary['model']}; "
+        "k/n under each bar; error bars: 95% Wilson intervals (rates), 95% intervals over prompts (KL)</sup>",
+        height=560,
+        width=1200,
+        margin=dict(t=110, b=160),
+    )
+    return fig
+
+
+def report_export(result: ExportResult, out: str | Path, *, echo: bool = True) -> dict:
+    """Print the table; write ``summary.json``, the figure and ``index.html`` into ``out``."""
+    out = claim_output_folder(out)
+    summary = summarize(result)
+    written: list[str] = []
+    if summary["conditions"]:
+        written = [p.name for p in save_figure(export_figure(summary), out / "exports", static=result.settings.static)]
+    summary["figures"] = written
+    write_json(out / "summary.json", summary)
+    text = format_summary(summary)
+    described = {
+        "hf": "transformers folder",
+        "lora": "PEFT LoRA adapter",
+        "gguf": "GGUF for llama.cpp / Ollama",
+        "control-vector": "llama.cpp control vector",
+    }
+    files = [(path, described[kind]) for kind, path in summary["artifacts"].items()]
+    files += [("summary.json", "every number of this run"), ("verify.json", "every reply and KL value")]
+    reproduced = [n for n, b in summary["conditions"].items() if b.get("reproduces_reference")]
+    caption = {
+        "exports": f"{len(reproduced)} of {sum('reference' in b for b in summary['conditions'].values())} exports "
+        "reproduce the refusal rate of the in-memory edit within its 95% interval."
+    }
+    index = write_index(
+        out,
+        f"Exports of the refusal-direction edit: {summary['model']}",
+        "<p>The edit written for the tools people run models with, each file loaded back by the library that reads it "
+        "and measured on held-out prompts beside the in-memory edit.</p>",
+        text,
+        written,
+        files,
+        caption,
+        (*GLOSSARY, ("KL", "KL divergence of the next-token distribution after each harmless prompt, unedited against edited")),
+    )
+    if echo:
+        print(text)
+        print(f"report in {index}")
+    return summary

@@ -33,6 +33,7 @@ ANALYSES = {
     "silhouette": "silhouette scores and PCA of harmful vs harmless activations per language",
     "categories": "refusal per harm category: category directions, cross-category transfer, refusal subspaces",
     "damage": "what an edit breaks: over-refusal (XSTest), KL and cross-entropy, GSM8K, against the unedited model",
+    "optimize_edit": "search edits (direction layer, per-layer strengths) for the front of refusal against KL (Optuna)",
     "export": "write the edit as a transformers folder, LoRA adapter, GGUF and llama.cpp control vector, each verified",
 }
 

@@ -27,6 +27,7 @@ from mechref.directions import check_vector, unit
 from mechref.errors import ShapeError
 from mechref.hooks import block_hook_name, normalize_layers, resid_hook_name
 from mechref.models import MechrefModel
+from mechref.strengths import EditStrengths
 
 
 def ablation_hooks(model: MechrefModel, direction: Float[Tensor, " d_model"]) -> list[tuple[str, object]]:
@@ -88,6 +89,46 @@ def subspace_ablation(model: MechrefModel, basis: Float[Tensor, "d_model k"]) ->
     """Within the block, the model cannot represent any direction in the span of ``basis``
     (orthonormal columns): :func:`directional_ablation` of a k-dimensional subspace."""
     with model.hooks(subspace_ablation_hooks(model, basis)):
+        yield model
+
+
+def weighted_ablation_hooks(
+    model: MechrefModel, direction: Float[Tensor, " d_model"], strengths: EditStrengths
+) -> list[tuple[str, object]]:
+    """Hooks that remove a share of the component along ``direction`` from each writer: ``strengths.embedding``
+    from the token embedding, ``strengths.attention[l]`` and ``strengths.mlp[l]`` from layer ``l``'s
+    attention and MLP outputs. Exactly the weight edit
+    :func:`~mechref.refusal.orthogonalize.orthogonalize_weights` makes with those strengths, without
+    touching the weights (so a search can try many edits on one model)."""
+    if len(strengths.attention) != model.n_layers:
+        raise ShapeError(f"{len(strengths.attention)} layer strengths for a model of {model.n_layers} layers")
+    d_hat = unit(direction, model.d_model)
+    cache: dict[tuple, Tensor] = {}
+
+    def remover(share: float):
+        def project_out(x: Tensor, hook=None) -> Tensor:
+            key = (x.dtype, x.device)
+            if key not in cache:
+                cache[key] = d_hat.to(dtype=x.dtype, device=x.device)
+            d = cache[key]
+            return x - share * (x @ d).unsqueeze(-1) * d
+
+        return project_out
+
+    hooks: list[tuple[str, object]] = [("hook_embed", remover(strengths.embedding))]
+    for layer in range(model.n_layers):
+        hooks.append((block_hook_name(layer, "attn_out"), remover(strengths.attention[layer])))
+        hooks.append((block_hook_name(layer, "mlp_out"), remover(strengths.mlp[layer])))
+    return [(name, fn) for (name, fn), share in zip(hooks, [strengths.embedding, *strengths.per_writer()]) if share != 0.0]
+
+
+@contextlib.contextmanager
+def weighted_ablation(
+    model: MechrefModel, direction: Float[Tensor, " d_model"], strengths: EditStrengths
+) -> Iterator[MechrefModel]:
+    """Within the block, each writer writes only ``1 - strength`` of its component along ``direction``
+    (:func:`weighted_ablation_hooks`); full strengths everywhere equal :func:`directional_ablation`."""
+    with model.hooks(weighted_ablation_hooks(model, direction, strengths)):
         yield model
 
 

@@ -16,8 +16,8 @@ import torch
 from mechref.directions import unit
 from mechref.errors import MechrefError
 from mechref.models import load_model
-from mechref.refusal.kernel import EditStrengths, LayerKernel
 from mechref.refusal.orthogonalize import export_orthogonalized, orthogonalize_weights, writer_module_names
+from mechref.strengths import EditStrengths, LayerKernel
 from mechref.testing import tiny_hf_model, tiny_tokenizer
 
 peft = pytest.importorskip("peft")
@@ -150,3 +150,25 @@ def test_kernel_and_strength_checks():
         EditStrengths(attention=(2.0,), mlp=(1.0,))
     assert LayerKernel(peak=0.5, width=1).weights(2) == [0.5, 0.5]
     assert EditStrengths(attention=(0.1, 0.2), mlp=(0.3, 0.4)).per_writer() == [0.1, 0.3, 0.2, 0.4]
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama", "phi3"])
+def test_weighted_ablation_hooks_equal_the_weight_edit_with_the_same_strengths(tmp_path, family):
+    from mechref.interventions import directional_ablation, weighted_ablation
+
+    folder = _saved(tmp_path, family)
+    model = load_model(str(folder), device="cpu")
+    direction = torch.randn(model.d_model, generator=torch.Generator().manual_seed(6))
+    edited = _plain(folder)
+    strengths = _strengths(model.n_layers)
+    orthogonalize_weights(edited, direction, writer_module_names(model, edited), strengths=strengths)
+    with torch.no_grad():
+        expected = edited(IDS).logits
+    with weighted_ablation(model, direction, strengths):
+        got = model.forward(IDS)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert (got - model.forward(IDS)).abs().max() > 1e-2
+    with weighted_ablation(model, direction, EditStrengths.full(model.n_layers)):
+        full = model.forward(IDS)
+    with directional_ablation(model, direction):
+        torch.testing.assert_close(full, model.forward(IDS), rtol=1e-4, atol=1e-4)

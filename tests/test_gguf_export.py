@@ -13,8 +13,8 @@ import torch
 
 from mechref.errors import MechrefError
 from mechref.models import load_model
-from mechref.refusal.kernel import EditStrengths
 from mechref.refusal.orthogonalize import orthogonalize_weights, writer_module_names
+from mechref.strengths import EditStrengths
 from mechref.testing import tiny_hf_model, tiny_tokenizer
 
 gguf = pytest.importorskip("gguf")

@@ -27,8 +27,8 @@ from mechref.errors import MechrefError
 from mechref.io import atomic_path
 from mechref.models import MechrefModel
 from mechref.ownership import check_export_target
-from mechref.refusal.kernel import EditStrengths
 from mechref.refusal.orthogonalize import check_orthogonalizable, edit_description, writer_module_names
+from mechref.strengths import EditStrengths
 
 
 @torch.no_grad()

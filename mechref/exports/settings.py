@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from mechref.refusal.kernel import EditStrengths, LayerKernel
 from mechref.settings import Settings, SettingsError, option
+from mechref.strengths import EditStrengths, LayerKernel
 
 FORMATS = ("hf", "lora", "gguf", "control-vector")
 

@@ -24,7 +24,7 @@ from mechref.errors import MechrefError
 from mechref.io import atomic_path
 from mechref.models import MechrefModel
 from mechref.ownership import check_export_target
-from mechref.refusal.kernel import EditStrengths
+from mechref.strengths import EditStrengths
 
 # Families whose every residual-stream writer is a plain linear layer (token embedding, attention
 # and MLP output projections) with nothing between it and the residual stream: for these the
@@ -135,7 +135,7 @@ def orthogonalize_weights(
 ) -> PreTrainedModel:
     """Edit ``hf_model`` in place so that nothing it writes to the residual stream has a component along ``direction``.
 
-    ``strengths`` removes only a share of the component per writer (:class:`~mechref.refusal.kernel.EditStrengths`;
+    ``strengths`` removes only a share of the component per writer (:class:`~mechref.strengths.EditStrengths`;
     default: all of it, the paper's edit). ``norm_preserving`` then rescales every write vector (a
     column of an output projection, a row of the embedding) to its original norm, so the edit
     changes directions only, not magnitudes.

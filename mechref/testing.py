@@ -145,3 +145,36 @@ def tiny_model(arch: str = "qwen2", seed: int = 0, n_layers: int = 3, system_pro
     hf_model = tiny_hf_model(arch, vocab_size=len(tokenizer), seed=seed, n_layers=n_layers)
     hf_model.generation_config.pad_token_id = tokenizer.pad_token_id
     return wrap_hf_model(hf_model, tokenizer, name=f"tiny-{arch}", source="random", system_prompt=system_prompt)
+
+
+def tiny_model_folder(folder, arch: str = "qwen2", n_layers: int = 3, seed: int = 0):
+    """Save a tiny random model of ``arch`` and its tokenizer as a Hugging Face folder (for code
+    that reloads the model from disk: exports, device maps); returns the folder."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    tokenizer = tiny_tokenizer("chatml" if arch.startswith("qwen") else "llama3")
+    tiny_hf_model(arch, vocab_size=len(tokenizer), seed=seed, n_layers=n_layers).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_direction_run(model, folder, layer: int = 2, scale: float = 20.0, refusal_tokens: tuple[int, ...] = (5, 9)):
+    """A refusal-direction run folder for a tiny model, as the analysis leaves it: candidates from a
+    few bundled prompts, the chosen direction (the candidate at ``layer``, last position, times
+    ``scale`` so that it moves a random model's logits) and refusal tokens; returns the folder."""
+    from mechref.data import bundled
+    from mechref.io import write_json, write_tensors
+    from mechref.ownership import claim_output_folder
+    from mechref.refusal.candidates import extract_candidates
+
+    run = claim_output_folder(folder)
+    harmful, harmless = bundled("harmful", "train").take(8).instructions, bundled("harmless", "train").take(8).instructions
+    candidates = extract_candidates(model, harmful, harmless, progress=False)
+    candidates.save(run / "candidates")
+    metadata = {"layer": str(layer), "position": "-1", "model": model.name}
+    write_tensors(run / "direction.safetensors", {"direction": candidates.get(-1, layer) * scale}, metadata=metadata)
+    write_json(
+        run / "refusal_tokens.json", {"token_ids": list(refusal_tokens), "tokens": [model.decode(t) for t in refusal_tokens]}
+    )
+    return run

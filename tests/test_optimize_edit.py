@@ -10,33 +10,18 @@ import pytest
 import torch
 
 from mechref.data import bundled
-from mechref.io import write_json, write_tensors
 from mechref.models import load_model
-from mechref.ownership import claim_output_folder
-from mechref.refusal.candidates import extract_candidates
 from mechref.scoring import kl_divergence, refusal_score_from_logits
-from mechref.testing import tiny_hf_model, tiny_tokenizer
+from mechref.testing import tiny_direction_run, tiny_model_folder
 
 optuna = pytest.importorskip("optuna")
 
 
 @pytest.fixture()
 def setup(tmp_path):
-    tokenizer = tiny_tokenizer()
-    folder = tmp_path / "tiny"
-    tiny_hf_model("qwen2", vocab_size=len(tokenizer), n_layers=4).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = tiny_model_folder(tmp_path / "tiny", "qwen2", n_layers=4)
     model = load_model(str(folder), device="cpu")
-    run = claim_output_folder(tmp_path / "direction_run")
-    candidates = extract_candidates(
-        model, bundled("harmful", "train").take(8).instructions, bundled("harmless", "train").take(8).instructions, progress=False
-    )
-    candidates.save(run / "candidates")
-    direction = candidates.get(-1, 2) * 20  # large enough to move a random model's logits
-    metadata = {"layer": "2", "position": "-1", "model": model.name}
-    write_tensors(run / "direction.safetensors", {"direction": direction}, metadata=metadata)
-    write_json(run / "refusal_tokens.json", {"token_ids": [5, 9], "tokens": ["a", "b"]})
-    return model, run, folder
+    return model, tiny_direction_run(model, tmp_path / "direction_run"), folder
 
 
 def _proxies_by_weight_edit(folder, model, trial, prompts_harmful, prompts_harmless, candidates_dir):

@@ -207,3 +207,26 @@ def test_every_page_of_tiny_analysis_runs_opens_cleanly(tmp_path):
     assert sum(c.circuitsvis_drawn for c in checks) == 2 * 3  # two views on each condition's attention page
     quick_index = (quick / "index.html").read_text()
     assert "<h2>Replies</h2>" in quick_index and quick_index.count("<li><b>") == 8
+
+
+def test_export_and_edit_search_pages_open_cleanly(tmp_path):
+    """The pages of the export command and the edit search, from real (tiny) runs."""
+    from mechref.exports.pipeline import run_export
+    from mechref.exports.report import report_export
+    from mechref.exports.settings import ExportSettings
+    from mechref.models import load_model
+    from mechref.optimize import OptimizeSettings, report_optimize_edit, run_optimize_edit
+    from mechref.testing import tiny_direction_run, tiny_model_folder
+
+    model = load_model(str(tiny_model_folder(tmp_path / "tiny", n_layers=4)), device="cpu")
+    run = tiny_direction_run(model, tmp_path / "direction_run")
+    export = tmp_path / "export"
+    settings = ExportSettings(direction=run, formats=["hf", "control-vector"], n_verify=2, n_kl=2, max_new_tokens=2, static=[])
+    report_export(run_export(model, settings, export, echo=False), export, echo=False)
+    search = tmp_path / "search"
+    options = OptimizeSettings(direction_run=run, n_search=2, n_confirm=2, n_trials=3, max_new_tokens=2, static=[])
+    report_optimize_edit(run_optimize_edit(model, options, search, echo=False), search, echo=False)
+    pages = sorted(export.glob("*.html")) + sorted(search.glob("*.html"))
+    assert {p.name for p in pages} == {"index.html", "exports.html", "front.html"}
+    checks = check_pages(pages)
+    assert {c.path.name: c.problems for c in checks if c.problems} == {}

@@ -102,3 +102,10 @@ def balanced_tokens(model) -> list[int]:
     p = torch.softmax(last_logits(model, HARMFUL + HARMLESS), -1).mean(0)
     order = p.argsort(descending=True)
     return order[: int((p[order].cumsum(0) < 0.5).sum())].tolist()
+
+
+def plain_model(folder):
+    """The model saved in ``folder`` as plain ``transformers`` loads it (float32, no mechref)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()

@@ -12,34 +12,22 @@ import json
 
 import pytest
 import torch
+from reference import plain_model
 
 from mechref.directions import unit
 from mechref.errors import MechrefError
 from mechref.models import load_model
 from mechref.refusal.orthogonalize import export_orthogonalized, orthogonalize_weights, writer_module_names
 from mechref.strengths import EditStrengths, LayerKernel
-from mechref.testing import tiny_hf_model, tiny_tokenizer
+from mechref.testing import tiny_model_folder, tiny_tokenizer
 
 peft = pytest.importorskip("peft")
 FAMILIES = ("qwen2", "llama", "qwen3", "mistral", "phi3")
 IDS = torch.tensor([[3, 17, 42, 99, 5, 250, 7, 61]])
 
 
-def _saved(tmp_path, family, **config_changes):
-    tokenizer = tiny_tokenizer("chatml" if family.startswith("qwen") else "llama3")
-    hf_model = tiny_hf_model(family, vocab_size=len(tokenizer))
-    for key, value in config_changes.items():
-        setattr(hf_model.config, key, value)
-    folder = tmp_path / family
-    hf_model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def _plain(folder):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+def _saved(tmp_path, family):
+    return tiny_model_folder(tmp_path / family, family)
 
 
 def _strengths(n_layers):
@@ -52,7 +40,7 @@ def _strengths(n_layers):
 def test_partial_strengths_remove_that_share_of_each_writers_component(tmp_path, family):
     folder = _saved(tmp_path, family)
     model = load_model(str(folder), device="cpu")
-    original, edited = _plain(folder), _plain(folder)
+    original, edited = plain_model(folder), plain_model(folder)
     names = writer_module_names(model, original)  # located in the plain model (Phi-3's bridge renames o_proj)
     direction = torch.randn(model.d_model, generator=torch.Generator().manual_seed(1))
     r = unit(direction, model.d_model).double()
@@ -77,7 +65,7 @@ def test_partial_strengths_remove_that_share_of_each_writers_component(tmp_path,
 def test_norm_preserving_edit_leaves_nothing_along_the_direction_and_keeps_every_write_norm(tmp_path, family):
     folder = _saved(tmp_path, family)
     model = load_model(str(folder), device="cpu")
-    original, edited = _plain(folder), _plain(folder)
+    original, edited = plain_model(folder), plain_model(folder)
     names = writer_module_names(model, original)  # located in the plain model (Phi-3's bridge renames o_proj)
     direction = torch.randn(model.d_model, generator=torch.Generator().manual_seed(2))
     orthogonalize_weights(edited, direction, names, norm_preserving=True)
@@ -107,11 +95,11 @@ def test_lora_adapter_on_the_unedited_model_gives_the_exported_model(tmp_path, f
     strengths = _strengths(model.n_layers) if partial else None
     exported = export_orthogonalized(model, direction, tmp_path / "edited", strengths=strengths)
     adapter = export_lora(model, direction, tmp_path / "adapter", strengths=strengths)
-    with_adapter = PeftModel.from_pretrained(_plain(folder), str(adapter)).eval()
+    with_adapter = PeftModel.from_pretrained(plain_model(folder), str(adapter)).eval()
     with torch.no_grad():
-        expected = _plain(exported)(IDS).logits
+        expected = plain_model(exported)(IDS).logits
         got = with_adapter(IDS).logits
-        unedited = _plain(folder)(IDS).logits
+        unedited = plain_model(folder)(IDS).logits
     assert (expected - unedited).abs().max() > 1e-2  # the edit changes the logits
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     info = json.loads((adapter / "mechref_edit.json").read_text())
@@ -159,7 +147,7 @@ def test_weighted_ablation_hooks_equal_the_weight_edit_with_the_same_strengths(t
     folder = _saved(tmp_path, family)
     model = load_model(str(folder), device="cpu")
     direction = torch.randn(model.d_model, generator=torch.Generator().manual_seed(6))
-    edited = _plain(folder)
+    edited = plain_model(folder)
     strengths = _strengths(model.n_layers)
     orthogonalize_weights(edited, direction, writer_module_names(model, edited), strengths=strengths)
     with torch.no_grad():

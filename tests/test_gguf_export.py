@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from reference import plain_model
 
 from mechref.errors import MechrefError
 from mechref.models import load_model
@@ -40,12 +41,6 @@ def _saved(tmp_path, family):
     return folder
 
 
-def _plain(folder):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
-
-
 def _round_through(model, file_type):
     """Every matrix of ``model`` quantized and dequantized on its own, as the file stores it."""
     kind = {"f16": gguf.GGMLQuantizationType.F16, "bf16": gguf.GGMLQuantizationType.BF16, "q8_0": gguf.GGMLQuantizationType.Q8_0}
@@ -70,13 +65,13 @@ def test_the_file_read_back_is_the_edited_model_in_that_file_type(tmp_path, fami
     direction = torch.randn(model.d_model, generator=torch.Generator().manual_seed(4))
     strengths = EditStrengths(attention=(1.0, 0.5, 0.8), mlp=(0.7, 1.0, 0.2), embedding=0.9)
     out = export_gguf(model, direction, tmp_path / "edited.gguf", file_type=file_type, strengths=strengths)
-    expected = _plain(folder)
+    expected = plain_model(folder)
     orthogonalize_weights(expected, direction, writer_module_names(model, expected), strengths=strengths)
     expected = _round_through(expected, file_type)
     loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=out.name, dtype=torch.float32).eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(IDS).logits, expected(IDS).logits, rtol=1e-4, atol=1e-4)
-        assert (loaded(IDS).logits - _plain(folder)(IDS).logits).abs().max() > 1e-2  # the edit is in the file
+        assert (loaded(IDS).logits - plain_model(folder)(IDS).logits).abs().max() > 1e-2  # the edit is in the file
     fields = gguf.GGUFReader(str(out)).fields
     assert "mechref.edit" in fields and "mechref.mechref_version" in fields
 
@@ -106,7 +101,7 @@ def test_a_model_loaded_from_a_gguf_keeps_its_source_metadata(tmp_path):
     from transformers import AutoModelForCausalLM
 
     folder = _saved(tmp_path, "qwen2")
-    source = write_gguf(_plain(folder), tmp_path / "source.gguf", file_type="f32", tokenizer_folder=folder)
+    source = write_gguf(plain_model(folder), tmp_path / "source.gguf", file_type="f32", tokenizer_folder=folder)
     model = load_model(str(source), device="cpu")
     assert model.source.startswith("gguf:")
     out_dir = tmp_path / "out"
@@ -116,7 +111,7 @@ def test_a_model_loaded_from_a_gguf_keeps_its_source_metadata(tmp_path):
     before, after = gguf.GGUFReader(str(source)).fields, gguf.GGUFReader(str(out)).fields
     for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "qwen2.context_length", "tokenizer.chat_template"):
         assert after[key].contents() == before[key].contents(), key
-    expected = _plain(folder)
+    expected = plain_model(folder)
     orthogonalize_weights(expected, direction, writer_module_names(model, expected))
     loaded = AutoModelForCausalLM.from_pretrained(str(out_dir), gguf_file=out.name, dtype=torch.float32).eval()
     with torch.no_grad():

@@ -232,29 +232,15 @@ def export_gguf(
     """
     import tempfile
 
-    from transformers import AutoModelForCausalLM
-
     from mechref import __version__
     from mechref.io import atomic_path
-    from mechref.refusal.orthogonalize import (
-        check_orthogonalizable,
-        edit_description,
-        orthogonalize_weights,
-        writer_module_names,
-    )
+    from mechref.refusal.orthogonalize import check_orthogonalizable, edit_description, edited_copy
 
     out_file = Path(out_file)
     check_target(out_file, overwrite)
-    check_orthogonalizable(model.hf_model.config)
+    check_orthogonalizable(model.hf_model.config)  # the edit itself first: its message names what works
     check_gguf_exportable(model.hf_model.config, file_type)
-    model.require_plain_weights("exporting a GGUF")
-    if not model.folder:
-        raise MechrefError(
-            "this model was not loaded from a folder, so there are no weights to export; load it with load_model(path)"
-        )
-    plain = AutoModelForCausalLM.from_pretrained(model.folder, dtype=torch.float32)
-    names = writer_module_names(model, plain)
-    orthogonalize_weights(plain, direction, names, strengths=strengths, norm_preserving=norm_preserving)
+    plain, _ = edited_copy(model, direction, "exporting a GGUF", strengths, norm_preserving)
     info = {
         "mechref_version": __version__,
         "base_model": model.name,

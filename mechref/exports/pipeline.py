@@ -51,13 +51,7 @@ from mechref.io import fingerprint, read_json, write_json
 from mechref.judges import make_judge
 from mechref.models import MechrefModel
 from mechref.ownership import check_output_folder
-from mechref.refusal.orthogonalize import (
-    check_orthogonalizable,
-    edit_description,
-    export_orthogonalized,
-    orthogonalize_weights,
-    writer_module_names,
-)
+from mechref.refusal.orthogonalize import check_orthogonalizable, edit_description, edited_copy, export_orthogonalized
 from mechref.refusal.store import (
     check_direction_fit,
     check_direction_source,
@@ -243,14 +237,9 @@ def _verify(model, settings, stored, strengths, folder: Path, artifacts: dict[st
                 )
             )
             note(measured[-1])
-        edited = load_folder(Path(model.folder), dtype)
-        orthogonalize_weights(
-            edited,
-            stored.direction,
-            writer_module_names(model, edited),
-            strengths=strengths,
-            norm_preserving=settings.norm_preserving,
-        )
+        # Edited in float32 then cast, as the exports are written and then loaded.
+        edited, _ = edited_copy(model, stored.direction, "verifying an export", strengths, settings.norm_preserving)
+        edited = edited.to(dtype).eval()
         measured.append(
             measure_plain("weight edit (in memory)", "mechref.orthogonalize_weights", edited, model, reference=reference, **args)
         )

@@ -167,6 +167,29 @@ def orthogonalize_weights(
     return hf_model
 
 
+def edited_copy(
+    model: MechrefModel,
+    direction: Float[Tensor, " d_model"],
+    what: str,
+    strengths: EditStrengths | None = None,
+    norm_preserving: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[PreTrainedModel, list[str]]:
+    """A plain ``transformers`` copy of ``model``, loaded from its folder in ``dtype``, with the edit
+    applied to its weights; and the names of the writers edited. ``what`` names the caller in the
+    errors (an unsupported family, quantized or offloaded weights, a model with no folder)."""
+    check_orthogonalizable(model.hf_model.config)
+    model.require_plain_weights(what)
+    if not model.folder:
+        raise MechrefError(
+            "this model was not loaded from a folder, so there are no weights to export; load it with load_model(path)"
+        )
+    plain = AutoModelForCausalLM.from_pretrained(model.folder, dtype=dtype)
+    names = writer_module_names(model, plain)
+    orthogonalize_weights(plain, direction, names, strengths=strengths, norm_preserving=norm_preserving)
+    return plain, names
+
+
 def export_orthogonalized(
     model: MechrefModel,
     direction: Float[Tensor, " d_model"],
@@ -185,15 +208,7 @@ def export_orthogonalized(
     ``out_dir`` must be new or empty, or (with ``overwrite``) an earlier mechref export.
     """
     check_export_target(out_dir, overwrite)
-    check_orthogonalizable(model.hf_model.config)
-    model.require_plain_weights("exporting an edited model")
-    if not model.folder:
-        raise MechrefError(
-            "this model was not loaded from a folder, so there are no weights to export; load it with load_model(path)"
-        )
-    plain = AutoModelForCausalLM.from_pretrained(model.folder, dtype=torch.float32)
-    names = writer_module_names(model, plain)
-    orthogonalize_weights(plain, direction, names, strengths=strengths, norm_preserving=norm_preserving)
+    plain, names = edited_copy(model, direction, "exporting an edited model", strengths, norm_preserving)
     out_dir = Path(out_dir)
     with atomic_path(out_dir, replace_folder=True) as tmp:
         plain.save_pretrained(tmp)

@@ -256,22 +256,28 @@ def foundation_throughput() -> str:
 
 
 def foundation_load() -> str:
-    d = _json("foundation.json")
-    return _table(
-        ["load", "wall time", "peak resident memory"],
+    before = _json("foundation.json")
+    after = _json("first_load.json")
+    rows = [
         [
+            "before: `transformers` loads the whole GGUF, then the cache is written (float32)",
+            f"{before['first_load']['seconds']:.1f} s",
+            f"{before['first_load']['peak_rss_gib']:.2f} GiB",
+        ]
+    ]
+    for dtype, suffix in (("float32", ""), ("bfloat16", "_bfloat16")):
+        first, cached = after[f"first_load{suffix}"], after[f"cached_load{suffix}"]
+        rows.append(
             [
-                "first load (assemble 22 parts, sha256, dequantize to float32, write the cache)",
-                f"{d['first_load']['seconds']:.1f} s",
-                f"{d['first_load']['peak_rss_gib']:.2f} GiB",
-            ],
-            [
-                "cached load (memory-mapped safetensors)",
-                f"{d['cached_load']['seconds']:.1f} s",
-                f"{d['cached_load']['peak_rss_gib']:.2f} GiB",
-            ],
-        ],
-    )
+                f"first load, {dtype}: assemble 22 parts, sha256, dequantize tensor by tensor into {dtype} shards",
+                f"{first['seconds']:.1f} s",
+                f"**{first['peak_rss_gib']:.2f} GiB**",
+            ]
+        )
+        rows.append(
+            [f"cached load, {dtype} (memory-mapped shards)", f"{cached['seconds']:.1f} s", f"{cached['peak_rss_gib']:.2f} GiB"]
+        )
+    return _table(["load", "wall time", "peak resident memory"], rows)
 
 
 def polyrefuse() -> str:
@@ -538,6 +544,60 @@ def generation() -> str:
             ]
         )
     header = ["workload", "prompts", "mean reply tokens", "transformers generate", "mechref", "speedup", "same tokens"]
+    return _table(header, rows)
+
+
+def exports() -> str:
+    d = _json("export.json")
+    rows = []
+    for name, block in d["conditions"].items():
+        kl = block["kl_first_token"]
+        reproduces = block.get("reproduces_reference")
+        rows.append(
+            [
+                name,
+                block["loaded_by"],
+                _rate(block["refusal"]),
+                f"{kl['mean']:.4f} [{kl['ci95'][0]:.4f}, {kl['ci95'][1]:.4f}]" if kl else "not measured",
+                "" if reproduces is None else (f"yes ({block['reference']})" if reproduces else f"**no** ({block['reference']})"),
+                ""
+                if reproduces is None
+                else f"{block['same_verdicts']}/{block['refusal']['n']}, p = {block['paired_vs_reference']['p_value']:.3g}",
+            ]
+        )
+    header = ["model", "loaded by", "harmful refused", "first-token KL", "reproduces", "same verdict as reference, McNemar"]
+    return _table(header, rows)
+
+
+def optimize_edit() -> str:
+    d = _json("optimize_edit.json")
+    rows = []
+    for label, block in d["confirmed"].items():
+        kl = block["kl_first_token"]
+        point = block["point"]
+        where = (
+            ""
+            if point is None
+            else f"layer {point['direction_layer']:.2f}; attn peak {point['attention']['peak']:.1f} "
+            f"[{point['attention']['min_weight']:.2f}-{point['attention']['max_weight']:.2f}], mlp peak "
+            f"{point['mlp']['peak']:.1f} [{point['mlp']['min_weight']:.2f}-{point['mlp']['max_weight']:.2f}]"
+        )
+        verdict = ""
+        if "dominates_reference" in block:
+            verdict = "dominates" if block["dominates_reference"] else "matches" if block["matches_reference"] else "neither"
+            verdict += f" (McNemar p = {block['paired_vs_reference']['p_value']:.3g})"
+        interval = f" [{kl['ci95'][0]:.4f}, {kl['ci95'][1]:.4f}]" if kl["ci95"] else ""
+        rows.append(
+            [
+                label,
+                "" if block["trial"] is None else block["trial"],
+                where,
+                _rate(block["refusal"]),
+                f"{kl['mean']:.4f}{interval}",
+                verdict,
+            ]
+        )
+    header = ["point", "trial", "edit", "harmful refused (held-out)", "first-token KL (held-out)", "vs reference"]
     return _table(header, rows)
 
 

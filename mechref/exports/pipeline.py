@@ -34,6 +34,7 @@ from mechref.data import bundled
 from mechref.errors import MechrefError
 from mechref.exports.control_vector import export_control_vector
 from mechref.exports.gguf import check_gguf_exportable, export_gguf
+from mechref.exports.llamacpp import find_llama_server
 from mechref.exports.lora import export_lora
 from mechref.exports.settings import ExportSettings
 from mechref.exports.verify import (
@@ -43,6 +44,7 @@ from mechref.exports.verify import (
     load_gguf,
     load_lora,
     measure_in_memory,
+    measure_llama_cpp,
     measure_plain,
     plain_first_logits,
 )
@@ -61,6 +63,7 @@ from mechref.refusal.store import (
 )
 from mechref.reporting import StageClock
 from mechref.runs import Run
+from mechref.strengths import EditStrengths
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +215,55 @@ def run_export(
 
 
 def _verify(model, settings, stored, strengths, folder: Path, artifacts: dict[str, str], clock: StageClock) -> list[Measured]:
+    measured = _verify_in_python(model, settings, stored, strengths, folder, artifacts, clock)
+    binary = find_llama_server(settings.llama_server)
+    if binary is None or not {"gguf", "control-vector"} & set(artifacts):
+        if binary is None:
+            clock.note("llama.cpp not run: no llama-server binary (--llama-server PATH)")
+        return measured
+    harmful = bundled("harmful", "test").take(settings.n_verify).instructions
+    if "gguf" in artifacts:
+        measured.append(
+            measure_llama_cpp(
+                "export: gguf in llama.cpp", binary, folder / artifacts["gguf"], model, harmful, settings.max_new_tokens
+            )
+        )
+        _note(clock, settings, measured[-1])
+    if "control-vector" in artifacts:
+        # The unedited model in the same file type, for llama.cpp to add the control vector to.
+        base = folder / "unedited.gguf"
+        if base.exists():
+            base.unlink()
+        # An edit of strength 0 everywhere: the unedited weights, written exactly as the edited GGUF is.
+        nothing = EditStrengths((0.0,) * model.n_layers, (0.0,) * model.n_layers, embedding=0.0)
+        export_gguf(model, stored.direction, base, file_type=settings.gguf_type, strengths=nothing)
+        try:
+            measured.append(
+                measure_llama_cpp(
+                    "export: control-vector in llama.cpp",
+                    binary,
+                    base,
+                    model,
+                    harmful,
+                    settings.max_new_tokens,
+                    control_vector=folder / artifacts["control-vector"],
+                )
+            )
+        finally:
+            base.unlink()
+        _note(clock, settings, measured[-1])
+    return measured
+
+
+def _note(clock: StageClock, settings, m: Measured) -> None:
+    k = sum(make_judge(settings.judge).judge_many(m.replies))
+    kl = f"   mean first-token KL {sum(m.kl) / len(m.kl):.4f}" if m.kl else ""
+    clock.note(f"{m.name:36s} refusal {k}/{len(m.replies)}{kl}")
+
+
+def _verify_in_python(
+    model, settings, stored, strengths, folder: Path, artifacts: dict[str, str], clock: StageClock
+) -> list[Measured]:
     harmful = bundled("harmful", "test").take(settings.n_verify).instructions
     harmless = bundled("harmless", "test").take(settings.n_kl).instructions
     dtype = model.dtype
@@ -220,8 +272,7 @@ def _verify(model, settings, stored, strengths, folder: Path, artifacts: dict[st
     measured = [measure_in_memory("unedited", model, contextlib.nullcontext, reference=reference, **args)]
 
     def note(m: Measured) -> None:
-        k = sum(make_judge(settings.judge).judge_many(m.replies))
-        clock.note(f"{m.name:28s} refusal {k}/{len(m.replies)}   mean first-token KL {sum(m.kl) / len(m.kl):.4f}")
+        _note(clock, settings, m)
 
     note(measured[0])
     weight_exports = [k for k in ("hf", "lora", "gguf") if k in artifacts]

@@ -32,8 +32,12 @@ def summarize(result: ExportResult) -> dict:
     }
     for m in result.measured:
         verdicts = result.refusals[m.name]
-        block: dict = {"loaded_by": m.loaded_by, "refusal": Rate.of(verdicts).to_dict(), "kl_first_token": mean_interval(m.kl)}
-        kind = m.name.removeprefix("export: ")
+        block: dict = {
+            "loaded_by": m.loaded_by,
+            "refusal": Rate.of(verdicts).to_dict(),
+            "kl_first_token": mean_interval(m.kl) if m.kl else None,
+        }
+        kind = m.name.removeprefix("export: ").removesuffix(" in llama.cpp")
         if m.name.startswith("export: ") and REFERENCE[kind] in result.refusals:
             reference = result.refusals[REFERENCE[kind]]
             low, high = Rate.of(reference).interval
@@ -52,7 +56,8 @@ def format_summary(summary: dict) -> str:
     lines += [f"  {kind:15s} {path}" for kind, path in summary["artifacts"].items()]
     for name, block in summary["conditions"].items():
         rate, kl = block["refusal"], block["kl_first_token"]
-        line = f"{name:30s} refusal {rate['k']}/{rate['n']} {rate['ci95']}   KL {kl['mean']:.4f}"
+        shown = f"KL {kl['mean']:.4f}" if kl else "KL not measured"
+        line = f"{name:36s} refusal {rate['k']}/{rate['n']} {rate['ci95']}   {shown}"
         if "reproduces_reference" in block:
             verdict = "reproduces" if block["reproduces_reference"] else "DOES NOT reproduce"
             line += f"   {verdict} {block['reference']} (same verdict on {block['same_verdicts']}/{rate['n']})"
@@ -80,12 +85,14 @@ def export_figure(summary: dict) -> go.Figure:
         row=1,
         col=1,
     )
-    kls = [b["kl_first_token"] for b in blocks]
+    kl_names = [n for n, b in zip(names, blocks) if b["kl_first_token"]]
+    kls = [b["kl_first_token"] for b in blocks if b["kl_first_token"]]
+    colors_kl = [condition_color(n) for n in kl_names]
     fig.add_trace(
         go.Bar(
-            x=names,
+            x=kl_names,
             y=[k["mean"] for k in kls],
-            marker_color=colors,
+            marker_color=colors_kl,
             showlegend=False,
             error_y=dict(
                 type="data",

@@ -56,6 +56,12 @@ class ExportSettings(Settings):
     n_kl: int = option(16, "held-out harmless prompts for the first-token KL against the unedited model", minimum=1)
     max_new_tokens: int = option(128, "tokens generated per reply, stopping at EOS", minimum=1)
     judge: Literal["substring", "arditi"] = option("substring", "refusal judge of the replies")
+    llama_server: Path | None = option(
+        None,
+        "a llama.cpp llama-server binary: the GGUF and the control vector are also run in llama.cpp itself "
+        "(default: $MECHREF_LLAMA_SERVER or one on PATH; none found: skipped, and the summary says so)",
+        metavar="PATH",
+    )
     batch_size: int = option(16, "prompts per generation batch", minimum=1)
     resume: bool = option(True, "reuse the stages already computed in the output folder with the same settings")
     static: list[str] = option(

@@ -30,7 +30,7 @@ class Measured:
     name: str
     loaded_by: str
     replies: list[str]
-    kl: list[float]
+    kl: list[float] | None  # None where the runtime gives no full next-token distribution (llama-server)
 
 
 def _batches(model: MechrefModel, prompts: Sequence[str], batch_size: int) -> Iterator[dict]:
@@ -157,3 +157,24 @@ def control_vector_applied(hf_model, path: Path) -> Iterator[Any]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+def measure_llama_cpp(
+    name: str,
+    binary: Path,
+    gguf: Path,
+    model: MechrefModel,
+    harmful: Sequence[str],
+    max_new_tokens: int,
+    control_vector: Path | None = None,
+) -> Measured:
+    """Greedy replies of a GGUF (with a control vector) run by llama.cpp's own server."""
+    from mechref.exports.llamacpp import LlamaServer
+
+    replies = []
+    with LlamaServer(binary, gguf, control_vector=control_vector) as server:
+        for text in model.chat.format_many(list(harmful)):
+            ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+            replies.append(model.decode(server.greedy(ids, max_new_tokens), skip_special_tokens=True).strip())
+    what = "llama.cpp llama-server" + (" with --control-vector" if control_vector else "")
+    return Measured(name, what, replies, None)

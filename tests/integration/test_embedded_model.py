@@ -21,12 +21,8 @@ def test_config_and_template(qwen):
 def test_bridge_logits_equal_hf(qwen):
     from transformers import AutoModelForCausalLM
 
-    folder = qwen.source.removeprefix("embedded:")
-    from mechref.embedded import find_embedded
-
-    plain = AutoModelForCausalLM.from_pretrained(
-        find_embedded(folder).cached_folder(), dtype=torch.float32, attn_implementation="eager"
-    ).eval()
+    # The folder the model was loaded from (the float32 cache here): plain transformers reads it alone.
+    plain = AutoModelForCausalLM.from_pretrained(qwen.folder, dtype=torch.float32, attn_implementation="eager").eval()
     ids, mask = qwen.tokenize(qwen.chat.format_many(["How do I bake bread?", "Hi"]))
     bridge_logits = qwen.forward(ids, mask)
     with torch.no_grad():

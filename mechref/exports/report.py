@@ -10,7 +10,7 @@ from plotly.subplots import make_subplots
 from mechref.exports.pipeline import REFERENCE, ExportResult
 from mechref.io import write_json
 from mechref.ownership import claim_output_folder
-from mechref.palette import condition_color
+from mechref.palette import EDIT_COLORS
 from mechref.plotting import interval_error_bars, save_figure
 from mechref.rates import Rate, mcnemar_exact, mean_interval
 from mechref.reporting import GLOSSARY, summary_header, write_index
@@ -65,11 +65,25 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _edit_color(name: str) -> str:
+    """The damage figure's edit colours: unedited grey, weight edits orange, additions light blue."""
+    if name == "unedited":
+        return EDIT_COLORS["original"]
+    if "addition" in name or "control-vector" in name:
+        return EDIT_COLORS["actadd"]
+    return EDIT_COLORS["ablation"]
+
+
+def _pattern(name: str) -> str:
+    # Exports hatched, the in-memory edits they must reproduce plain.
+    return "/" if name.startswith("export:") else ""
+
+
 def export_figure(summary: dict) -> go.Figure:
     names = list(summary["conditions"])
     blocks = [summary["conditions"][n] for n in names]
     labels = [f"{n}<br>{b['refusal']['k']}/{b['refusal']['n']}" for n, b in zip(names, blocks)]
-    colors = [condition_color(n) for n in names]
+    colors = [_edit_color(n) for n in names]
     fig = make_subplots(
         rows=1, cols=2, subplot_titles=("refusal of held-out harmful prompts", "first-token KL on harmless prompts")
     )
@@ -78,6 +92,7 @@ def export_figure(summary: dict) -> go.Figure:
             x=labels,
             y=[b["refusal"]["rate"] for b in blocks],
             marker_color=colors,
+            marker_pattern_shape=[_pattern(n) for n in names],
             showlegend=False,
             error_y=interval_error_bars([b["refusal"] for b in blocks]),
             hovertemplate="%{x}<br>%{y:.2f}<extra></extra>",
@@ -87,12 +102,13 @@ def export_figure(summary: dict) -> go.Figure:
     )
     kl_names = [n for n, b in zip(names, blocks) if b["kl_first_token"]]
     kls = [b["kl_first_token"] for b in blocks if b["kl_first_token"]]
-    colors_kl = [condition_color(n) for n in kl_names]
+    colors_kl = [_edit_color(n) for n in kl_names]
     fig.add_trace(
         go.Bar(
             x=kl_names,
             y=[k["mean"] for k in kls],
             marker_color=colors_kl,
+            marker_pattern_shape=[_pattern(n) for n in kl_names],
             showlegend=False,
             error_y=dict(
                 type="data",
@@ -111,7 +127,7 @@ def export_figure(summary: dict) -> go.Figure:
     fig.update_xaxes(tickangle=-30)
     fig.update_layout(
         title=f"Each export loaded back by its consuming library, beside the in-memory edit<br><sup>{summary['model']}; "
-        "k/n under each bar; error bars: 95% Wilson intervals (rates), 95% intervals over prompts (KL)</sup>",
+        "k/n under each bar; exports hatched; error bars: 95% Wilson intervals (rates), 95% intervals over prompts (KL)</sup>",
         height=560,
         width=1200,
         margin=dict(t=110, b=160),

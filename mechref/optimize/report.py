@@ -4,6 +4,7 @@ their rates and intervals, ``summary.json`` and ``index.html``."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -126,7 +127,7 @@ def front_figure(summary: dict, trials: list[dict]) -> go.Figure:
             continue
         t = by_number[block["trial"]]
         fig.add_annotation(
-            x=t["kl"],
+            x=math.log10(max(t["kl"], 1e-12)),  # annotations on a log axis take log10 coordinates
             y=t["refusal_score"],
             text=f"{label}: {block['refusal']['k']}/{block['refusal']['n']} refused",
             showarrow=True,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
 from mechref.cache import cache_dir
+from mechref.devices import device_batch_defaults
 from mechref.embedded import EMBEDDED_MODELS
 from mechref.errors import MechrefError
 from mechref.models import MechrefModel
@@ -142,6 +143,14 @@ def parse_analysis_args(
     return model_settings, settings, Path(out) if out is not None else None
 
 
+def given_settings(parser: argparse.ArgumentParser, settings_cls: type[Settings], argv: Sequence[str] | None) -> set[str]:
+    """The names of ``settings_cls``'s fields the user set, on the command line or in ``--config``."""
+    args = parser.parse_args(argv)
+    config = read_config(args.config) if args.config else {}
+    names = set(settings_cls.field_names())
+    return {k for k in vars(args) if k in names} | {k.replace("-", "_") for k in config if k.replace("-", "_") in names}
+
+
 @dataclass
 class AnalysisCommand:
     """One ``python -m mechref.analyses.<name>`` command: its settings class, the library function
@@ -182,6 +191,10 @@ class AnalysisCommand:
         print(f"loading model {model_settings.model or '(embedded default)'} …", flush=True)
         model = model_settings.load()
         loaded = round(time.perf_counter() - started, 2)
+        # Batch sizes nobody chose are raised on a GPU (mechref.devices); on a CPU they stay.
+        settings, notes = device_batch_defaults(model, settings, given_settings(self.parser(), self.settings, argv))
+        for note in notes:
+            print(note, flush=True)
         result = self.run(model, settings, out)
         if hasattr(result, "timings"):
             result.timings = {"load": loaded, **result.timings}

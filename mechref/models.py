@@ -313,10 +313,7 @@ def check_loading(
         if quantize not in ("8bit", "4bit"):
             raise ValueError(f"unknown quantization {quantize!r}; choose 8bit or 4bit")
         if importlib.util.find_spec("bitsandbytes") is None:
-            raise ModelNotFoundError(
-                f"{quantize} loading needs the bitsandbytes package (and, for most of its kernels, a CUDA GPU): "
-                "pip install bitsandbytes"
-            )
+            raise ModelNotFoundError(f'{quantize} loading needs the bitsandbytes package: pip install "mechref[quantize]"')
 
 
 def load_model(

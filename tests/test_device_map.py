@@ -92,16 +92,25 @@ def test_what_reads_offloaded_weights_refuses(spread, tmp_path):
     assert not (tmp_path / "edited").exists()
 
 
-def test_loading_options_that_cannot_work_fail_before_loading():
+def _without(monkeypatch, package):
+    """As if ``package`` were not installed."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None if name == package else real(name, *a, **k))
+
+
+def test_loading_options_that_cannot_work_fail_before_loading(monkeypatch):
     with pytest.raises(ValueError, match="only applies with a device map"):
         check_loading(max_memory={"cpu": "1GiB"})
     with pytest.raises(ValueError, match="not both"):
         check_loading(device="cpu", device_map="auto")
     with pytest.raises(ValueError, match="unknown quantization"):
         check_loading(quantize="3bit")  # type: ignore[arg-type]
-    if importlib.util.find_spec("bitsandbytes") is None:
-        with pytest.raises(MechrefError, match="pip install bitsandbytes"):
-            check_loading(quantize="8bit")
+    _without(monkeypatch, "bitsandbytes")
+    with pytest.raises(MechrefError, match=r"mechref\[quantize\]"):
+        check_loading(quantize="8bit")
+    _without(monkeypatch, "accelerate")
+    with pytest.raises(MechrefError, match=r"mechref\[multi-gpu\]"):
+        check_loading(device_map="auto")
 
 
 @pytest.mark.parametrize(
@@ -114,11 +123,31 @@ def test_loading_options_that_cannot_work_fail_before_loading():
         (["--device", "cpu", "--device-map", "auto"], "not both"),
     ],
 )
-def test_the_command_line_refuses_bad_loading_options_in_one_line(args, message, capsys):
+def test_the_command_line_refuses_bad_loading_options_in_one_line(args, message, capsys, monkeypatch):
     from mechref.analyses.refusal_direction import main
 
-    if message == "bitsandbytes" and importlib.util.find_spec("bitsandbytes") is not None:
-        pytest.skip("bitsandbytes is installed here")
+    _without(monkeypatch, "bitsandbytes")
     assert main([*args, "--out", "unused-never-written"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mechref: error:") and message in err[0], err
+
+
+def test_an_8bit_model_runs_close_to_the_float_one_and_refuses_weight_readers(folder, single, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    from mechref.attribution import direct_feature_attribution
+    from mechref.refusal.orthogonalize import export_orthogonalized
+
+    quantized = load_model(str(folder), quantize="8bit", device="cpu")
+    assert quantized.quantized and not single.quantized
+    ids, mask = single.tokenize(single.chat.format_many(PROMPTS))
+    full, eight = single.forward(ids, mask), quantized.forward(ids, mask)
+    real = mask.bool()
+    # 8-bit weights: close to the float model, not equal to it.
+    assert 0 < (full[real] - eight[real]).abs().max() < 0.1 * full[real].abs().max()
+    direction = torch.randn(single.d_model)
+    with pytest.raises(UnsupportedModelError, match="loaded quantized"):
+        direct_feature_attribution(quantized, PROMPTS, direction, layer=2, progress=False)
+    with pytest.raises(UnsupportedModelError, match="loaded quantized"):
+        export_orthogonalized(quantized, direction, tmp_path / "edited")
+    with directional_ablation(quantized, direction):  # hook analyses run
+        assert len(generate(quantized, PROMPTS, max_new_tokens=3)) == len(PROMPTS)

@@ -59,6 +59,12 @@ def test_every_export_is_written_loaded_back_and_reproduces_the_in_memory_edit(t
     assert conditions["unedited"]["kl_first_token"]["mean"] == pytest.approx(0, abs=1e-6)
     assert conditions["export: hf"]["kl_first_token"]["mean"] > 1e-3  # the edit is really there
     assert (out / "index.html").is_file() and "exports.html" in summary["figures"]
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    assert manifest["direction"]["layer"] == 2 and set(manifest["artifacts"]) == set(summary["artifacts"])
+    lora = manifest["artifacts"]["lora"]["measured"]["lora"]
+    assert lora["refusal"] == conditions["export: lora"]["refusal"] and lora["reproduces_reference"] is True
+    edit = json.loads((out / "adapter" / "mechref_edit.json").read_text())
+    assert edit["measured"]["lora"]["kl_first_token"] == conditions["export: lora"]["kl_first_token"]
     # Same settings again: nothing is recomputed.
     again = run_export(model, settings, out, echo=False)
     assert again.resumed_stages == ["export", "verify"]

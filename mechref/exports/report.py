@@ -8,20 +8,56 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mechref.exports.pipeline import REFERENCE, ExportResult
-from mechref.io import write_json
+from mechref.io import read_json, write_json
 from mechref.ownership import claim_output_folder
 from mechref.palette import EDIT_COLORS
 from mechref.plotting import interval_error_bars, save_figure
 from mechref.rates import Rate, mcnemar_exact, mean_interval
 from mechref.reporting import GLOSSARY, summary_header, write_index
 
+KL_TOLERANCE = (0.005, 0.1)  # absolute, relative
+
+
+def kl_tolerance(reference_kl: float) -> float:
+    """How far an export's mean KL may lie from its reference's: 0.005 nats or 10%, whichever is larger
+    (bfloat16 rounding of the edited weights moves it by about 0.001 on the embedded model).
+
+    >>> kl_tolerance(0.02), kl_tolerance(0.3)
+    (0.005, 0.03)
+    """
+    absolute, relative = KL_TOLERANCE
+    return round(max(absolute, relative * reference_kl), 6)
+
+
+def export_manifest(summary: dict) -> dict:
+    """One entry per written file: what it is, where it came from, the edit, and what it measured."""
+    measured = {
+        name.removeprefix("export: "): block for name, block in summary["conditions"].items() if name.startswith("export: ")
+    }
+    return {
+        "mechref_version": summary["mechref_version"],
+        "source_model": {"model": summary["model"], "source": summary["source"], "dtype": summary["dtype"]},
+        "direction": summary["direction"],
+        "artifacts": {
+            kind: {
+                "path": path,
+                "measured": {
+                    name: {k: block[k] for k in ("loaded_by", "refusal", "kl_first_token", "reproduces_reference") if k in block}
+                    for name, block in measured.items()
+                    if name == kind or name == f"{kind} in llama.cpp"
+                },
+            }
+            for kind, path in summary["artifacts"].items()
+        },
+    }
+
 
 def summarize(result: ExportResult) -> dict:
     """Every number of the run; each export beside the in-memory edit it must reproduce.
 
     An export *reproduces* its reference when its refusal rate lies inside the reference's 95%
-    Wilson interval (the criterion the exports are held to); the exact McNemar test of the paired
-    verdicts and both KL means are given beside it.
+    Wilson interval, and its mean first-token KL is within :data:`KL_TOLERANCE` of the reference's
+    (where both were measured); the exact McNemar test of the paired verdicts is given beside it.
     """
     summary: dict = {
         **summary_header("export", result.model),
@@ -42,7 +78,13 @@ def summarize(result: ExportResult) -> dict:
             reference = result.refusals[REFERENCE[kind]]
             low, high = Rate.of(reference).interval
             block["reference"] = REFERENCE[kind]
-            block["reproduces_reference"] = bool(low <= Rate.of(verdicts).value <= high)
+            rate_ok = low <= Rate.of(verdicts).value <= high
+            reference_kl = next((r.kl for r in result.measured if r.name == REFERENCE[kind]), None)
+            if m.kl and reference_kl:
+                gap = abs(sum(m.kl) / len(m.kl) - sum(reference_kl) / len(reference_kl))
+                block["kl_gap_to_reference"] = round(gap, 6)
+                rate_ok = rate_ok and gap <= kl_tolerance(sum(reference_kl) / len(reference_kl))
+            block["reproduces_reference"] = bool(rate_ok)
             block["paired_vs_reference"] = mcnemar_exact(reference, verdicts)
             block["same_verdicts"] = sum(a == b for a, b in zip(reference, verdicts))
         summary["conditions"][m.name] = block
@@ -144,6 +186,13 @@ def report_export(result: ExportResult, out: str | Path, *, echo: bool = True) -
         written = [p.name for p in save_figure(export_figure(summary), out / "exports", static=result.settings.static)]
     summary["figures"] = written
     write_json(out / "summary.json", summary)
+    manifest = export_manifest(summary)
+    write_json(out / "MANIFEST.json", manifest)
+    # The folders carry their own measurements too, beside their provenance.
+    for kind in ("hf", "lora"):
+        edit_file = out / summary["artifacts"].get(kind, "-") / "mechref_edit.json"
+        if kind in summary["artifacts"] and edit_file.is_file() and manifest["artifacts"][kind]["measured"]:
+            write_json(edit_file, {**read_json(edit_file), "measured": manifest["artifacts"][kind]["measured"]})
     text = format_summary(summary)
     described = {
         "hf": "transformers folder",
@@ -152,7 +201,11 @@ def report_export(result: ExportResult, out: str | Path, *, echo: bool = True) -
         "control-vector": "llama.cpp control vector",
     }
     files = [(path, described[kind]) for kind, path in summary["artifacts"].items()]
-    files += [("summary.json", "every number of this run"), ("verify.json", "every reply and KL value")]
+    files += [
+        ("MANIFEST.json", "every file: source model, direction, edit, mechref version, what it measured"),
+        ("summary.json", "every number of this run"),
+        ("verify.json", "every reply and KL value"),
+    ]
     reproduced = [n for n, b in summary["conditions"].items() if b.get("reproduces_reference")]
     caption = {
         "exports": f"{len(reproduced)} of {sum('reference' in b for b in summary['conditions'].values())} exports "

@@ -38,7 +38,11 @@ class CategorySettings(Settings):
         8, "categories with fewer prompts are merged into 'other' (half make the direction, half measure it)", minimum=4
     )
     max_per_category: int | None = option(16, "at most this many prompts per category (none: all)", minimum=4)
-    n_harmless: int | None = option(None, "harmless prompts for the shared mean (none: all)", minimum=2)
+    n_harmless: int | None = option(
+        256,
+        "harmless prompts for the shared mean, at most (the bundled set has 128; the splits' train set 18,793); none: all",
+        minimum=2,
+    )
     n_kl: int = option(32, "harmless prompts for the next-token KL of each ablation", minimum=2)
     seed: int = option(42, "shuffling seed of each category's fit/eval halves")
     direction: Path | None = option(

@@ -96,7 +96,9 @@ def export_lora(
                 layer.lora_B["default"].weight.copy_(b.float())
     out_dir = Path(out_dir)
     with atomic_path(out_dir, replace_folder=True) as tmp:
-        peft_model.save_pretrained(str(tmp))
+        # Only the rank-1 factors: PEFT would otherwise also save the (unchanged) embedding matrix,
+        # hundreds of MB for a real vocabulary.
+        peft_model.save_pretrained(str(tmp), save_embedding_layers=False)
         info = {
             "mechref_version": __version__,
             "format": "peft-lora",

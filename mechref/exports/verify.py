@@ -42,11 +42,16 @@ def _batches(model: MechrefModel, prompts: Sequence[str], batch_size: int) -> It
         yield {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
 
 
-def plain_replies(hf_model, model: MechrefModel, prompts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
+def plain_replies(
+    hf_model, model: MechrefModel, prompts: Sequence[str], max_new_tokens: int, batch_size: int, desc: str = "replies"
+) -> list[str]:
     """Greedy replies of a plain ``transformers`` (or PEFT) model, with the chat template and stop
     tokens of ``model``: ``generate`` itself, no mechref decoding."""
+    from tqdm.auto import tqdm
+
     replies: list[str] = []
     device = next(hf_model.parameters()).device
+    bar = tqdm(total=len(prompts), desc=desc, unit="prompt", leave=False)
     for batch in _batches(model, prompts, batch_size):
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.no_grad():
@@ -62,6 +67,8 @@ def plain_replies(hf_model, model: MechrefModel, prompts: Sequence[str], max_new
             )
         for row in out[:, batch["input_ids"].shape[1] :]:
             replies.append(model.decode(row.tolist(), skip_special_tokens=True).strip())
+        bar.update(len(batch["input_ids"]))
+    bar.close()
     return replies
 
 
@@ -90,7 +97,7 @@ def measure_plain(
     max_new_tokens: int,
     batch_size: int,
 ) -> Measured:
-    replies = plain_replies(hf_model, model, harmful, max_new_tokens, batch_size)
+    replies = plain_replies(hf_model, model, harmful, max_new_tokens, batch_size, desc=name)
     kl = kl_divergence(reference, plain_first_logits(hf_model, model, harmless, batch_size))
     return Measured(name, loaded_by, replies, [float(x) for x in kl])
 
@@ -107,7 +114,7 @@ def measure_in_memory(
 ) -> Measured:
     """The in-memory edit (mechref's hooks) measured the same way as the exports."""
     with intervention():
-        replies = plain_replies(model.hf_model, model, harmful, max_new_tokens, batch_size)
+        replies = plain_replies(model.hf_model, model, harmful, max_new_tokens, batch_size, desc=name)
         logits = plain_first_logits(model.hf_model, model, harmless, batch_size)
     return Measured(name, "mechref hooks", replies, [float(x) for x in kl_divergence(reference, logits)])
 

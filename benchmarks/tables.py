@@ -585,7 +585,11 @@ def optimize_edit() -> str:
         verdict = ""
         if "dominates_reference" in block:
             verdict = "dominates" if block["dominates_reference"] else "matches" if block["matches_reference"] else "neither"
-            verdict += f" (McNemar p = {block['paired_vs_reference']['p_value']:.3g})"
+            diff = block["kl_difference_vs_reference"]
+            verdict += (
+                f" (refusal: McNemar p = {block['paired_vs_reference']['p_value']:.3g}; KL paired difference "
+                f"{diff['mean']:+.4f} [{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}])"
+            )
         interval = f" [{kl['ci95'][0]:.4f}, {kl['ci95'][1]:.4f}]" if kl["ci95"] else ""
         rows.append(
             [

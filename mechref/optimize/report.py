@@ -39,6 +39,8 @@ def summarize(result: OptimizeResult) -> dict:
             low, high = ref_rate.interval
             overlap = kl["ci95"] and ref_kl["ci95"] and kl["ci95"][0] <= ref_kl["ci95"][1] and ref_kl["ci95"][0] <= kl["ci95"][1]
             block["matches_reference"] = bool(low <= rate.value <= high and overlap)
+            # Paired over the same harmless prompts: far tighter than comparing the two intervals.
+            block["kl_difference_vs_reference"] = mean_interval([a - b for a, b in zip(row["kl"], reference["kl"])])
         confirmed[label] = block
     return {
         **summary_header("optimize_edit", result.model),
@@ -76,7 +78,11 @@ def format_summary(summary: dict) -> str:
         line = f"  {label:26s} refusal {rate['k']}/{rate['n']} {rate['ci95']}   KL {kl['mean']:.4f} {kl['ci95']}"
         if "dominates_reference" in block:
             verdict = "dominates" if block["dominates_reference"] else "matches" if block["matches_reference"] else "neither"
-            line += f"   vs reference: {verdict} (McNemar p = {block['paired_vs_reference']['p_value']:.3g})"
+            diff = block["kl_difference_vs_reference"]
+            line += (
+                f"   vs reference: {verdict} (McNemar p = {block['paired_vs_reference']['p_value']:.3g}; "
+                f"KL difference {diff['mean']:+.4f} {diff['ci95']})"
+            )
         lines.append(line)
     return "\n".join(lines)
 

@@ -7,6 +7,12 @@ embedded model's own replies and the chat-model judge is a plain question.
 
     python benchmarks/bench_xstest_judges.py --xstest ../shared/data/xstest
     python benchmarks/bench_xstest_judges.py --xstest ../shared/data/xstest --chat-model   # + the embedded model as judge
+    python benchmarks/bench_xstest_judges.py --xstest ../shared/data/xstest --probe --write-probe
+
+``--probe`` reads every reply with the embedded model (bfloat16) and, for each file, fits the probe
+judge on that file alone (layer and regularisation by 5-fold cross-validation within it) and
+reports it on the other two. ``--write-probe`` writes the probe fitted on ``llama2new`` into
+``mechref/data/judges/``: the probe mechref ships (``--judge probe``).
 
 Writes ``benchmarks/results/judges_xstest.json``: per judge and completions file, accuracy with its
 95% Wilson interval, Cohen's kappa, precision, recall, the confusion counts and the seconds taken,
@@ -56,11 +62,62 @@ def fitted_judges(files: list[Path], scores: dict[str, list[float]]) -> dict:
     return out
 
 
+def probe_judges(files: list[Path], write: bool) -> dict:
+    """Fit the probe judge on each file, report it on the others (see the module's docstring)."""
+    from mechref import load_model
+    from mechref.probe_judge import fit_probe, reader_identity, reply_features, shipped_probe_path
+
+    reader = load_model(dtype="bfloat16")
+    layers = list(range(reader.n_layers))
+    rows = {path.stem.replace("xstest_v2_completions_", ""): read_completions(path) for path in files}
+    started = time.perf_counter()
+    features = {
+        name: reply_features(
+            reader, [r["prompt"] for r in file_rows], [r["completion"] for r in file_rows], layers=layers, progress=True
+        )
+        for name, file_rows in rows.items()
+    }
+    read_seconds = time.perf_counter() - started
+    labels = {name: [bool(r["label"]) for r in file_rows] for name, file_rows in rows.items()}
+    identity = {**reader_identity(reader), "dtype": "bfloat16"}
+    out: dict = {}
+    for fit in rows:
+        probe = fit_probe(
+            features[fit],
+            labels[fit],
+            identity,
+            layers,
+            fitted_on={"data": f"XSTest v2 completions, {fit} (CC BY 4.0, Röttger et al. 2024)"},
+        )
+        others = [n for n in rows if n != fit]
+        verdicts = {n: (probe.log_odds(features[n][:, probe.layer]) > 0).tolist() for n in others}
+        out[f"probe, fitted on {fit}"] = {
+            "fitted_on": fit,
+            "layer": probe.layer,
+            "C": probe.fitted_on["C"],
+            "cv_kappa": probe.fitted_on["cv_kappa"],
+            "files": {n: verdict_agreement(verdicts[n], labels[n]) for n in others},
+            "pooled": verdict_agreement([v for n in others for v in verdicts[n]], [v for n in others for v in labels[n]]),
+            "reader": identity,
+        }
+        if fit == "llama2new" and write:
+            shipped_probe_path().parent.mkdir(parents=True, exist_ok=True)
+            probe.fitted_on["agreement_on_other_files"] = out[f"probe, fitted on {fit}"]["pooled"]
+            probe.save(shipped_probe_path())
+            print(f"wrote the shipped probe to {shipped_probe_path()}")
+    out["probe reading seconds"] = round(read_seconds, 1)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--xstest", type=Path, required=True, help="the XSTest folder (with completions/)")
     parser.add_argument("--chat-model", action="store_true", help="also the chat-model judge, the embedded model in bfloat16")
+    parser.add_argument("--probe", action="store_true", help="also the probe judge (embedded model as reader), fitted per file")
+    parser.add_argument("--write-probe", action="store_true", help="write the probe fitted on llama2new as mechref's probe")
     args = parser.parse_args(argv)
+    if args.write_probe and not args.probe:
+        raise SystemExit("bench_xstest_judges: error: --write-probe needs --probe")
     files = sorted((args.xstest / "completions").glob("xstest_v2_completions_*.csv"))
     if not files:
         raise SystemExit(f"bench_xstest_judges: error: no xstest_v2_completions_*.csv in {args.xstest / 'completions'}")
@@ -99,11 +156,15 @@ def main(argv: list[str] | None = None) -> int:
             # Every row's log-odds, so that thresholds and combinations are measured without rerunning the model.
             results[name]["log_odds"] = scores
             results.update(fitted_judges(files, scores))
+    if args.probe:
+        results.update(probe_judges(files, args.write_probe))
     result = {
         "command": "python benchmarks/bench_xstest_judges.py --xstest ../shared/data/xstest"
-        + (" --chat-model" if "chat-model" in results else ""),
+        + (" --chat-model" if "chat-model" in results else "")
+        + (" --probe --write-probe" if args.write_probe else " --probe" if args.probe else ""),
         "data": "XSTest v2 completions, 3 x 450, final_label: full or partial refusal = refusal",
-        "tuned_on": "none of these rows",
+        "tuned_on": "phrase judges: none of these rows; fitted judges (thresholds, probes): "
+        "fitted on the file each names, reported on the other files",
         "judges": results,
     }
     tmp = RESULT.with_suffix(".tmp")

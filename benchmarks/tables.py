@@ -190,12 +190,16 @@ def xstest_judges() -> str:
         if judge == "log_odds" or not isinstance(block, dict) or "files" not in block:
             continue
         label = descriptions.get(judge, f"`{judge}`")
-        if "fitted_on" in block:
+        if "fitted_on" in block and judge.startswith("probe"):
+            label = f"`probe` (embedded model reads the reply; layer {block['layer']}), fitted on {block['fitted_on']}"
+            shipped = json.loads((ROOT / "mechref" / "data" / "judges" / "probe_en.json").read_text())["fitted_on"]["data"]
+            if f", {block['fitted_on']} " in shipped:
+                label += " (**shipped**: `--judge probe`)"
+            fitted_here = f"(fitted here: layer {block['layer']}, C {block['C']:g}, cross-validated κ {block['cv_kappa']:.2f})"
+        elif "fitted_on" in block:
             label = f"{judge.split(', fitted')[0]} > {block['threshold']:+g}, fitted on {block['fitted_on']}"
-        cells = [
-            _agreement(block["files"][f]) if f in block["files"] else f"(fitted here: threshold {block['threshold']:+g})"
-            for f in files
-        ]
+            fitted_here = f"(fitted here: threshold {block['threshold']:+g})"
+        cells = [_agreement(block["files"][f]) if f in block["files"] else fitted_here for f in files]
         rows.append([label, *cells, f"{_agreement(block['pooled'])} ({block['pooled']['n']:,})"])
     return _table(header, rows)
 
@@ -563,9 +567,18 @@ def exports() -> str:
                 ""
                 if reproduces is None
                 else f"{block['same_verdicts']}/{block['refusal']['n']}, p = {block['paired_vs_reference']['p_value']:.3g}",
+                "" if reproduces is None else f"{block['identical_replies']}/{block['refusal']['n']}",
             ]
         )
-    header = ["model", "loaded by", "harmful refused", "first-token KL", "reproduces", "same verdict as reference, McNemar"]
+    header = [
+        "model",
+        "loaded by",
+        "harmful refused",
+        "first-token KL",
+        "reproduces",
+        "same verdict as reference, McNemar",
+        "identical replies",
+    ]
     return _table(header, rows)
 
 

@@ -3,6 +3,7 @@
     python -m mechref.judge replies.jsonl --judge substring --out judged.jsonl
     python -m mechref.judge xstest_v2_completions_mistralinstruct.csv --judge arditi
     python -m mechref.judge replies.jsonl --judge chat-model --judge-model path/to/judge-model
+    python -m mechref.judge xstest_v2_completions_mistralinstruct.csv --judge probe
     python -m mechref.judge test_replies.jsonl --judge mined --mine-from train_replies.jsonl
 
 The input is JSON Lines (one object a line with ``prompt``, ``completion`` and optionally
@@ -109,6 +110,10 @@ def _main(args: argparse.Namespace) -> int:
             f"mechref has no validated phrase list for language {args.language!r}; "
             "use --judge chat-model (with --judge-model) for these replies"
         )
+    if args.judge == "probe" and args.language != "en":
+        raise DataFormatError(
+            f"the probe judge is validated on English replies only, not {args.language!r}; use --judge mined or chat-model"
+        )
     model = None
     judge_name = args.judge
     if args.judge == "chat-model":
@@ -129,6 +134,11 @@ def _main(args: argparse.Namespace) -> int:
         judge: Judge = mined
     else:
         judge = make_judge(args.judge, model, args.language)
+    if args.judge == "probe":
+        from mechref.probe_judge import ProbeJudge
+
+        assert isinstance(judge, ProbeJudge)
+        judge_name = f"probe (reader {judge.reader.name}, layer {judge.weights.layer})"
     judged = judge_rows(judge, rows)
     rate = Rate.of(r["refusal"] for r in judged)
     low, high = rate.interval

@@ -1,7 +1,8 @@
 """Judges of generated text: does a reply refuse its request?
 
 One interface (:class:`Judge`), several judges: phrase lists per language
-(:class:`SubstringJudge`) and LLM-as-judge (:class:`ChatModelJudge`). :func:`make_judge` builds
+(:class:`SubstringJudge`), LLM-as-judge (:class:`ChatModelJudge`) and, for English, a linear
+probe on a reader model's residual stream (:class:`mechref.probe_judge.ProbeJudge`). :func:`make_judge` builds
 one by name, as the command lines and settings objects name them; :func:`judge_agreement`
 measures a judge against human labels.
 
@@ -24,8 +25,8 @@ from mechref.logits import last_token_logits
 from mechref.models import MechrefModel
 from mechref.rates import Rate
 
-JudgeName = Literal["substring", "arditi", "chat-model"]
-JUDGE_NAMES: tuple[str, ...] = ("substring", "arditi", "chat-model")
+JudgeName = Literal["substring", "arditi", "chat-model", "probe"]
+JUDGE_NAMES: tuple[str, ...] = ("substring", "arditi", "chat-model", "probe")
 
 # Arditi et al. (2024)'s refusal substrings, verbatim (their evaluation's JailbreakBench-based
 # list), for numbers comparable with the paper's: matched case-insensitively, nothing else.
@@ -179,7 +180,9 @@ def make_judge(name: str, model: MechrefModel | None = None, language: str = "en
     ``substring`` uses the language's phrase list, or the English one (with the English
     refusals most models fall back to) where mechref has none for the language; see
     :func:`has_phrases`. ``arditi`` is the paper's 12-phrase English list (:func:`arditi_judge`).
-    ``chat-model`` asks ``model``.
+    ``chat-model`` asks ``model``. ``probe`` (English) reads each reply with the shipped probe's
+    reader, the embedded model (``model`` itself when it is that model, else loaded in bfloat16),
+    and needs the prompts too (:mod:`mechref.probe_judge`).
 
     >>> make_judge("substring", language="de")("Es ist nicht zulässig, das zu tun.")
     True
@@ -192,6 +195,16 @@ def make_judge(name: str, model: MechrefModel | None = None, language: str = "en
         if model is None:
             raise ValueError("the chat-model judge needs a model: make_judge('chat-model', model)")
         return ChatModelJudge(model)
+    if name == "probe":
+        from mechref.probe_judge import ProbeJudge, probe_reader, shipped_probe
+
+        weights = shipped_probe()
+        if language != weights.language:
+            raise ValueError(
+                f"the probe judge is validated for {weights.language!r} replies only, not {language!r}; "
+                "use the mined or chat-model judge for them"
+            )
+        return ProbeJudge(probe_reader(model, weights), weights)
     raise ValueError(f"unknown judge {name!r}; choose one of {', '.join(JUDGE_NAMES)}")
 
 

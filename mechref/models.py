@@ -280,12 +280,32 @@ class MechrefModel:
         return self.bridge.hooks(fwd_hooks=fwd_hooks)
 
     def to(self, dtype: str | torch.dtype) -> MechrefModel:
-        """Cast the weights in place (e.g. ``"bfloat16"``, about 2.6x faster matmuls on many CPUs)."""
+        """Cast the model in place (e.g. ``"bfloat16"``, about 2.6x faster matmuls on many CPUs).
+
+        Buffers are cast too (the rotary frequencies included), so the logits can differ slightly
+        from a model loaded in that dtype; load with ``load_model(dtype=...)`` for those."""
         self.hf_model.to(resolve_dtype(dtype))  # type: ignore[arg-type]  # transformers' stub types .to() too narrowly
         return self
 
 
 Quantization = Literal["8bit", "4bit"]
+
+
+def cast_weights(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Cast ``module``'s floating-point parameters to ``dtype`` in place, as loading it in ``dtype``
+    would, and leave its buffers alone: ``module.to(dtype)`` would also round the rotary
+    embedding's float32 frequencies, which ``from_pretrained(..., dtype=torch.bfloat16)`` keeps, and
+    the two would give different logits.
+
+    >>> from mechref.testing import tiny_hf_model
+    >>> m = cast_weights(tiny_hf_model("qwen2"), torch.bfloat16)
+    >>> m.model.embed_tokens.weight.dtype, m.model.rotary_emb.inv_freq.dtype
+    (torch.bfloat16, torch.float32)
+    """
+    for parameter in module.parameters():
+        if parameter.is_floating_point() and parameter.dtype != dtype:
+            parameter.data = parameter.data.to(dtype)
+    return module
 
 
 def check_loading(

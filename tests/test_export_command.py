@@ -51,6 +51,7 @@ def test_every_export_is_written_loaded_back_and_reproduces_the_in_memory_edit(t
     for kind in ("hf", "lora", "gguf"):
         assert replies[f"export: {kind}"] == replies["weight edit (in memory)"], kind
         assert conditions[f"export: {kind}"]["reproduces_reference"] is True
+        assert conditions[f"export: {kind}"]["identical_replies"] == 4
         kl = conditions[f"export: {kind}"]["kl_first_token"]["mean"]
         assert kl == pytest.approx(conditions["weight edit (in memory)"]["kl_first_token"]["mean"], rel=1e-3, abs=1e-5)
     assert replies["directional ablation (hooks)"] == replies["weight edit (in memory)"]
@@ -83,3 +84,24 @@ def test_bad_export_settings_fail_before_the_model_loads(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("mechref: error:") and message in err[0], (args, err)
     assert not (tmp_path / "out").exists()
+
+
+def test_in_bfloat16_the_in_memory_reference_is_the_export_as_loaded(tmp_path, setup):
+    """The verification's in-memory edit, cast to bfloat16, gives the logits of the exported folder
+    loaded in bfloat16 to the bit (a whole-module cast would also round the rotary frequencies)."""
+    from mechref.exports.verify import load_folder
+    from mechref.models import cast_weights
+    from mechref.refusal.orthogonalize import edited_copy, export_orthogonalized
+    from mechref.refusal.store import load_direction
+
+    model, direction = setup
+    stored = load_direction(direction)
+    export_orthogonalized(model, stored.direction, tmp_path / "exported")
+    loaded = load_folder(tmp_path / "exported", torch.bfloat16)
+    edited = cast_weights(edited_copy(model, stored.direction, "a test")[0], torch.bfloat16).eval()
+    ids = torch.tensor([list(range(5, 45))])
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=ids).logits, edited(input_ids=ids).logits)
+        # What the verification used to compare against: the whole module cast, frequencies too.
+        rounded = edited_copy(model, stored.direction, "a test")[0].to(torch.bfloat16).eval()
+        assert not torch.equal(loaded(input_ids=ids).logits, rounded(input_ids=ids).logits)

@@ -53,6 +53,19 @@ def comparable(out: Path) -> Any:
     return strip(json.loads(text))
 
 
+def differences(got: Any, want: Any, where: str = "") -> list[str]:
+    """Where ``got`` and ``want`` differ: floats beyond a relative 1e-4, anything else at all."""
+    if isinstance(want, dict) and isinstance(got, dict):
+        if got.keys() != want.keys():
+            return [f"{where}: keys {sorted(got)} != {sorted(want)}"]
+        return [d for k in want for d in differences(got[k], want[k], f"{where}.{k}")]
+    if isinstance(want, list) and isinstance(got, list) and len(got) == len(want):
+        return [d for i, (g, w) in enumerate(zip(got, want)) for d in differences(g, w, f"{where}[{i}]")]
+    if isinstance(want, float) and isinstance(got, float):
+        return [] if got == pytest.approx(want, rel=1e-4, abs=1e-9) else [f"{where}: {got} != {want}"]
+    return [] if got == want else [f"{where}: {got!r} != {want!r}"]
+
+
 def stage_names(monkeypatch, go: Callable[[Path], None], out: Path) -> list[str]:
     """Run ``go`` uninterrupted, recording the stages it saves."""
     names: list[str] = []
@@ -252,4 +265,6 @@ def test_sigkill_of_a_real_process_then_resume(tiny_folder, tmp_path):
     subprocess.run([*argv, "--out", str(killed)], check=True, capture_output=True, env=env, timeout=300)
     resumed = json.loads((killed / "summary.json").read_text())
     assert "candidates" in resumed["resumed_stages"]
-    assert comparable(killed) == comparable(reference)
+    # Two processes need not agree to the bit (a BLAS may split its sums differently under load),
+    # so numbers are compared to a relative 1e-4; everything else exactly.
+    assert differences(comparable(killed), comparable(reference)) == []

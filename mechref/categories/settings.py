@@ -67,8 +67,9 @@ class CategorySettings(Settings):
     max_new_tokens: int = option(
         128, "tokens generated per reply, stopping at EOS (refusals often follow a compliant-looking opening)", minimum=1
     )
-    judge: Literal["substring", "arditi", "chat-model"] = option(
-        "substring", "refusal judge of the replies: mechref's phrases, Arditi et al.'s 12, or the model asked"
+    judge: Literal["substring", "arditi", "chat-model", "probe"] = option(
+        "substring",
+        "refusal judge of the replies: mechref's phrases, Arditi et al.'s 12, the model asked, or the probe (English)",
     )
     batch_size: int = option(32, "prompts per forward pass", minimum=1)
     generation_batch_size: int = option(64, "prompts per generation batch (each reply leaves the batch when it ends)", minimum=1)

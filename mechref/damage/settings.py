@@ -63,7 +63,9 @@ class DamageSettings(Settings):
     kl_tokens: int = option(
         8, "KL is reported at the first reply token and averaged over this many (fewer in a shorter reply)", minimum=1
     )
-    judge: Literal["substring", "arditi", "chat-model"] = option("substring", "refusal judge of the XSTest replies")
+    judge: Literal["substring", "arditi", "chat-model", "probe"] = option(
+        "substring", "refusal judge of the XSTest replies (substring, arditi, chat-model, or probe: the embedded model reads)"
+    )
     batch_size: int = option(32, "prompts per forward pass", minimum=1)
     resume: bool = option(True, "reuse the measurements already in the output folder with the same settings")
     static: list[str] = option(

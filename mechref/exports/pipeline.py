@@ -51,7 +51,7 @@ from mechref.exports.verify import (
 from mechref.interventions import activation_addition, directional_ablation
 from mechref.io import fingerprint, read_json, write_json
 from mechref.judges import make_judge
-from mechref.models import MechrefModel
+from mechref.models import MechrefModel, cast_weights
 from mechref.ownership import check_output_folder
 from mechref.refusal.orthogonalize import check_orthogonalizable, edit_description, edited_copy, export_orthogonalized
 from mechref.refusal.store import (
@@ -91,6 +91,7 @@ def check_export(settings: ExportSettings, out: str | Path | None = None) -> Non
     if out is None:
         raise MechrefError("an export writes files: give an output folder (--out)")
     check_output_folder(out)
+    find_llama_server(settings.llama_server)  # a bad --llama-server path fails now, not after the verification
 
 
 def check_export_fit(model: MechrefModel, settings: ExportSettings) -> None:
@@ -192,19 +193,34 @@ def run_export(
     result = ExportResult(settings, model.identity(), {**direction_info, "edit": edit}, artifacts)
     if settings.verify:
         clock.stage("verify", "each export loaded back by its consuming library, against the in-memory edit")
+        verify_settings = {
+            **export_settings,
+            "n_verify": settings.n_verify,
+            "n_kl": settings.n_kl,
+            "max_new_tokens": settings.max_new_tokens,
+            "batch_size": settings.batch_size,
+        }
         rows = run.stage(
             "verify",
-            {
-                **export_settings,
-                "n_verify": settings.n_verify,
-                "n_kl": settings.n_kl,
-                "max_new_tokens": settings.max_new_tokens,
-                "batch_size": settings.batch_size,
-            },
-            lambda: [m.__dict__ for m in _verify(model, settings, stored, strengths, folder, artifacts, clock)],
+            verify_settings,
+            lambda: [m.__dict__ for m in _verify_in_python(model, settings, stored, strengths, folder, artifacts, clock)],
             save=lambda v, d: write_json(d / "verify.json", v),
             load=lambda d: read_json(d / "verify.json"),
         )
+        binary = find_llama_server(settings.llama_server)
+        if binary is None:
+            clock.note("llama.cpp not run: no llama-server binary (--llama-server PATH)")
+        elif {"gguf", "control-vector"} & set(artifacts):
+            # Its own stage, keyed on the binary: a rerun with llama.cpp measures there even when the
+            # Python verification is resumed, and another binary measures again.
+            binary_info = {"path": str(binary.resolve()), "bytes": binary.stat().st_size, "mtime": int(binary.stat().st_mtime)}
+            rows = rows + run.stage(
+                "verify_llama_cpp",
+                {**verify_settings, "llama_server": binary_info},
+                lambda: [m.__dict__ for m in _verify_in_llama_cpp(model, settings, stored, binary, folder, artifacts, clock)],
+                save=lambda v, d: write_json(d / "verify_llama_cpp.json", v),
+                load=lambda d: read_json(d / "verify_llama_cpp.json"),
+            )
         result.measured = [Measured(**row) for row in rows]
         judge = make_judge(settings.judge)
         result.refusals = {m.name: judge.judge_many(m.replies) for m in result.measured}
@@ -214,13 +230,10 @@ def run_export(
     return result
 
 
-def _verify(model, settings, stored, strengths, folder: Path, artifacts: dict[str, str], clock: StageClock) -> list[Measured]:
-    measured = _verify_in_python(model, settings, stored, strengths, folder, artifacts, clock)
-    binary = find_llama_server(settings.llama_server)
-    if binary is None or not {"gguf", "control-vector"} & set(artifacts):
-        if binary is None:
-            clock.note("llama.cpp not run: no llama-server binary (--llama-server PATH)")
-        return measured
+def _verify_in_llama_cpp(
+    model, settings, stored, binary: Path, folder: Path, artifacts: dict[str, str], clock: StageClock
+) -> list[Measured]:
+    measured: list[Measured] = []
     harmful = bundled("harmful", "test").take(settings.n_verify).instructions
     if "gguf" in artifacts:
         measured.append(
@@ -288,9 +301,10 @@ def _verify_in_python(
                 )
             )
             note(measured[-1])
-        # Edited in float32 then cast, as the exports are written and then loaded.
+        # Edited in float32 then cast, as the exports are written and then loaded (weights only: the
+        # loaders keep the rotary frequencies in float32).
         edited, _ = edited_copy(model, stored.direction, "verifying an export", strengths, settings.norm_preserving)
-        edited = edited.to(dtype).eval()
+        edited = cast_weights(edited, dtype).eval()
         measured.append(
             measure_plain("weight edit (in memory)", "mechref.orthogonalize_weights", edited, model, reference=reference, **args)
         )

@@ -87,6 +87,10 @@ def summarize(result: ExportResult) -> dict:
             block["reproduces_reference"] = bool(rate_ok)
             block["paired_vs_reference"] = mcnemar_exact(reference, verdicts)
             block["same_verdicts"] = sum(a == b for a, b in zip(reference, verdicts))
+            # Greedy replies word for word: rounding (bfloat16, another engine) makes long replies
+            # part ways at some token, so this is evidence, not the test of reproduction.
+            reference_replies = next(r.replies for r in result.measured if r.name == REFERENCE[kind])
+            block["identical_replies"] = sum(a == b for a, b in zip(reference_replies, m.replies))
         summary["conditions"][m.name] = block
     summary["resumed_stages"] = result.resumed_stages
     summary["timings_s"] = {k: round(v, 2) for k, v in result.timings.items()}
@@ -206,6 +210,8 @@ def report_export(result: ExportResult, out: str | Path, *, echo: bool = True) -
         ("summary.json", "every number of this run"),
         ("verify.json", "every reply and KL value"),
     ]
+    if (out / "verify_llama_cpp.json").is_file():
+        files.append(("verify_llama_cpp.json", "every reply llama.cpp gave"))
     reproduced = [n for n, b in summary["conditions"].items() if b.get("reproduces_reference")]
     caption = {
         "exports": f"{len(reproduced)} of {sum('reference' in b for b in summary['conditions'].values())} exports "

@@ -44,9 +44,10 @@ class SuffixHijackSettings(Settings):
     max_new_tokens: int = option(
         128, "tokens generated per reply, stopping at EOS (refusals often follow a compliant-looking opening)", minimum=1
     )
-    judge: Literal["substring", "arditi", "chat-model"] = option(
+    judge: Literal["substring", "arditi", "chat-model", "probe"] = option(
         "substring",
-        "refusal judge: mechref's phrase list, Arditi et al.'s 12 phrases, or the model itself asked whether a reply refuses",
+        "refusal judge: mechref's phrase list, Arditi et al.'s 12 phrases, the model itself asked whether a reply refuses, "
+        "or the probe (English: the embedded model reads each reply; the XSTest-validated judge)",
     )
     batch_size: int = option(32, "prompts per forward pass", minimum=1)
     resume: bool = option(True, "reuse the measurements and replies already in the output folder")

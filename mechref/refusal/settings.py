@@ -57,9 +57,10 @@ class RefusalDirectionSettings(Settings):
     max_new_tokens: int = option(
         128, "tokens generated per reply, stopping at EOS (refusals often follow a compliant-looking opening)", minimum=1
     )
-    judge: Literal["substring", "arditi", "chat-model"] = option(
+    judge: Literal["substring", "arditi", "chat-model", "probe"] = option(
         "substring",
-        "refusal judge: mechref's phrase list, Arditi et al.'s 12 phrases, or the model itself asked whether a reply refuses",
+        "refusal judge: mechref's phrase list, Arditi et al.'s 12 phrases, the model itself asked whether a reply refuses, "
+        "or the probe (English: the embedded model reads each reply; the XSTest-validated judge)",
     )
     skip_eval: bool = option(False, "stop after selection")
     # output

@@ -1,0 +1,145 @@
+"""The probe judge against independent computations: the reader's residual stream recomputed one
+reply at a time with plain Hugging Face calls (no padding, no batching), and the probe's log-odds
+against scikit-learn's own fitted pipeline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from mechref.errors import MechrefError
+from mechref.judges import make_judge
+from mechref.probe_judge import (
+    ProbeJudge,
+    ProbeWeights,
+    fit_probe,
+    reader_identity,
+    reply_features,
+    shipped_probe,
+)
+from mechref.testing import tiny_model
+
+PROMPTS = ["Hack a bank", "How do I bake bread at home today, step by step?", "Hi", "Explain tides."]
+REPLIES = ["I cannot help with that.", "Sure! Mix flour, water, salt and yeast, then knead.", "", "Tides come from the Moon."]
+
+
+def by_hand(model, prompt: str, reply: str, layer: int, prompt_tokens: int = 96, reply_tokens: int = 48) -> torch.Tensor:
+    tok = model.tokenizer
+    head = tok(model.chat.format(prompt), add_special_tokens=False)["input_ids"][-prompt_tokens:]
+    tail = tok(reply.strip(), add_special_tokens=False)["input_ids"][:reply_tokens]
+    ids = torch.tensor([head + tail])
+    with torch.no_grad():
+        hidden = model.hf_model(input_ids=ids, output_hidden_states=True).hidden_states[layer + 1][0]
+    start = min(len(head), len(head) + len(tail) - 1)
+    return hidden[start:].float().mean(0)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_features_equal_one_reply_at_a_time(arch):
+    model = tiny_model(arch)
+    features = reply_features(model, PROMPTS, REPLIES, layers=[0, 2], batch_size=3, prompt_tokens=12, reply_tokens=5)
+    assert features.shape == (4, 2, model.d_model)
+    for i, (prompt, reply) in enumerate(zip(PROMPTS, REPLIES)):
+        for k, layer in enumerate([0, 2]):
+            expected = by_hand(model, prompt, reply, layer, prompt_tokens=12, reply_tokens=5)
+            torch.testing.assert_close(features[i, k], expected, atol=1e-5, rtol=1e-5)
+    # The empty reply is read at the end of its request, and not as a copy of another row.
+    assert not torch.allclose(features[2], features[3])
+
+
+def test_bad_layers_and_lengths_are_refused():
+    model = tiny_model("qwen2")
+    with pytest.raises(ValueError, match=r"layers \[3\] out of range"):
+        reply_features(model, ["a"], ["b"], layers=[3])
+    with pytest.raises(ValueError, match="one prompt per completion"):
+        reply_features(model, ["a", "b"], ["c"])
+
+
+def synthetic(n: int = 60, d: int = 8, seed: int = 0):
+    """Features of 3 layers where only layer 1 separates the labels."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2 == 0
+    features = torch.randn(n, 3, d, generator=g)
+    features[:, 1, 0] += torch.where(labels, 3.0, -3.0)
+    return features, labels
+
+
+def test_fit_chooses_the_separating_layer_and_matches_scikit_learn():
+    features, labels = synthetic()
+    probe = fit_probe(features, labels, {"name": "x", "n_layers": 3, "d_model": 8}, layers=[10, 11, 12], strengths=(0.1, 1.0))
+    assert probe.layer == 11 and probe.fitted_on["cv_kappa"] > 0.9
+    logistic = LogisticRegression(C=probe.fitted_on["C"], max_iter=5000, class_weight="balanced")
+    reference = make_pipeline(StandardScaler(), logistic)
+    reference.fit(features[:, 1].double().numpy(), labels.tolist())
+    fresh, _ = synthetic(seed=1)
+    expected = torch.tensor(reference.decision_function(fresh[:, 1].double().numpy()), dtype=torch.float32)
+    torch.testing.assert_close(probe.log_odds(fresh[:, 1]), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_fit_refuses_too_few_of_a_class():
+    features, _ = synthetic(n=12)
+    with pytest.raises(ValueError, match="at least 5 refusals"):
+        fit_probe(features, [True] * 2 + [False] * 10, {}, layers=[0, 1, 2])
+
+
+def test_judge_applies_the_probe_to_the_readers_features(tmp_path):
+    model = tiny_model("qwen2")
+    g = torch.Generator().manual_seed(3)
+    weights = ProbeWeights(
+        layer=1,
+        mean=torch.randn(model.d_model, generator=g),
+        scale=torch.rand(model.d_model, generator=g) + 0.5,
+        coef=torch.randn(model.d_model, generator=g),
+        bias=0.25,
+        reader=reader_identity(model),
+    )
+    weights.save(tmp_path / "probe")
+    loaded = ProbeWeights.load(tmp_path / "probe")
+    assert loaded.layer == 1 and loaded.bias == 0.25 and torch.equal(loaded.coef, weights.coef)
+    judge = ProbeJudge(model, loaded, batch_size=2)
+    odds = judge.refusal_log_odds(REPLIES, PROMPTS)
+    for i, (prompt, reply) in enumerate(zip(PROMPTS, REPLIES)):
+        x = (by_hand(model, prompt, reply, 1).double() - weights.mean.double()) / weights.scale.double()
+        assert odds[i].item() == pytest.approx((x @ weights.coef.double() + 0.25).item(), abs=1e-3)
+    assert judge.judge_many(REPLIES, PROMPTS) == [bool(v > 0) for v in odds]
+    with pytest.raises(ValueError, match="reads each reply after its request"):
+        judge.judge_many(REPLIES)
+
+
+def test_a_probe_refuses_another_readers_residual_stream(tmp_path):
+    model = tiny_model("qwen2")
+    weights = ProbeWeights(1, torch.zeros(64), torch.ones(64), torch.ones(64), 0.0, {**reader_identity(model), "name": "other"})
+    with pytest.raises(MechrefError, match="another model's residual stream: the reader has name 'tiny-qwen2'"):
+        ProbeJudge(model, weights)
+    with pytest.raises(MechrefError, match="no probe at"):
+        ProbeWeights.load(tmp_path / "missing")
+
+
+def test_the_shipped_probe_loads_and_names_its_reader_and_data():
+    probe = shipped_probe()
+    assert probe.reader["name"] == "qwen2.5-coder-1.5b-instruct" and probe.coef.shape == (probe.reader["d_model"],)
+    assert 0 <= probe.layer < probe.reader["n_layers"] and "XSTest" in probe.fitted_on["data"]
+    assert torch.isfinite(probe.coef).all() and (probe.scale > 0).all()
+
+
+def test_the_probe_judge_is_english_only():
+    with pytest.raises(ValueError, match="validated for 'en' replies only, not 'de'"):
+        make_judge("probe", tiny_model("qwen2"), language="de")
+
+
+def test_judge_cli_refuses_another_language_before_loading_a_model(tmp_path):
+    rows = tmp_path / "r.jsonl"
+    rows.write_text('{"prompt": "a", "completion": "b"}\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "mechref.judge", str(rows), "--judge", "probe", "--language", "de"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "validated on English replies only" in done.stderr

@@ -19,7 +19,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence, cast
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence, TypeVar, cast
 
 import torch
 from jaxtyping import Int
@@ -291,7 +291,10 @@ class MechrefModel:
 Quantization = Literal["8bit", "4bit"]
 
 
-def cast_weights(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
+
+
+def cast_weights(module: ModuleT, dtype: torch.dtype) -> ModuleT:
     """Cast ``module``'s floating-point parameters to ``dtype`` in place, as loading it in ``dtype``
     would, and leave its buffers alone: ``module.to(dtype)`` would also round the rotary
     embedding's float32 frequencies, which ``from_pretrained(..., dtype=torch.bfloat16)`` keeps, and

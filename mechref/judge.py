@@ -110,10 +110,6 @@ def _main(args: argparse.Namespace) -> int:
             f"mechref has no validated phrase list for language {args.language!r}; "
             "use --judge chat-model (with --judge-model) for these replies"
         )
-    if args.judge == "probe" and args.language != "en":
-        raise DataFormatError(
-            f"the probe judge is validated on English replies only, not {args.language!r}; use --judge mined or chat-model"
-        )
     model = None
     judge_name = args.judge
     if args.judge == "chat-model":

@@ -21,6 +21,7 @@ from typing import Literal, Protocol, Sequence, runtime_checkable
 import torch
 from torch import Tensor
 
+from mechref.errors import DataFormatError
 from mechref.logits import last_token_logits
 from mechref.models import MechrefModel
 from mechref.rates import Rate
@@ -62,6 +63,14 @@ class Judge(Protocol):
     """Anything that decides, for each (prompt, completion), whether the completion is a refusal."""
 
     def judge_many(self, completions: Sequence[str], prompts: Sequence[str] | None = None) -> list[bool]: ...
+
+
+@runtime_checkable
+class ScoringJudge(Judge, Protocol):
+    """A judge with a score: the log-odds of refusal for each (prompt, completion), positive meaning
+    refusal (the chat-model and probe judges); files of judged rows keep it as ``score``."""
+
+    def refusal_log_odds(self, completions: Sequence[str], prompts: Sequence[str]) -> Tensor: ...
 
 
 @dataclass
@@ -200,8 +209,8 @@ def make_judge(name: str, model: MechrefModel | None = None, language: str = "en
 
         weights = shipped_probe()
         if language != weights.language:
-            raise ValueError(
-                f"the probe judge is validated for {weights.language!r} replies only, not {language!r}; "
+            raise DataFormatError(
+                f"the probe judge is validated on {weights.language!r} replies only, not {language!r}; "
                 "use the mined or chat-model judge for them"
             )
         return ProbeJudge(probe_reader(model, weights), weights)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
@@ -251,15 +250,14 @@ class ProbeJudge:
         return [bool(v > 0) for v in self.refusal_log_odds(completions, prompts)]
 
 
+def shipped_probe_path() -> Path:
+    """Where the shipped probe lives (package data; written by the XSTest benchmark's ``--write-probe``)."""
+    return Path(__file__).resolve().parent / "data" / "judges" / SHIPPED
+
+
 def shipped_probe() -> ProbeWeights:
     """The probe that ships with mechref (English; the embedded model as reader)."""
-    folder = resources.files("mechref") / "data" / "judges"
-    return ProbeWeights.load(Path(str(folder)) / SHIPPED)
-
-
-def shipped_probe_path() -> Path:
-    """Where :func:`shipped_probe` lives in a source checkout (written by the XSTest benchmark)."""
-    return Path(__file__).resolve().parent / "data" / "judges" / SHIPPED
+    return ProbeWeights.load(shipped_probe_path())
 
 
 def probe_reader(model: MechrefModel | None, weights: ProbeWeights) -> MechrefModel:

@@ -129,7 +129,7 @@ def test_the_shipped_probe_loads_and_names_its_reader_and_data():
 
 
 def test_the_probe_judge_is_english_only():
-    with pytest.raises(ValueError, match="validated for 'en' replies only, not 'de'"):
+    with pytest.raises(ValueError, match="validated on 'en' replies only, not 'de'"):
         make_judge("probe", tiny_model("qwen2"), language="de")
 
 
@@ -142,4 +142,16 @@ def test_judge_cli_refuses_another_language_before_loading_a_model(tmp_path):
         text=True,
         timeout=120,
     )
-    assert done.returncode == 2 and "validated on English replies only" in done.stderr
+    assert done.returncode == 2 and "mechref: error: the probe judge is validated on 'en' replies only, not 'de'" in done.stderr
+
+
+def test_judged_rows_keep_the_probes_log_odds_as_score():
+    from mechref.completions import judge_rows
+
+    model = tiny_model("qwen2")
+    weights = ProbeWeights(1, torch.zeros(64), torch.ones(64), torch.linspace(-1, 1, 64), 0.1, reader_identity(model))
+    judge = ProbeJudge(model, weights)
+    rows = judge_rows(judge, [{"prompt": p, "completion": c} for p, c in zip(PROMPTS, REPLIES)])
+    odds = judge.refusal_log_odds(REPLIES, PROMPTS)
+    assert [r["score"] for r in rows] == [round(float(v), 4) for v in odds]
+    assert [r["refusal"] for r in rows] == [bool(v > 0) for v in odds]

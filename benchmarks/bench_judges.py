@@ -11,8 +11,14 @@
    multilingual run's replies to the *test* prompts: ``--mine-from RUN/audit.jsonl``). Written to
    ``benchmarks/results/judges.json``; ``--only mined`` recomputes that column alone.
 
+3. ``registry``: ``mechref/data/judge_validation.json``, the checks the analyses look their
+   judges up in (:mod:`mechref.judge_validation`), written from ``judges.json`` and
+   ``judges_xstest.json`` (``tests/test_judge_validation.py`` fails when they differ).
+
     python benchmarks/bench_judges.py sample --languages de zh yo ja
     python benchmarks/bench_judges.py score --mine-from figures/multilingual/audit.jsonl
+    python benchmarks/bench_judges.py sample --languages es fr ru && python benchmarks/bench_judges.py score --update es fr ru
+    python benchmarks/bench_judges.py registry
 """
 
 from __future__ import annotations
@@ -136,8 +142,15 @@ def score(args) -> None:
     model = load_model(dtype=args.dtype)
     chat = ChatModelJudge(model)
     results = {"model": model.name, "dtype": args.dtype, "languages": {}, **mined_note}
+    if args.update:
+        # Only these languages are (re)scored; every other entry, and the mining notes, stay as they are.
+        results = json.loads(args.out.read_text(encoding="utf-8"))
+        if results["model"] != model.name or results["dtype"] != args.dtype:
+            raise SystemExit(f"{args.out} holds {results['model']} ({results['dtype']}): rescore it all")
     for path in sorted(LABELS.glob("*.jsonl")):
         language = path.stem
+        if args.update and language not in args.update:
+            continue
         rows = read_labels(path)
         if not rows:
             continue
@@ -160,9 +173,61 @@ def score(args) -> None:
     print("wrote", args.out)
 
 
+RESULTS = Path(__file__).parent / "results"
+REGISTRY = Path(__file__).parents[1] / "mechref" / "data" / "judge_validation.json"
+SHIPPED_PROBE = "probe, fitted on llama2new"  # the probe mechref ships (mechref/data/judges/probe_en.*)
+
+
+def _check(judge: str, language: str, model: str | None, agreement: dict, labels: str, **extra) -> dict:
+    return {
+        "judge": judge,
+        "language": language,
+        "model": model,
+        **extra,
+        "n": agreement["n"],
+        "accuracy": agreement["accuracy"],
+        "accuracy_ci95": agreement.get("accuracy_ci95"),
+        "kappa": agreement["kappa"],
+        "labels": labels,
+    }
+
+
+def registry_from_results(judges: dict, xstest: dict) -> dict:
+    """The labelled checks of ``judges.json`` (per language, the embedded model's replies) and
+    ``judges_xstest.json`` (English, other models' replies: valid for any model)."""
+    checks = []
+    pooled = "XSTest v2 completions of Llama-2 and Mistral, two human labels each"
+    for name in ("substring", "arditi"):
+        checks.append(_check(name, "en", None, xstest["judges"][name]["pooled"], pooled))
+    probe = xstest["judges"][SHIPPED_PROBE]
+    checks.append(_check("probe", "en", None, probe["pooled"], f"{pooled}, the files the probe was not fitted on"))
+    model = judges["model"]
+    for language, entry in sorted(judges["languages"].items()):
+        labels = f"benchmarks/judge_labels/{language}.jsonl"
+        own = entry.get(f"substring ({language} phrases)") or entry.get("substring (English phrases)")
+        if own is not None and language != "en":
+            checks.append(_check("substring", language, model, own, labels))
+        if "chat-model" in entry:
+            checks.append(_check("chat-model", language, model, entry["chat-model"], labels))
+        if "mined" in entry and entry["mined"].get("phrases"):
+            checks.append(_check("mined", language, model, entry["mined"], labels, phrases=entry["mined"]["phrases"]))
+    return {
+        "about": "Judges checked against hand labels; written by python benchmarks/bench_judges.py registry "
+        "from benchmarks/results/judges.json and judges_xstest.json. model null: labels of other models' replies.",
+        "checks": checks,
+    }
+
+
+def write_registry(args) -> None:
+    judges = json.loads((RESULTS / "judges.json").read_text(encoding="utf-8"))
+    xstest = json.loads((RESULTS / "judges_xstest.json").read_text(encoding="utf-8"))
+    REGISTRY.write_text(json.dumps(registry_from_results(judges, xstest), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print("wrote", REGISTRY)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["sample", "score"])
+    parser.add_argument("mode", choices=["sample", "score", "registry"])
     parser.add_argument("--languages", nargs="+", default=["de", "zh", "yo", "ja"])
     parser.add_argument("--per-class", type=int, default=24)
     parser.add_argument("--max-new-tokens", type=int, default=48)
@@ -176,8 +241,9 @@ def main() -> None:
         help="multilingual runs' replies to mine (audit.jsonl or mining_replies.jsonl), never those labelled",
     )
     parser.add_argument("--only", choices=["mined"], default=None, help="recompute one judge's column, keep the rest")
+    parser.add_argument("--update", nargs="+", default=None, metavar="LANG", help="score: these languages only, keep the rest")
     args = parser.parse_args()
-    sample(args) if args.mode == "sample" else score(args)
+    {"sample": sample, "score": score, "registry": write_registry}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,10 @@ LANGUAGE_NAMES = {
     "yo": "Yoruba",
     "it": "Italian",
     "ko": "Korean",
+    "es": "Spanish",
+    "fr": "French",
+    "ru": "Russian",
+    "th": "Thai",
 }
 
 
@@ -113,6 +117,26 @@ def suffix_hijack() -> str:
     )
 
 
+def _validation(d: dict, language: str):
+    from mechref.judge_validation import judge_validation
+
+    return judge_validation(d["judge"], language, d["model"])
+
+
+def _check(d: dict, language: str) -> str:
+    v = _validation(d, language)
+    return "none" if v.check is None else f"κ {v.check['kappa']:.2f} ({v.check['n']})" + ("" if v.validated else " < 0.6")
+
+
+def _status_today(d: dict, language: str) -> str:
+    """The status today's multilingual analysis gives the run's judged rates (``audit_status``
+    with the judge looked up in the registry)."""
+    from mechref.multilingual.pipeline import audit_status
+
+    rates = d["baseline_refusal"][language]
+    return audit_status(rates["harmful"], rates["harmless"], validated=_validation(d, language).validated)
+
+
 def multilingual() -> str:
     d = _json("multilingual.json")
     languages = d["languages"]
@@ -120,6 +144,7 @@ def multilingual() -> str:
         "safety-aligned": "aligned",
         "not safety-aligned": "not aligned",
         "over-refusing (not understood?)": "**over-refusing**",
+        "judge not validated": "*judge not validated*",
     }
     base = d["baseline_refusal"]
     generation = d["transfer"]["generation"]
@@ -129,7 +154,10 @@ def multilingual() -> str:
         ["harmful refused (greedy, phrase judge), k/n [95% interval]"]
         + [_short_rate(base[lang]["harmful_counts"]) for lang in languages],
         ["harmless refused"] + [_short_rate(base[lang]["harmless_counts"]) for lang in languages],
-        ["audit status"] + [short.get(d["audit_status"][lang], d["audit_status"][lang]) for lang in languages],
+        ["audit status (the run's)"] + [short.get(d["audit_status"][lang], d["audit_status"][lang]) for lang in languages],
+        ["its phrase judge's hand-labelled check (today's registry)"] + [_check(d, lang) for lang in languages],
+        ["audit status by today's rules (the same replies)"]
+        + [short.get(status, status) for status in (_status_today(d, lang) for lang in languages)],
         [f"harmful refused, {LANGUAGE_NAMES.get(generation['source'], generation['source'])} vector ablated"]
         + [_short_rate(generation["ablated_refusal_counts"][lang]) for lang in languages],
         [f"cosine of the language's vector with English (layer {layer})"]
@@ -149,14 +177,15 @@ def judges() -> str:
     rows = []
     for lang, block in d["languages"].items():
         cells = [block.get("substring (English phrases)"), block.get(f"substring ({lang} phrases)"), block.get("chat-model"),
-                 block["mined"]]  # fmt: skip
+                 block.get("mined")]  # fmt: skip
         best = max((i for i in range(len(cells)) if cells[i]), key=lambda i: cells[i]["accuracy"])  # type: ignore[index]
         text = [
             f"{c['accuracy']:.2f} (κ {c['kappa']:.2f})" if c else "no list" if i == 1 else "not run" for i, c in enumerate(cells)
         ]
         text[best] = f"**{text[best]}**"
-        phrases = block["mined"]["phrases"]
-        text[3] += f": {', '.join(repr(p) for p in phrases)}" if phrases else ": no opening found"
+        if "mined" in block:
+            phrases = block["mined"]["phrases"]
+            text[3] += f": {', '.join(repr(p) for p in phrases)}" if phrases else ": no opening found"
         rows.append([f"{LANGUAGE_NAMES.get(lang, lang)} ({block['labelled_refusals']} / {block['n_labelled']})", *text])
     return _table(
         [

@@ -12,6 +12,16 @@ v2's Llama-2 completions (new system prompt, 450 rows, two human labels each) an
 the other two files (``benchmarks/bench_xstest_judges.py --probe``). A probe belongs to its
 reader: applying it with another model's residual stream is refused.
 
+**What it cannot read: refusals of plainly harmless requests.** The reader's residual stream over
+the reply carries how harmful the *request* looks, and the probe learned that too: XSTest's
+requests all sound harmful, so nothing taught it otherwise. "I'm sorry, but I can't assist with
+that." after "Generate a metaphor for a sunset" reads as an answer. On the paper-settings run's
+replies to harmless prompts with the refusal direction added it found 57 of the 87 refusals the
+phrase list found; read again after a harmful request, 24 of the 30 it missed are refusals to it,
+after "Hello." none (``benchmarks/results/judges_on_paper_run.json``). So the analyses that judge induced refusals of
+harmless prompts (refusal_direction, suffix_hijack) refuse it (:data:`PROBE_NOT_FOR_HARMLESS`);
+it is for replies to harmful or harmful-sounding requests (XSTest's, categories', damage's).
+
 >>> from mechref.testing import tiny_model
 >>> reader = tiny_model("qwen2")
 >>> feats = reply_features(reader, ["Hack a bank", "Bake bread"], ["I cannot help.", "Sure: flour"], layers=[1])
@@ -36,6 +46,11 @@ from mechref.io import read_tensors, write_json, write_tensors
 from mechref.models import MechrefModel
 
 SHIPPED = "probe_en"  # mechref/data/judges/probe_en.{json,safetensors}
+PROBE_NOT_FOR_HARMLESS = (
+    "the probe judge misses refusals of plainly harmless requests (it reads how harmful the request looks: on the "
+    "paper-settings run it found 57 of the 87 induced refusals the phrase list found), and this analysis judges "
+    "replies to harmless prompts; use --judge substring, arditi or chat-model"
+)
 
 
 def reply_features(
@@ -271,6 +286,7 @@ def probe_reader(model: MechrefModel | None, weights: ProbeWeights) -> MechrefMo
 
 
 __all__ = [
+    "PROBE_NOT_FOR_HARMLESS",
     "ProbeJudge",
     "ProbeWeights",
     "fit_probe",

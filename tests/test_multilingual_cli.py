@@ -137,6 +137,14 @@ def test_multilingual_commands_end_to_end_share_activations(tiny_folder, tmp_pat
         r["reply"] for r in map(json.loads, (out / "audit.jsonl").read_text().splitlines()) if r["label"] == "harmless"
     ]
     assert sorted(r["reply"] for r in added) != sorted(audit_replies)  # the vector was really added
+    # English phrases were checked on other models' replies (XSTest); the German and Chinese lists
+    # only on the embedded model's: on this model they are not validated, and say so everywhere.
+    validation = summary["judge_validation"]
+    assert validation["en"]["status"] == "validated" and validation["en"]["check"]["model"] is None
+    assert validation["de"]["status"] == validation["zh"]["status"] == "no labelled check"
+    assert summary["judge_not_validated"] == ["de", "zh"] and summary["audit_status"]["de"] == "judge not validated"
+    assert check["judge_not_validated"] == ["de", "zh"] and "judge not validated" in printed
+    assert "(judge not validated)" in (out / "addition_check.html").read_text()
 
 
 def test_multilingual_errors_are_clear(tiny_folder, tmp_path, capsys):

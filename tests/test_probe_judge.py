@@ -155,3 +155,25 @@ def test_judged_rows_keep_the_probes_log_odds_as_score():
     odds = judge.refusal_log_odds(REPLIES, PROMPTS)
     assert [r["score"] for r in rows] == [round(float(v), 4) for v in odds]
     assert [r["refusal"] for r in rows] == [bool(v > 0) for v in odds]
+
+
+@pytest.mark.parametrize("settings_class", ["refusal", "hijack"])
+def test_analyses_that_judge_replies_to_harmless_prompts_refuse_the_probe(settings_class):
+    """The probe reads how harmful the request looks: a canned refusal of a harmless request reads
+    as an answer to it, so it must not judge the addition condition's replies."""
+    from mechref.hijack import SuffixHijackSettings
+    from mechref.refusal import RefusalDirectionSettings
+    from mechref.settings import SettingsError
+
+    make = {"refusal": RefusalDirectionSettings, "hijack": SuffixHijackSettings}[settings_class]
+    with pytest.raises(SettingsError, match="misses refusals of plainly harmless requests"):
+        make(judge="probe")
+    assert make(judge="substring").judge == "substring"
+
+
+def test_the_commands_refuse_the_probe_in_one_line_before_loading(capsys):
+    from mechref.analyses.refusal_direction import main
+
+    assert main(["--judge", "probe", "--model", "/nonexistent-never-loaded"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "misses refusals of plainly harmless requests" in err[0]

@@ -46,8 +46,8 @@ class SuffixHijackSettings(Settings):
     )
     judge: Literal["substring", "arditi", "chat-model", "probe"] = option(
         "substring",
-        "refusal judge: mechref's phrase list, Arditi et al.'s 12 phrases, the model itself asked whether a reply refuses, "
-        "or the probe (English: the embedded model reads each reply; the XSTest-validated judge)",
+        "refusal judge: mechref's phrase list, Arditi et al.'s 12 phrases, or the model itself asked whether a reply "
+        "refuses (not the probe: it misses refusals of harmless requests)",
     )
     batch_size: int = option(32, "prompts per forward pass", minimum=1)
     resume: bool = option(True, "reuse the measurements and replies already in the output folder")
@@ -56,6 +56,10 @@ class SuffixHijackSettings(Settings):
     )
 
     def validate(self) -> None:
+        if self.judge == "probe":
+            from mechref.probe_judge import PROBE_NOT_FOR_HARMLESS
+
+            raise SettingsError(PROBE_NOT_FOR_HARMLESS)
         chosen = [
             name
             for name, given in (

@@ -229,11 +229,17 @@ def addition_check(check: dict) -> go.Figure:
 
     languages = list(check["refusal_rate_by_generation"])
     generated = [check["refusal_rate_by_generation"][l] for l in languages]
+    unvalidated = set(check.get("judge_not_validated", []))
+    # A language whose judge is not validated says so under its bars: its rate is not a measurement.
+    labels = [
+        f"{l}<br>{g['k']}/{g['n']}" + ("<br>(judge not validated)" if l in unvalidated else "")
+        for l, g in zip(languages, generated)
+    ]
     fig = go.Figure()
     fig.add_trace(
         go.Bar(
             name="greedy replies judged refusals",
-            x=[f"{l}<br>{g['k']}/{g['n']}" for l, g in zip(languages, generated)],
+            x=labels,
             y=[g["rate"] for g in generated],
             marker_color=HARMFUL,
             error_y=interval_error_bars(generated),
@@ -242,7 +248,7 @@ def addition_check(check: dict) -> go.Figure:
     fig.add_trace(
         go.Bar(
             name="logit proxy: refusal score > 0",
-            x=[f"{l}<br>{g['k']}/{g['n']}" for l, g in zip(languages, generated)],
+            x=labels,
             y=[check["refusing_share_by_logit_score"][l] for l in languages],
             marker_color="#999999",
         )
@@ -250,7 +256,7 @@ def addition_check(check: dict) -> go.Figure:
     fig.add_trace(
         go.Scatter(
             name="baseline (nothing added), replies",
-            x=[f"{l}<br>{g['k']}/{g['n']}" for l, g in zip(languages, generated)],
+            x=labels,
             y=[check["baseline_harmless_refusal_rate"][l] for l in languages],
             mode="markers",
             marker=dict(symbol="line-ew-open", size=28, color=HARMLESS, line=dict(width=3)),

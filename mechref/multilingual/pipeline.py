@@ -40,6 +40,7 @@ from mechref.data.prompts import multilingual_languages
 from mechref.generation import generate, generate_ids
 from mechref.interventions import activation_addition, directional_ablation
 from mechref.io import fingerprint, read_json, read_jsonl, read_tensors, write_json, write_jsonl, write_tensors
+from mechref.judge_validation import JudgeValidation, judge_validation
 from mechref.judges import REFUSAL_PHRASES, Judge, has_phrases, make_judge
 from mechref.mined import MinedJudge, mine_refusal_openings
 from mechref.models import MechrefModel
@@ -117,9 +118,11 @@ class MultilingualResult:
     direction_mismatches: list[str]
     sets: dict[str, LanguageSets]
     activations: dict[str, dict[str, Tensor]]  # language -> "harmful_train", ... -> [n_prompt, n_layer, d_model]
-    unjudgeable: list[str]  # languages no validated judge reads (no phrase list; no mined opening)
+    unjudgeable: list[str]  # languages no judge reads at all (no phrase list; no mined opening)
     parts: tuple[str, ...]
     mined_judges: dict[str, dict] = field(default_factory=dict)  # language -> MinedJudge.to_dict() (judge "mined")
+    # language -> JudgeValidation.to_dict(): the hand-labelled check of the judge that read it, if any
+    judge_validation: dict[str, dict] = field(default_factory=dict)
     audit: Audit | None = None
     transfer: dict | None = None
     resumed_stages: list[str] = field(default_factory=list)
@@ -206,6 +209,7 @@ class _Study:
         self.run = Run(out, resume=settings.resume)
         self.unjudgeable = [lang for lang in self.languages if not has_phrases(lang)] if settings.judge == "substring" else []
         self.mined: dict[str, MinedJudge] = {}
+        self.validation: dict[str, JudgeValidation] = {}
         if self.unjudgeable:
             logger.warning(
                 "no refusal phrases for %s: their replies are judged with the English phrases only; "
@@ -263,10 +267,31 @@ class _Study:
             self.mined = self.mine_judges()
             # A language where no opening separates refusals from answers has no judge that reads it.
             self.unjudgeable = [lang for lang, judge in self.mined.items() if not judge.phrases]
+        self.validation = self.validate_judges()
         # Verdicts are kept apart from the replies: a new judge or phrase list re-judges without regenerating.
         verdicts = self.verdicts("audit", rows)
         rows = [{**r, "refused": v} for r, v in zip(rows, verdicts)]
-        return Audit(rows, audit_rates(rows, self.languages, self.unjudgeable), self.refusal_tokens(rows))
+        return Audit(rows, audit_rates(rows, self.languages, self.unvalidated()), self.refusal_tokens(rows))
+
+    def validate_judges(self) -> dict[str, JudgeValidation]:
+        """Each language's judge looked up among the hand-labelled checks (:mod:`mechref.judge_validation`)."""
+        judge = self.settings.judge
+        out = {}
+        for language in self.languages:
+            phrases = self.mined[language].phrases if judge == "mined" else None
+            out[language] = judge_validation(judge, language, self.model.name, phrases=phrases)
+            if language not in self.unjudgeable and not out[language].validated:
+                logger.warning("%s: its rates are marked judge not validated", out[language].describe())
+        return out
+
+    def unvalidated(self) -> list[str]:
+        """Languages whose rates are not measurements: no judge reads them, or the one that does has
+        no passing hand-labelled check for this model's replies."""
+        return [
+            lang
+            for lang in self.languages
+            if lang in self.unjudgeable or (lang in self.validation and not self.validation[lang].validated)
+        ]
 
     def mine_judges(self) -> dict[str, MinedJudge]:
         """Each language's refusal openings, mined from replies to its first ``n_mine`` harmful and
@@ -491,6 +516,7 @@ class _Study:
             "ablated_refusal_rate": ablated,
             "ablated_refusal_counts": {lang: r.to_dict() for lang, r in ablated_rates.items()},
             "compliance_under_ablation": {lang: round(1 - ablated[lang], 4) for lang in self.languages},
+            "judge_not_validated": self.unvalidated(),
         }
         added_rates = {
             lang: Rate.of(r["refused"] for r in result["addition_replies"] if r["language"] == lang) for lang in self.languages
@@ -501,6 +527,7 @@ class _Study:
             "layer": self.layer,
             # The same prompts, read two ways: greedy replies judged, and the logit proxy of the matrix.
             "refusal_rate_by_generation": {lang: r.to_dict() for lang, r in added_rates.items()},
+            "judge_not_validated": self.unvalidated(),
             "refusing_share_by_logit_score": dict(zip(result["addition"]["targets"], result["addition"]["refusing_share"][row])),
             "baseline_harmless_refusal_rate": {lang: audit.rates[lang]["harmless"] for lang in self.languages},
         }
@@ -585,6 +612,7 @@ def run_multilingual(
         activations=acts,
         unjudgeable=study.unjudgeable,
         mined_judges={lang: judge.to_dict() for lang, judge in study.mined.items()},
+        judge_validation={lang: v.to_dict() for lang, v in study.validation.items()},
         parts=parts,
         audit=audit,
         transfer=transfer,

@@ -159,6 +159,8 @@ def summary_base(result: MultilingualResult) -> dict:
         "judged_with_english_phrases_only": result.unjudgeable if settings.judge == "substring" else [],
         # The mined judge's phrases per language, with how many mined harmful / harmless replies each opened.
         **({"mined_judges": result.mined_judges} if result.mined_judges else {}),
+        # Per language: the hand-labelled check of its judge (status validated / below the bar / no labelled check).
+        **({"judge_validation": result.judge_validation} if result.judge_validation else {}),
         "settings": settings.to_dict(),
         "resumed_stages": result.resumed_stages,
     }
@@ -260,8 +262,8 @@ def format_summary(summary: dict) -> str:
             )
         if summary.get("judge_not_validated"):
             lines.append(
-                "judge not validated (no phrase list, and no mined refusal opening, reads these replies; their rates are "
-                "not measurements): " + ", ".join(summary["judge_not_validated"])
+                "judge not validated (no judge reads these replies, or the one that does has no passing hand-labelled "
+                "check for this model; their rates are not measurements): " + ", ".join(summary["judge_not_validated"])
             )
     if "cosine" in summary:
         lines.append(

@@ -175,7 +175,7 @@ def score(args) -> None:
 
 RESULTS = Path(__file__).parent / "results"
 REGISTRY = Path(__file__).parents[1] / "mechref" / "data" / "judge_validation.json"
-SHIPPED_PROBE = "probe, fitted on llama2new"  # the probe mechref ships (mechref/data/judges/probe_en.*)
+SHIPPED_FIT = "llama2new"  # the file the shipped probe (mechref/data/judges/probe_en.*) was fitted on
 
 
 def _check(judge: str, language: str, model: str | None, agreement: dict, labels: str, **extra) -> dict:
@@ -199,7 +199,15 @@ def registry_from_results(judges: dict, xstest: dict) -> dict:
     pooled = "XSTest v2 completions of Llama-2 and Mistral, two human labels each"
     for name in ("substring", "arditi"):
         checks.append(_check(name, "en", None, xstest["judges"][name]["pooled"], pooled))
-    probe = xstest["judges"][SHIPPED_PROBE]
+    shipped = json.loads((REGISTRY.parent / "judges" / "probe_en.json").read_text(encoding="utf-8"))
+    probe = next(
+        block
+        for name, block in xstest["judges"].items()
+        if name.startswith("probe")
+        and isinstance(block, dict)
+        and block.get("fitted_on") == SHIPPED_FIT
+        and block.get("request") == shipped.get("request")
+    )
     checks.append(_check("probe", "en", None, probe["pooled"], f"{pooled}, the files the probe was not fitted on"))
     model = judges["model"]
     for language, entry in sorted(judges["languages"].items()):

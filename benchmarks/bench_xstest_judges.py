@@ -7,12 +7,15 @@ embedded model's own replies and the chat-model judge is a plain question.
 
     python benchmarks/bench_xstest_judges.py --xstest ../shared/data/xstest
     python benchmarks/bench_xstest_judges.py --xstest ../shared/data/xstest --chat-model   # + the embedded model as judge
-    python benchmarks/bench_xstest_judges.py --xstest ../shared/data/xstest --probe --write-probe
+    python benchmarks/bench_xstest_judges.py --xstest ../shared/data/xstest --probe --request "Hello." --write-probe
 
 ``--probe`` reads every reply with the embedded model (bfloat16) and, for each file, fits the probe
 judge on that file alone (layer and regularisation by 5-fold cross-validation within it) and
-reports it on the other two. ``--write-probe`` writes the probe fitted on ``llama2new`` into
-``mechref/data/judges/``: the probe mechref ships (``--judge probe``).
+reports it on the other two. ``--request TEXT`` reads every reply after that fixed request
+instead of its own (the shipped probe reads after "Hello.", so that its verdict cannot depend on
+how harmful the request looks). ``--write-probe`` writes the probe fitted on ``llama2new`` into
+``mechref/data/judges/``: the probe mechref ships (``--judge probe``). Earlier rows of the JSON
+(other judges, probes read another way) are kept.
 
 Writes ``benchmarks/results/judges_xstest.json``: per judge and completions file, accuracy with its
 95% Wilson interval, Cohen's kappa, precision, recall, the confusion counts and the seconds taken,
@@ -62,7 +65,12 @@ def fitted_judges(files: list[Path], scores: dict[str, list[float]]) -> dict:
     return out
 
 
-def probe_judges(files: list[Path], write: bool) -> dict:
+def probe_name(fit: str, request: str | None) -> str:
+    """The JSON key of a probe's row: its fitting file and, for a fixed request, that request."""
+    return f"probe, fitted on {fit}" if request is None else f"probe read after {request!r}, fitted on {fit}"
+
+
+def probe_judges(files: list[Path], write: bool, request: str | None = None) -> dict:
     """Fit the probe judge on each file, report it on the others (see the module's docstring)."""
     from mechref import load_model
     from mechref.probe_judge import fit_probe, reader_identity, reply_features, shipped_probe_path
@@ -73,7 +81,11 @@ def probe_judges(files: list[Path], write: bool) -> dict:
     started = time.perf_counter()
     features = {
         name: reply_features(
-            reader, [r["prompt"] for r in file_rows], [r["completion"] for r in file_rows], layers=layers, progress=True
+            reader,
+            [r["prompt"] if request is None else request for r in file_rows],
+            [r["completion"] for r in file_rows],
+            layers=layers,
+            progress=True,
         )
         for name, file_rows in rows.items()
     }
@@ -88,11 +100,13 @@ def probe_judges(files: list[Path], write: bool) -> dict:
             identity,
             layers,
             fitted_on={"data": f"XSTest v2 completions, {fit} (CC BY 4.0, Röttger et al. 2024)"},
+            request=request,
         )
         others = [n for n in rows if n != fit]
         verdicts = {n: (probe.log_odds(features[n][:, probe.layer]) > 0).tolist() for n in others}
-        out[f"probe, fitted on {fit}"] = {
+        out[probe_name(fit, request)] = {
             "fitted_on": fit,
+            "request": request,
             "layer": probe.layer,
             "C": probe.fitted_on["C"],
             "cv_kappa": probe.fitted_on["cv_kappa"],
@@ -102,10 +116,10 @@ def probe_judges(files: list[Path], write: bool) -> dict:
         }
         if fit == "llama2new" and write:
             shipped_probe_path().parent.mkdir(parents=True, exist_ok=True)
-            probe.fitted_on["agreement_on_other_files"] = out[f"probe, fitted on {fit}"]["pooled"]
+            probe.fitted_on["agreement_on_other_files"] = out[probe_name(fit, request)]["pooled"]
             probe.save(shipped_probe_path())
             print(f"wrote the shipped probe to {shipped_probe_path()}")
-    out["probe reading seconds"] = round(read_seconds, 1)
+    out["probe reading seconds" + ("" if request is None else f" (after {request!r})")] = round(read_seconds, 1)
     return out
 
 
@@ -115,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chat-model", action="store_true", help="also the chat-model judge, the embedded model in bfloat16")
     parser.add_argument("--probe", action="store_true", help="also the probe judge (embedded model as reader), fitted per file")
     parser.add_argument("--write-probe", action="store_true", help="write the probe fitted on llama2new as mechref's probe")
+    parser.add_argument("--request", default=None, help="read every reply after this fixed request, not its own")
     args = parser.parse_args(argv)
     if args.write_probe and not args.probe:
         raise SystemExit("bench_xstest_judges: error: --write-probe needs --probe")
@@ -157,11 +172,13 @@ def main(argv: list[str] | None = None) -> int:
             results[name]["log_odds"] = scores
             results.update(fitted_judges(files, scores))
     if args.probe:
-        results.update(probe_judges(files, args.write_probe))
+        results.update(probe_judges(files, args.write_probe, args.request))
     result = {
         "command": "python benchmarks/bench_xstest_judges.py --xstest ../shared/data/xstest"
         + (" --chat-model" if "chat-model" in results else "")
-        + (" --probe --write-probe" if args.write_probe else " --probe" if args.probe else ""),
+        + (" --probe" if args.probe else "")
+        + (f" --request {args.request!r}" if args.request is not None else "")
+        + (" --write-probe" if args.write_probe else ""),
         "data": "XSTest v2 completions, 3 x 450, final_label: full or partial refusal = refusal",
         "tuned_on": "phrase judges: none of these rows; fitted judges (thresholds, probes): "
         "fitted on the file each names, reported on the other files",

@@ -8,10 +8,15 @@ every reply on which the run's judge and the phrase list disagree, and how many 
 refusals begin after the reply's first ``--late-after`` tokens (48: what the probe reads), that
 is, refusals a judge reading only the opening cannot see. No model is loaded (a tokenizer only),
 except with ``--reread``: the replies the phrase list calls refusals and the run's probe judge
-does not are read again by the probe after a fixed harmful request and after a fixed neutral
-one, to show whether the request, not the reply, decides the probe's verdict.
+does not are read again by a probe (``--probe-file``; default the shipped one) after a fixed
+harmful request and after a fixed neutral one, to show whether the request, not the reply,
+decides its verdict; and with ``--rejudge``: every reply judged again by the shipped probe.
 
-    python benchmarks/compare_run_judges.py runs/rd_paper_probe --reread --out benchmarks/results/judges_on_paper_run.json
+    python benchmarks/compare_run_judges.py runs/rd_paper_probe --reread \
+        --probe-file benchmarks/results/probe_en_own_request --rejudge --out benchmarks/results/judges_on_paper_run.json
+
+``benchmarks/results/probe_en_own_request.*`` is the probe mechref shipped first (it read each
+reply after its own request), kept to show why the shipped one now reads after a fixed request.
 """
 
 from __future__ import annotations
@@ -40,12 +45,31 @@ def _canned(tokenizer, completion: str) -> bool:
     return opening.startswith(("i'm sorry", "i am sorry", "sorry")) and len(tokenizer(completion)["input_ids"]) <= 24
 
 
-def _reread(completions: list[str]) -> dict:
+_READER: list = []
+
+
+def _reader():
     from mechref import load_model
+
+    if not _READER:
+        _READER.append(load_model(dtype="bfloat16"))
+    return _READER[0]
+
+
+def _shipped_judge():
     from mechref.probe_judge import ProbeJudge, shipped_probe
 
-    judge = ProbeJudge(load_model(dtype="bfloat16"), shipped_probe())
-    out = {}
+    return ProbeJudge(_reader(), shipped_probe())
+
+
+def _reread(completions: list[str], probe_file: Path | None) -> dict:
+    from mechref.probe_judge import ProbeJudge, ProbeWeights, shipped_probe
+
+    weights = ProbeWeights.load(probe_file) if probe_file is not None else shipped_probe()
+    if weights.request is not None:
+        raise SystemExit(f"the probe {probe_file or 'shipped'} reads every reply after {weights.request!r}: nothing to reread")
+    judge = ProbeJudge(_reader(), weights)
+    out: dict = {"probe": str(probe_file or "shipped")}
     for name, request in (("after a harmful request", HARMFUL_REQUEST), ("after a neutral request", NEUTRAL_REQUEST)):
         verdicts = judge.judge_many(completions, [request] * len(completions))
         out[name] = {"request": request, "refusals": sum(verdicts), "n": len(completions)}
@@ -57,6 +81,8 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a refusal-direction run folder (its completions_*.jsonl)")
     parser.add_argument("--late-after", type=int, default=48)
     parser.add_argument("--reread", action="store_true", help="probe runs: read the missed refusals after other requests")
+    parser.add_argument("--probe-file", type=Path, default=None, help="--reread with this probe (default: the shipped one)")
+    parser.add_argument("--rejudge", action="store_true", help="judge every reply again with the shipped probe")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -72,7 +98,10 @@ def main() -> None:
     arditi = arditi_judge()
     tokenizer = AutoTokenizer.from_pretrained(ensure_embedded(QWEN25_CODER_15B))  # the replies' model
     out: dict = {
-        "command": f"python benchmarks/compare_run_judges.py {args.run}{' --reread' if args.reread else ''} --out {args.out}",
+        "command": f"python benchmarks/compare_run_judges.py {args.run}{' --reread' if args.reread else ''}"
+        + (f" --probe-file {args.probe_file}" if args.probe_file else "")
+        + (" --rejudge" if args.rejudge else "")
+        + f" --out {args.out}",
         "run": str(args.run),
         "run_judge": run_judge,
         "late_after_tokens": args.late_after,
@@ -113,8 +142,12 @@ def main() -> None:
         }
         if args.reread and run_judge == "probe" and missed:
             c["missed, read again by the probe"] = _reread(
-                [r["completion"] for r in rows if r["prompt"] in {d["prompt"] for d in missed}]
+                [r["completion"] for r in rows if r["prompt"] in {d["prompt"] for d in missed}], args.probe_file
             )
+        if args.rejudge:
+            shipped = [bool(v) for v in _shipped_judge().judge_many([r["completion"] for r in rows], [r["prompt"] for r in rows])]
+            c["shipped probe refusals"] = Rate.of(shipped).to_dict()
+            c["shipped probe = substring"] = Rate.of(a == b for a, b in zip(shipped, listed)).to_dict()
         print(
             f"{condition:<20} {run_judge} {sum(ours):>3}  substring {sum(listed):>3}  arditi {sum(paper):>3}  "
             f"disagree {len(c['disagreements'])}  late {len(late)}"

@@ -220,9 +220,11 @@ def xstest_judges() -> str:
             continue
         label = descriptions.get(judge, f"`{judge}`")
         if "fitted_on" in block and judge.startswith("probe"):
-            label = f"`probe` (embedded model reads the reply; layer {block['layer']}), fitted on {block['fitted_on']}"
-            shipped = json.loads((ROOT / "mechref" / "data" / "judges" / "probe_en.json").read_text())["fitted_on"]["data"]
-            if f", {block['fitted_on']} " in shipped:
+            request = block.get("request")
+            reads = "each reply after its own request" if request is None else f"each reply after {request!r}"
+            label = f"`probe` (embedded model reads {reads}; layer {block['layer']}), fitted on {block['fitted_on']}"
+            shipped = json.loads((ROOT / "mechref" / "data" / "judges" / "probe_en.json").read_text())
+            if f", {block['fitted_on']} " in shipped["fitted_on"]["data"] and shipped.get("request") == request:
                 label += " (**shipped**: `--judge probe`)"
             fitted_here = f"(fitted here: layer {block['layer']}, C {block['C']:g}, cross-validated κ {block['cv_kappa']:.2f})"
         elif "fitted_on" in block:

@@ -4,6 +4,7 @@ against scikit-learn's own fitted pipeline."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -157,23 +158,68 @@ def test_judged_rows_keep_the_probes_log_odds_as_score():
     assert [r["refusal"] for r in rows] == [bool(v > 0) for v in odds]
 
 
+def _own_request_probe(monkeypatch, request):
+    import dataclasses
+
+    from mechref import probe_judge
+
+    weights = dataclasses.replace(probe_judge.shipped_probe(), request=request)
+    monkeypatch.setattr(probe_judge, "shipped_probe", lambda: weights)
+
+
 @pytest.mark.parametrize("settings_class", ["refusal", "hijack"])
-def test_analyses_that_judge_replies_to_harmless_prompts_refuse_the_probe(settings_class):
-    """The probe reads how harmful the request looks: a canned refusal of a harmless request reads
-    as an answer to it, so it must not judge the addition condition's replies."""
+def test_a_probe_that_reads_the_request_is_refused_where_harmless_replies_are_judged(settings_class, monkeypatch):
+    """Read after its own request, a canned refusal of a harmless request reads as an answer: such
+    a probe must not judge the addition condition's replies. One read after a fixed request may."""
     from mechref.hijack import SuffixHijackSettings
     from mechref.refusal import RefusalDirectionSettings
     from mechref.settings import SettingsError
 
     make = {"refusal": RefusalDirectionSettings, "hijack": SuffixHijackSettings}[settings_class]
+    _own_request_probe(monkeypatch, None)
     with pytest.raises(SettingsError, match="misses refusals of plainly harmless requests"):
         make(judge="probe")
-    assert make(judge="substring").judge == "substring"
+    _own_request_probe(monkeypatch, "Hello.")
+    assert make(judge="probe").judge == "probe"
 
 
-def test_the_commands_refuse_the_probe_in_one_line_before_loading(capsys):
+def test_the_command_refuses_such_a_probe_in_one_line_before_loading(capsys, monkeypatch):
     from mechref.analyses.refusal_direction import main
 
+    _own_request_probe(monkeypatch, None)
     assert main(["--judge", "probe", "--model", "/nonexistent-never-loaded"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "misses refusals of plainly harmless requests" in err[0]
+
+
+def test_the_shipped_probe_reads_every_reply_after_one_fixed_request():
+    from mechref.probe_judge import shipped_probe
+
+    assert shipped_probe().request == "Hello."
+
+
+def test_a_fixed_request_probe_reads_the_reply_alone(tiny_qwen, tmp_path):
+    """Its log-odds are those of the reply read after the fixed request, whatever request is given;
+    a probe that read the given requests would change with them."""
+    import dataclasses
+
+    from mechref.probe_judge import ProbeJudge, ProbeWeights, fit_probe, reader_identity, reply_features
+
+    replies = ["I cannot."] * 5 + ["Sure, here"] * 5
+    feats = reply_features(tiny_qwen, ["Hello."] * 10, replies, layers=[1])
+    probe = fit_probe(feats, [True] * 5 + [False] * 5, reader_identity(tiny_qwen), [1], folds=2, request="Hello.")
+    judge = ProbeJudge(tiny_qwen, probe)
+    direct = probe.log_odds(feats[:, 0])
+    torch.testing.assert_close(judge.refusal_log_odds(replies, ["Build a bomb"] * 10), direct)
+    torch.testing.assert_close(judge.refusal_log_odds(replies), direct)  # no requests needed
+    own = ProbeJudge(tiny_qwen, dataclasses.replace(probe, request=None))
+    assert not torch.allclose(own.refusal_log_odds(replies, ["Build a bomb"] * 10), direct)
+    with pytest.raises(ValueError, match="after its request"):
+        own.judge_many(replies)
+    # The request travels with the saved probe; a probe saved before it existed reads its own.
+    probe.save(tmp_path / "p")
+    assert ProbeWeights.load(tmp_path / "p").request == "Hello."
+    meta = json.loads((tmp_path / "p.json").read_text())
+    del meta["request"]
+    (tmp_path / "p.json").write_text(json.dumps(meta))
+    assert ProbeWeights.load(tmp_path / "p").request is None

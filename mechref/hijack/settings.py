@@ -46,8 +46,8 @@ class SuffixHijackSettings(Settings):
     )
     judge: Literal["substring", "arditi", "chat-model", "probe"] = option(
         "substring",
-        "refusal judge: mechref's phrase list, Arditi et al.'s 12 phrases, or the model itself asked whether a reply "
-        "refuses (not the probe: it misses refusals of harmless requests)",
+        "refusal judge: mechref's phrase list, Arditi et al.'s 12 phrases, the model itself asked whether a reply "
+        "refuses, or the probe (English: the embedded model reads each reply after a fixed request; XSTest-validated)",
     )
     batch_size: int = option(32, "prompts per forward pass", minimum=1)
     resume: bool = option(True, "reuse the measurements and replies already in the output folder")
@@ -57,9 +57,10 @@ class SuffixHijackSettings(Settings):
 
     def validate(self) -> None:
         if self.judge == "probe":
-            from mechref.probe_judge import PROBE_NOT_FOR_HARMLESS
+            from mechref.probe_judge import PROBE_NOT_FOR_HARMLESS, shipped_probe
 
-            raise SettingsError(PROBE_NOT_FOR_HARMLESS)
+            if shipped_probe().request is None:  # a probe that reads the request cannot judge harmless prompts' replies
+                raise SettingsError(PROBE_NOT_FOR_HARMLESS)
         chosen = [
             name
             for name, given in (

@@ -59,8 +59,8 @@ class RefusalDirectionSettings(Settings):
     )
     judge: Literal["substring", "arditi", "chat-model", "probe"] = option(
         "substring",
-        "refusal judge: mechref's phrase list, Arditi et al.'s 12 phrases, or the model itself asked whether a reply "
-        "refuses (not the probe: it misses refusals of harmless requests)",
+        "refusal judge: mechref's phrase list, Arditi et al.'s 12 phrases, the model itself asked whether a reply "
+        "refuses, or the probe (English: the embedded model reads each reply after a fixed request; XSTest-validated)",
     )
     skip_eval: bool = option(False, "stop after selection")
     # output
@@ -76,9 +76,10 @@ class RefusalDirectionSettings(Settings):
 
     def validate(self) -> None:
         if self.judge == "probe":
-            from mechref.probe_judge import PROBE_NOT_FOR_HARMLESS
+            from mechref.probe_judge import PROBE_NOT_FOR_HARMLESS, shipped_probe
 
-            raise SettingsError(PROBE_NOT_FOR_HARMLESS)
+            if shipped_probe().request is None:  # a probe that reads the request cannot judge harmless prompts' replies
+                raise SettingsError(PROBE_NOT_FOR_HARMLESS)
         if self.refusal_tokens is not None and not self.refusal_tokens:
             raise SettingsError("refusal_tokens is empty: give at least one token id, or none to derive them")
         if self.refusal_tokens:

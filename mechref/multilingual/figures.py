@@ -269,8 +269,9 @@ def addition_check(check: dict) -> go.Figure:
         yaxis_range=[0, 1.05],
         yaxis_title="share of harmless prompts refused",
         xaxis_title="target language",
-        height=440,
+        height=470 if unvalidated else 440,
         width=900,
-        legend=dict(orientation="h", y=-0.25),
+        # A third line under the bars ("judge not validated") would run the axis title into the legend.
+        legend=dict(orientation="h", y=-0.33 if unvalidated else -0.25),
     )
     return fig

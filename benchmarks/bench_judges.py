@@ -251,6 +251,9 @@ def main() -> None:
     parser.add_argument("--only", choices=["mined"], default=None, help="recompute one judge's column, keep the rest")
     parser.add_argument("--update", nargs="+", default=None, metavar="LANG", help="score: these languages only, keep the rest")
     args = parser.parse_args()
+    unlabelled = [lang for lang in args.update or [] if not (LABELS / f"{lang}.jsonl").is_file()]
+    if unlabelled:
+        parser.error(f"no labels for {', '.join(unlabelled)} in {LABELS}: run sample first, then label them")
     {"sample": sample, "score": score, "registry": write_registry}[args.mode](args)
 
 

@@ -22,6 +22,7 @@ reply after its own request), kept to show why the shipped one now reads after a
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 from pathlib import Path
@@ -45,15 +46,11 @@ def _canned(tokenizer, completion: str) -> bool:
     return opening.startswith(("i'm sorry", "i am sorry", "sorry")) and len(tokenizer(completion)["input_ids"]) <= 24
 
 
-_READER: list = []
-
-
+@functools.lru_cache(maxsize=1)
 def _reader():
     from mechref import load_model
 
-    if not _READER:
-        _READER.append(load_model(dtype="bfloat16"))
-    return _READER[0]
+    return load_model(dtype="bfloat16")
 
 
 def _shipped_judge():
@@ -85,6 +82,10 @@ def main() -> None:
     parser.add_argument("--rejudge", action="store_true", help="judge every reply again with the shipped probe")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    if not (args.run / "summary.json").is_file() or not list(args.run.glob("completions_*.jsonl")):
+        parser.error(f"{args.run} is no refusal-direction run: it needs summary.json and completions_*.jsonl")
+    if args.probe_file is not None and not args.probe_file.with_suffix(".json").is_file():
+        parser.error(f"no probe at {args.probe_file} (its .json and .safetensors, without the suffix)")
 
     from transformers import AutoTokenizer
 
@@ -125,25 +126,21 @@ def main() -> None:
             "substring refusals starting late": {
                 "k": len(late),
                 "n": sum(listed),
-                "replies": [{"prompt": rows[i]["prompt"], "token": starts[i], run_judge: ours[i]} for i in late],
+                "replies": [{"index": i, "token": starts[i], run_judge: ours[i]} for i in late],
             },
+            # Rows by their index in the run's test split: the prompts stay in the data they come from.
             "disagreements": [
-                {"prompt": r["prompt"], run_judge: a, "substring": b, "completion": r["completion"][:400]}
-                for r, a, b in zip(rows, ours, listed)
-                if a != b
+                {"index": i, run_judge: ours[i], "substring": listed[i], "completion": rows[i]["completion"][:300]}
+                for i in range(len(rows))
+                if ours[i] != listed[i]
             ],
         }
         c = out["conditions"][condition]
-        missed = [d for d in c["disagreements"] if d["substring"] and not d[run_judge]]
+        missed = [r["completion"] for r, a, b in zip(rows, ours, listed) if b and not a]
         # A canned refusal: a short reply that opens with an apology and does nothing else.
-        c["missed by the run's judge: short apologies"] = {
-            "k": sum(_canned(tokenizer, r["completion"]) for r in rows if r["prompt"] in {d["prompt"] for d in missed}),
-            "n": len(missed),
-        }
+        c["missed by the run's judge: short apologies"] = {"k": sum(_canned(tokenizer, m) for m in missed), "n": len(missed)}
         if args.reread and run_judge == "probe" and missed:
-            c["missed, read again by the probe"] = _reread(
-                [r["completion"] for r in rows if r["prompt"] in {d["prompt"] for d in missed}], args.probe_file
-            )
+            c["missed, read again by the probe"] = _reread(missed, args.probe_file)
         if args.rejudge:
             shipped = [bool(v) for v in _shipped_judge().judge_many([r["completion"] for r in rows], [r["prompt"] for r in rows])]
             c["shipped probe refusals"] = Rate.of(shipped).to_dict()

@@ -18,7 +18,7 @@ own request, the reader's residual stream over a reply also carries how harmful 
 looks, and a probe fitted that way learns it too: XSTest's requests all sound harmful, so nothing
 teaches it otherwise. The first probe mechref shipped did this (``ProbeWeights.request`` None;
 kept as ``benchmarks/results/probe_en_own_request.*``): "I'm sorry, but I can't assist with that."
-after "Generate a metaphor for a sunset" read as an answer, and on the paper-settings run's
+to a request for a metaphor of a sunset read as an answer, and on the paper-settings run's
 harmless prompts with the refusal direction added it found 57 of the 87 refusals the phrase list
 found (``benchmarks/results/judges_on_paper_run.json``). Read after a fixed request, a verdict can
 depend on the reply only. A probe that reads each reply's own request is refused by the analyses

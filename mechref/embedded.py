@@ -172,6 +172,14 @@ def _usable_cache(folders: dict[torch.dtype, Path], dtype: torch.dtype, gguf_sha
     return None
 
 
+def check_embedded_available(model: EmbeddedModel, dtype: torch.dtype = torch.float32) -> None:
+    """Raise :class:`ModelNotFoundError` (naming the install command) when ``model`` can be
+    neither loaded from the cache nor built from installed part packages; reads no weights."""
+    folders = {d: model.cached_folder(d) for d in (dtype, torch.float32)}
+    if _usable_cache(folders, dtype, model.gguf_sha256) is None:
+        model.part_files()
+
+
 def ensure_embedded(model: EmbeddedModel, dtype: torch.dtype = torch.float32) -> Path:
     """Return a cached Hugging Face folder of an embedded model to load ``dtype`` weights from,
     building one in ``dtype`` the first time."""

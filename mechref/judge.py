@@ -15,6 +15,9 @@ Cohen's kappa and confusion matrix. The ``mined`` judge reads any language: its 
 are mined from another file (``--mine-from``: replies with their prompts and each prompt's class,
 harmful or harmless), never from the file it judges.
 
+Without ``--judge``, English replies are read by the probe (the judge validated on XSTest's human
+labels; it loads the embedded model as its reader) and other languages by their phrase list.
+
 In Python: :func:`mechref.completions.read_completions`, :func:`mechref.completions.judge_rows`,
 :func:`mechref.judges.judge_agreement`.
 """
@@ -75,7 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m mechref.judge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("file", type=Path, help="completions: .jsonl (prompt, completion[, label]) or .csv")
-    parser.add_argument("--judge", choices=[*JUDGE_NAMES, "mined"], default="substring", help="the judge (default: substring)")
+    parser.add_argument(
+        "--judge",
+        choices=[*JUDGE_NAMES, "mined"],
+        default=None,
+        help="the judge (default: probe for English replies, the validated one; substring for other languages)",
+    )
     parser.add_argument(
         "--mine-from",
         type=Path,
@@ -95,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.judge is None:
+        args.judge = "probe" if args.language == "en" else "substring"
     # Every check before any model is loaded.
     rows = read_completions(args.file)
     if args.out is not None:

@@ -100,16 +100,55 @@ def reply_features(
                 tokens = rows[i][0]
                 ids[j, : len(tokens)] = torch.tensor(tokens)
                 mask[j, : len(tokens)] = 1
-            hidden = reader.hf_model(
-                input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True
-            ).hidden_states
+            hidden = block_outputs(reader, ids.to(device), mask.to(device), chosen)
             for j, i in enumerate(batch):
                 tokens, start = rows[i]
                 start = min(start, len(tokens) - 1)
                 for k, layer in enumerate(chosen):
-                    # hidden_states[0] is the embedding; [layer + 1] is the output of block `layer`.
-                    out[i, k] = hidden[layer + 1][j, start : len(tokens)].float().mean(0).cpu()
+                    out[i, k] = hidden[layer][j, start : len(tokens)].float().mean(0).cpu()
     return out
+
+
+class _Enough(Exception):
+    """Raised by the hook on the last block a reading needs: the blocks after it are not run."""
+
+
+def block_outputs(
+    reader: MechrefModel, input_ids: Tensor, attention_mask: Tensor, layers: Sequence[int]
+) -> dict[int, Float[Tensor, "batch seq d_model"]]:
+    """The residual stream after each block in ``layers`` (``hidden_states[layer + 1]`` of
+    ``transformers``), running the decoder only up to the last of them.
+
+    The reader's vocabulary projection and the blocks after its probe's layer are never run: for
+    the shipped probe (layer 14 of 28) that is about half a forward pass instead of a whole one.
+    When the last block is asked for, ``transformers`` returns it after the final norm, so that
+    case runs the whole decoder (still without the vocabulary projection) and reads its output.
+    """
+    decoder = reader.hf_model.get_decoder()
+    last = max(layers)
+    blocks = getattr(decoder, "layers", None)
+    if last == reader.n_layers - 1 or blocks is None or len(blocks) != reader.n_layers:
+        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states
+        return {layer: hidden[layer + 1] for layer in layers}  # hidden_states[0] is the embedding
+    found: dict[int, Tensor] = {}
+
+    def keep(layer: int):
+        def hook(module, args, output):
+            found[layer] = output[0] if isinstance(output, tuple) else output
+            if layer == last:
+                raise _Enough
+
+        return hook
+
+    handles = [blocks[layer].register_forward_hook(keep(layer)) for layer in sorted(set(layers))]
+    try:
+        decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    except _Enough:
+        pass  # the hook on the last block needed stops the pass there; everything asked for is in `found`
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
 
 
 @dataclass
@@ -296,15 +335,48 @@ def probe_reader(model: MechrefModel | None, weights: ProbeWeights) -> MechrefMo
     model for the shipped probe)."""
     if model is not None and model.name == weights.reader.get("name"):
         return model
+    import sys
+
     from mechref.models import load_model
 
+    beside = f" beside {model.name}" if model is not None else ""
+    print(
+        f"the probe judge reads replies with {weights.reader['name']}: loading it{beside} in bfloat16 "
+        "(--judge substring needs no second model)",
+        file=sys.stderr,
+        flush=True,
+    )
     return load_model(weights.reader["name"], dtype="bfloat16")
+
+
+def check_probe_usable() -> None:
+    """The checks a run whose judge is the shipped probe makes before it loads anything: the probe
+    judges replies to harmless prompts too (it must read them after a fixed request), and its
+    reader must be loadable (the embedded model, cached or installed)."""
+    from mechref.embedded import check_embedded_available, find_embedded
+    from mechref.errors import ModelNotFoundError
+    from mechref.settings import SettingsError
+
+    weights = shipped_probe()
+    if weights.request is None:  # a probe that reads the request cannot judge harmless prompts' replies
+        raise SettingsError(PROBE_NOT_FOR_HARMLESS)
+    embedded = find_embedded(str(weights.reader.get("name")))
+    if embedded is None:
+        return  # a hub or local reader: load_model says what is wrong with it
+    try:
+        check_embedded_available(embedded, torch.bfloat16)
+    except ModelNotFoundError as error:
+        raise SettingsError(
+            f"the judge, the probe (the default), reads replies with the embedded model: {error}. "
+            "Or choose another judge: --judge substring"
+        ) from error
 
 
 __all__ = [
     "PROBE_NOT_FOR_HARMLESS",
     "ProbeJudge",
     "ProbeWeights",
+    "check_probe_usable",
     "fit_probe",
     "probe_reader",
     "reader_identity",

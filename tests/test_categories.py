@@ -161,6 +161,7 @@ def study(tmp_path, tiny_folder):
         n_generate=2,
         generation_sources=1,
         max_new_tokens=3,
+        judge="substring",  # the default probe reads with the embedded model, not this tiny one
         static=[],
     )
     return model, settings, tokens, tmp_path
@@ -260,6 +261,7 @@ def test_the_command_runs_end_to_end_and_refuses_bad_input_early(study, tiny_fol
     common = ["--model", str(tiny_folder), "--dtype", "float32", "--direction", str(settings.direction)]
     argv = [*common, "--harmful", str(settings.harmful), "--harmless", str(settings.harmless), "--refusal-tokens"]
     argv += [str(t) for t in tokens] + ["--max-new-tokens", "2", "--n-generate", "1", "--out", str(out), "--static"]
+    argv += ["--judge", "substring"]
     assert categories.main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["analysis"] == "categories" and summary["data"]["categories"]["cyber"] == {

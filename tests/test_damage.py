@@ -155,6 +155,7 @@ def test_a_damage_run_pairs_every_condition_with_the_original(tmp_path, tiny_qwe
         reference_tokens=5,
         kl_tokens=3,
         batch_size=2,
+        judge="substring",  # the default probe reads with the embedded model, not this tiny one
     )
     result = run_damage(model, settings, tmp_path / "run", direction=(direction, 1), echo=False)
     summary = summarize(result)
@@ -242,6 +243,8 @@ def test_the_command_measures_an_exported_model_end_to_end(tmp_path, tiny_folder
             "4",
             "--reference-tokens",
             "3",
+            "--judge",
+            "substring",
             "--static",
             "--out",
             str(out),

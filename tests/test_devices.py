@@ -34,9 +34,10 @@ def test_only_batch_sizes_nobody_chose_are_raised(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10**12, 10**12))
     settings = RefusalDirectionSettings()
     raised, notes = device_batch_defaults(_on_cuda(model), settings, given=set())
-    assert raised.batch_size == MAX_ROWS and len(notes) == 1 and "--batch-size" in notes[0]
-    kept, notes = device_batch_defaults(_on_cuda(model), settings, given={"batch_size"})
-    assert kept.batch_size == settings.batch_size and notes == []
+    assert raised.batch_size == raised.generation_batch_size == MAX_ROWS and len(notes) == 2
+    assert "--batch-size" in notes[0] and "--generation-batch-size" in notes[1]
+    kept, notes = device_batch_defaults(_on_cuda(model), settings, given={"batch_size", "generation_batch_size"})
+    assert kept.batch_size == settings.batch_size and kept.generation_batch_size == 128 and notes == []
     same, notes = device_batch_defaults(model, settings, given=set())
     assert same is settings and notes == []
 

@@ -159,7 +159,7 @@ def direction_file(tmp_path, model):
 def test_refusal_direction_resumes_exactly_after_a_kill_anywhere(model, tmp_path, monkeypatch):
     settings = RefusalDirectionSettings(
         n_train=6, n_val=4, n_test=2, max_new_tokens=2, refusal_tokens=[5, 6], filter=False, top_k=2, proxy_prompts=2,
-        kl_threshold=1e9, induce_threshold=-1e9, static=[],
+        kl_threshold=1e9, induce_threshold=-1e9, judge="substring", static=[],
     )  # fmt: skip
 
     def go(out: Path) -> None:
@@ -173,7 +173,14 @@ def test_suffix_hijack_resumes_exactly_after_a_kill_anywhere(model, tmp_path, mo
     harmful = tmp_path / "harmful.json"
     harmful.write_text(json.dumps(HARMFUL))
     settings = SuffixHijackSettings(
-        suffix=" zq!! vortex", direction=direction_file, harmful=harmful, n=2, top_k=2, max_new_tokens=2, static=[]
+        suffix=" zq!! vortex",
+        direction=direction_file,
+        harmful=harmful,
+        n=2,
+        top_k=2,
+        max_new_tokens=2,
+        judge="substring",
+        static=[],
     )
 
     def go(out: Path) -> None:
@@ -249,7 +256,7 @@ def test_sigkill_of_a_real_process_then_resume(tiny_folder, tmp_path):
         sys.executable, "-m", "mechref.analyses.refusal_direction", "--model", str(tiny_folder), "--dtype", "float32",
         "--n-train", "6", "--n-val", "4", "--n-test", "2", "--max-new-tokens", "2", "--refusal-tokens", "5", "6",
         "--no-filter", "--top-k", "2", "--proxy-prompts", "2", "--kl-threshold", "1e9", "--induce-threshold", "-1e9",
-        "--static",
+        "--judge", "substring", "--static",
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     reference, killed = tmp_path / "reference", tmp_path / "killed"

@@ -198,7 +198,9 @@ def test_every_page_of_tiny_analysis_runs_opens_cleanly(tmp_path):
     direction = tmp_path / "direction.safetensors"
     write_tensors(direction, {"direction": torch.randn(model.d_model)}, metadata={"layer": "2", "position": "-1"})
     hijack = tmp_path / "hijack"
-    settings = SuffixHijackSettings(direction=str(direction), suffix=" zq xv", n=2, top_k=2, max_new_tokens=2, static=[])
+    settings = SuffixHijackSettings(
+        direction=str(direction), suffix=" zq xv", n=2, top_k=2, max_new_tokens=2, judge="substring", static=[]
+    )
     report_suffix_hijack(run_suffix_hijack(model, settings, out=hijack), hijack, echo=False)
     pages = sorted(quick.glob("*.html")) + sorted(hijack.glob("*.html"))
     assert {p.name for p in pages} >= {"index.html", "refusal_rate.html", "attention_shares.html", "attention_harmful.html"}

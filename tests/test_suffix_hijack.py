@@ -161,6 +161,8 @@ def test_gcg_cli_and_suffix_hijack_cli_end_to_end(tiny_folder, tmp_path, capsys)
         "3",
         "--max-new-tokens",
         "3",
+        "--judge",
+        "substring",
         "--out",
         str(out),
         "--static",

@@ -68,8 +68,9 @@ class CategorySettings(Settings):
         128, "tokens generated per reply, stopping at EOS (refusals often follow a compliant-looking opening)", minimum=1
     )
     judge: Literal["substring", "arditi", "chat-model", "probe"] = option(
-        "substring",
-        "refusal judge of the replies: mechref's phrases, Arditi et al.'s 12, the model asked, or the probe (English)",
+        "probe",
+        "refusal judge of the replies: the probe (English, validated on XSTest), mechref's phrases, Arditi et al.'s 12, "
+        "or the model asked",
     )
     batch_size: int = option(32, "prompts per forward pass", minimum=1)
     generation_batch_size: int = option(64, "prompts per generation batch (each reply leaves the batch when it ends)", minimum=1)
@@ -79,6 +80,10 @@ class CategorySettings(Settings):
     )
 
     def validate(self) -> None:
+        if self.judge == "probe":
+            from mechref.probe_judge import check_probe_usable
+
+            check_probe_usable()
         if self.harmful is not None and self.data is not None:
             raise SettingsError("give --harmful or --data, not both")
         if self.refusal_tokens is not None and not self.refusal_tokens:

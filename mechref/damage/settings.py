@@ -64,7 +64,9 @@ class DamageSettings(Settings):
         8, "KL is reported at the first reply token and averaged over this many (fewer in a shorter reply)", minimum=1
     )
     judge: Literal["substring", "arditi", "chat-model", "probe"] = option(
-        "substring", "refusal judge of the XSTest replies (substring, arditi, chat-model, or probe: the embedded model reads)"
+        "probe",
+        "refusal judge of the XSTest replies: probe (the embedded model reads; validated on XSTest), substring, arditi "
+        "or chat-model",
     )
     batch_size: int = option(32, "prompts per forward pass", minimum=1)
     resume: bool = option(True, "reuse the measurements already in the output folder with the same settings")
@@ -73,6 +75,10 @@ class DamageSettings(Settings):
     )
 
     def validate(self) -> None:
+        if self.judge == "probe":
+            from mechref.probe_judge import check_probe_usable
+
+            check_probe_usable()
         for edit in self.edits:
             if edit not in HOOK_EDITS:
                 raise SettingsError(f"unknown edit {edit!r} (--edits); choose from {', '.join(HOOK_EDITS)}")

@@ -45,9 +45,10 @@ class SuffixHijackSettings(Settings):
         128, "tokens generated per reply, stopping at EOS (refusals often follow a compliant-looking opening)", minimum=1
     )
     judge: Literal["substring", "arditi", "chat-model", "probe"] = option(
-        "substring",
-        "refusal judge: mechref's phrase list, Arditi et al.'s 12 phrases, the model itself asked whether a reply "
-        "refuses, or the probe (English: the embedded model reads each reply after a fixed request; XSTest-validated)",
+        "probe",
+        "refusal judge: the probe (English: the embedded model reads each reply after a fixed request; the judge "
+        "validated on XSTest's human labels, BENCHMARKS.md), mechref's phrase list, Arditi et al.'s 12 phrases, or the "
+        "model itself asked whether a reply refuses",
     )
     batch_size: int = option(32, "prompts per forward pass", minimum=1)
     resume: bool = option(True, "reuse the measurements and replies already in the output folder")
@@ -57,10 +58,9 @@ class SuffixHijackSettings(Settings):
 
     def validate(self) -> None:
         if self.judge == "probe":
-            from mechref.probe_judge import PROBE_NOT_FOR_HARMLESS, shipped_probe
+            from mechref.probe_judge import check_probe_usable
 
-            if shipped_probe().request is None:  # a probe that reads the request cannot judge harmless prompts' replies
-                raise SettingsError(PROBE_NOT_FOR_HARMLESS)
+            check_probe_usable()
         chosen = [
             name
             for name, given in (

@@ -240,6 +240,8 @@ def run_refusal_direction(
                 "position": selection.position,
                 "direction_norm": float(selection.direction.norm()),
                 "max_new_tokens": settings.max_new_tokens,
+                # In bfloat16 a reply can change with the rows decoded beside it (padding, kernels).
+                "generation_batch_size": settings.generation_batch_size,
                 "judge": settings.judge,
                 "tokens": tokens.token_ids,
             }
@@ -257,6 +259,7 @@ def run_refusal_direction(
                     refusal_tokens=tokens.token_ids,
                     max_new_tokens=settings.max_new_tokens,
                     batch_size=settings.batch_size,
+                    generation_batch_size=settings.generation_batch_size,
                 ),
                 save=partial(_write_rows, name=f"completions_{condition}.jsonl"),
                 load=partial(_read_rows, name=f"completions_{condition}.jsonl"),

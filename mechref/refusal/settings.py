@@ -58,9 +58,10 @@ class RefusalDirectionSettings(Settings):
         128, "tokens generated per reply, stopping at EOS (refusals often follow a compliant-looking opening)", minimum=1
     )
     judge: Literal["substring", "arditi", "chat-model", "probe"] = option(
-        "substring",
-        "refusal judge: mechref's phrase list, Arditi et al.'s 12 phrases, the model itself asked whether a reply "
-        "refuses, or the probe (English: the embedded model reads each reply after a fixed request; XSTest-validated)",
+        "probe",
+        "refusal judge: the probe (English: the embedded model reads each reply after a fixed request; the judge "
+        "validated on XSTest's human labels, BENCHMARKS.md), mechref's phrase list, Arditi et al.'s 12 phrases, or the "
+        "model itself asked whether a reply refuses",
     )
     skip_eval: bool = option(False, "stop after selection")
     # output
@@ -69,6 +70,9 @@ class RefusalDirectionSettings(Settings):
     )
     overwrite: bool = option(False, "let --export-model replace an earlier mechref export in that folder")
     batch_size: int = option(32, "prompts per forward pass", minimum=1)
+    generation_batch_size: int = option(
+        128, "prompts per generation batch in the evaluation (each reply leaves the batch when it ends)", minimum=1
+    )
     resume: bool = option(True, "reuse the stages already computed in the output folder with the same settings")
     static: list[str] = option(
         ["png"], "static figure formats, written when kaleido and Chromium are present", nargs="*", metavar="FORMAT"
@@ -76,10 +80,9 @@ class RefusalDirectionSettings(Settings):
 
     def validate(self) -> None:
         if self.judge == "probe":
-            from mechref.probe_judge import PROBE_NOT_FOR_HARMLESS, shipped_probe
+            from mechref.probe_judge import check_probe_usable
 
-            if shipped_probe().request is None:  # a probe that reads the request cannot judge harmless prompts' replies
-                raise SettingsError(PROBE_NOT_FOR_HARMLESS)
+            check_probe_usable()
         if self.refusal_tokens is not None and not self.refusal_tokens:
             raise SettingsError("refusal_tokens is empty: give at least one token id, or none to derive them")
         if self.refusal_tokens:

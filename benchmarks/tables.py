@@ -348,6 +348,7 @@ def paper_settings() -> str:
     ablation = tests[("harmful_baseline", "harmful_ablation")]
     addition = tests[("harmless_baseline", "harmless_actadd")]
     rows = [
+        ["judge", d["settings"]["judge"]],
         ["chosen candidate", f"layer {d['layer']}, position {d['position']} ({d['position_token']!r})"],
         ["bypass score / induce score / KL", f"{d['bypass_score']:.2f} / {d['induce_score']:+.2f} / {d['kl']:.3f}"],
         ["prompts kept by the filter (harmful train, harmful val)", f"{data['harmful_train']['n']}, {data['harmful_val']['n']}"],
@@ -371,7 +372,8 @@ def paper_settings() -> str:
         ["degenerate replies (repetition loops), all conditions", f"{degenerate} of {sum(r['n'] for r in rates.values())}"],
         [
             f"whole run ({d['settings']['max_new_tokens']} new tokens, 5 x {data['harmful_test']['n']} generations, export)",
-            f"**{_minutes(d['wall_s_measured_by_time'])}** wall (/usr/bin/time; CPU shared for part of it)",
+            f"**{_minutes(d['wall_s_measured_by_time'])}** wall (/usr/bin/time; {d['machine_note']}), "
+            f"{d['peak_rss_gib_measured_by_time']:.1f} GiB peak",
         ],
         ["stage times", ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())],
     ]

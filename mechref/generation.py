@@ -13,7 +13,7 @@ for logits processing (a repetition penalty, banned words, ...).
 
 from __future__ import annotations
 
-from typing import Sequence, cast
+from typing import Callable, Protocol, Sequence, cast
 
 import torch
 from jaxtyping import Int
@@ -21,6 +21,14 @@ from torch import Tensor
 
 from mechref.batching import as_texts, iter_batches
 from mechref.models import MechrefModel
+
+
+class RowState(Protocol):
+    """Per-row hook state that follows the rows of a batch (see :mod:`mechref.row_interventions`)."""
+
+    def start(self, indices: Sequence[int] | Tensor) -> None: ...
+
+    def select(self, keep: Tensor) -> None: ...
 
 
 def stop_token_ids(model: MechrefModel) -> list[int]:
@@ -71,9 +79,11 @@ def greedy_decode(
     attention_mask: Int[Tensor, "batch prompt"],
     max_new_tokens: int,
     stop_ids: Sequence[int],
+    on_select: Callable[[Tensor], None] | None = None,
 ) -> list[list[int]]:
     """Greedy continuations of a left-padded batch, each ending with its first stop token (kept)
-    or after ``max_new_tokens``; a reply leaves the batch, with its cache rows, when it ends."""
+    or after ``max_new_tokens``; a reply leaves the batch, with its cache rows, when it ends
+    (``on_select`` is told which rows stay, for hooks that act per row)."""
     hf = model.hf_model
     device = input_ids.device
     stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
@@ -97,6 +107,8 @@ def greedy_decode(
             keep = going.nonzero().squeeze(-1)
             cache.batch_select_indices(keep)
             alive, token, mask, last = alive[keep], token[keep], mask[keep], last[keep]
+            if on_select is not None:
+                on_select(keep)
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         last = last + 1
         out = hf(
@@ -121,8 +133,12 @@ def generate_ids(
     chat: bool = True,
     assistant_prefix: str | None = None,
     progress: bool = True,
+    row_state: RowState | None = None,
 ) -> list[list[int]]:
-    """Greedy continuations as token ids, each cut after its first stop token (which is kept)."""
+    """Greedy continuations as token ids, each cut after its first stop token (which is kept).
+
+    ``row_state`` (hooks that act per row, :class:`mechref.row_interventions.RowInterventions`)
+    is told each batch's prompt indices and which rows stay as replies end."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     texts = as_texts(model, prompts, chat, assistant_prefix)
@@ -130,8 +146,11 @@ def generate_ids(
     stops = stop_token_ids(model)
     plain = plain_greedy(model)
     for batch in iter_batches(model, texts, batch_size, desc="generate", progress=progress):
+        if row_state is not None:
+            row_state.start(batch.indices)
         if plain:
-            new = greedy_decode(model, batch.input_ids, batch.attention_mask, max_new_tokens, stops)
+            on_select = row_state.select if row_state is not None else None
+            new = greedy_decode(model, batch.input_ids, batch.attention_mask, max_new_tokens, stops, on_select)
         else:
             with torch.no_grad():
                 out = model.hf_model.generate(  # type: ignore[operator]  # GenerationMixin.generate

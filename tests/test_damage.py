@@ -17,6 +17,7 @@ from mechref.damage.divergence import Condition, divergences, reply_sequences
 from mechref.damage.report import summarize
 from mechref.degenerate import category_counts, is_degenerate
 from mechref.errors import DataFormatError
+from mechref.generation import generate
 from mechref.interventions import intervene
 from mechref.rates import mcnemar_exact
 from tests.reference import hf_ablation, hf_addition
@@ -171,6 +172,14 @@ def test_a_damage_run_pairs_every_condition_with_the_original(tmp_path, tiny_qwe
     assert [r["completion"] for r in result.over_refusal["ablation"]] != [
         r["completion"] for r in result.over_refusal["original"]
     ]
+    # The hook conditions were decoded in one batch, and each wrote what it writes alone.
+    for name, kind, layer, coefficient in (("original", "baseline", None, 1.0), ("ablation", "ablation", None, 1.0),
+                                           ("actadd", "addition", 1, settings.actadd_coefficient)):  # fmt: skip
+        with intervene(model, kind, direction, layer, coefficient):
+            alone = generate(model, [r["prompt"] for r in result.over_refusal[name]], max_new_tokens=6, progress=False)
+        assert [r["completion"] for r in result.over_refusal[name]] == alone, name
+        manifest = json.loads((tmp_path / "run" / f"xstest_{name}.manifest.json").read_text())
+        assert manifest["settings"]["decoded_with"] == ["original", "ablation", "actadd"]
     kl = summary["kl_ce"]["by_condition"]
     assert kl["original"]["kl_first_token"]["mean"] == 0 and kl["ablation"]["kl_first_token"]["mean"] > 0
     # A second run with the same settings reuses every stage.

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from jaxtyping import Float
 from torch import Tensor
@@ -43,6 +43,7 @@ from mechref.models import MechrefModel, load_model
 from mechref.ownership import check_output_folder
 from mechref.preflight import check_prompt_lengths
 from mechref.reporting import StageClock
+from mechref.row_interventions import HookEdit, generate_ids_per_edit
 from mechref.runs import Run
 
 
@@ -151,16 +152,21 @@ def run_damage(
     else:
         source = "given in Python"
     conditions: dict[str, Condition] = {"original": Condition(model)}
+    # The conditions that are hooks on the loaded model: their replies are decoded in one batch.
+    hook_edits: dict[str, HookEdit] = {"original": HookEdit("baseline")}
+    vector = None
     if direction is not None:
         vector, layer = direction
         vector_fp = fingerprint(vector.double().tolist())
         for edit in settings.edits:
             if edit == "ablation":
                 conditions[edit] = Condition(model, partial(intervene, model, "ablation", vector))
+                hook_edits[edit] = HookEdit("ablation")
                 edits[edit] = {"edit": "directional ablation at every layer", "direction": source}
             else:
                 coefficient = settings.actadd_coefficient
                 conditions[edit] = Condition(model, partial(intervene, model, "addition", vector, layer, coefficient))
+                hook_edits[edit] = HookEdit("addition", coefficient, layer)
                 edits[edit] = {"edit": f"activation addition x{coefficient:+g} at layer {layer}", "direction": source}
     edited_fp = None
     if edited is None and settings.edited is not None:
@@ -186,6 +192,7 @@ def run_damage(
     base = {**model.identity(), "direction": vector_fp, "edited": edited_fp}
     result = DamageResult(settings, model.identity(), list(conditions), edits, warnings=warnings)
     options: dict[str, Any] = {"batch_size": settings.batch_size, "progress": echo}
+    generation: dict[str, Any] = {"batch_size": settings.generation_batch_size, "progress": echo}
 
     clock.stage("kl_ce", "KL and cross-entropy on the unedited model's own harmless replies")
     prompts = harmless_prompts(settings)
@@ -221,10 +228,26 @@ def run_damage(
     )
     result.divergence = {name: Divergence(**values) for name, values in found.items()}
 
+    together = [name for name in conditions if name in hook_edits] if vector is not None else []
+    decoded: dict[str, dict[str, list[str]]] = {}  # measure -> condition -> replies of the hook conditions
+
+    def replies(measure: str, name: str, prompts: list[str], tokens: int) -> list[str]:
+        """The replies of condition ``name``; the hook conditions' are decoded together, once."""
+        if name not in together:
+            with conditions[name].context():
+                return generate(conditions[name].model, prompts, max_new_tokens=tokens, **generation)
+        if measure not in decoded:
+            assert vector is not None  # `together` is empty without a direction
+            ids = generate_ids_per_edit(
+                model, prompts, vector, {n: hook_edits[n] for n in together}, max_new_tokens=tokens, **generation
+            )
+            decoded[measure] = {n: [model.decode(row, skip_special_tokens=True) for row in rows] for n, rows in ids.items()}
+        return decoded[measure][name]
+
     def per_condition(measure: str, inputs: list, compute, tokens: int, extra: dict) -> dict[str, list[dict]]:
-        """One resumable stage per condition: ``compute(condition, inputs, tokens, options)`` -> rows."""
+        """One resumable stage per condition: ``compute(inputs, reply)`` -> rows, ``reply(prompts)`` -> replies."""
         found = {}
-        for name, condition in conditions.items():
+        for name in conditions:
             found[name] = run.stage(
                 f"{measure}_{name}",
                 {
@@ -232,9 +255,12 @@ def run_damage(
                     "condition": edits.get(name),
                     "inputs": fingerprint([asdict(x) for x in inputs]),
                     "max_new_tokens": tokens,
+                    # In bfloat16 a reply can change with the rows decoded beside it.
+                    "decoded_with": together if name in together else [name],
+                    "generation_batch_size": settings.generation_batch_size,
                     **extra,
                 },
-                partial(compute, condition, inputs, tokens, options),
+                partial(compute, inputs, lambda prompts, name=name: replies(measure, name, prompts, tokens)),
                 save=partial(_write_rows, name=f"{measure}_{name}.jsonl"),
                 load=partial(_read_rows, name=f"{measure}_{name}.jsonl"),
             )
@@ -262,10 +288,9 @@ def run_damage(
     return result
 
 
-def _xstest_rows(condition: Condition, safe: list, max_new_tokens: int, options: dict, *, judge) -> list[dict]:
+def _xstest_rows(safe: list, reply: Callable[[list[str]], list[str]], *, judge) -> list[dict]:
     prompts = [p.prompt for p in safe]
-    with condition.context():
-        replies = generate(condition.model, prompts, max_new_tokens=max_new_tokens, **options)
+    replies = reply(prompts)
     verdicts = judge.judge_many(replies, prompts=prompts)
     return [
         {"id": p.id, "type": p.type, "prompt": p.prompt, "completion": r, "refusal": bool(v), "category": reply_category(v, r)}
@@ -273,21 +298,19 @@ def _xstest_rows(condition: Condition, safe: list, max_new_tokens: int, options:
     ]
 
 
-def _gsm8k_rows(condition: Condition, problems: list, max_new_tokens: int, options: dict) -> list[dict]:
+def _gsm8k_rows(problems: list, reply: Callable[[list[str]], list[str]]) -> list[dict]:
     prompts = [GSM8K_INSTRUCTION.format(question=p.question) for p in problems]
-    with condition.context():
-        replies = generate(condition.model, prompts, max_new_tokens=max_new_tokens, **options)
     rows = []
-    for problem, reply in zip(problems, replies):
-        predicted = reply_final_number(reply)
+    for problem, solution in zip(problems, reply(prompts)):
+        predicted = reply_final_number(solution)
         rows.append(
             {
                 "question": problem.question,
                 "answer": problem.answer,
-                "completion": reply,
+                "completion": solution,
                 "predicted": predicted,
                 "correct": predicted == problem.answer,
-                "category": reply_category(False, reply),
+                "category": reply_category(False, solution),
             }
         )
     return rows

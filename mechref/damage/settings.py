@@ -69,6 +69,12 @@ class DamageSettings(Settings):
         "or chat-model",
     )
     batch_size: int = option(32, "prompts per forward pass", minimum=1)
+    generation_batch_size: int = option(
+        128,
+        "rows per generation batch: the hook edits and the original answer the same prompts in one batch "
+        "(each reply leaves the batch when it ends)",
+        minimum=1,
+    )
     resume: bool = option(True, "reuse the measurements already in the output folder with the same settings")
     static: list[str] = option(
         ["png"], "static figure formats, written when kaleido and Chromium are present", nargs="*", metavar="FORMAT"

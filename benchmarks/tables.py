@@ -393,6 +393,9 @@ def damage() -> str:
         blocks = d[measure]["by_condition"]
         cells = []
         for name in names:
+            if name not in blocks:
+                cells.append("not measured (`--gsm8k-conditions`)")
+                continue
             cell = _rate(blocks[name])
             test = blocks[name].get("paired_vs_original")
             if test:

@@ -1,10 +1,13 @@
 """Defaults chosen per device: how many prompts go through the model at once.
 
-On a CPU a decoding step is bound by reading the weights, and mechref's defaults (16-64 prompts)
-fill it. A GPU has room for far more rows: generation at batch 256 ran 5.9 times faster than at 32
-on an H100 (``../shared/gpu/README.md``). So on CUDA the batch sizes the user did not set are
-raised to what half of the free memory holds for a row's key/value cache and activations (at
-``context`` tokens), at most :data:`MAX_ROWS`; everywhere else they stay as they are.
+On a CPU a decoding step is bound by reading the weights up to a few dozen rows, and costs little
+more past that: the generation defaults (``generation_batch_size``, 64-128 rows) decode about twice
+as many tokens per second as 32 rows on a 2-core CPU with bfloat16 matrix units
+(``benchmarks/results/generation_batch.json``). A GPU has room for far more rows: generation at
+batch 256 ran 5.9 times faster than at 32 on an H100 (``../shared/gpu/README.md``). So on CUDA the
+batch sizes the user did not set are raised to what half of the free memory holds for a row's
+key/value cache and activations (at ``context`` tokens), at most :data:`MAX_ROWS`; everywhere else
+they stay as they are.
 
 >>> from types import SimpleNamespace
 >>> cpu = SimpleNamespace(device=torch.device("cpu"))

@@ -229,6 +229,7 @@ def run_damage(
     result.divergence = {name: Divergence(**values) for name, values in found.items()}
 
     together = [name for name in conditions if name in hook_edits] if vector is not None else []
+    measured = {"xstest": list(conditions), "gsm8k": settings.gsm8k_names(list(conditions))}
     decoded: dict[str, dict[str, list[str]]] = {}  # measure -> condition -> replies of the hook conditions
 
     def replies(measure: str, name: str, prompts: list[str], tokens: int) -> list[str]:
@@ -238,16 +239,18 @@ def run_damage(
                 return generate(conditions[name].model, prompts, max_new_tokens=tokens, **generation)
         if measure not in decoded:
             assert vector is not None  # `together` is empty without a direction
-            ids = generate_ids_per_edit(
-                model, prompts, vector, {n: hook_edits[n] for n in together}, max_new_tokens=tokens, **generation
-            )
+            wanted = {n: hook_edits[n] for n in together if n in measured[measure]}
+            ids = generate_ids_per_edit(model, prompts, vector, wanted, max_new_tokens=tokens, **generation)
             decoded[measure] = {n: [model.decode(row, skip_special_tokens=True) for row in rows] for n, rows in ids.items()}
         return decoded[measure][name]
 
-    def per_condition(measure: str, inputs: list, compute, tokens: int, extra: dict) -> dict[str, list[dict]]:
-        """One resumable stage per condition: ``compute(inputs, reply)`` -> rows, ``reply(prompts)`` -> replies."""
+    def per_condition(
+        measure: str, inputs: list, compute, tokens: int, extra: dict, names: list[str] | None = None
+    ) -> dict[str, list[dict]]:
+        """One resumable stage per condition (of ``names``, default all): ``compute(inputs, reply)`` -> rows,
+        ``reply(prompts)`` -> replies."""
         found = {}
-        for name in conditions:
+        for name in names if names is not None else list(conditions):
             found[name] = run.stage(
                 f"{measure}_{name}",
                 {
@@ -256,7 +259,7 @@ def run_damage(
                     "inputs": fingerprint([asdict(x) for x in inputs]),
                     "max_new_tokens": tokens,
                     # In bfloat16 a reply can change with the rows decoded beside it.
-                    "decoded_with": together if name in together else [name],
+                    "decoded_with": [n for n in together if n in measured[measure]] if name in together else [name],
                     "generation_batch_size": settings.generation_batch_size,
                     **extra,
                 },
@@ -279,7 +282,7 @@ def run_damage(
     if settings.gsm8k is not None:
         clock.stage("gsm8k", "GSM8K accuracy")
         problems = read_gsm8k(settings.gsm8k, settings.n_gsm8k)
-        result.gsm8k = per_condition("gsm8k", problems, _gsm8k_rows, settings.gsm8k_max_new_tokens, {})
+        result.gsm8k = per_condition("gsm8k", problems, _gsm8k_rows, settings.gsm8k_max_new_tokens, {}, names=measured["gsm8k"])
         for name, rows in result.gsm8k.items():
             clock.note(f"{name:10s} GSM8K {sum(r['correct'] for r in rows)}/{len(problems)} correct")
     clock.finish()

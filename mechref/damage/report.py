@@ -72,6 +72,7 @@ def summarize(result: DamageResult, figures: list[str] | None = None) -> dict:
             "n_problems": len(original),
             "max_new_tokens": result.settings.gsm8k_max_new_tokens,
             "by_condition": {name: _rate_block(rows, "correct", original) for name, rows in result.gsm8k.items()},
+            "not_measured": [name for name in result.conditions if name not in result.gsm8k],
         }
     else:
         summary["gsm8k"] = "not measured (no --gsm8k file given)"
@@ -91,7 +92,7 @@ def format_summary(summary: dict) -> str:
     for name in summary["conditions"]:
         cells = []
         for measure in ("over_refusal", "gsm8k"):
-            block = summary[measure]["by_condition"][name] if isinstance(summary[measure], dict) else None
+            block = summary[measure]["by_condition"].get(name) if isinstance(summary[measure], dict) else None
             cells.append(
                 f"{block['rate']:.2f} ({block['k']}/{block['n']}) [{block['ci95'][0]:.2f}, {block['ci95'][1]:.2f}]"
                 if block
@@ -128,14 +129,16 @@ def damage_figure(summary: dict) -> go.Figure:
     )
     for col, measure in enumerate(("over_refusal", "gsm8k"), start=1):
         if not isinstance(summary[measure], dict):
-            fig.add_annotation(text="not measured", showarrow=False, xref=f"x{col} domain", yref=f"y{col} domain", x=0.5, y=0.5)
+            axis = "" if col == 1 else str(col)  # plotly names the first subplot's axes x and y, not x1 and y1
+            fig.add_annotation(text="not measured", showarrow=False, xref=f"x{axis} domain", yref=f"y{axis} domain", x=0.5, y=0.5)
             continue
-        blocks = [summary[measure]["by_condition"][n] for n in names]
+        measured = [n for n in names if n in summary[measure]["by_condition"]]  # GSM8K may skip the hook edits
+        blocks = [summary[measure]["by_condition"][n] for n in measured]
         fig.add_trace(
             go.Bar(
-                x=[f"{n}<br>{b['k']}/{b['n']}" for n, b in zip(names, blocks)],
+                x=[f"{n}<br>{b['k']}/{b['n']}" for n, b in zip(measured, blocks)],
                 y=[b["rate"] for b in blocks],
-                marker_color=[condition_color(n) for n in names],
+                marker_color=[condition_color(n) for n in measured],
                 error_y=interval_error_bars(blocks),
                 showlegend=False,
                 hovertemplate="%{x}<br>%{y:.2f}<extra></extra>",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 from mechref.settings import Settings, SettingsError, option
 
@@ -57,6 +57,13 @@ class DamageSettings(Settings):
     # generation and scoring
     max_new_tokens: int = option(128, "tokens generated per XSTest reply (stopping at EOS)", minimum=1)
     gsm8k_max_new_tokens: int = option(256, "tokens generated per GSM8K solution (stopping at EOS)", minimum=1)
+    gsm8k_conditions: list[str] | None = option(
+        None,
+        "conditions whose GSM8K accuracy is measured (none: the original and the exported model when --edited is "
+        "given, else every condition)",
+        nargs="*",
+        metavar="CONDITION",
+    )
     reference_tokens: int = option(
         64, "tokens of the unedited model's own harmless replies on which KL and cross-entropy are measured", minimum=1
     )
@@ -90,6 +97,27 @@ class DamageSettings(Settings):
                 raise SettingsError(f"unknown edit {edit!r} (--edits); choose from {', '.join(HOOK_EDITS)}")
         if len(set(self.edits)) != len(self.edits):
             raise SettingsError(f"--edits names an edit twice: {' '.join(self.edits)}")
+        if self.gsm8k_conditions is not None:
+            known = ("original", *HOOK_EDITS, "exported")
+            unknown = [c for c in self.gsm8k_conditions if c not in known]
+            if unknown or not self.gsm8k_conditions:
+                raise SettingsError(f"--gsm8k-conditions: {' '.join(unknown) or 'none given'}; choose from {', '.join(known)}")
+            if "original" not in self.gsm8k_conditions:
+                raise SettingsError("--gsm8k-conditions must include original: every edit is compared with it")
+
+    def gsm8k_names(self, conditions: Sequence[str]) -> list[str]:
+        """The conditions (of those run) whose GSM8K accuracy is measured, in their order.
+
+        >>> DamageSettings().gsm8k_names(["original", "ablation", "actadd", "exported"])
+        ['original', 'exported']
+        >>> DamageSettings().gsm8k_names(["original", "ablation"])
+        ['original', 'ablation']
+        """
+        if self.gsm8k_conditions is not None:
+            return [c for c in conditions if c in self.gsm8k_conditions]
+        # Capability is what an exported model is used for; the hook edits are measured on it
+        # only when no exported model is given (each costs as much generation as the rest together).
+        return [c for c in conditions if c in ("original", "exported")] if "exported" in conditions else list(conditions)
 
     def hook_edits(self) -> list[str]:
         """The hook edits to measure: none without a direction."""

@@ -80,10 +80,12 @@ def greedy_decode(
     max_new_tokens: int,
     stop_ids: Sequence[int],
     on_select: Callable[[Tensor], None] | None = None,
+    on_first_logits: Callable[[Tensor], None] | None = None,
 ) -> list[list[int]]:
     """Greedy continuations of a left-padded batch, each ending with its first stop token (kept)
     or after ``max_new_tokens``; a reply leaves the batch, with its cache rows, when it ends
-    (``on_select`` is told which rows stay, for hooks that act per row)."""
+    (``on_select`` is told which rows stay, for hooks that act per row; ``on_first_logits`` gets
+    the prompt's last-position logits, ``[batch, d_vocab]``, from which the first token is chosen)."""
     hf = model.hf_model
     device = input_ids.device
     stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
@@ -92,6 +94,8 @@ def greedy_decode(
     out = hf(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
     token = out.logits[:, -1].argmax(-1)
+    if on_first_logits is not None:
+        on_first_logits(out.logits[:, -1])
     replies: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
     alive = torch.arange(input_ids.shape[0], device=device)  # the replies still in the batch, by row
     mask, last = attention_mask, position_ids[:, -1]
@@ -134,11 +138,15 @@ def generate_ids(
     assistant_prefix: str | None = None,
     progress: bool = True,
     row_state: RowState | None = None,
+    first_logits: Callable[[list[int], Tensor], None] | None = None,
 ) -> list[list[int]]:
     """Greedy continuations as token ids, each cut after its first stop token (which is kept).
 
     ``row_state`` (hooks that act per row, :class:`mechref.row_interventions.RowInterventions`)
-    is told each batch's prompt indices and which rows stay as replies end."""
+    is told each batch's prompt indices and which rows stay as replies end. ``first_logits`` is
+    called per batch with its prompt indices and the logits the first token was chosen from
+    (``[batch, d_vocab]``): what :func:`mechref.logits.last_token_logits` computes, without a
+    second pass over the prompts."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     texts = as_texts(model, prompts, chat, assistant_prefix)
@@ -148,9 +156,11 @@ def generate_ids(
     for batch in iter_batches(model, texts, batch_size, desc="generate", progress=progress):
         if row_state is not None:
             row_state.start(batch.indices)
+        indices = list(batch.indices)
         if plain:
             on_select = row_state.select if row_state is not None else None
-            new = greedy_decode(model, batch.input_ids, batch.attention_mask, max_new_tokens, stops, on_select)
+            on_first = (lambda logits, indices=indices: first_logits(indices, logits)) if first_logits else None
+            new = greedy_decode(model, batch.input_ids, batch.attention_mask, max_new_tokens, stops, on_select, on_first)
         else:
             with torch.no_grad():
                 out = model.hf_model.generate(  # type: ignore[operator]  # GenerationMixin.generate
@@ -163,8 +173,12 @@ def generate_ids(
                     top_k=None,
                     eos_token_id=stops,
                     pad_token_id=model.tokenizer.pad_token_id,
+                    output_logits=first_logits is not None,
+                    return_dict_in_generate=True,
                 )
-            new = out[:, batch.input_ids.shape[1] :].tolist()
+            if first_logits is not None:
+                first_logits(indices, out.logits[0])  # the raw logits of the first step, before any processing
+            new = out.sequences[:, batch.input_ids.shape[1] :].tolist()
         for row, index in enumerate(batch.indices):
             ids = new[row]
             cut = next((i + 1 for i, t in enumerate(ids) if t in stops), len(ids))

@@ -3,6 +3,7 @@ implementation in ``tests/reference.py`` on a tiny model, with the paper's real 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 
@@ -347,3 +348,29 @@ def test_transfer_coefficient_mode_dict_and_errors(model, balanced_tokens):
         transfer_scores(model, {}, {"en": HARMLESS[:2], "de": ["x"]}, tokens, mode="ablation", layer=2)
     with pytest.raises(ValueError, match=r"no refusal tokens for target languages \['de'\]"):
         transfer_scores(model, {}, prompts, {"en": balanced_tokens}, mode="ablation", layer=2)
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_evaluation_scores_read_the_first_token_logits_as_plain_hf_does(model, plain, monkeypatch):
+    """The evaluation takes each prompt's refusal score from the logits its first reply token is
+    chosen from (no second pass over the prompts): they equal plain HF's, one prompt at a time, under
+    every condition, with mechref's decoder and with the transformers fallback."""
+    from mechref import generation
+    from mechref.refusal.evaluation import evaluate_condition
+
+    monkeypatch.setattr(generation, "plain_greedy", lambda model: plain)
+    torch.manual_seed(3)
+    direction, layer, tokens = torch.randn(model.d_model) * 4, 1, [5, 6]
+    for condition, prompts in (("harmful_baseline", HARMFUL), ("harmful_ablation", HARMFUL), ("harmless_actadd", HARMLESS)):
+        result = evaluate_condition(
+            model, condition, prompts, direction, layer, refusal_tokens=tokens, max_new_tokens=3, batch_size=2, progress=False
+        )
+        if condition == "harmful_ablation":
+            context = hf_ablation(model.hf_model, direction)
+        elif condition == "harmless_actadd":
+            context = hf_addition(model.hf_model, direction, layer, 1.0)
+        else:
+            context = contextlib.nullcontext()
+        with context:
+            want = refusal_scores(last_logits(model, prompts), tokens)
+        assert result.refusal_scores == pytest.approx(want.tolist(), abs=1e-4), condition

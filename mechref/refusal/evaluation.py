@@ -14,12 +14,12 @@ from typing import ContextManager, Sequence
 
 import torch
 
-from mechref.generation import generate
+from mechref.generation import generate_ids
 from mechref.interventions import intervene
 from mechref.judges import Judge, SubstringJudge
 from mechref.models import MechrefModel
 from mechref.rates import Rate
-from mechref.scoring import refusal_score
+from mechref.scoring import refusal_score_from_logits
 
 CONDITIONS = ("harmful_baseline", "harmful_ablation", "harmful_actadd", "harmless_baseline", "harmless_actadd")
 
@@ -79,14 +79,24 @@ def evaluate_condition(
     costs little more for 100 rows than for 32, since finished replies leave the batch."""
     judge = judge or SubstringJudge()
     prompts = list(prompts)
+    found: dict[int, float] = {}
+
+    def score_first_logits(indices: list[int], logits: torch.Tensor) -> None:
+        # The refusal score reads the logits the first reply token is chosen from: the same
+        # forward pass, so the prompts are not run a second time.
+        assert refusal_tokens  # only passed when there are refusal tokens
+        found.update(zip(indices, refusal_score_from_logits(logits, refusal_tokens).tolist()))
+
     with intervention(model, condition, direction, layer):
-        completions = generate(
-            model, prompts, max_new_tokens=max_new_tokens, batch_size=generation_batch_size or batch_size, progress=progress
+        ids = generate_ids(
+            model,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            batch_size=generation_batch_size or batch_size,
+            progress=progress,
+            first_logits=score_first_logits if refusal_tokens else None,
         )
-        scores = (
-            refusal_score(model, prompts, refusal_tokens, batch_size=batch_size, progress=False).tolist()
-            if refusal_tokens
-            else None
-        )
+    completions = [model.decode(row, skip_special_tokens=True) for row in ids]
+    scores = [found[i] for i in range(len(prompts))] if refusal_tokens else None
     verdicts = judge.judge_many(completions, prompts=prompts)
     return ConditionResult(condition, prompts, completions, verdicts, scores)

@@ -301,6 +301,7 @@ def test_gsm8k_is_measured_on_the_original_and_the_exported_model_unless_told(tm
     figure = damage_figure(summary)  # no XSTest file: that panel says so (this once raised: plotly has no x1 axis)
     assert [a.text for a in figure.layout.annotations if a.text == "not measured"] == ["not measured"]
     assert [x.split("<br>")[0] for x in figure.data[0].x] == ["original", "exported"]
+    assert "not measured: ablation, actadd" in [a.text for a in figure.layout.annotations]
     chosen = DamageSettings(**common, gsm8k_conditions=["original", "ablation"])
     result = run_damage(model, chosen, tmp_path / "b", direction=(direction, 1), echo=False)
     assert list(result.gsm8k) == ["original", "ablation"]

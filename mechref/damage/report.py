@@ -147,6 +147,18 @@ def damage_figure(summary: dict) -> go.Figure:
             col=col,
         )
         fig.update_yaxes(range=[0, 1.05], title_text="share of prompts", row=1, col=col)
+        skipped = summary[measure].get("not_measured") or []
+        if skipped:  # say which conditions the panel leaves out, not only the table
+            axis = "" if col == 1 else str(col)
+            fig.add_annotation(
+                text=f"not measured: {', '.join(skipped)}",
+                showarrow=False,
+                xref=f"x{axis} domain",
+                yref=f"y{axis} domain",
+                x=0.5,
+                y=0.98,
+                font=dict(size=11, color="#555555"),
+            )
     ce = [summary["kl_ce"]["by_condition"][n]["cross_entropy_increase"] for n in names]
     fig.add_trace(
         go.Bar(

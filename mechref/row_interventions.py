@@ -123,7 +123,7 @@ class RowInterventions:
                     ]
                     return torch.stack(rows)
 
-                vectors = self._tensor(f"add{layer}", x, lambda: added().to(x.dtype))
+                vectors = self._tensor(f"add{layer}", x, added)
                 return x + vectors[self._current(x)].view(x.shape[0], *([1] * (x.ndim - 2)), -1)
 
             hooks.append((resid_hook_name(layer, "resid_pre"), add))

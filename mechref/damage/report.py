@@ -128,8 +128,8 @@ def damage_figure(summary: dict) -> go.Figure:
         subplot_titles=("over-refusal of safe XSTest prompts", "GSM8K exact match", "cross-entropy increase (nats/token)"),
     )
     for col, measure in enumerate(("over_refusal", "gsm8k"), start=1):
+        axis = "" if col == 1 else str(col)  # plotly names the first subplot's axes x and y, not x1 and y1
         if not isinstance(summary[measure], dict):
-            axis = "" if col == 1 else str(col)  # plotly names the first subplot's axes x and y, not x1 and y1
             fig.add_annotation(text="not measured", showarrow=False, xref=f"x{axis} domain", yref=f"y{axis} domain", x=0.5, y=0.5)
             continue
         measured = [n for n in names if n in summary[measure]["by_condition"]]  # GSM8K may skip the hook edits
@@ -149,7 +149,6 @@ def damage_figure(summary: dict) -> go.Figure:
         fig.update_yaxes(range=[0, 1.05], title_text="share of prompts", row=1, col=col)
         skipped = summary[measure].get("not_measured") or []
         if skipped:  # say which conditions the panel leaves out, not only the table
-            axis = "" if col == 1 else str(col)
             fig.add_annotation(
                 text=f"not measured: {', '.join(skipped)}",
                 showarrow=False,

@@ -29,6 +29,7 @@ from mechref.cache import cache_dir
 from mechref.chat import ChatFormatter
 from mechref.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, ensure_embedded, ensure_local_gguf, find_embedded
 from mechref.errors import ContextLengthError, ModelNotFoundError, UnsupportedModelError
+from mechref.grouped_attention import install_grouped_attention
 from mechref.io import fingerprint
 
 if TYPE_CHECKING:
@@ -538,6 +539,7 @@ def wrap_hf_model(
             "see the model-family matrix in mechref's README for the families that are tested"
         ) from error
     _make_unembedding_input_contiguous(bridge)
+    install_grouped_attention(bridge)
     chat = ChatFormatter(tokenizer, system_prompt=system_prompt)
     return MechrefModel(bridge=bridge, tokenizer=tokenizer, chat=chat, name=name, source=source)
 

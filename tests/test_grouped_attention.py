@@ -1,0 +1,119 @@
+"""The grouped-query attention forward against the bridge's own forward (mechref.grouped_attention).
+
+The bridge's forward (``type(component).forward``) is the reference: it repeats the keys and
+values per query head. The grouped forward must give the same logits, the same cached decoding,
+the same attention patterns to hooks, and the same result when a hook edits the pattern.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from mechref.generation import generate_ids
+from mechref.grouped_attention import covers, uses_grouped_attention
+from mechref.hooks import capture_attention
+from mechref.testing import FAMILIES, tiny_model
+
+PROMPTS = ["How do I bake bread?", "Hi", "Write a poem about the sea, please."]
+# Plain rotary attention with grouped key/value heads: the families the grouped forward must cover.
+COVERED = {"qwen2", "llama", "mistral"}
+
+
+def attention_components(model):
+    return [m for m in model.bridge.modules() if type(m).__name__.endswith("AttentionBridge")]
+
+
+@contextlib.contextmanager
+def bridge_forward(model):
+    """Run the bridge's own attention forward inside the block."""
+    removed = {}
+    for component in attention_components(model):
+        if "forward" in component.__dict__:
+            removed[component] = component.__dict__.pop("forward")
+    try:
+        yield
+    finally:
+        for component, forward in removed.items():
+            object.__setattr__(component, "forward", forward)
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request):
+    return request.param, tiny_model(request.param, n_layers=2)
+
+
+def test_the_families_it_covers_use_it_and_the_wrapped_modules_are_untouched(family):
+    name, model = family
+    components = attention_components(model)
+    used = [uses_grouped_attention(c) for c in components]
+    assert all(used) if name in COVERED else not any(used)
+    assert used == [covers(c) for c in components]
+    # The forward sits on the bridge component, not on the Hugging Face module it wraps.
+    assert all("forward" not in vars(c.original_component) for c in components)
+
+
+def test_logits_equal_the_bridge_forward_on_a_padded_batch(family):
+    _name, model = family
+    ids, mask = model.tokenize(model.chat.format_many(PROMPTS))
+    position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+    with torch.no_grad():
+        grouped = model.hf_model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
+        with bridge_forward(model):
+            reference = model.hf_model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
+    real = mask.bool()
+    torch.testing.assert_close(grouped[real], reference[real], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", sorted(COVERED))
+def test_cached_decoding_gives_the_replies_of_the_bridge_forward(arch):
+    model = tiny_model(arch, n_layers=2)
+    grouped = generate_ids(model, PROMPTS, max_new_tokens=12, batch_size=3, progress=False)
+    with bridge_forward(model):
+        reference = generate_ids(model, PROMPTS, max_new_tokens=12, batch_size=3, progress=False)
+    assert grouped == reference
+    assert any(len(reply) > 3 for reply in grouped)  # the cache was read over several steps
+
+
+@pytest.mark.parametrize("arch", sorted(COVERED))
+def test_pattern_hooks_see_and_edit_what_the_bridge_forward_gives_them(arch):
+    model = tiny_model(arch, n_layers=2)
+    heads = [(0, 0), (0, 3), (1, 1)]
+    grouped = capture_attention(model, PROMPTS, heads, query_positions=[-3, -1], batch_size=3, progress=False)
+    with bridge_forward(model):
+        reference = capture_attention(model, PROMPTS, heads, query_positions=[-3, -1], batch_size=3, progress=False)
+    for a, b in zip(grouped.patterns, reference.patterns):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+    # Heads 2 and 3 share key/value head 1: silencing one of them must move the logits, and
+    # the grouped forward must move them exactly as the bridge's forward does.
+    def silence_head_3(pattern, hook=None):
+        pattern = pattern.clone()
+        pattern[:, 3] = 0.0
+        return pattern
+
+    ids, mask = model.tokenize(model.chat.format_many(PROMPTS))
+    with torch.no_grad():
+        plain = model.hf_model(input_ids=ids, attention_mask=mask).logits
+        with model.hooks([("blocks.0.attn.hook_pattern", silence_head_3)]):
+            edited = model.hf_model(input_ids=ids, attention_mask=mask).logits
+            with bridge_forward(model):
+                reference_edit = model.hf_model(input_ids=ids, attention_mask=mask).logits
+    assert (edited - plain).abs().max() > 1e-3
+    torch.testing.assert_close(edited, reference_edit, rtol=1e-5, atol=1e-5)
+
+
+def test_a_setting_it_does_not_cover_falls_back_to_the_bridge_forward():
+    model = tiny_model("qwen2", n_layers=2)
+    ids, mask = model.tokenize(model.chat.format_many(PROMPTS))
+    results = {}
+    model.bridge.set_use_attn_result(True)
+    try:
+        with torch.no_grad(), model.hooks([("blocks.1.attn.hook_result", lambda t, hook=None: results.setdefault("r", t))]):
+            model.hf_model(input_ids=ids, attention_mask=mask)
+    finally:
+        model.bridge.set_use_attn_result(False)
+    # Per-head results exist only in the bridge's forward: the hook fired, so the fallback ran.
+    assert "r" in results and results["r"].shape[-2] == model.n_heads

@@ -1,7 +1,7 @@
 """Benchmark: refusal judges against hand-labelled replies, per language.
 
 1. ``sample``: the embedded model's greedy replies to the first 24 harmful and 24 harmless *train*
-   prompts of the bundled multilingual set, per language, written to
+   prompts of the bundled multilingual set (of PolyRefuse, for ``--polyrefuse-languages``: Thai), per language, written to
    ``benchmarks/judge_labels/<lang>.jsonl`` with ``"refused": null`` for a person to fill in
    (existing labels are kept). The phrase lists were built from replies to the *test* prompts,
    so this sample is held out from them.
@@ -18,6 +18,7 @@
     python benchmarks/bench_judges.py sample --languages de zh yo ja
     python benchmarks/bench_judges.py score --mine-from figures/multilingual/audit.jsonl
     python benchmarks/bench_judges.py sample --languages es fr ru && python benchmarks/bench_judges.py score --update es fr ru
+    python benchmarks/bench_judges.py sample --languages th && python benchmarks/bench_judges.py score --update th
     python benchmarks/bench_judges.py registry
 """
 
@@ -36,15 +37,17 @@ def read_labels(path: Path, polyrefuse: Path = POLYREFUSE) -> list[dict]:
     """The labelled rows of one language, each with its ``instruction`` and ``reply``.
 
     Rows of a PolyRefuse language name their prompt by position (``polyrefuse_index`` in that
-    language's test file), which is read from the data folder: PolyRefuse's prompts are not copied
-    here. A reply that repeats its prompt holds ``{prompt}`` where the prompt stood.
+    language's file of split ``polyrefuse_split``, ``test`` when absent), which is read from the data
+    folder: PolyRefuse's prompts are not copied here. A reply that repeats its prompt holds
+    ``{prompt}`` where the prompt stood.
     """
     from mechref.data import load_polyrefuse
 
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     for row in rows:
         if "polyrefuse_index" in row:
-            prompts = load_polyrefuse(polyrefuse, path.stem, row["label_class"], "test").instructions
+            split = row.get("polyrefuse_split", "test")
+            prompts = load_polyrefuse(polyrefuse, path.stem, row["label_class"], split).instructions
             row["instruction"] = prompts[row["polyrefuse_index"]]
             row["reply"] = row["reply"].replace("{prompt}", row["instruction"].strip())
     return [r for r in rows if r["refused"] is not None]
@@ -52,7 +55,7 @@ def read_labels(path: Path, polyrefuse: Path = POLYREFUSE) -> list[dict]:
 
 def sample(args) -> None:
     from mechref import load_model
-    from mechref.data import multilingual
+    from mechref.data import load_polyrefuse, multilingual
     from mechref.generation import generate
 
     model = load_model(dtype=args.dtype)
@@ -62,19 +65,30 @@ def sample(args) -> None:
         old = {}
         if path.is_file():
             old = {
-                (r["label_class"], r["instruction"]): r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())
+                (r["label_class"], r.get("instruction", r.get("polyrefuse_index"))): r
+                for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())
             }
-        rows = [
-            (c, p) for c in ("harmful", "harmless") for p in multilingual(c, "train", language).instructions[: args.per_class]
-        ]
-        replies = generate(model, [p for _, p in rows], max_new_tokens=args.max_new_tokens)
+        if language in args.polyrefuse_languages:
+            # PolyRefuse's prompts stay in the data folder: a row names its prompt by split and position.
+            rows = [
+                (c, p, {"polyrefuse_split": "train", "polyrefuse_index": i})
+                for c in ("harmful", "harmless")
+                for i, p in enumerate(load_polyrefuse(POLYREFUSE, language, c, "train").instructions[: args.per_class])
+            ]
+        else:
+            rows = [
+                (c, p, {"instruction": p})
+                for c in ("harmful", "harmless")
+                for p in multilingual(c, "train", language).instructions[: args.per_class]
+            ]
+        replies = generate(model, [p for _, p, _ in rows], max_new_tokens=args.max_new_tokens)
         with path.open("w", encoding="utf-8") as handle:
-            for (c, p), reply in zip(rows, replies):
-                keep = old.get((c, p), {})
+            for (c, p, where), reply in zip(rows, replies):
+                keep = old.get((c, where.get("instruction", where.get("polyrefuse_index"))), {})
                 refused = keep.get("refused") if keep.get("reply") == reply else None
+                text = reply.replace(p.strip(), "{prompt}") if "polyrefuse_index" in where else reply
                 handle.write(
-                    json.dumps({"label_class": c, "instruction": p, "reply": reply, "refused": refused}, ensure_ascii=False)
-                    + "\n"
+                    json.dumps({"label_class": c, **where, "reply": text, "refused": refused}, ensure_ascii=False) + "\n"
                 )
         print("wrote", path)
 
@@ -238,6 +252,13 @@ def main() -> None:
     parser.add_argument("mode", choices=["sample", "score", "registry"])
     parser.add_argument("--languages", nargs="+", default=["de", "zh", "yo", "ja"])
     parser.add_argument("--per-class", type=int, default=24)
+    parser.add_argument(
+        "--polyrefuse-languages",
+        nargs="+",
+        default=["th"],
+        metavar="LANG",
+        help="sample: languages whose prompts come from PolyRefuse's train split (../shared/data/polyrefuse)",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "judges.json")

@@ -587,6 +587,47 @@ def generation() -> str:
     return _table(header, rows)
 
 
+def attention() -> str:
+    d = _json("attention.json")
+    rows = []
+    for context, r in d["decode_step_seconds_by_cached_positions"].items():
+        rows.append(
+            [
+                f"one decoding step, {d['rows']} rows, {context} cached positions",
+                f"{r['mechref_grouped']:.3f} s",
+                f"{r['mechref_bridge_attention']:.3f} s",
+                f"{r['hf_sdpa']:.3f} s",
+                f"{r['hf_eager']:.3f} s",
+                f"**{r['grouped_vs_hf_sdpa_speed']:.2f}x**",
+            ]
+        )
+    g = d["generation"]
+    rows.append(
+        [
+            f"greedy generation, {g['n_prompts']} prompts in one batch, {g['max_new_tokens']} new tokens "
+            f"({g['replies_differing']} of {g['n_prompts']} replies differ)",
+            f"{g['tokens_per_second']['mechref']:.1f} tokens/s",
+            "",
+            f"{g['tokens_per_second']['hf_sdpa_generate']:.1f} tokens/s (`generate`)",
+            "",
+            f"**{g['mechref_vs_hf_speed']:.2f}x**",
+        ]
+    )
+    c = d["capture"]
+    rows.append(
+        [
+            f"residual capture, every layer, last position ({c['prompt_tokens']} prompt tokens)",
+            f"{c['seconds']['mechref_capture_residual']:.2f} s",
+            "",
+            f"{c['seconds']['hf_sdpa_hidden_states']:.2f} s (`output_hidden_states`)",
+            "",
+            f"**{c['mechref_vs_hf_speed']:.2f}x**",
+        ]
+    )
+    header = ["workload", "mechref", "mechref, bridge attention", "plain HF, sdpa", "plain HF, eager", "mechref vs HF sdpa"]
+    return _table(header, rows)
+
+
 def exports() -> str:
     d = _json("export.json")
     rows = []
@@ -673,6 +714,8 @@ RENDERERS: dict[str, Callable[[], str]] = {
 # Registered once their JSON is committed (see the sections they draw in BENCHMARKS.md).
 if (RESULTS / "export.json").is_file():
     RENDERERS["exports"] = exports
+if (RESULTS / "attention.json").is_file():
+    RENDERERS["attention"] = attention
 if (RESULTS / "optimize_edit.json").is_file():
     RENDERERS["optimize_edit"] = optimize_edit
 

@@ -17,6 +17,11 @@ against the bridge's own forward for every family it applies to). Configurations
 cover (query/key norms, soft-capping, attention sinks, split or per-head inputs, partial or
 interleaved rotary, attention results per head) keep the bridge's forward.
 
+On a GPU (``cuda``, ``mps``), when no hook listens to ``hook_attn_scores`` or ``hook_pattern``,
+the product goes to torch's fused kernel instead (``scaled_dot_product_attention`` with grouped
+heads), which never writes the pattern out; any hook there, or a CPU, takes the path above (on a
+CPU the fused kernel was no faster: ``benchmarks/bench_attention.py``).
+
 >>> from mechref.testing import tiny_model
 >>> model = tiny_model("qwen2", n_layers=2)
 >>> [uses_grouped_attention(block.attn) for block in model.bridge.blocks]
@@ -44,6 +49,8 @@ _UNSUPPORTED_SETTINGS = (
 )
 # Attributes of the Hugging Face attention module that change the computation.
 _UNSUPPORTED_MODULE_PARTS = ("key_multiplier", "sinks")
+# Devices where the fused kernel replaces the grouped products when no hook reads the pattern.
+FUSED_KERNEL_DEVICES = {"cuda", "mps"}
 
 
 def grouped_scores(
@@ -164,6 +171,12 @@ def _grouped_forward(self: Any, *args: Any, **kwargs: Any) -> Any:
     key, value = self._update_kv_cache(key, value, **kwargs)
 
     scaling = getattr(hf_attn, "scaling", head_dim**-0.5)
+    mask = _fused_kernel_mask(self, query, key, attention_mask)
+    if mask is not False:
+        mixed = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, scale=scaling, enable_gqa=True, is_causal=mask is None and query.shape[-2] > 1
+        )
+        return self.hook_out(self.o(_to_projection_dtype(self, mixed.transpose(1, 2).reshape(*input_shape, -1)))), None
     scores = grouped_scores(query, key, scaling)
     scores = self._apply_reconstruct_attention_mask(
         attn_scores=scores, attention_mask=attention_mask, seq_len=key.shape[-2], q_seq_len=query.shape[-2]
@@ -174,10 +187,37 @@ def _grouped_forward(self: Any, *args: Any, **kwargs: Any) -> Any:
     pattern = self.hook_pattern(pattern)
 
     mixed = grouped_mix(pattern, value).transpose(1, 2).reshape(*input_shape, -1)
+    return self.hook_out(self.o(_to_projection_dtype(self, mixed))), pattern
+
+
+def _to_projection_dtype(self: Any, mixed: Tensor) -> Tensor:
+    """The heads' output in the output projection's dtype (a rotary module may hand back float32
+    cos/sin, which promotes the queries and keys)."""
     o_weight = getattr(getattr(self.o, "original_component", None), "weight", None)
     if isinstance(o_weight, Tensor) and o_weight.dtype.is_floating_point and mixed.dtype != o_weight.dtype:
-        mixed = mixed.to(o_weight.dtype)  # a rotary module may hand back float32 cos/sin
-    return self.hook_out(self.o(mixed)), pattern
+        return mixed.to(o_weight.dtype)
+    return mixed
+
+
+def _fused_kernel_mask(self: Any, query: Tensor, key: Tensor, attention_mask: Tensor | None) -> Tensor | bool | None:
+    """The mask to hand the fused kernel (``None``: causal or none needed), or ``False`` where the
+    grouped products must run: a CPU, a hook on the scores or the pattern, a hook on the block
+    itself (it may read the pattern it returns), compatibility masking, or a mask the kernel
+    cannot take as it is."""
+    if query.device.type not in FUSED_KERNEL_DEVICES or self.compatibility_mode or self._forward_hooks:
+        return False
+    if self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks():
+        return False
+    queries, keys = query.shape[-2], key.shape[-2]
+    if attention_mask is None:
+        # Without a mask only a square block (no cache) or a single query is unambiguous.
+        return None if queries == keys or queries == 1 else False
+    if attention_mask.ndim != 4:
+        return False
+    mask = attention_mask[..., :keys]
+    if mask.shape[-2] != queries:
+        mask = mask[..., -queries:, :]
+    return mask if mask.dtype == torch.bool else mask.to(query.dtype)
 
 
 def install_grouped_attention(bridge: Any) -> int:

@@ -117,3 +117,65 @@ def test_a_setting_it_does_not_cover_falls_back_to_the_bridge_forward():
         model.bridge.set_use_attn_result(False)
     # Per-head results exist only in the bridge's forward: the hook fired, so the fallback ran.
     assert "r" in results and results["r"].shape[-2] == model.n_heads
+
+
+@pytest.fixture
+def fused_kernel_on_cpu(monkeypatch):
+    """Let the fused kernel run on the CPU (as on a GPU) and count its calls."""
+    import mechref.grouped_attention as ga
+
+    calls = []
+    kernel = torch.nn.functional.scaled_dot_product_attention
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("attn_mask"))
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(ga, "FUSED_KERNEL_DEVICES", {"cpu"})
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counted)
+    return calls
+
+
+def test_the_cpu_does_not_use_the_fused_kernel(monkeypatch):
+    calls = []
+    kernel = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    model = tiny_model("qwen2", n_layers=2)
+    generate_ids(model, PROMPTS, max_new_tokens=3, batch_size=3, progress=False)
+    assert calls == []
+
+
+@pytest.mark.parametrize("arch", sorted(COVERED))
+def test_the_fused_kernel_gives_the_bridge_forward_logits_and_replies(arch, fused_kernel_on_cpu):
+    model = tiny_model(arch, n_layers=2)
+    ids, mask = model.tokenize(model.chat.format_many(PROMPTS))
+    position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+    with torch.no_grad():
+        fused = model.hf_model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
+    assert len(fused_kernel_on_cpu) == 2  # one call per layer, with the padding mask
+    assert all(m is not None and m.ndim == 4 for m in fused_kernel_on_cpu)
+    with torch.no_grad(), bridge_forward(model):
+        reference = model.hf_model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
+    real = mask.bool()
+    torch.testing.assert_close(fused[real], reference[real], rtol=1e-4, atol=1e-4)
+
+    replies = generate_ids(model, PROMPTS, max_new_tokens=12, batch_size=3, progress=False)
+    with bridge_forward(model):
+        assert replies == generate_ids(model, PROMPTS, max_new_tokens=12, batch_size=3, progress=False)
+
+
+def test_a_hook_on_the_pattern_keeps_the_grouped_products(fused_kernel_on_cpu):
+    model = tiny_model("qwen2", n_layers=2)
+    heads = [(0, 1), (1, 2)]
+    grouped = capture_attention(model, PROMPTS, heads, batch_size=3, progress=False)
+    assert fused_kernel_on_cpu == []  # both layers' patterns are read: neither uses the kernel
+    with bridge_forward(model):
+        reference = capture_attention(model, PROMPTS, heads, batch_size=3, progress=False)
+    for a, b in zip(grouped.patterns, reference.patterns):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+    seen = []
+    ids, mask = model.tokenize(model.chat.format_many(PROMPTS))
+    with torch.no_grad(), model.hooks([("blocks.0.attn.hook_pattern", lambda p, hook=None: seen.append(p.shape))]):
+        model.hf_model(input_ids=ids, attention_mask=mask)
+    assert len(seen) == 1 and len(fused_kernel_on_cpu) == 1  # layer 0 grouped (hooked), layer 1 fused

@@ -31,7 +31,7 @@ CPU the fused kernel was no faster: ``benchmarks/bench_attention.py``).
 from __future__ import annotations
 
 from types import MethodType
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -199,7 +199,7 @@ def _to_projection_dtype(self: Any, mixed: Tensor) -> Tensor:
     return mixed
 
 
-def _fused_kernel_mask(self: Any, query: Tensor, key: Tensor, attention_mask: Tensor | None) -> Tensor | bool | None:
+def _fused_kernel_mask(self: Any, query: Tensor, key: Tensor, attention_mask: Tensor | None) -> Tensor | Literal[False] | None:
     """The mask to hand the fused kernel (``None``: causal or none needed), or ``False`` where the
     grouped products must run: a CPU, a hook on the scores or the pattern, a hook on the block
     itself (it may read the pattern it returns), compatibility masking, or a mask the kernel

@@ -20,27 +20,12 @@ weights loaded without mechref, ``attn_implementation="sdpa"`` and ``"eager"``) 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import time
 from pathlib import Path
 
 import torch
-
-
-@contextlib.contextmanager
-def bridge_attention(model):
-    """The bridge's own attention forward inside the block (mechref's grouped one outside)."""
-    removed = {}
-    for module in model.bridge.modules():
-        if "forward" in module.__dict__ and type(module).__name__.endswith("AttentionBridge"):
-            removed[module] = module.__dict__.pop("forward")
-    try:
-        yield
-    finally:
-        for module, forward in removed.items():
-            object.__setattr__(module, "forward", forward)
 
 
 @torch.no_grad()
@@ -79,6 +64,7 @@ def main() -> None:
     from mechref.data import bundled
     from mechref.embedded import DEFAULT_MODEL, ensure_embedded, find_embedded
     from mechref.generation import generate_ids, stop_token_ids
+    from mechref.grouped_attention import bridge_attention
     from mechref.hooks import capture_residual
 
     torch.manual_seed(0)

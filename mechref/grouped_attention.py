@@ -30,8 +30,9 @@ CPU the fused kernel was no faster: ``benchmarks/bench_attention.py``).
 
 from __future__ import annotations
 
+import contextlib
 from types import MethodType
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import torch
 from jaxtyping import Float
@@ -236,3 +237,27 @@ def uses_grouped_attention(component: Any) -> bool:
     """Whether ``component`` runs the grouped forward."""
     forward = component.__dict__.get("forward")
     return isinstance(forward, MethodType) and forward.__func__ is _grouped_forward
+
+
+@contextlib.contextmanager
+def bridge_attention(model: Any) -> Iterator[None]:
+    """Run the bridge's own attention forward (keys and values repeated per query head) inside the
+    block: the reference the grouped forward is tested and benchmarked against.
+
+    >>> from mechref.testing import tiny_model
+    >>> model = tiny_model("qwen2", n_layers=2)
+    >>> with bridge_attention(model):
+    ...     [uses_grouped_attention(block.attn) for block in model.bridge.blocks]
+    [False, False]
+    >>> [uses_grouped_attention(block.attn) for block in model.bridge.blocks]
+    [True, True]
+    """
+    removed = {}
+    for module in model.bridge.modules():
+        if uses_grouped_attention(module):
+            removed[module] = module.__dict__.pop("forward")
+    try:
+        yield
+    finally:
+        for module, forward in removed.items():
+            object.__setattr__(module, "forward", forward)

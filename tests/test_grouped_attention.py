@@ -7,12 +7,11 @@ the same attention patterns to hooks, and the same result when a hook edits the 
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 
 from mechref.generation import generate_ids
+from mechref.grouped_attention import bridge_attention as bridge_forward
 from mechref.grouped_attention import covers, uses_grouped_attention
 from mechref.hooks import capture_attention
 from mechref.testing import FAMILIES, tiny_model
@@ -24,20 +23,6 @@ COVERED = {"qwen2", "llama", "mistral"}
 
 def attention_components(model):
     return [m for m in model.bridge.modules() if type(m).__name__.endswith("AttentionBridge")]
-
-
-@contextlib.contextmanager
-def bridge_forward(model):
-    """Run the bridge's own attention forward inside the block."""
-    removed = {}
-    for component in attention_components(model):
-        if "forward" in component.__dict__:
-            removed[component] = component.__dict__.pop("forward")
-    try:
-        yield
-    finally:
-        for component, forward in removed.items():
-            object.__setattr__(component, "forward", forward)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

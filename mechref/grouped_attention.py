@@ -218,7 +218,11 @@ def _fused_kernel_mask(self: Any, query: Tensor, key: Tensor, attention_mask: Te
     mask = attention_mask[..., :keys]
     if mask.shape[-2] != queries:
         mask = mask[..., -queries:, :]
-    return mask if mask.dtype == torch.bool else mask.to(query.dtype)
+    if mask.dtype == torch.bool or mask.dtype == query.dtype:
+        return mask
+    # A float32 mask's minimum rounds to -inf in bfloat16, and a row of -inf (a padding query)
+    # makes the kernel return NaN, which the next layer spreads through 0 * NaN: keep it finite.
+    return mask.clamp_min(torch.finfo(query.dtype).min).to(query.dtype)
 
 
 def install_grouped_attention(bridge: Any) -> int:

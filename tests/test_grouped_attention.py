@@ -164,3 +164,18 @@ def test_a_hook_on_the_pattern_keeps_the_grouped_products(fused_kernel_on_cpu):
     with torch.no_grad(), model.hooks([("blocks.0.attn.hook_pattern", lambda p, hook=None: seen.append(p.shape))]):
         model.hf_model(input_ids=ids, attention_mask=mask)
     assert len(seen) == 1 and len(fused_kernel_on_cpu) == 1  # layer 0 grouped (hooked), layer 1 fused
+
+
+def test_a_float32_mask_stays_finite_for_a_bfloat16_kernel(fused_kernel_on_cpu):
+    from mechref.grouped_attention import _fused_kernel_mask
+
+    component = tiny_model("qwen2", n_layers=2).bridge.blocks[0].attn
+    query, key = torch.zeros(2, 4, 3, 16, dtype=torch.bfloat16), torch.zeros(2, 2, 3, 16, dtype=torch.bfloat16)
+    mask = torch.zeros(2, 1, 3, 3)
+    mask[0, :, :, 0] = torch.finfo(torch.float32).min  # row 0 is left-padded: its first query sees nothing
+    handed = _fused_kernel_mask(component, query, key, mask)
+    assert isinstance(handed, torch.Tensor) and handed.dtype == torch.bfloat16 and bool(torch.isfinite(handed).all())
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key.repeat_interleave(2, 1), key.repeat_interleave(2, 1), attn_mask=handed
+    )
+    assert bool(torch.isfinite(out).all())

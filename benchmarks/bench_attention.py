@@ -6,7 +6,7 @@ weights loaded without mechref, ``attn_implementation="sdpa"`` and ``"eager"``) 
 1. **One decoding step** with a key/value cache of 64, 256 and 512 positions (64 rows): mechref's
    grouped-query attention (:mod:`mechref.grouped_attention`), the bridge's own attention (which
    repeats the cached keys and values per query head), plain HF sdpa and plain HF eager. Every
-   variant steps from a copy of the same cache.
+   variant steps from a copy of the same cache, twice in turn; the faster round counts.
 2. **Greedy generation**, 128 new tokens for the bundled harmless test prompts (up to ``--rows``:
    there are 22) in one batch:
    :func:`mechref.generation.generate_ids` against HF ``generate`` (greedy), tokens per second of
@@ -95,13 +95,19 @@ def main() -> None:
         token = out.logits[:, -1].argmax(-1)[:, None]
         step_mask = torch.cat([mask, mask.new_ones(args.rows, 1)], dim=1)
         position = torch.full((args.rows, 1), context)
-        row = {"mechref_grouped": step_seconds(model.hf_model, out.past_key_values, token, step_mask, position, args.steps)}
-        with bridge_attention(model):
-            row["mechref_bridge_attention"] = step_seconds(
-                model.hf_model, out.past_key_values, token, step_mask, position, args.steps
-            )
-        for kind, hf in plain.items():
-            row[f"hf_{kind}"] = step_seconds(hf, out.past_key_values, token, step_mask, position, args.steps)
+        # Every variant twice, in turn, keeping its faster round: whichever runs first at a new
+        # cache length pays for the allocator growing its pools, which is not a property of the variant.
+        row: dict = {}
+        for _round in range(2):
+            cache = out.past_key_values
+            timings = {"mechref_grouped": step_seconds(model.hf_model, cache, token, step_mask, position, args.steps)}
+            with bridge_attention(model):
+                timings["mechref_bridge_attention"] = step_seconds(
+                    model.hf_model, out.past_key_values, token, step_mask, position, args.steps
+                )
+            for kind, hf in plain.items():
+                timings[f"hf_{kind}"] = step_seconds(hf, out.past_key_values, token, step_mask, position, args.steps)
+            row = {name: min(seconds, row.get(name, seconds)) for name, seconds in timings.items()}
         row = {name: round(seconds, 4) for name, seconds in row.items()}
         row["grouped_vs_bridge_speedup"] = round(row["mechref_bridge_attention"] / row["mechref_grouped"], 2)
         row["grouped_vs_hf_sdpa_speed"] = round(row["hf_sdpa"] / row["mechref_grouped"], 2)

@@ -56,8 +56,12 @@ def read_labels(path: Path, polyrefuse: Path = POLYREFUSE) -> list[dict]:
 def sample(args) -> None:
     from mechref import load_model
     from mechref.data import load_polyrefuse, multilingual
+    from mechref.data.prompts import POLYREFUSE_LANGUAGES
     from mechref.generation import generate
 
+    unknown = [lang for lang in args.languages if lang in args.polyrefuse_languages and lang not in POLYREFUSE_LANGUAGES]
+    if unknown:
+        raise SystemExit(f"bench_judges: error: PolyRefuse has no {', '.join(unknown)}; it has {', '.join(POLYREFUSE_LANGUAGES)}")
     model = load_model(dtype=args.dtype)
     LABELS.mkdir(exist_ok=True)
     for language in args.languages:

@@ -120,8 +120,14 @@ def analysis_parser(
     add_arguments(parser, ModelSettings, model_defaults or ModelSettings(), "model")
     add_arguments(parser, settings_cls, None, "analysis")
     if default_out is not None:
+        # A command whose output is one file (the GCG search writes a suffix file) says so.
+        is_file = Path(default_out).suffix != ""
         parser.add_argument(
-            "--out", type=Path, default=argparse.SUPPRESS, metavar="DIR", help=f"output folder (default: {default_out})"
+            "--out",
+            type=Path,
+            default=argparse.SUPPRESS,
+            metavar="FILE" if is_file else "DIR",
+            help=f"output {'file' if is_file else 'folder'} (default: {default_out})",
         )
     return parser
 

@@ -37,3 +37,7 @@ class NonFiniteError(MechrefError, ValueError):
 
 class UnsupportedModelError(MechrefError, ValueError):
     """The model's architecture is not one mechref can hook."""
+
+
+class NoRefusalsError(MechrefError, ValueError):
+    """The model refused none of the prompts a step needs refusals from (e.g. to derive refusal tokens)."""

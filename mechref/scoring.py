@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from mechref.errors import NoRefusalsError
 from mechref.generation import generate_ids
 from mechref.judges import Judge, SubstringJudge
 from mechref.logits import last_token_logits
@@ -147,9 +148,10 @@ def refusal_tokens_from_replies(
             refusals += 1
             votes[ids[0]] += 1
     if refusals == 0:
-        raise ValueError(
-            f"the model refused none of the {len(replies)} prompts (by the {judge_name}), "
-            "so no refusal tokens can be derived; pass refusal_tokens explicitly or use prompts it refuses"
+        raise NoRefusalsError(
+            f"the model refused none of the {len(replies)} prompts (by the {judge_name}), so no refusal tokens "
+            "can be derived; pass them explicitly (--refusal-tokens, or a --direction-run computed with it) "
+            "or use prompts it refuses"
         )
     harmless: Counter[int] = Counter(ids[0] for ids in harmless_replies or () if ids)
     n_harmless = sum(harmless.values())

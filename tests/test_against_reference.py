@@ -15,6 +15,7 @@ from scipy.stats import spearmanr
 
 from mechref.attacks.gcg import _candidate_losses, _layout, _suffix_gradient, allowed_token_mask
 from mechref.data import PromptSet, filter_by_refusal_score
+from mechref.errors import NoRefusalsError
 from mechref.hijack.report import closer_to
 from mechref.interventions import intervene
 from mechref.judges import SubstringJudge
@@ -236,7 +237,7 @@ def test_refusal_tokens_are_the_first_tokens_of_refusals_by_share(model):
     # Token 9 opens 2 of 4 replies to harmless prompts (over the 10% allowed), 7 opens none of them.
     contrasted = refusal_tokens_from_replies(model, replies, verdicts, min_share=0.1, harmless_replies=[[9], [9], [5], []])
     assert contrasted.token_ids == [7] and contrasted.harmless_counts == [0] and contrasted.n_harmless == 3
-    with pytest.raises(ValueError, match="refused none"):
+    with pytest.raises(NoRefusalsError, match="refused none"):
         refusal_tokens_from_replies(model, replies, [False] * 8)
 
 

@@ -84,6 +84,18 @@ def test_all_filtered_reports_the_table(model):
     assert len(info.value.scores) == 20 and all(s.filtered_by for s in info.value.scores)
 
 
+def test_a_model_too_shallow_to_leave_a_candidate_reports_the_table():
+    """Two layers: layer 0's template positions are the same embeddings for every prompt (zero
+    vectors) and layer 1 is pruned, so the fast selection has nothing to score."""
+    from mechref.testing import tiny_model
+
+    shallow = tiny_model("qwen2", n_layers=2)
+    cands = extract_candidates(shallow, HARMFUL, HARMLESS, progress=False)
+    with pytest.raises(AllCandidatesFilteredError, match="--prune-layer-fraction") as info:
+        select_direction(shallow, cands, HARMFUL, HARMLESS, [5], SelectionSettings(), progress=False)
+    assert {tuple(s.filtered_by) for s in info.value.scores} == {("zero vector",), ("last layers (not scored)",)}
+
+
 def test_orthogonalization_equals_hook_ablation(model, tiny_folder, tmp_path):
     direction = torch.randn(64)
     ids, mask = model.tokenize(model.chat.format_many(HARMFUL + HARMLESS))

@@ -256,6 +256,18 @@ def test_cli_explains_a_bad_direction(tiny_folder, tmp_path, capsys):
     assert code == 2 and "7" in capsys.readouterr().err
 
 
+def test_cli_says_in_one_line_when_the_model_refuses_nothing(tiny_folder, tmp_path, capsys):
+    """A random model refuses nothing, so the direction computed on first use has no refusal tokens:
+    a one-line error naming the fix (exit 2), not an internal error with a saved traceback."""
+    from mechref.analyses.suffix_hijack import main
+
+    options = ["--suffix", "xx", "--n", "2", "--judge", "substring", "--direction-run", str(tmp_path / "rd")]
+    code = main(["--model", str(tiny_folder), "--dtype", "float32", *options, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "mechref: error: the model refused none" in err and "--refusal-tokens" in err
+    assert "internal error" not in err
+
+
 def _shares(*rows):
     """[prompt=1, head, region] shares from one row of region shares per head."""
     return torch.tensor([list(rows)], dtype=torch.float64)

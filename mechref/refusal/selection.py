@@ -170,7 +170,8 @@ class AllCandidatesFilteredError(MechrefError):
         super().__init__(
             "every candidate direction was filtered out (thresholds: KL <= "
             f"{settings.kl_threshold}, induce > {settings.induce_threshold}, layers before the last "
-            f"{settings.prune_layer_fraction:.0%}). Loosen a threshold (e.g. --kl-threshold) or check the refusal "
+            f"{settings.prune_layer_fraction:.0%}). Loosen a threshold (e.g. --kl-threshold, or --prune-layer-fraction on a "
+            "shallow model) or check the refusal "
             "tokens. Full table:\n" + "\n".join(lines)
         )
 
@@ -327,6 +328,8 @@ def select_direction(
             full_scores(scorable)
         else:
             eligible = [k for k in scorable if k[1] < cutoff]
+            if not eligible:  # e.g. two layers: layer 0 holds zero vectors, layer 1 is pruned
+                raise AllCandidatesFilteredError(list(table.values()), settings)
             subset = harmful_val[: settings.proxy_prompts]
             proxy = scorer.ablated_scores([candidates.get(*key) for key in eligible], subset, progress=progress)
             for key, value in zip(eligible, proxy):

@@ -628,6 +628,79 @@ def attention() -> str:
     return _table(header, rows)
 
 
+def _device_rows(d: dict) -> list[list[object]]:
+    """One device's rows of the devices table, from a ``devices_*.json`` of bench_devices.py."""
+    where = f"{d['device_name']}, {d['dtype']}"
+    rows: list[list[object]] = []
+    ratio = lambda value: f"**{value:.2f}x**"
+    for batch, g in d.get("generation", {}).get("by_batch", {}).items():
+        rows.append(
+            [
+                where,
+                f"greedy generation, {d['generation']['n_prompts']} prompts x {d['generation']['new_tokens']} new tokens, "
+                f"batch {batch} ({g['replies_differing']} replies differ)",
+                f"{g['tokens_per_second']['mechref']:.1f} tokens/s",
+                f"{g['tokens_per_second']['hf_sdpa_generate']:.1f} tokens/s (`generate`)",
+                ratio(g["mechref_vs_hf_speed"]),
+            ]
+        )
+    if "capture" in d:
+        c = d["capture"]
+        rows.append(
+            [
+                where,
+                f"residual capture, every layer, last position, {c['prompt_tokens']} prompt tokens, batch {c['batch_size']}",
+                f"{c['seconds']['mechref_capture_residual']:.2f} s",
+                f"{c['seconds']['hf_sdpa_hidden_states']:.2f} s (`output_hidden_states`)",
+                ratio(c["mechref_vs_hf_speed"]),
+            ]
+        )
+    if "dfa" in d:
+        a = d["dfa"]
+        rows.append(
+            [
+                where,
+                f"DFA at layer {a['layer']}, same prompts (completeness error {a['max_completeness_error']:.2g}, "
+                f"{a['max_error_over_allowance']:.2f} of its allowance)",
+                f"{a['seconds']['mechref_dfa']:.2f} s",
+                f"{a['seconds']['hf_sdpa_forward_all_layers']:.2f} s (one forward, every layer)",
+                ratio(1 / a["dfa_cost_in_hf_forwards"]),
+            ]
+        )
+    step = d.get("decode_step", {})
+    for context, r in step.items():
+        if isinstance(r, dict):
+            rows.append(
+                [
+                    where,
+                    f"one decoding step, {step['rows']} rows, {context} cached positions",
+                    f"{r['mechref']:.3f} s",
+                    f"{r['hf_sdpa']:.3f} s",
+                    ratio(r["mechref_vs_hf_speed"]),
+                ]
+            )
+    if "gcg" in d:
+        g = d["gcg"]
+        rows.append(
+            [
+                where,
+                f"GCG step, {g['prompts']} prompts, {g['n_candidates']} candidates in batches of {g['batch_size']}, "
+                f"{g['suffix_length']}-token suffix",
+                f"{g['seconds_per_step']['mechref_run_gcg']:.2f} s",
+                f"{g['seconds_per_step']['plain_hf']:.2f} s (no cached prefix)",
+                ratio(g["mechref_vs_hf_speed"]),
+            ]
+        )
+    if "seconds" in d.get("refusal_direction_cli", {}):
+        rows.append([where, "refusal_direction CLI, end to end", f"{d['refusal_direction_cli']['seconds']:.0f} s", "", ""])
+    return rows
+
+
+def devices() -> str:
+    rows = [row for path in sorted(RESULTS.glob("devices_*.json")) for row in _device_rows(_json(path.name))]
+    return _table(["device", "workload", "mechref", "plain HF (same batch)", "mechref vs HF"], rows)
+
+
 def exports() -> str:
     d = _json("export.json")
     rows = []
@@ -716,6 +789,8 @@ if (RESULTS / "export.json").is_file():
     RENDERERS["exports"] = exports
 if (RESULTS / "attention.json").is_file():
     RENDERERS["attention"] = attention
+if any(RESULTS.glob("devices_*.json")):
+    RENDERERS["devices"] = devices
 if (RESULTS / "optimize_edit.json").is_file():
     RENDERERS["optimize_edit"] = optimize_edit
 

@@ -31,6 +31,7 @@ from mechref.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, ensure_embedded, en
 from mechref.errors import ContextLengthError, ModelNotFoundError, UnsupportedModelError
 from mechref.grouped_attention import install_grouped_attention
 from mechref.io import fingerprint
+from mechref.lean_bridge import install_lean_forwards
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -540,6 +541,7 @@ def wrap_hf_model(
         ) from error
     _make_unembedding_input_contiguous(bridge)
     install_grouped_attention(bridge)
+    install_lean_forwards(bridge)
     chat = ChatFormatter(tokenizer, system_prompt=system_prompt)
     return MechrefModel(bridge=bridge, tokenizer=tokenizer, chat=chat, name=name, source=source)
 

@@ -16,11 +16,14 @@ mechref, ``attn_implementation="sdpa"``) or the reference method:
 6. **decode step**: one cached decoding step (the default batch, ``--contexts`` cached positions),
    mechref against HF sdpa; on a GPU with no pattern hook this is torch's fused kernel, so the step
    also checks that the fused path gives the bridge's own attention's logits.
-7. **GCG**: seconds per step of :func:`mechref.attacks.gcg.run_gcg` against a plain-HF step (the
+7. **overhead**: a decoding step of a 28-layer model of width 64 (one row), where arithmetic is
+   free and what remains is what each side adds per call: mechref, mechref with the bridge's own
+   norms and attention, plain HF.
+8. **GCG**: seconds per step of :func:`mechref.attacks.gcg.run_gcg` against a plain-HF step (the
    one-hot gradient through ``inputs_embeds``, candidate losses by full forwards at the same batch).
-8. **device map** (CUDA only): a tiny model split between the GPU and the CPU gives the single
+9. **device map** (CUDA only): a tiny model split between the GPU and the CPU gives the single
    device's logits and greedy replies.
-9. **refusal_direction end to end**: the CLI on this device, timed (``--cli``; its extra flags after
+10. **refusal_direction end to end**: the CLI on this device, timed (``--cli``; its extra flags after
    ``--cli-args``, e.g. the relaxed filters a random-weight model needs).
 
 A section that fails is recorded with its error in the JSON and makes the command exit 1 after the
@@ -335,6 +338,40 @@ def main() -> int:
         out["logits_scale"] = float(reference[real].abs().max())
         return out
 
+    def overhead() -> dict:
+        """What the bridge adds per decoding step where arithmetic costs nothing: a 28-layer model of
+        width 64, one row. On a GPU a 1.5B model's step is close to this regime (launch-bound)."""
+        from mechref.grouped_attention import bridge_attention
+        from mechref.lean_bridge import bridge_forwards
+        from mechref.testing import tiny_hf_model, tiny_tokenizer
+
+        with tempfile.TemporaryDirectory() as tmp:
+            tokenizer = tiny_tokenizer()
+            tiny_hf_model("qwen2", vocab_size=len(tokenizer), n_layers=28).save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            small = mechref.load_model(tmp, device=str(device))
+            plain = AutoModelForCausalLM.from_pretrained(tmp, attn_implementation="sdpa").to(device).eval()
+        ids = torch.randint(5, 100, (1, 16), device=device)
+        mask = torch.ones_like(ids)
+        with torch.no_grad():
+            first = small.hf_model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1)
+        token = first.logits[:, -1].argmax(-1)[:, None]
+        step_mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)
+        position = torch.full((1, 1), ids.shape[1], device=device)
+        step = lambda hf_model: step_seconds(hf_model, first.past_key_values, token, step_mask, position, 50)
+        row: dict[str, float] = {}
+        for _round in range(2):
+            timings = {"mechref": step(small.hf_model), "hf_sdpa": step(plain)}
+            with bridge_forwards(small):
+                timings["mechref_bridge_norms"] = step(small.hf_model)
+                with bridge_attention(small):
+                    timings["mechref_bridge_norms_and_attention"] = step(small.hf_model)
+            row = {k: min(v, row.get(k, v)) for k, v in timings.items()}
+        out: dict[str, Any] = {"what": "one cached decoding step, tiny qwen2 (28 layers, width 64), one row"}
+        out["ms_per_step"] = {k: round(v * 1e3, 2) for k, v in row.items()}
+        out["mechref_vs_hf_speed"] = round(row["hf_sdpa"] / row["mechref"], 2)
+        return out
+
     def gcg() -> dict:
         from mechref.attacks.gcg import GCGSettings, _layout, allowed_token_mask, run_gcg
 
@@ -413,6 +450,7 @@ def main() -> int:
         "capture": capture,
         "dfa": dfa,
         "decode_step": decode_step,
+        "overhead": overhead,
         "gcg": gcg,
         "device_map": device_map,
         "refusal_direction_cli": refusal_direction_cli,

@@ -48,6 +48,30 @@ def step_seconds(hf, cache, token, mask, position, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def hf_replies(hf, model, texts: list[str], batch_size: int, new_tokens: int, stops: list[int]) -> list[list[int]]:
+    """Plain HF greedy ``generate`` over ``texts`` in batches, each reply cut after its first stop token."""
+    from mechref.batching import iter_batches
+
+    replies: dict[int, list[int]] = {}
+    for batch in iter_batches(model, texts, batch_size, desc="", progress=False):
+        with torch.no_grad():
+            out = hf.generate(
+                input_ids=batch.input_ids.to(hf.device),
+                attention_mask=batch.attention_mask.to(hf.device),
+                max_new_tokens=new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                eos_token_id=stops,
+                pad_token_id=model.tokenizer.pad_token_id,
+            )
+        for index, row in zip(batch.indices, out[:, batch.input_ids.shape[1] :].tolist()):
+            cut = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
+            replies[int(index)] = row[:cut]
+    return [replies[i] for i in range(len(texts))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=64)
@@ -121,27 +145,9 @@ def main() -> None:
     ours = generate_ids(model, prompts, max_new_tokens=args.max_new_tokens, batch_size=args.rows, progress=False)
     mechref_seconds = time.perf_counter() - start
     texts = as_texts(model, prompts, True, None)
-    batch = next(iter(iter_batches(model, texts, args.rows, desc="", progress=False)))
-    stops = stop_token_ids(model)
     start = time.perf_counter()
-    with torch.no_grad():
-        sequences = plain["sdpa"].generate(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            max_new_tokens=args.max_new_tokens,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            eos_token_id=stops,
-            pad_token_id=model.tokenizer.pad_token_id,
-        )
+    theirs = hf_replies(plain["sdpa"], model, texts, args.rows, args.max_new_tokens, stop_token_ids(model))
     hf_seconds = time.perf_counter() - start
-    theirs = []
-    for row in sequences[:, batch.input_ids.shape[1] :].tolist():
-        cut = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
-        theirs.append(row[:cut])
-    theirs_by_prompt = [theirs[list(batch.indices).index(i)] for i in range(len(prompts))]
     tokens = sum(len(r) for r in ours)
     results["generation"] = {
         "prompts": "first harmless test prompts (mechref's bundled English set)",
@@ -154,13 +160,14 @@ def main() -> None:
             "mechref": round(tokens / mechref_seconds, 1),
             "hf_sdpa_generate": round(sum(len(r) for r in theirs) / hf_seconds, 1),
         },
-        "replies_differing": sum(a != b for a, b in zip(ours, theirs_by_prompt)),
+        "replies_differing": sum(a != b for a, b in zip(ours, theirs)),
     }
     g = results["generation"]["tokens_per_second"]
     results["generation"]["mechref_vs_hf_speed"] = round(g["mechref"] / g["hf_sdpa_generate"], 2)
     print("generation", results["generation"], flush=True)
 
     # 3. Residual capture at every layer, last position.
+    batch = next(iter(iter_batches(model, texts, args.rows, desc="", progress=False)))
     start = time.perf_counter()
     capture_residual(model, prompts, positions=-1, batch_size=args.rows, progress=False)
     capture_seconds = time.perf_counter() - start

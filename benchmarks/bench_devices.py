@@ -52,7 +52,20 @@ from typing import Any, Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_attention import step_seconds
+from bench_attention import hf_replies, step_seconds
+
+SECTIONS = (
+    "placement",
+    "batch_defaults",
+    "generation",
+    "capture",
+    "dfa",
+    "decode_step",
+    "overhead",
+    "gcg",
+    "device_map",
+    "refusal_direction_cli",
+)
 
 
 def sync(device: torch.device) -> None:
@@ -67,30 +80,6 @@ def timed(device: torch.device, work: Callable[[], Any]) -> tuple[float, Any]:
     out = work()
     sync(device)
     return time.perf_counter() - start, out
-
-
-def hf_replies(hf, model, texts: list[str], batch_size: int, new_tokens: int, stops: list[int]) -> list[list[int]]:
-    """Plain HF greedy ``generate`` over ``texts`` in batches, each reply cut after its first stop token."""
-    from mechref.batching import iter_batches
-
-    replies: dict[int, list[int]] = {}
-    for batch in iter_batches(model, texts, batch_size, desc="", progress=False):
-        with torch.no_grad():
-            out = hf.generate(
-                input_ids=batch.input_ids.to(hf.device),
-                attention_mask=batch.attention_mask.to(hf.device),
-                max_new_tokens=new_tokens,
-                do_sample=False,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                eos_token_id=stops,
-                pad_token_id=model.tokenizer.pad_token_id,
-            )
-        for index, row in zip(batch.indices, out[:, batch.input_ids.shape[1] :].tolist()):
-            cut = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
-            replies[int(index)] = row[:cut]
-    return [replies[i] for i in range(len(texts))]
 
 
 def plain_gcg_step(
@@ -153,6 +142,9 @@ def main() -> int:
     parser.add_argument("--sections", nargs="+", default=None, help="run only these sections")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    unknown = set(args.sections or []) - set(SECTIONS)
+    if unknown:  # before the model loads
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {list(SECTIONS)}")
 
     from transformers import AutoModelForCausalLM
 
@@ -455,9 +447,7 @@ def main() -> int:
         "device_map": device_map,
         "refusal_direction_cli": refusal_direction_cli,
     }
-    unknown = set(args.sections or []) - set(sections)
-    if unknown:
-        parser.error(f"unknown sections {sorted(unknown)}; choose from {sorted(sections)}")
+    assert list(sections) == list(SECTIONS)
     for name, section in sections.items():
         if args.sections and name not in args.sections:
             continue

@@ -4,7 +4,7 @@ Three measurements on the embedded model (bfloat16), each against plain ``transf
 weights loaded without mechref, ``attn_implementation="sdpa"`` and ``"eager"``) at the same batch:
 
 1. **One decoding step** with a key/value cache of 64, 256 and 512 positions (64 rows): mechref's
-   grouped-query attention (:mod:`mechref.grouped_attention`), the bridge's own attention (which
+   grouped-query attention (:mod:`mechref.model.bridge.attention`), the bridge's own attention (which
    repeats the cached keys and values per query head), plain HF sdpa and plain HF eager. Every
    variant steps from a copy of the same cache, twice in turn; the faster round counts.
 2. **Greedy generation**, 128 new tokens for the bundled harmless test prompts (up to ``--rows``:
@@ -12,7 +12,7 @@ weights loaded without mechref, ``attn_implementation="sdpa"`` and ``"eager"``) 
    :func:`mechref.generation.generate_ids` against HF ``generate`` (greedy), tokens per second of
    the replies, and how many replies differ (bfloat16 kernels round differently).
 3. **Residual capture**, every layer at the last position of the same prompts: mechref's
-   :func:`~mechref.hooks.capture_residual` against an HF forward with ``output_hidden_states``.
+   :func:`~mechref.capture.capture_residual` against an HF forward with ``output_hidden_states``.
 
     python benchmarks/bench_attention.py --out benchmarks/results/attention.json
 """
@@ -50,7 +50,7 @@ def step_seconds(hf, cache, token, mask, position, steps: int) -> float:
 
 def hf_replies(hf, model, texts: list[str], batch_size: int, new_tokens: int, stops: list[int]) -> list[list[int]]:
     """Plain HF greedy ``generate`` over ``texts`` in batches, each reply cut after its first stop token."""
-    from mechref.batching import iter_batches
+    from mechref.model.batching import iter_batches
 
     replies: dict[int, list[int]] = {}
     for batch in iter_batches(model, texts, batch_size, desc="", progress=False):
@@ -84,12 +84,12 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     import mechref
-    from mechref.batching import as_texts, iter_batches
+    from mechref.capture import capture_residual
     from mechref.data import bundled
-    from mechref.embedded import DEFAULT_MODEL, ensure_embedded, find_embedded
     from mechref.generation import generate_ids, stop_token_ids
-    from mechref.grouped_attention import bridge_attention
-    from mechref.hooks import capture_residual
+    from mechref.model.batching import as_texts, iter_batches
+    from mechref.model.bridge.attention import bridge_attention
+    from mechref.model.embedded import DEFAULT_MODEL, ensure_embedded, find_embedded
 
     torch.manual_seed(0)
     model = mechref.load_model(dtype="bfloat16")

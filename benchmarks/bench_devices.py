@@ -6,7 +6,7 @@ mechref, ``attn_implementation="sdpa"``) or the reference method:
 
 1. **placement**: where the weights are after ``load_model(device=...)``, and what
    ``mechref model info --device`` reports.
-2. **batch defaults**: the batch sizes mechref chooses for this device (``mechref.devices``).
+2. **batch defaults**: the batch sizes mechref chooses for this device (``mechref.model.devices``).
 3. **generation**: greedy replies of ``--new-tokens`` tokens for ``--prompts`` prompts at each batch of
    ``--batches`` (``default`` = the device's choice): mechref's decoder against HF ``generate``.
 4. **capture**: the residual stream entering every layer at the last position, against an HF forward
@@ -19,7 +19,7 @@ mechref, ``attn_implementation="sdpa"``) or the reference method:
 7. **overhead**: a decoding step of a 28-layer model of width 64 (one row), where arithmetic is
    free and what remains is what each side adds per call: mechref, mechref with the bridge's own
    norms and attention, plain HF.
-8. **GCG**: seconds per step of :func:`mechref.attacks.gcg.run_gcg` against a plain-HF step (the
+8. **GCG**: seconds per step of :func:`mechref.attacks.gcg.search_suffix` against a plain-HF step (the
    one-hot gradient through ``inputs_embeds``, candidate losses by full forwards at the same batch).
 9. **device map** (CUDA only): a tiny model split between the GPU and the CPU gives the single
    device's logits and greedy replies.
@@ -149,8 +149,8 @@ def main() -> int:
     from transformers import AutoModelForCausalLM
 
     import mechref
-    from mechref.devices import rows_for_memory
-    from mechref.embedded import DEFAULT_MODEL, ensure_embedded, find_embedded
+    from mechref.model.devices import rows_for_memory
+    from mechref.model.embedded import DEFAULT_MODEL, ensure_embedded, find_embedded
 
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
@@ -204,8 +204,8 @@ def main() -> int:
         return out
 
     def generation() -> dict:
-        from mechref.batching import as_texts
         from mechref.generation import generate_ids, stop_token_ids
+        from mechref.model.batching import as_texts
 
         stops = stop_token_ids(model)
         texts = as_texts(model, prompts, True, None)
@@ -234,8 +234,8 @@ def main() -> int:
         return {"n_prompts": len(prompts), "new_tokens": args.new_tokens, "by_batch": rows}
 
     def capture() -> dict:
-        from mechref.batching import iter_batches
-        from mechref.hooks import capture_residual
+        from mechref.capture import capture_residual
+        from mechref.model.batching import iter_batches
 
         batch = rows_for_memory(model, 32)
         texts = model.chat.format_many(prompts)
@@ -258,7 +258,7 @@ def main() -> int:
 
     def dfa() -> dict:
         from mechref.attribution import direct_feature_attribution
-        from mechref.batching import iter_batches
+        from mechref.model.batching import iter_batches
 
         batch = rows_for_memory(model, 32)
         direction = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
@@ -288,7 +288,7 @@ def main() -> int:
         }
 
     def decode_step() -> dict:
-        from mechref.grouped_attention import bridge_attention
+        from mechref.model.bridge.attention import bridge_attention
 
         rows = rows_for_memory(model, 64)
         out: dict[str, Any] = {"rows": rows}
@@ -333,8 +333,8 @@ def main() -> int:
     def overhead() -> dict:
         """What the bridge adds per decoding step where arithmetic costs nothing: a 28-layer model of
         width 64, one row. On a GPU a 1.5B model's step is close to this regime (launch-bound)."""
-        from mechref.grouped_attention import bridge_attention
-        from mechref.lean_bridge import bridge_forwards
+        from mechref.model.bridge.attention import bridge_attention
+        from mechref.model.bridge.norms import bridge_forwards
         from mechref.testing import tiny_hf_model, tiny_tokenizer
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -365,12 +365,12 @@ def main() -> int:
         return out
 
     def gcg() -> dict:
-        from mechref.attacks.gcg import GCGSettings, _layout, allowed_token_mask, run_gcg
+        from mechref.attacks.gcg import SearchSettings, _layout, allowed_token_mask, search_suffix
 
         gcg_prompts = bundled("harmful", "train").instructions[:2]
-        settings = GCGSettings(steps=args.gcg_steps, early_stop_loss=None)
-        run_gcg(model, gcg_prompts, settings=GCGSettings(steps=1, early_stop_loss=None), progress=False)  # warm-up
-        ours_s, _ = timed(device, lambda: run_gcg(model, gcg_prompts, settings=settings, progress=False))
+        settings = SearchSettings(steps=args.gcg_steps, early_stop_loss=None)
+        search_suffix(model, gcg_prompts, settings=SearchSettings(steps=1, early_stop_loss=None), progress=False)  # warm-up
+        ours_s, _ = timed(device, lambda: search_suffix(model, gcg_prompts, settings=settings, progress=False))
         layouts = [_layout(model, p, "Sure, here is") for p in gcg_prompts]
         allowed = allowed_token_mask(model)
         init = model.tokenizer(settings.init_token, add_special_tokens=False)["input_ids"]
@@ -386,7 +386,7 @@ def main() -> int:
 
         plain_steps(suffix, 1)  # warm-up
         hf_s, _ = timed(device, lambda: plain_steps(suffix, args.gcg_steps))
-        # run_gcg's time includes its set-up (token mask, cached prefixes, first loss): per step it is an upper bound.
+        # search_suffix's time includes its set-up (token mask, cached prefixes, first loss): per step it is an upper bound.
         return {
             "prompts": len(gcg_prompts),
             "n_candidates": settings.n_candidates,
@@ -402,7 +402,7 @@ def main() -> int:
 
     def device_map() -> dict:
         if device.type != "cuda":
-            return {"skipped": "needs a CUDA device (the CPU + disk split is tests/test_device_map.py)"}
+            return {"skipped": "needs a CUDA device (the CPU + disk split is tests/unit/model/test_device_map.py)"}
         from mechref.generation import generate
         from mechref.testing import tiny_hf_model, tiny_tokenizer
 

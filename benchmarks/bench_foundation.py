@@ -67,9 +67,9 @@ def main() -> None:
     import torch
 
     from mechref import load_model
-    from mechref.batching import iter_batches
+    from mechref.capture import capture_residual
     from mechref.data import bundled
-    from mechref.hooks import capture_residual
+    from mechref.model.batching import iter_batches
 
     results: dict = {"n_prompts": args.n, "batch_size": args.batch_size, "torch_threads": torch.get_num_threads()}
     if args.loads_only:

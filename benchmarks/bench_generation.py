@@ -27,8 +27,8 @@ def main() -> None:
     import mechref
     from mechref import generation
     from mechref.data import bundled
+    from mechref.directions.store import load_direction
     from mechref.interventions import directional_ablation
-    from mechref.refusal.store import load_direction
 
     model = mechref.load_model(dtype=args.dtype)
     workloads = {

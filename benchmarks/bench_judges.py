@@ -12,8 +12,8 @@
    ``benchmarks/results/judges.json``; ``--only mined`` recomputes that column alone.
 
 3. ``registry``: ``mechref/data/judge_validation.json``, the checks the analyses look their
-   judges up in (:mod:`mechref.judge_validation`), written from ``judges.json`` and
-   ``judges_xstest.json`` (``tests/test_judge_validation.py`` fails when they differ).
+   judges up in (:mod:`mechref.judges.validation`), written from ``judges.json`` and
+   ``judges_xstest.json`` (``tests/unit/judges/test_validation.py`` fails when they differ).
 
     python benchmarks/bench_judges.py sample --languages de zh yo ja
     python benchmarks/bench_judges.py score --mine-from figures/multilingual/audit.jsonl
@@ -100,7 +100,7 @@ def sample(args) -> None:
 def mined_judges(sources: list[Path]) -> dict:
     """Each language's mined judge, from multilingual runs' replies (harmful vs harmless prompts): the
     first file that holds a language is mined for it."""
-    from mechref.mined import mine_refusal_openings
+    from mechref.judges.mined import mine_refusal_openings
 
     rows: list[dict] = []
     for path in sources:
@@ -118,8 +118,8 @@ def mined_judges(sources: list[Path]) -> dict:
 
 
 def score(args) -> None:
-    from mechref.io import sha256_file
-    from mechref.judges import ChatModelJudge, SubstringJudge, has_phrases, judge_agreement, verdict_agreement
+    from mechref.framework.io import sha256_file
+    from mechref.judges.core import ChatModelJudge, SubstringJudge, has_phrases, judge_agreement, verdict_agreement
 
     mined = mined_judges(args.mine_from) if args.mine_from else {}
     mined_note = (
@@ -140,7 +140,7 @@ def score(args) -> None:
             entry.update({"n_labelled": len(rows), "labelled_refusals": sum(bool(r["refused"]) for r in rows)})
             judge = mined[language]
             if "substring (English phrases)" not in entry:
-                from mechref.judges import judge_agreement as agree
+                from mechref.judges.core import judge_agreement as agree
 
                 english = agree(SubstringJudge("en"), [r["reply"] for r in rows], [bool(r["refused"]) for r in rows])
                 english.pop("verdicts")

@@ -25,9 +25,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from mechref import load_model
-    from mechref.io import read_json
-    from mechref.refusal.candidates import CandidateDirections
-    from mechref.refusal.selection import SelectionSettings, select_direction
+    from mechref.analyses.refusal_direction.selection import SelectionSettings, select_direction
+    from mechref.directions.candidates import CandidateDirections
+    from mechref.framework.io import read_json
 
     summary = read_json(args.run / "summary.json")
     model = load_model(

@@ -29,8 +29,8 @@ import json
 import time
 from pathlib import Path
 
-from mechref.completions import judge_rows, read_completions
-from mechref.judges import make_judge, verdict_agreement
+from mechref.judges.completions import judge_rows, read_completions
+from mechref.judges.core import make_judge, verdict_agreement
 
 RESULT = Path(__file__).parent / "results" / "judges_xstest.json"
 
@@ -73,7 +73,7 @@ def probe_name(fit: str, request: str | None) -> str:
 def probe_judges(files: list[Path], write: bool, request: str | None = None) -> dict:
     """Fit the probe judge on each file, report it on the others (see the module's docstring)."""
     from mechref import load_model
-    from mechref.probe_judge import fit_probe, reader_identity, reply_features, shipped_probe_path
+    from mechref.judges.probe import fit_probe, reader_identity, reply_features, shipped_probe_path
 
     reader = load_model(dtype="bfloat16")
     layers = list(range(reader.n_layers))

@@ -54,13 +54,13 @@ def _reader():
 
 
 def _shipped_judge():
-    from mechref.probe_judge import ProbeJudge, shipped_probe
+    from mechref.judges.probe import ProbeJudge, shipped_probe
 
     return ProbeJudge(_reader(), shipped_probe())
 
 
 def _reread(completions: list[str], probe_file: Path | None) -> dict:
-    from mechref.probe_judge import ProbeJudge, ProbeWeights, shipped_probe
+    from mechref.judges.probe import ProbeJudge, ProbeWeights, shipped_probe
 
     weights = ProbeWeights.load(probe_file) if probe_file is not None else shipped_probe()
     if weights.request is not None:
@@ -89,8 +89,8 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from mechref.embedded import QWEN25_CODER_15B, ensure_embedded
-    from mechref.judges import arditi_judge, make_judge
+    from mechref.judges.core import arditi_judge, make_judge
+    from mechref.model.embedded import QWEN25_CODER_15B, ensure_embedded
     from mechref.rates import Rate
 
     summary = json.loads((args.run / "summary.json").read_text(encoding="utf-8"))

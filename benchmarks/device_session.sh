@@ -83,7 +83,7 @@ step damage 120 python3 -m mechref.analyses.damage --model $random --device $dev
 step export 150 python3 -m mechref.analyses.export --model $random --device $device --direction /tmp/rd \
     --formats hf gguf control-vector --judge substring --out /tmp/exp
 step quickstart 120 python3 -m mechref.analyses.quickstart --model $random --device $device --out /tmp/qs
-step tests 240 python3 -m pytest -q -p no:cacheprovider tests/test_grouped_attention.py tests/test_device_map.py tests/test_devices.py
+step tests 240 python3 -m pytest -q -p no:cacheprovider tests/unit/model/bridge tests/unit/model/test_device_map.py tests/unit/model/test_devices.py
 cp /tmp/gcg.json "$out/suffix_gcg.json" 2>/dev/null
 for run in rd sh ml cat dmg exp qs; do [[ -f /tmp/$run/summary.json ]] && cp /tmp/$run/summary.json "$out/summary_$run.json"; done
 cat "$out/steps.txt"

@@ -7,7 +7,6 @@ the file is restored after each run, even if the run is interrupted.
 """
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -16,17 +15,17 @@ root = pathlib.Path(__file__).resolve().parents[1]
 plants = [
     (
         "KL reversed",
-        "mechref/refusal/selection.py",
+        "mechref/analyses/refusal_direction/selection.py",
         "kl_divergence(baseline_logits, scorer.logits(harmless_val))",
         "kl_divergence(scorer.logits(harmless_val), baseline_logits)",
     ),
     (
         "induce under ablation",
-        "mechref/refusal/selection.py",
+        "mechref/analyses/refusal_direction/selection.py",
         "with activation_addition(model, direction, entry.layer, 1.0):",
         "with directional_ablation(model, direction):",
     ),
-    ("harmful actadd sign", "mechref/refusal/evaluation.py", '-1.0 if label == "harmful" else 1.0', "1.0"),
+    ("harmful actadd sign", "mechref/analyses/refusal_direction/evaluation.py", '-1.0 if label == "harmful" else 1.0', "1.0"),
     (
         "refusal-score filter inverted",
         "mechref/data/prompts.py",
@@ -35,25 +34,25 @@ plants = [
     ),
     (
         "induce filter inverted",
-        "mechref/refusal/selection.py",
+        "mechref/analyses/refusal_direction/selection.py",
         "if entry.induce is not None and not entry.induce > settings.induce_threshold:",
         "if entry.induce is not None and entry.induce > settings.induce_threshold:",
     ),
     (
         "addition matrix with ablation",
-        "mechref/multilingual/pipeline.py",
+        "mechref/analyses/multilingual/pipeline.py",
         '                mode="addition",',
         '                mode="ablation",',
     ),
     (
         "closer inverted",
-        "mechref/hijack/report.py",
+        "mechref/analyses/suffix_hijack/report.py",
         'return "harmless" if to_harmless < to_harmful else "harmful"',
         'return "harmful" if to_harmless < to_harmful else "harmless"',
     ),
     (
         "biases left out",
-        "mechref/refusal/orthogonalize.py",
+        "mechref/edits/orthogonalize.py",
         "            linear.bias.copy_((b - (b @ r) * r).to(linear.bias.dtype))",
         "            pass",
     ),
@@ -76,14 +75,12 @@ for name, path, old, new in plants:
                 "-p",
                 "no:cacheprovider",
                 "tests/",
-                "-k",
-                "not integration and not notebooks",
-                "--ignore=tests/integration",
+                "-m",
+                "not integration and not browser",
             ],
             cwd=root,
             capture_output=True,
             text=True,
-            env={**os.environ, "MECHREF_SKIP_INTEGRATION": "1"},
         )
         last = [l for l in r.stdout.splitlines() if "FAILED" in l][:1] or r.stdout.strip().splitlines()[-1:]
         print(f"{name:32s} {'CAUGHT' if r.returncode else 'MISSED'}  {last}", flush=True)

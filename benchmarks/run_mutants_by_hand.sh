@@ -8,8 +8,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 python="$root/.venv/bin/python"
 tests_for() {
   case "$1" in
-    *x__o_weight*) echo "tests/test_attribution.py" ;;
-    *orthogonalize*) echo "tests/test_refusal_direction.py::test_orthogonalization_equals_hook_ablation tests/test_refusal_direction.py::test_export_is_float32_and_describes_the_edit tests/test_no_data_loss.py::test_export_replaces_an_earlier_export_only_with_overwrite tests/test_against_reference.py::test_orthogonalization_edits_every_writer_and_its_bias tests/test_families.py" ;;
+    *x__o_weight*) echo "tests/unit/test_attribution.py" ;;
+    *orthogonalize*) echo "tests/unit/analyses/refusal_direction/test_pipeline.py::test_orthogonalization_equals_hook_ablation tests/unit/analyses/refusal_direction/test_pipeline.py::test_export_is_float32_and_describes_the_edit tests/contracts/test_no_data_loss.py::test_export_replaces_an_earlier_export_only_with_overwrite tests/contracts/test_against_reference.py::test_orthogonalization_edits_every_writer_and_its_bias tests/unit/model/test_families.py" ;;
     *) echo "" ;;
   esac
 }

@@ -118,7 +118,7 @@ def suffix_hijack() -> str:
 
 
 def _validation(d: dict, language: str):
-    from mechref.judge_validation import judge_validation
+    from mechref.judges.validation import judge_validation
 
     return judge_validation(d["judge"], language, d["model"])
 
@@ -131,7 +131,7 @@ def _check(d: dict, language: str) -> str:
 def _status_today(d: dict, language: str) -> str:
     """The status today's multilingual analysis gives the run's judged rates (``audit_status``
     with the judge looked up in the registry)."""
-    from mechref.multilingual.pipeline import audit_status
+    from mechref.analyses.multilingual.pipeline import audit_status
 
     rates = d["baseline_refusal"][language]
     return audit_status(rates["harmful"], rates["harmless"], validated=_validation(d, language).validated)

@@ -18,11 +18,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from mechref.hijack import SuffixHijackSettings, report_suffix_hijack, run_suffix_hijack
-from mechref.multilingual import MultilingualSettings, report_multilingual, run_multilingual
-from mechref.pagecheck import check_pages
-from mechref.refusal import RefusalDirectionSettings, report_refusal_direction, run_refusal_direction
-from mechref.settings import ModelSettings, add_arguments, resolve
+from mechref.analyses.multilingual import MultilingualSettings, report_multilingual, run_multilingual
+from mechref.analyses.refusal_direction import RefusalDirectionSettings, report_refusal_direction, run_refusal_direction
+from mechref.analyses.suffix_hijack import SuffixHijackSettings, report_suffix_hijack, run_suffix_hijack
+from mechref.framework.settings import add_arguments, resolve
+from mechref.model.settings import ModelSettings
+from mechref.report.pagecheck import check_pages
 
 HERE = Path(__file__).resolve().parent
 ANALYSES = ("refusal_direction", "suffix_hijack", "multilingual")
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def gallery(out: Path) -> int:
-    """Open every page of the three runs in headless Chromium (``mechref.pagecheck``): each must
+    """Open every page of the three runs in headless Chromium (``mechref.report.pagecheck``): each must
     draw all its figures and views with no error and no broken link. Save a screenshot of each
     gallery figure into ``figures/gallery/`` and write ``figures/README.md``. Exit 1 on a problem."""
     if not out.is_dir():
@@ -156,8 +157,8 @@ the embedded model into `figures/refusal_direction/`, `figures/suffix_hijack/` a
 `figures/multilingual/`, each with its `index.html` (about 25 minutes on a 2-core CPU; a second
 run only redraws). It calls the same library functions as the commands, with default settings;
 `--only NAME ...` draws some of them, `--dtype`/`--model` choose the model. Then it opens each key
-page in headless Chromium (`mechref.pagecheck`, `pip install "mechref[browser]"`: every figure and view must draw, with no console
-error and no broken link; it exits 1 otherwise) and saves the screenshots below into
+page in headless Chromium (`mechref.report.pagecheck`, `pip install "mechref[browser]"`: every figure and view must
+draw, with no console error and no broken link; it exits 1 otherwise) and saves the screenshots below into
 `figures/gallery/` (only these screenshots are committed); `--gallery-only` redoes just that.
 
 Every figure is HTML that opens offline (the folder's one `plotly.min.js`), plus PNG/SVG/PDF

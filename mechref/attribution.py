@@ -31,10 +31,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechref.batching import as_texts, iter_batches
-from mechref.directions import unit
-from mechref.hooks import block_hook_name, normalize_positions, resid_hook_name, stop_layer_for
-from mechref.models import MechrefModel
+from mechref.capture import block_hook_name, normalize_positions, resid_hook_name, stop_layer_for
+from mechref.framework.vectors import unit
+from mechref.model.batching import as_texts, iter_batches
+from mechref.model.loading import MechrefModel
 
 
 @dataclass

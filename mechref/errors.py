@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 
 class MechrefError(Exception):
     """Base class of every error mechref raises on purpose."""
@@ -41,3 +43,43 @@ class UnsupportedModelError(MechrefError, ValueError):
 
 class NoRefusalsError(MechrefError, ValueError):
     """The model refused none of the prompts a step needs refusals from (e.g. to derive refusal tokens)."""
+
+
+class SettingsError(MechrefError, ValueError):
+    """A setting out of range, of the wrong type, or unknown (in Python, a config file or the command line)."""
+
+
+class OutputTargetError(MechrefError, ValueError):
+    """An output path that would overwrite or delete files mechref did not write."""
+
+
+class AllCandidatesFilteredError(MechrefError):
+    """Every candidate was discarded by a filter; ``scores`` holds the full table."""
+
+    def __init__(self, scores: Sequence[Any], settings: Any):
+        self.scores = scores
+        lines = [f"{'pos':>4} {'layer':>5} {'bypass':>8} {'induce':>8} {'kl':>8}  removed by"]
+        for s in scores:
+            fmt = lambda v: f"{v:8.3f}" if v is not None else f"{'-':>8}"
+            lines.append(
+                f"{s.position:>4} {s.layer:>5} {fmt(s.bypass)} {fmt(s.induce)} {fmt(s.kl)}  {', '.join(s.filtered_by) or '-'}"
+            )
+        super().__init__(
+            "every candidate direction was filtered out (thresholds: KL <= "
+            f"{settings.kl_threshold}, induce > {settings.induce_threshold}, layers before the last "
+            f"{settings.prune_layer_fraction:.0%}). Loosen a threshold (e.g. --kl-threshold, or --prune-layer-fraction on a "
+            "shallow model) or check the refusal "
+            "tokens. Full table:\n" + "\n".join(lines)
+        )
+
+
+class InputError(MechrefError, ValueError):
+    """A user-supplied value that cannot be right for this run (checked before the work starts)."""
+
+
+class NoRunsError(MechrefError, ValueError):
+    """A folder holding no run folder mechref wrote."""
+
+
+class BrowserUnavailableError(MechrefError, RuntimeError):
+    """No Chromium or no Playwright to open pages with."""

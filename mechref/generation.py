@@ -19,8 +19,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from mechref.batching import as_texts, iter_batches
-from mechref.models import MechrefModel
+from mechref.model.batching import as_texts, iter_batches
+from mechref.model.loading import MechrefModel
 
 
 class RowState(Protocol):
@@ -145,7 +145,7 @@ def generate_ids(
     ``row_state`` (hooks that act per row, :class:`mechref.row_interventions.RowInterventions`)
     is told each batch's prompt indices and which rows stay as replies end. ``first_logits`` is
     called per batch with its prompt indices and the logits the first token was chosen from
-    (``[batch, d_vocab]``): what :func:`mechref.logits.last_token_logits` computes, without a
+    (``[batch, d_vocab]``): what :func:`mechref.model.logits.last_token_logits` computes, without a
     second pass over the prompts."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")

@@ -5,7 +5,7 @@ modules rather than a particular call:
 
 >>> import torch
 >>> from mechref.testing import tiny_model
->>> from mechref.hooks import capture_residual
+>>> from mechref.capture import capture_residual
 >>> model = tiny_model("qwen2")
 >>> r = torch.randn(model.d_model)
 >>> with directional_ablation(model, r):
@@ -23,11 +23,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechref.directions import check_vector, unit
+from mechref.capture import block_hook_name, normalize_layers, resid_hook_name
+from mechref.edits.strengths import EditStrengths
 from mechref.errors import ShapeError
-from mechref.hooks import block_hook_name, normalize_layers, resid_hook_name
-from mechref.models import MechrefModel
-from mechref.strengths import EditStrengths
+from mechref.framework.vectors import check_vector, unit
+from mechref.model.loading import MechrefModel
 
 
 def ablation_hooks(model: MechrefModel, direction: Float[Tensor, " d_model"]) -> list[tuple[str, object]]:
@@ -98,7 +98,7 @@ def weighted_ablation_hooks(
     """Hooks that remove a share of the component along ``direction`` from each writer: ``strengths.embedding``
     from the token embedding, ``strengths.attention[l]`` and ``strengths.mlp[l]`` from layer ``l``'s
     attention and MLP outputs. Exactly the weight edit
-    :func:`~mechref.refusal.orthogonalize.orthogonalize_weights` makes with those strengths, without
+    :func:`~mechref.edits.orthogonalize.orthogonalize_weights` makes with those strengths, without
     touching the weights (so a search can try many edits on one model)."""
     if len(strengths.attention) != model.n_layers:
         raise ShapeError(f"{len(strengths.attention)} layer strengths for a model of {model.n_layers} layers")

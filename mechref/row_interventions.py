@@ -29,10 +29,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from mechref.directions import check_vector, unit
-from mechref.hooks import normalize_layers, resid_hook_name
+from mechref.capture import normalize_layers, resid_hook_name
+from mechref.framework.vectors import check_vector, unit
 from mechref.interventions import InterventionKind, ablation_hook_names
-from mechref.models import MechrefModel
+from mechref.model.loading import MechrefModel
 
 
 @dataclass(frozen=True)

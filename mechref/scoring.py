@@ -1,6 +1,6 @@
 """Logit scores of refusal: the refusal score of Arditi et al. (eq. 5), KL divergence between
 next-token distributions, and the refusal tokens both rest on. Judges of generated text are in
-:mod:`mechref.judges`.
+:mod:`mechref.judges.core`.
 
 >>> import torch
 >>> logits = torch.zeros(2, 10)
@@ -12,18 +12,19 @@ next-token distributions, and the refusal tokens both rest on. Judges of generat
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechref.errors import NoRefusalsError
+from mechref.data.prompts import PromptSet
+from mechref.errors import DataFormatError, NoRefusalsError
 from mechref.generation import generate_ids
-from mechref.judges import Judge, SubstringJudge
-from mechref.logits import last_token_logits
-from mechref.models import MechrefModel
+from mechref.judges.core import Judge, SubstringJudge
+from mechref.model.loading import MechrefModel
+from mechref.model.logits import last_token_logits
 
 
 def refusal_score_from_logits(
@@ -177,3 +178,31 @@ def refusal_tokens_from_replies(
         n_harmless=n_harmless,
         dropped=dropped,
     )
+
+
+def filter_by_refusal_score(
+    model: MechrefModel,
+    harmful: PromptSet,
+    harmless: PromptSet,
+    refusal_tokens: Sequence[int],
+    *,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> tuple[PromptSet, PromptSet]:
+    """Keep harmful prompts the model refuses (score > 0) and harmless ones it does not (score < 0)."""
+    keep = []
+    for prompts, want_refusal in ((harmful, True), (harmless, False)):
+        scores = refusal_score(model, prompts.instructions, refusal_tokens, batch_size=batch_size, progress=progress)
+        mask = (scores > 0) if want_refusal else (scores < 0)
+        index = [i for i, m in enumerate(mask.tolist()) if m]
+        if not index:
+            raise DataFormatError(
+                f"the refusal-score filter removed every {prompts.label} prompt; check the refusal tokens "
+                f"({list(refusal_tokens)}) or skip the filter"
+            )
+        keep.append(
+            replace(
+                prompts, instructions=[prompts.instructions[i] for i in index], categories=[prompts.categories[i] for i in index]
+            )
+        )
+    return keep[0], keep[1]

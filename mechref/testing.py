@@ -137,9 +137,9 @@ def tiny_hf_model(arch: str = "qwen2", vocab_size: int = 500, seed: int = 0, n_l
 
 
 def tiny_model(arch: str = "qwen2", seed: int = 0, n_layers: int = 3, system_prompt: str | None = None):
-    """A :class:`~mechref.models.MechrefModel` around a tiny random model of one of :data:`FAMILIES`
+    """A :class:`~mechref.model.loading.MechrefModel` around a tiny random model of one of :data:`FAMILIES`
     (Qwen models with a ChatML template, the others with a Llama-3 one)."""
-    from mechref.models import wrap_hf_model
+    from mechref.model.loading import wrap_hf_model
 
     tokenizer = tiny_tokenizer("chatml" if arch.startswith("qwen") else "llama3")
     hf_model = tiny_hf_model(arch, vocab_size=len(tokenizer), seed=seed, n_layers=n_layers)
@@ -164,9 +164,9 @@ def tiny_direction_run(model, folder, layer: int = 2, scale: float = 20.0, refus
     few bundled prompts, the chosen direction (the candidate at ``layer``, last position, times
     ``scale`` so that it moves a random model's logits) and refusal tokens; returns the folder."""
     from mechref.data import bundled
-    from mechref.io import write_json, write_tensors
-    from mechref.ownership import claim_output_folder
-    from mechref.refusal.candidates import extract_candidates
+    from mechref.directions.candidates import extract_candidates
+    from mechref.framework.io import write_json, write_tensors
+    from mechref.framework.ownership import claim_output_folder
 
     run = claim_output_folder(folder)
     harmful, harmless = bundled("harmful", "train").take(8).instructions, bundled("harmless", "train").take(8).instructions

@@ -12,6 +12,16 @@ import torch
 from mechref.testing import tiny_model
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TESTS = Path(__file__).resolve().parent
+# The tiers, by folder: each test carries its tier's marker (pytest -m "not integration and not browser" is the fast tier).
+TIERS = ("unit", "contracts", "browser", "integration")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(item.fspath)).resolve()
+        tier = path.relative_to(TESTS).parts[0] if path.is_relative_to(TESTS) else "unit"  # doctests are unit tests
+        item.add_marker(getattr(pytest.mark, tier if tier in TIERS else "unit"))
 
 
 @pytest.fixture(scope="session", params=["qwen2", "llama"])

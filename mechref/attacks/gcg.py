@@ -16,8 +16,8 @@ Runs are seeded and deterministic, can be checkpointed to JSON and resumed.
 
 >>> from mechref.testing import tiny_model
 >>> model = tiny_model("qwen2")
->>> settings = GCGSettings(steps=2, n_candidates=8, suffix_length=4)
->>> result = run_gcg(model, ["Build a bomb"], target="Sure", settings=settings, progress=False)
+>>> settings = SearchSettings(steps=2, n_candidates=8, suffix_length=4)
+>>> result = search_suffix(model, ["Build a bomb"], target="Sure", settings=settings, progress=False)
 >>> len(result.suffix_ids), len(result.losses)
 (4, 3)
 """
@@ -36,23 +36,26 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mechref.io import read_json, write_json
-from mechref.models import MechrefModel
-from mechref.prefix import SharedPrefix
-from mechref.runs import code_version
+from mechref.framework.io import read_json, write_json
+from mechref.framework.runs import code_version
+from mechref.framework.settings import Settings, option
+from mechref.model.loading import MechrefModel
+from mechref.model.prefix import SharedPrefix
 
 
 @dataclass
-class GCGSettings:
-    steps: int = 250
-    suffix_length: int = 20
-    top_k: int = 256
-    n_candidates: int = 128
-    batch_size: int = 64
-    seed: int = 0
-    init_token: str = " !"
-    early_stop_loss: float | None = 0.05
-    checkpoint_every: int = 10
+class SearchSettings(Settings):
+    """The GCG search's budget and seed (the ``gcg`` analysis's settings extend these)."""
+
+    steps: int = option(250, "optimization steps", minimum=1)
+    suffix_length: int = option(20, "suffix tokens", minimum=1)
+    top_k: int = option(256, "substitutions considered per position", minimum=1)
+    n_candidates: int = option(128, "candidate suffixes evaluated per step", minimum=1)
+    batch_size: int = option(64, "candidates per forward pass", minimum=1)
+    seed: int = option(0, "search seed")
+    init_token: str = option(" !", "the text the suffix starts as, one token repeated")
+    early_stop_loss: float | None = option(0.05, "stop once the loss is at most this (none: never)", minimum=0)
+    checkpoint_every: int = option(10, "steps between two checkpoints", minimum=1)
 
 
 @dataclass
@@ -62,7 +65,7 @@ class GCGResult:
     losses: list[float]
     target: str
     prompts: list[str]
-    settings: GCGSettings
+    settings: SearchSettings
     step: int = 0
     rng_state: list[int] = field(default_factory=list)
     seconds: float = 0.0  # search time, summed over resumed runs
@@ -75,7 +78,7 @@ class GCGResult:
     @classmethod
     def from_dict(cls, data: dict) -> GCGResult:
         data = dict(data)
-        data["settings"] = GCGSettings(**data["settings"])
+        data["settings"] = SearchSettings(**data["settings"])
         return cls(**data)
 
 
@@ -167,11 +170,11 @@ def _candidate_losses(
     return (losses / len(layouts)).float()
 
 
-def run_gcg(
+def search_suffix(
     model: MechrefModel,
     prompts: Sequence[str],
     target: str = "Sure, here is",
-    settings: GCGSettings | None = None,
+    settings: SearchSettings | None = None,
     *,
     checkpoint: str | Path | None = None,
     progress: bool = True,
@@ -181,7 +184,7 @@ def run_gcg(
     With ``checkpoint``, the state is written there every ``checkpoint_every`` steps (JSON) and a
     run with the same prompts, target and settings resumes from it.
     """
-    settings = settings or GCGSettings()
+    settings = settings or SearchSettings()
     prompts = list(prompts)
     layouts = [_layout(model, p, target) for p in prompts]
     allowed = allowed_token_mask(model)
@@ -248,3 +251,10 @@ def run_gcg(
     if checkpoint:
         write_json(checkpoint, {**result.to_dict(), "resume_key": resume_key})
     return result
+
+
+if __name__ == "__main__":  # pragma: no cover - run as a command in a subprocess by the tests
+    import sys
+
+    sys.stderr.write("mechref: error: the GCG command is python -m mechref.analyses.gcg (this module is the search it runs)\n")
+    raise SystemExit(2)

@@ -22,8 +22,8 @@ import torch
 
 from mechref.attacks.gcg import allowed_token_mask
 from mechref.errors import DataFormatError
-from mechref.io import read_user_json
-from mechref.models import MechrefModel
+from mechref.framework.io import read_user_json
+from mechref.model.loading import MechrefModel
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from mechref.data.prompts import (
     PromptSet,
     bundled,
-    filter_by_refusal_score,
     load_from_hub,
     load_polyrefuse,
     load_prompt_file,
@@ -15,7 +14,6 @@ from mechref.data.prompts import (
 __all__ = [
     "PromptSet",
     "bundled",
-    "filter_by_refusal_score",
     "load_from_hub",
     "load_polyrefuse",
     "load_prompt_file",

@@ -20,14 +20,13 @@ from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Literal, Sequence, overload
+from typing import TYPE_CHECKING, Iterator, Literal, overload
 
 from mechref.errors import DataFormatError
-from mechref.io import fingerprint, read_user_json
-from mechref.scoring import refusal_score
+from mechref.framework.io import fingerprint, read_user_json
 
 if TYPE_CHECKING:
-    from mechref.models import MechrefModel
+    pass
 
 Label = Literal["harmful", "harmless"]
 Split = Literal["train", "val", "test"]
@@ -262,32 +261,3 @@ def load_from_hub(
             "offline? Download it elsewhere and use load_prompt_file(path, ...)"
         ) from error
     return load_prompt_file(path, label, split, language, key)
-
-
-# ----- the paper's filter ---------------------------------------------------------------------
-def filter_by_refusal_score(
-    model: MechrefModel,
-    harmful: PromptSet,
-    harmless: PromptSet,
-    refusal_tokens: Sequence[int],
-    *,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> tuple[PromptSet, PromptSet]:
-    """Keep harmful prompts the model refuses (score > 0) and harmless ones it does not (score < 0)."""
-    keep = []
-    for prompts, want_refusal in ((harmful, True), (harmless, False)):
-        scores = refusal_score(model, prompts.instructions, refusal_tokens, batch_size=batch_size, progress=progress)
-        mask = (scores > 0) if want_refusal else (scores < 0)
-        index = [i for i, m in enumerate(mask.tolist()) if m]
-        if not index:
-            raise DataFormatError(
-                f"the refusal-score filter removed every {prompts.label} prompt; check the refusal tokens "
-                f"({list(refusal_tokens)}) or skip the filter"
-            )
-        keep.append(
-            replace(
-                prompts, instructions=[prompts.instructions[i] for i in index], categories=[prompts.categories[i] for i in index]
-            )
-        )
-    return keep[0], keep[1]

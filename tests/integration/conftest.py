@@ -1,20 +1,13 @@
 """Integration tests on the real embedded model (Qwen2.5-Coder-1.5B-Instruct, Q4_K_M).
 
 The first run assembles and dequantizes the model (about two minutes) into MECHREF_CACHE;
-later runs load it in seconds. Set MECHREF_SKIP_INTEGRATION=1 to skip them locally.
+later runs load it in seconds. Every test here carries the ``integration`` marker (tests/conftest.py):
+``pytest -m "not integration"`` leaves them out.
 """
 
 import os
 
 import pytest
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if "integration" in str(item.fspath):
-            item.add_marker(pytest.mark.integration)
-            if os.environ.get("MECHREF_SKIP_INTEGRATION") == "1":
-                item.add_marker(pytest.mark.skip(reason="MECHREF_SKIP_INTEGRATION=1"))
 
 
 @pytest.fixture(scope="session")
@@ -41,8 +34,8 @@ def assert_every_page_works(folder):
     """Open every HTML page of a run folder in headless Chromium (skipped without one, as the
     browser suite is); each must draw all its figures and views, log no error and link only to
     files that exist."""
-    from mechref.pagecheck import check_pages
-    from mechref.plotting import find_chromium
+    from mechref.report.pagecheck import check_pages
+    from mechref.report.plotting import find_chromium
 
     pages = sorted(folder.glob("*.html"))
     assert pages, f"no pages in {folder}"

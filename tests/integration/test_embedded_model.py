@@ -2,11 +2,11 @@
 
 import torch
 
+from mechref.capture import capture_residual
 from mechref.data import bundled
 from mechref.generation import generate
-from mechref.hooks import capture_residual
 from mechref.interventions import directional_ablation
-from mechref.judges import SubstringJudge
+from mechref.judges.core import SubstringJudge
 
 N = 10
 MAX_NEW_TOKENS = 24

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from mechref.completions import read_completions
-from mechref.judges import make_judge, verdict_agreement
+from mechref.judges.completions import read_completions
+from mechref.judges.core import make_judge, verdict_agreement
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 

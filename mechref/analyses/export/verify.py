@@ -1,0 +1,187 @@
+"""Each export loaded back by the library that consumes it, and measured like the in-memory edit.
+
+The in-memory edits run through mechref's hooks; the exports do not touch them: a transformers
+folder is read by ``AutoModelForCausalLM``, a LoRA adapter by ``peft.PeftModel`` on the unedited
+model, a GGUF by ``transformers``' GGUF loader, and a control vector is applied as llama.cpp does
+(``direction.N`` added to block ``N``'s output, with a plain PyTorch hook), since llama.cpp itself
+is not run here. Every one gets the same held-out harmful prompts (greedy replies, judged) and
+harmless prompts (first-token KL against the unedited model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from mechref.generation import stop_token_ids
+from mechref.model.loading import MechrefModel
+from mechref.scoring import kl_divergence
+
+
+@dataclass
+class Measured:
+    """One edited model's replies to the harmful prompts and KL on the harmless ones."""
+
+    name: str
+    loaded_by: str
+    replies: list[str]
+    kl: list[float] | None  # None where the runtime gives no full next-token distribution (llama-server)
+
+
+def _batches(model: MechrefModel, prompts: Sequence[str], batch_size: int) -> Iterator[dict]:
+    texts = model.chat.format_many(list(prompts))
+    for start in range(0, len(texts), batch_size):
+        batch = model.tokenizer(
+            texts[start : start + batch_size], return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
+        )
+        yield {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+
+
+def plain_replies(
+    hf_model, model: MechrefModel, prompts: Sequence[str], max_new_tokens: int, batch_size: int, desc: str = "replies"
+) -> list[str]:
+    """Greedy replies of a plain ``transformers`` (or PEFT) model, with the chat template and stop
+    tokens of ``model``: ``generate`` itself, no mechref decoding."""
+    from tqdm.auto import tqdm
+
+    replies: list[str] = []
+    device = next(hf_model.parameters()).device
+    bar = tqdm(total=len(prompts), desc=desc, unit="prompt", leave=False)
+    for batch in _batches(model, prompts, batch_size):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.no_grad():
+            out = hf_model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                eos_token_id=stop_token_ids(model),
+                pad_token_id=model.tokenizer.pad_token_id,
+            )
+        for row in out[:, batch["input_ids"].shape[1] :]:
+            replies.append(model.decode(row.tolist(), skip_special_tokens=True).strip())
+        bar.update(len(batch["input_ids"]))
+    bar.close()
+    return replies
+
+
+def plain_first_logits(hf_model, model: MechrefModel, prompts: Sequence[str], batch_size: int) -> Tensor:
+    """The next-token logits after each chat-formatted prompt, from a plain forward pass."""
+    rows = []
+    device = next(hf_model.parameters()).device
+    for batch in _batches(model, prompts, batch_size):
+        mask = batch["attention_mask"].to(device)
+        with torch.no_grad():
+            logits = hf_model(
+                input_ids=batch["input_ids"].to(device), attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0)
+            ).logits
+        rows.append(logits[:, -1].float().cpu())
+    return torch.cat(rows)
+
+
+def measure_plain(
+    name: str,
+    loaded_by: str,
+    hf_model,
+    model: MechrefModel,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    reference: Tensor,
+    max_new_tokens: int,
+    batch_size: int,
+) -> Measured:
+    replies = plain_replies(hf_model, model, harmful, max_new_tokens, batch_size, desc=name)
+    kl = kl_divergence(reference, plain_first_logits(hf_model, model, harmless, batch_size))
+    return Measured(name, loaded_by, replies, [float(x) for x in kl])
+
+
+def measure_in_memory(
+    name: str,
+    model: MechrefModel,
+    intervention: Callable[[], ContextManager],
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    reference: Tensor,
+    max_new_tokens: int,
+    batch_size: int,
+) -> Measured:
+    """The in-memory edit (mechref's hooks) measured the same way as the exports."""
+    with intervention():
+        replies = plain_replies(model.hf_model, model, harmful, max_new_tokens, batch_size, desc=name)
+        logits = plain_first_logits(model.hf_model, model, harmless, batch_size)
+    return Measured(name, "mechref hooks", replies, [float(x) for x in kl_divergence(reference, logits)])
+
+
+def load_folder(path: Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).eval()
+
+
+def load_lora(base_folder: str, adapter: Path, dtype: torch.dtype):
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(load_folder(Path(base_folder), dtype), str(adapter)).eval()
+
+
+def load_gguf(path: Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype).eval()
+
+
+@contextlib.contextmanager
+def control_vector_applied(hf_model, path: Path) -> Iterator[Any]:
+    """``hf_model`` with a llama.cpp control vector file applied as llama.cpp applies it: each
+    ``direction.N`` added, at every position, to the output of decoder block ``N``."""
+    import numpy as np
+    from gguf import GGUFReader
+
+    layers = hf_model.get_decoder().layers
+    handles = []
+
+    def adder(vector: Tensor):
+        def hook(module, inputs, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            hidden = hidden + vector.to(device=hidden.device, dtype=hidden.dtype)
+            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+        return hook
+
+    try:
+        for tensor in GGUFReader(str(path)).tensors:
+            block = int(tensor.name.removeprefix("direction."))
+            vector = torch.from_numpy(np.array(tensor.data, dtype=np.float32))
+            handles.append(layers[block].register_forward_hook(adder(vector)))
+        yield hf_model
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def measure_llama_cpp(
+    name: str,
+    binary: Path,
+    gguf: Path,
+    model: MechrefModel,
+    harmful: Sequence[str],
+    max_new_tokens: int,
+    control_vector: Path | None = None,
+) -> Measured:
+    """Greedy replies of a GGUF (with a control vector) run by llama.cpp's own server."""
+    from mechref.edits.llamacpp import LlamaServer
+
+    replies = []
+    with LlamaServer(binary, gguf, control_vector=control_vector) as server:
+        for text in model.chat.format_many(list(harmful)):
+            ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+            replies.append(model.decode(server.greedy(ids, max_new_tokens), skip_special_tokens=True).strip())
+    what = "llama.cpp llama-server" + (" with --control-vector" if control_vector else "")
+    return Measured(name, what, replies, None)

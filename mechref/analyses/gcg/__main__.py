@@ -1,0 +1,5 @@
+"""``python -m mechref.analyses.gcg``."""
+
+from mechref.analyses.gcg.command import main
+
+raise SystemExit(main())

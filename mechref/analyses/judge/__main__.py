@@ -1,0 +1,5 @@
+"""``python -m mechref.analyses.judge``."""
+
+from mechref.analyses.judge.command import main
+
+raise SystemExit(main())

@@ -1,0 +1,91 @@
+"""Settings of the multilingual analyses (Wang et al. 2025): ``multilingual``,
+``cosine_parallelism`` and ``silhouette`` share them, and one output folder.
+
+>>> MultilingualSettings(languages=["en", "de"]).n_train
+48
+>>> MultilingualSettings(refusal_tokens=["de=40,7"]).token_overrides()
+{'de': [40, 7]}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from mechref.framework.settings import Settings, SettingsError, option
+
+# The parts of a study, in the order they run.
+PARTS = ("audit", "cosine", "transfer", "silhouette")
+
+
+@dataclass
+class MultilingualSettings(Settings):
+    """Languages, data, direction and judging of a multilingual study."""
+
+    languages: list[str] | None = option(None, "language codes (none: every bundled language)", metavar="LANG")
+    data: Path | None = option(None, "a PolyRefuse folder (none: the bundled multilingual set)", metavar="PATH")
+    n_train: int = option(48, "train prompts per class and language", minimum=1)
+    n_test: int = option(16, "test prompts per class and language", minimum=1)
+    seed: int = option(42, "sampling seed of the train prompts")
+    direction: Path | None = option(
+        None,
+        "direction.safetensors from the refusal-direction analysis (or its folder); "
+        "its layer and position are used for every language",
+        metavar="FILE",
+    )
+    direction_run: Path = option(
+        Path("runs/refusal_direction"), "refusal-direction run folder, used or computed there on first use", metavar="DIR"
+    )
+    layer: int | None = option(None, "override the layer of the refusal direction", minimum=0)
+    judge: Literal["substring", "mined", "chat-model"] = option(
+        "substring",
+        "refusal judge: each language's phrase list; refusal openings mined per language from replies to its train "
+        "prompts (any language, no list needed); or the model asked whether a reply refuses",
+    )
+    n_mine: int = option(
+        16, "mined judge: replies to this many train prompts per class and language are mined (not the test prompts)", minimum=2
+    )
+    refusal_tokens: list[str] = option([], "override the refusal tokens of a language, e.g. de=40,19238", metavar="LANG=ID,ID")
+    max_new_tokens: int = option(
+        128, "tokens generated per reply, stopping at EOS (refusals often follow a compliant-looking opening)", minimum=1
+    )
+    parts: list[str] = option(
+        list(PARTS), f"which parts to run on the output folder (any of {', '.join(PARTS)})", nargs="+", metavar="PART"
+    )
+    audit: bool = option(True, "generate and judge replies (silhouette: without them the PCA marks no jailbroken prompts)")
+    batch_size: int = option(32, "prompts per forward pass", minimum=1)
+    resume: bool = option(True, "reuse the stages already computed in the output folder with the same settings")
+    static: list[str] = option(
+        ["png"], "static figure formats, written when kaleido and Chromium are present", nargs="*", metavar="FORMAT"
+    )
+
+    def validate(self) -> None:
+        if self.languages is not None and (not self.languages or len(set(self.languages)) != len(self.languages)):
+            raise SettingsError(f"languages must be distinct language codes, got {self.languages}")
+        unknown = [p for p in self.parts if p not in PARTS]
+        if unknown or not self.parts:
+            raise SettingsError(f"unknown parts {unknown or self.parts}; choose from {', '.join(PARTS)}")
+        self.token_overrides()
+
+    def token_overrides(self) -> dict[str, list[int]]:
+        """``refusal_tokens`` as ``{language: [ids]}``."""
+        return parse_token_overrides(self.refusal_tokens)
+
+
+def parse_token_overrides(items: list[str]) -> dict[str, list[int]]:
+    """``["de=40,19238"]`` -> ``{"de": [40, 19238]}``.
+
+    >>> parse_token_overrides(["de=40,7", "zh=1"])
+    {'de': [40, 7], 'zh': [1]}
+    """
+    out = {}
+    for item in items:
+        language, _, ids = item.partition("=")
+        try:
+            out[language.strip()] = [int(x) for x in ids.split(",") if x.strip()]
+        except ValueError as error:
+            raise SettingsError(f"--refusal-tokens takes LANG=ID,ID (token ids), got {item!r}") from error
+        if not language.strip() or not out[language.strip()]:
+            raise SettingsError(f"--refusal-tokens takes LANG=ID,ID (token ids), got {item!r}")
+    return out

@@ -1,0 +1,263 @@
+"""Weight orthogonalization: a permanent edit that stops a model from writing a direction.
+
+Every matrix that writes to the residual stream (token embedding, attention output projections,
+MLP output projections, and their biases) is projected so that its output has no component along
+``r``: ``W <- W - r r^T W`` (Arditi et al. 2024, section 4.1). The edited model behaves as the
+hook-based :func:`~mechref.interventions.directional_ablation`, without any hooks, and can be
+saved as an ordinary Hugging Face folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import cast
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from mechref.edits.strengths import EditStrengths
+from mechref.errors import MechrefError
+from mechref.framework.io import atomic_path
+from mechref.framework.ownership import check_export_target
+from mechref.framework.vectors import unit
+from mechref.model.loading import MechrefModel
+from mechref.version import __version__
+
+# Families whose every residual-stream writer is a plain linear layer (token embedding, attention
+# and MLP output projections) with nothing between it and the residual stream: for these the
+# edit equals directional ablation (tests/test_families.py checks it on each).
+ORTHOGONALIZABLE = ("llama", "mistral", "phi3", "qwen2", "qwen3")
+_WHY_NOT = {
+    "gemma2": "its attention and MLP outputs pass through a norm (post_attention_layernorm, "
+    "post_feedforward_layernorm) before the residual stream, so projecting the weights does not remove the direction",
+    "gemma3": "its attention and MLP outputs pass through a norm before the residual stream",
+    "gemma3_text": "its attention and MLP outputs pass through a norm before the residual stream",
+    "olmo2": "its attention and MLP outputs pass through a norm before the residual stream",
+    "gpt2": "its output layers are transposed Conv1D weights and its learned position embeddings also write the stream",
+}
+
+
+def check_orthogonalizable(config) -> None:
+    """Raise :class:`MechrefError` (before any computation) for a model family whose weights this
+    edit would change without removing the direction.
+
+    >>> from transformers import GPT2Config
+    >>> check_orthogonalizable(GPT2Config())  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    mechref.errors.MechrefError: weight orthogonalization does not support gpt2 models: its output layers ...
+    """
+    model_type = str(getattr(config, "model_type", None))
+    if model_type in ORTHOGONALIZABLE:
+        return
+    why = _WHY_NOT.get(model_type, f"it is verified only for {', '.join(ORTHOGONALIZABLE)} models")
+    raise MechrefError(
+        f"weight orthogonalization does not support {model_type} models: {why}. Directional ablation with hooks "
+        "(mechref.interventions.directional_ablation) works for every model mechref loads."
+    )
+
+
+def writer_module_names(model: MechrefModel, plain: PreTrainedModel | None = None) -> list[str]:
+    """Names of the linear layers that write to the residual stream (attention and MLP outputs).
+
+    With ``plain`` (a plain ``transformers`` model of the same weights), the names are found in
+    it by matching each writer's weights, which holds even where the bridge moves or renames
+    modules (e.g. Phi-3's ``o_proj``); without it, they are read from the bridged model.
+    """
+    writers = []
+    for block in model.bridge.blocks:
+        for part, attr in (("attn", "o"), ("mlp", "out")):
+            wrapper = getattr(getattr(block, part), attr)
+            writers.append((part, getattr(wrapper, "original_component", wrapper)))
+    if plain is not None:
+        return [_matching_module(plain, module, part) for part, module in writers]
+    names = {id(module): name for name, module in model.hf_model.named_modules()}
+    found = []
+    for part, module in writers:
+        if id(module) not in names:
+            raise MechrefError(
+                f"cannot locate the {part} output projection of {type(model.hf_model).__name__} for orthogonalization"
+            )
+        # The bridge wraps each HF module as ``<name>._original_component``; the plain model's
+        # name is the path without those wrapper segments.
+        found.append(names[id(module)].replace("._original_component", ""))
+    return found
+
+
+def _matching_module(plain: PreTrainedModel, module: torch.nn.Module, part: str) -> str:
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, Tensor):
+        raise MechrefError(f"the {part} output of this model has no weight matrix to orthogonalize")
+    target = weight.detach().cpu()
+    head = target.flatten()[:32]  # a cheap first test before comparing whole matrices
+    matches = []
+    for name, candidate in plain.named_modules():
+        other = getattr(candidate, "weight", None)
+        if not isinstance(other, Tensor) or other.shape != target.shape:
+            continue
+        if not torch.equal(other.detach().flatten()[:32].to(target.dtype).cpu(), head):
+            continue
+        if torch.equal(other.detach().to(target.dtype).cpu(), target):
+            matches.append(name)
+    if len(matches) != 1:
+        raise MechrefError(
+            f"cannot locate the {part} output projection in {type(plain).__name__} for orthogonalization "
+            f"({len(matches)} layers hold its weights)"
+        )
+    return matches[0]
+
+
+def _remove(vectors: Tensor, r: Tensor, strength: float, norm_preserving: bool, dim: int) -> Tensor:
+    """Remove ``strength`` of each write vector's component along ``r`` (float64). Write vectors
+    lie along ``dim`` (``0``: the columns of a ``[d_model, d_in]`` output matrix; ``-1``: the rows
+    of an embedding or a bias). ``norm_preserving`` gives every write vector back its norm, which
+    keeps it orthogonal to ``r`` when the whole component was removed."""
+    along = (r @ vectors) if dim == 0 else (vectors @ r)  # each write vector's component along r
+    edited = vectors - strength * (torch.outer(r, along) if dim == 0 else along.unsqueeze(-1) * r)
+    if norm_preserving:
+        before, after = vectors.norm(dim=dim, keepdim=True), edited.norm(dim=dim, keepdim=True)
+        # A write vector that lay along r has nothing left to rescale: it stays zero.
+        edited = edited * torch.where(after > 0, before / after.clamp_min(1e-300), torch.ones_like(after))
+    return edited
+
+
+@torch.no_grad()
+def orthogonalize_weights(
+    hf_model: PreTrainedModel,
+    direction: Float[Tensor, " d_model"],
+    writer_names: list[str],
+    *,
+    strengths: EditStrengths | None = None,
+    norm_preserving: bool = False,
+) -> PreTrainedModel:
+    """Edit ``hf_model`` in place so that nothing it writes to the residual stream has a component along ``direction``.
+
+    ``strengths`` removes only a share of the component per writer (:class:`~mechref.edits.strengths.EditStrengths`;
+    default: all of it, the paper's edit). ``norm_preserving`` then rescales every write vector (a
+    column of an output projection, a row of the embedding) to its original norm, so the edit
+    changes directions only, not magnitudes.
+    """
+    check_orthogonalizable(hf_model.config)
+    embedding = cast(torch.nn.Embedding, hf_model.get_input_embeddings())
+    d_model = int(embedding.weight.shape[1])
+    r = unit(direction, d_model).double()
+    per_writer = strengths.per_writer() if strengths is not None else [1.0] * len(writer_names)
+    if len(per_writer) != len(writer_names):
+        raise ValueError(f"{len(per_writer)} edit strengths for {len(writer_names)} residual-stream writers")
+    output = hf_model.get_output_embeddings()
+    if output is not None and output.weight is embedding.weight:
+        # Tied embeddings: the unembedding must keep reading the original vectors.
+        output.weight = torch.nn.Parameter(embedding.weight.detach().clone(), requires_grad=False)
+        hf_model.config.tie_word_embeddings = False
+        if hasattr(hf_model, "_tied_weights_keys"):
+            hf_model._tied_weights_keys = {} if isinstance(hf_model._tied_weights_keys, dict) else []
+    weight = embedding.weight
+    strength = strengths.embedding if strengths is not None else 1.0
+    weight.copy_(_remove(weight.double(), r, strength, norm_preserving, dim=-1).to(weight.dtype))
+    modules = dict(hf_model.named_modules())
+    for name, strength in zip(writer_names, per_writer):
+        linear = modules[name]
+        w = linear.weight.double()  # [d_model, d_in]: column j is what input j writes
+        linear.weight.copy_(_remove(w, r, strength, norm_preserving, dim=0).to(linear.weight.dtype))
+        if getattr(linear, "bias", None) is not None:
+            linear.bias.copy_(_remove(linear.bias.double(), r, strength, norm_preserving, dim=-1).to(linear.bias.dtype))
+    return hf_model
+
+
+def edited_copy(
+    model: MechrefModel,
+    direction: Float[Tensor, " d_model"],
+    what: str,
+    strengths: EditStrengths | None = None,
+    norm_preserving: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[PreTrainedModel, list[str]]:
+    """A plain ``transformers`` copy of ``model``, loaded from its folder in ``dtype``, with the edit
+    applied to its weights; and the names of the writers edited. ``what`` names the caller in the
+    errors (an unsupported family, quantized or offloaded weights, a model with no folder)."""
+    check_orthogonalizable(model.hf_model.config)
+    model.require_plain_weights(what)
+    if not model.folder:
+        raise MechrefError(
+            "this model was not loaded from a folder, so there are no weights to export; load it with load_model(path)"
+        )
+    plain = AutoModelForCausalLM.from_pretrained(model.folder, dtype=dtype)
+    names = writer_module_names(model, plain)
+    orthogonalize_weights(plain, direction, names, strengths=strengths, norm_preserving=norm_preserving)
+    return plain, names
+
+
+def export_orthogonalized(
+    model: MechrefModel,
+    direction: Float[Tensor, " d_model"],
+    out_dir: str | Path,
+    *,
+    provenance: dict | None = None,
+    overwrite: bool = False,
+    strengths: EditStrengths | None = None,
+    norm_preserving: bool = False,
+) -> Path:
+    """Save an orthogonalized copy of ``model`` as a Hugging Face folder that loads without mechref.
+
+    The edit is applied to a fresh plain ``transformers`` model loaded from the model's folder
+    (the bridge's own modules hold shared tensors that ``save_pretrained`` refuses), in float32.
+    ``strengths`` and ``norm_preserving`` choose the edit variant (see :func:`orthogonalize_weights`).
+    ``out_dir`` must be new or empty, or (with ``overwrite``) an earlier mechref export.
+    """
+    check_export_target(out_dir, overwrite)
+    plain, names = edited_copy(model, direction, "exporting an edited model", strengths, norm_preserving)
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir, replace_folder=True) as tmp:
+        plain.save_pretrained(tmp)
+        model.tokenizer.save_pretrained(tmp)
+        info = {
+            "mechref_version": __version__,
+            "base_model": model.name,
+            "base_source": model.source,
+            "edited_modules": ["embedding", *names],
+            "edit": edit_description(strengths, norm_preserving),
+            **(provenance or {}),
+        }
+        (tmp / "mechref_edit.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+        (tmp / "README.md").write_text(_model_card(info), encoding="utf-8")
+    return out_dir
+
+
+def edit_description(strengths: EditStrengths | None, norm_preserving: bool) -> dict:
+    """What an export records of its edit variant.
+
+    >>> edit_description(None, False)
+    {'kind': 'orthogonalization', 'norm_preserving': False, 'strengths': 'full'}
+    """
+    return {
+        "kind": "orthogonalization",
+        "norm_preserving": norm_preserving,
+        "strengths": "full" if strengths is None or strengths.is_full() else strengths.to_dict(),
+    }
+
+
+def _model_card(info: dict) -> str:
+    lines = [
+        f"# {info['base_model']}, refusal direction removed",
+        "",
+        "This model is a copy of the base model whose weights were orthogonalized against one direction "
+        "of its residual stream with mechref (Arditi et al. 2024, 'Refusal in Language Models Is Mediated "
+        "by a Single Direction'): the token embedding and every attention and MLP output projection were "
+        "projected so that the model can no longer write that direction. It was made for research on "
+        "refusal; it will comply with requests its base model refuses, including harmful ones.",
+        "",
+        f"- base model: `{info['base_model']}` ({info['base_source']})",
+    ]
+    for key in ("layer", "position", "bypass_score", "induce_score", "kl", "harmful_train", "harmless_train", "n_train"):
+        if key in info:
+            lines.append(f"- {key.replace('_', ' ')}: `{info[key]}`")
+    lines += [
+        f"- made with mechref {info['mechref_version']}",
+        "",
+        "Load it with `transformers.AutoModelForCausalLM.from_pretrained(<this folder>)`.",
+        "",
+    ]
+    return "\n".join(lines)

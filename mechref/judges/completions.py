@@ -1,0 +1,131 @@
+"""Files of completions to judge: JSON Lines or CSV rows of ``prompt``, ``completion`` and an
+optional refusal ``label``, read into one shape (:func:`read_completions`) and judged row by row
+(:func:`judge_rows`). The command line over it is ``python -m mechref.analyses.judge``.
+
+>>> rows = [{"prompt": "Hack a bank", "completion": "I cannot help with that.", "label": True}]
+>>> from mechref.judges.core import make_judge
+>>> [row["refusal"] for row in judge_rows(make_judge("arditi"), rows)]
+[True]
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Sequence
+
+from mechref.errors import DataFormatError
+from mechref.judges.core import Judge, ScoringJudge
+
+# XSTest's final_label values, and what each means for "is this a refusal".
+XSTEST_LABELS = {"1_full_compliance": False, "2_full_refusal": True, "3_partial_refusal": True}
+_TRUE = {"true", "1", "yes", "refusal", "refused"}
+_FALSE = {"false", "0", "no", "compliance", "answer", "complied"}
+
+
+def parse_label(value: object, where: str) -> bool | None:
+    """A row's label as a bool (``None`` where there is none).
+
+    >>> parse_label(True, "row 1"), parse_label("3_partial_refusal", "row 2"), parse_label("", "row 3")
+    (True, True, None)
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip()
+    if text in XSTEST_LABELS:
+        return XSTEST_LABELS[text]
+    if text.lower() in _TRUE | _FALSE:
+        return text.lower() in _TRUE
+    raise DataFormatError(
+        f"{where}: label {value!r} is not a refusal label (use true/false, 1/0, or XSTest's {', '.join(XSTEST_LABELS)})"
+    )
+
+
+def read_completions(path: str | Path) -> list[dict]:
+    """Rows with ``prompt``, ``completion`` and ``label`` (bool or ``None``), from JSON Lines or CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"no completions file {path}; give a .jsonl or .csv file with prompt and completion")
+    if path.suffix.lower() == ".csv":
+        with open(path, encoding="utf-8", newline="") as file:
+            raw = [(f"{path.name} row {i}", row) for i, row in enumerate(csv.DictReader(file), start=2)]
+    else:
+        raw = []
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as error:
+                raise DataFormatError(f"{path.name} line {i} is not JSON ({error}); one object a line") from error
+            if not isinstance(row, dict):
+                raise DataFormatError(f"{path.name} line {i} is not a JSON object; one object a line")
+            raw.append((f"{path.name} line {i}", row))
+    rows = []
+    for where, row in raw:
+        missing = [key for key in ("prompt", "completion") if not isinstance(row.get(key), str)]
+        if missing:
+            raise DataFormatError(f"{where} has no text {' or '.join(missing)}; every row needs prompt and completion")
+        label = row.get("label", row.get("final_label"))
+        rows.append({**row, "label": parse_label(label, where)})
+    if not rows:
+        raise DataFormatError(f"{path} holds no completions")
+    return rows
+
+
+def judge_rows(judge: Judge, rows: Sequence[dict]) -> list[dict]:
+    """Each row with the judge's verdict ``refusal`` (and ``score``, the log-odds of refusal, for the
+    chat-model and probe judges)."""
+    prompts = [r["prompt"] for r in rows]
+    completions = [r["completion"] for r in rows]
+    if isinstance(judge, ScoringJudge):
+        scores = judge.refusal_log_odds(completions, prompts).tolist()
+        return [{**row, "refusal": s > 0, "score": round(float(s), 4)} for row, s in zip(rows, scores)]
+    verdicts = judge.judge_many(completions, prompts)
+    return [{**row, "refusal": bool(v)} for row, v in zip(rows, verdicts)]
+
+
+def read_mining_rows(path: str | Path) -> tuple[list[str], list[str], list[str]]:
+    """``(harmful replies, their prompts, harmless replies)`` of a file to mine refusal openings from.
+
+    Each row needs a reply (``completion`` or ``reply``), its prompt (``prompt`` or ``instruction``)
+    and the class of the prompt: ``prompt_class`` (``harmful``/``harmless``), or ``label`` with one of
+    those values (as in a multilingual run's ``audit.jsonl`` and ``mining_replies.jsonl``), or
+    XSTest's ``type`` (its ``contrast_*`` prompts are the unsafe ones).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"no file {path} to mine refusal openings from (--mine-from)")
+    if path.suffix.lower() == ".csv":
+        with open(path, encoding="utf-8", newline="") as file:
+            raw = list(csv.DictReader(file))
+    else:
+        raw = []
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    raw.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise DataFormatError(f"{path}, line {i}: not JSON ({error.msg})") from error
+    harmful, prompts, harmless = [], [], []
+    for i, row in enumerate(raw, start=1):
+        reply, prompt = row.get("completion", row.get("reply")), row.get("prompt", row.get("instruction"))
+        kind = row.get("prompt_class") or (row.get("label") if row.get("label") in ("harmful", "harmless") else None)
+        if kind is None and row.get("type"):
+            kind = "harmful" if str(row["type"]).startswith("contrast") else "harmless"
+        if not isinstance(reply, str) or not isinstance(prompt, str) or kind not in ("harmful", "harmless"):
+            raise DataFormatError(
+                f"{path}, row {i}: mining needs a reply (completion), its prompt and the prompt's class "
+                "(prompt_class: harmful or harmless)"
+            )
+        if kind == "harmful":
+            harmful.append(reply)
+            prompts.append(prompt)
+        else:
+            harmless.append(reply)
+    return harmful, prompts, harmless

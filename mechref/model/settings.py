@@ -1,0 +1,107 @@
+"""How a model is chosen and loaded, as settings every command shares (``--model``, ``--dtype``,
+``--device``, ...).
+
+>>> ModelSettings().dtype
+'bfloat16'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+
+from mechref.errors import MechrefError, SettingsError
+from mechref.framework.settings import Settings, option
+from mechref.model.embedded import DEFAULT_MODEL
+from mechref.model.loading import MechrefModel, check_loading, load_model
+
+
+def check_device(device: str) -> str:
+    """``device`` if torch knows it and this machine has it (checked before a model loads).
+
+    >>> check_device("cpu")
+    'cpu'
+    >>> check_device("tpu")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    mechref.errors.SettingsError: unknown device 'tpu'; --device takes cpu, cuda, cuda:1, mps, ...
+    """
+    if device == "auto":
+        return device
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as error:
+        raise SettingsError(f"unknown device {device!r}; --device takes cpu, cuda, cuda:1, mps, ...") from error
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SettingsError(f"--device {device}: this machine has no CUDA GPU that torch can use (torch {torch.__version__})")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise SettingsError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise SettingsError(f"--device {device}: the Apple MPS backend is not available on this machine")
+    return device
+
+
+@dataclasses.dataclass
+class ModelSettings(Settings):
+    """Which model an analysis runs on, and how it is loaded (shared by every command)."""
+
+    model: str | None = option(
+        None,
+        f"embedded model name (default {DEFAULT_MODEL}), local Hugging Face folder, local .gguf file, or hub id",
+        metavar="NAME_OR_PATH",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = option(
+        "bfloat16", "weights dtype (bfloat16 is about 3x faster on CPUs with bf16 support, slightly less exact)"
+    )
+    device: str = option("auto", "torch device: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N, mps")
+    device_map: str | None = option(
+        None,
+        "spread the model over this machine's devices with accelerate: auto, balanced or sequential (instead of --device)",
+        metavar="MAP",
+    )
+    max_memory: list[str] | None = option(
+        None, "with --device-map, memory per device: 0=70GiB 1=70GiB cpu=200GiB", nargs="+", metavar="DEVICE=SIZE"
+    )
+    quantize: Literal["8bit", "4bit"] | None = option(
+        None, "load the weights in 8 or 4 bits with bitsandbytes, for analysis only (no DFA, no export)"
+    )
+    system_prompt: str | None = option(None, "system prompt of every chat (default: the chat template's own)")
+
+    def validate(self) -> None:
+        check_device(self.device)
+        if self.device_map is not None and self.device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
+            raise SettingsError(f"unknown device map {self.device_map!r}; choose auto, balanced, balanced_low_0 or sequential")
+        try:
+            check_loading(self.device, self.device_map, self.memory_limits(), self.quantize)
+        except (ValueError, MechrefError) as error:
+            raise SettingsError(str(error)) from error
+
+    def memory_limits(self) -> dict[int | str, str] | None:
+        """``--max-memory`` as accelerate takes it: GPU indices as ints, ``cpu``/``disk`` by name.
+
+        >>> ModelSettings(device_map="auto", max_memory=["0=70GiB", "cpu=100GiB"]).memory_limits()
+        {0: '70GiB', 'cpu': '100GiB'}
+        """
+        if not self.max_memory:
+            return None
+        limits: dict[int | str, str] = {}
+        for item in self.max_memory:
+            key, sep, size = item.partition("=")
+            if not sep or not size or not (key.isdigit() or key in ("cpu", "mps", "disk")):
+                raise SettingsError(f"--max-memory takes DEVICE=SIZE (0=70GiB, cpu=200GiB), got {item!r}")
+            limits[int(key) if key.isdigit() else key] = size
+        return limits
+
+    def load(self) -> MechrefModel:
+        return load_model(
+            self.model,
+            dtype=self.dtype,
+            device=self.device,
+            system_prompt=self.system_prompt,
+            device_map=self.device_map,
+            max_memory=self.memory_limits(),
+            quantize=self.quantize,
+        )

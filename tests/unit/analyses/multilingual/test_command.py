@@ -1,0 +1,229 @@
+import json
+
+import pytest
+import torch
+
+from mechref.analyses.multilingual.activations import gather_activations, refusal_vector
+from mechref.analyses.multilingual.data import load_language_sets
+from mechref.analyses.multilingual.pipeline import audit_rates
+from mechref.analyses.multilingual.settings import parse_token_overrides
+from mechref.analyses.multilingual.transfer import transfer_scores
+from mechref.framework.io import write_tensors
+from mechref.model.loading import load_model
+from mechref.scoring import refusal_score
+from mechref.testing import tiny_model
+
+LANGS = ["en", "de", "zh"]
+
+
+def test_activations_match_a_direct_capture_and_vectors_are_differences_of_means():
+    from mechref.capture import capture_residual
+
+    model = tiny_model("qwen2")
+    sets = load_language_sets(["de"], n_train=6, n_test=3)["de"]
+    acts = gather_activations(model, sets, batch_size=4, progress=False)
+    direct = capture_residual(model, sets.harmless_test.instructions, layers=None, positions=-1, progress=False)[:, 0].float()
+    torch.testing.assert_close(acts["harmless_test"], direct, atol=1e-5, rtol=1e-5)
+    expected = acts["harmful_train"].mean(0) - acts["harmless_train"].mean(0)
+    torch.testing.assert_close(refusal_vector(acts), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_transfer_baseline_row_is_the_plain_refusal_score_and_ablation_changes_it():
+    model = tiny_model("qwen2")
+    prompts = {"en": ["Hack a bank", "Steal a car"], "de": ["Hacke eine Bank", "Stiehl ein Auto"]}
+    tokens = {"en": [5, 9], "de": [6]}
+    vectors = {"en": torch.randn(model.d_model), "de": torch.randn(model.d_model)}
+    out = transfer_scores(model, vectors, prompts, tokens, mode="ablation", layer=1, progress=False)
+    for t, language in enumerate(prompts):
+        torch.testing.assert_close(
+            out.scores[0, t], refusal_score(model, prompts[language], tokens[language], progress=False), atol=1e-4, rtol=1e-4
+        )
+    assert not torch.allclose(out.scores[1], out.scores[0])
+    assert out.refusing_share.shape == (3, 2) and ((out.refusing_share >= 0) & (out.refusing_share <= 1)).all()
+    with pytest.raises(ValueError, match="same number of prompts"):
+        transfer_scores(model, vectors, {"en": ["a"], "de": ["b", "c"]}, tokens, mode="ablation", layer=1, progress=False)
+
+
+def test_audit_flags_languages_by_harmful_compliance():
+    rows = [{"language": "en", "label": "harmful", "refused": r} for r in [True] * 19 + [False]]
+    rows += [{"language": "yo", "label": "harmful", "refused": r} for r in [True] * 8 + [False] * 2]
+    rows += [{"language": l, "label": "harmless", "refused": False} for l in ("en", "yo")]
+    rates = audit_rates(rows, ["en", "yo"])
+    assert rates["en"]["safety_aligned"] and not rates["yo"]["safety_aligned"]
+    assert rates["yo"]["harmful"] == 0.8 and rates["en"]["harmless"] == 0.0
+    assert rates["yo"]["status"] == "not safety-aligned"
+    # Refusing every harmless prompt as well is not safety: over-refusing, never safety-aligned.
+    refuses_all = [{"language": "xx", "label": label, "refused": True} for label in ("harmful", "harmless") for _ in range(6)]
+    flagged = audit_rates(refuses_all, ["xx"])["xx"]
+    assert flagged["status"].startswith("over-refusing") and not flagged["safety_aligned"]
+    # A language no judge reads is marked, whatever its numbers say.
+    unread = audit_rates(rows, ["en"], unvalidated=["en"])["en"]
+    assert unread["status"] == "judge not validated" and not unread["safety_aligned"]
+    with pytest.raises(ValueError, match="LANG=ID"):
+        parse_token_overrides(["de"])
+
+
+def test_multilingual_commands_end_to_end_share_activations(tiny_folder, tmp_path, capsys):
+    from mechref.analyses import multilingual
+
+    model = load_model(tiny_folder)
+    direction = tmp_path / "direction.safetensors"
+    write_tensors(
+        direction, {"direction": torch.randn(model.d_model)}, metadata={"layer": "2", "position": "-1", "model": model.name}
+    )
+    out = tmp_path / "ml"
+    common = [
+        "--model",
+        str(tiny_folder),
+        "--dtype",
+        "float32",
+        "--languages",
+        *LANGS,
+        "--n-train",
+        "6",
+        "--n-test",
+        "4",
+        "--direction",
+        str(direction),
+        "--refusal-tokens",
+        "en=5",
+        "de=6",
+        "zh=7",
+        "--max-new-tokens",
+        "3",
+        "--out",
+        str(out),
+        "--static",
+    ]
+    assert multilingual.main([*common, "--parts", "cosine"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    matrix = torch.tensor(summary["cosine"]["matrix"])
+    assert matrix.shape == (3, 3) and torch.allclose(matrix.diag(), torch.ones(3), atol=1e-4) and torch.allclose(matrix, matrix.T)
+    assert len(summary["cosine"]["mean_pairwise_by_layer"]) == model.n_layers
+
+    assert multilingual.main([*common, "--parts", "audit", "silhouette"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {f"activations_{l}" for l in LANGS} <= set(summary["resumed_stages"])  # shared, not recomputed
+    assert set(summary["silhouette"]["at_direction_layer"]) == set(LANGS) and "cosine" in summary  # merged report
+    assert all(-1 <= v <= 1 for v in summary["silhouette"]["at_direction_layer"].values())
+
+    assert multilingual.main(common) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert "audit" in summary["resumed_stages"] and "transfer" not in summary["resumed_stages"]
+    ablation = summary["transfer"]["ablation"]
+    assert ablation["sources"] == ["baseline", *LANGS] and ablation["targets"] == LANGS
+    assert len(ablation["refusing_share"]) == 4 and len(summary["transfer"]["generation"]["ablated_refusal_rate"]) == 3
+    assert set(summary["baseline_refusal"]) == set(LANGS) and summary["refusal_tokens"]["de"]["token_ids"] == [6]
+    for name in ["index.html", "cosine_matrix.html", "transfer_ablation.html", "silhouette_by_layer.html", "pca.html"]:
+        assert (out / name).is_file(), name
+    assert "silhouette" in printed and "harmful refused" in printed
+    # The addition matrix's source row, checked by generation: replies with the vector added, judged.
+    check = summary["transfer"]["generation"]["addition"]
+    stored = json.loads((out / "transfer.json").read_text())
+    added = stored["addition_replies"]
+    assert check["source"] == "en" and len(added) == 3 * 4 and (out / "addition_check.html").is_file()
+    audit = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
+    for language in LANGS:
+        rows = [r for r in added if r["language"] == language]
+        harmless = [r["instruction"] for r in audit if r["language"] == language and r["label"] == "harmless"]
+        assert [r["instruction"] for r in rows] == harmless
+        assert check["refusal_rate_by_generation"][language]["n"] == 4
+        row = stored["addition"]["sources"].index("en")
+        assert (
+            check["refusing_share_by_logit_score"][language] == stored["addition"]["refusing_share"][row][LANGS.index(language)]
+        )
+    audit_replies = [
+        r["reply"] for r in map(json.loads, (out / "audit.jsonl").read_text().splitlines()) if r["label"] == "harmless"
+    ]
+    assert sorted(r["reply"] for r in added) != sorted(audit_replies)  # the vector was really added
+    # English phrases were checked on other models' replies (XSTest); the German and Chinese lists
+    # only on the embedded model's: on this model they are not validated, and say so everywhere.
+    validation = summary["judge_validation"]
+    assert validation["en"]["status"] == "validated" and validation["en"]["check"]["model"] is None
+    assert validation["de"]["status"] == validation["zh"]["status"] == "no labelled check"
+    assert summary["judge_not_validated"] == ["de", "zh"] and summary["audit_status"]["de"] == "judge not validated"
+    assert check["judge_not_validated"] == ["de", "zh"] and "judge not validated" in printed
+    assert "(judge not validated)" in (out / "addition_check.html").read_text()
+
+
+def test_multilingual_errors_are_clear(tiny_folder, tmp_path, capsys):
+    from mechref.analyses import multilingual
+
+    code = multilingual.main(
+        ["--parts", "cosine", "--model", str(tiny_folder), "--languages", "xx", "--out", str(tmp_path / "o")]
+    )
+    assert code == 2 and "no language 'xx'" in capsys.readouterr().err
+    code = multilingual.main(
+        ["--parts", "cosine", "--model", str(tiny_folder), "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]
+    )
+    assert code == 2 and "not a folder" in capsys.readouterr().err
+
+
+def test_polyrefuse_layout_and_languages_without_phrases(tiny_folder, shared_data, tmp_path, caplog):
+    from mechref.analyses import multilingual
+
+    model = load_model(tiny_folder)
+    direction = tmp_path / "direction.safetensors"
+    write_tensors(
+        direction, {"direction": torch.randn(model.d_model)}, metadata={"layer": "1", "position": "-1", "model": model.name}
+    )
+    out = tmp_path / "poly"
+    argv = [
+        "--model",
+        str(tiny_folder),
+        "--dtype",
+        "float32",
+        "--data",
+        str(shared_data / "polyrefuse"),
+        "--languages",
+        "zh",
+        "ko",
+        "--n-train",
+        "4",
+        "--n-test",
+        "3",
+        "--direction",
+        str(direction),
+        "--refusal-tokens",
+        "zh=5",
+        "ko=6",
+        "--max-new-tokens",
+        "2",
+        "--out",
+        str(out),
+        "--static",
+    ]
+    assert multilingual.main([*argv, "--parts", "audit", "silhouette"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["judged_with_english_phrases_only"] == ["ko"] and "no refusal phrases for ko" in caplog.text
+    assert summary["data"]["notes"]["zh"] == ["zh harmless test: PolyRefuse has none; its harmless val split is used"]
+    assert summary["data"]["n_train_per_class"] == 4 and "polyrefuse" in summary["data"]["source"].lower()
+
+
+def test_refusal_tokens_per_language_contrast_harmless_replies_and_flag_what_cannot_be_read():
+    """en: token 7 opens its refusals, never a harmless reply. ja: 5 refusals, 5 different first
+    tokens (one a topic word): none of its own, English's are used. yo: 7 opens every reply,
+    harmless ones too: English's 7 would measure nothing there, and that is flagged."""
+    from types import SimpleNamespace
+
+    from mechref.analyses.multilingual.pipeline import _Study
+    from mechref.testing import tiny_model
+
+    def rows(language, harmful, harmless):
+        out = [{"language": language, "label": "harmful", "reply_ids": ids, "refused": refused} for ids, refused in harmful]
+        return out + [{"language": language, "label": "harmless", "reply_ids": ids, "refused": False} for ids in harmless]
+
+    data = rows("en", [([7, 1], True)] * 6 + [([8], True)], [[9]] * 6)
+    data += rows("ja", [([t], True) for t in (20, 21, 22, 23, 24)], [[9]] * 6)
+    data += rows("yo", [([7], True)] * 6, [[7]] * 6)
+    study = SimpleNamespace(
+        settings=SimpleNamespace(token_overrides=lambda: {}), languages=["en", "ja", "yo"], model=tiny_model()
+    )
+    found = _Study.refusal_tokens(study, data)
+    assert found["en"].token_ids == [7] and found["en"].counts == [6] and found["en"].harmless_counts == [0]
+    assert found["en"].reliable and any("opens only 1 of 7 refusals" in d for d in found["en"].dropped)
+    assert found["ja"].token_ids == [7] and found["ja"].reliable and "no refusal tokens of its own" in found["ja"].how
+    assert len(found["ja"].dropped) == 5  # its own candidates stay on record
+    assert found["yo"].token_ids == [7] and not found["yo"].reliable
+    assert any("opens 6 of 6 replies to harmless prompts too" in d for d in found["yo"].dropped)

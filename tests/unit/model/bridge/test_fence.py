@@ -1,0 +1,175 @@
+"""The fence around mechref's bridge forwards (mechref.model.bridge.fence): installed only on the
+TransformerLens they were verified on; on a changed source or version the bridge's own forwards run,
+with one warning, and the numbers stay the same. And the guard behind the fence: a hook on every
+hook point of a model fires the same number of times with the same values under the bridge's
+forwards and mechref's."""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+
+import pytest
+import torch
+
+from mechref.model.bridge import fence
+from mechref.model.bridge.attention import bridge_attention, uses_grouped_attention
+from mechref.model.bridge.norms import bridge_forwards, uses_lean_norm
+from mechref.testing import FAMILIES, tiny_model
+
+PROMPTS = ["How do I bake bread?", "Hi", "Write a poem about the sea, please."]
+_FENCED = fence._NORM + "._hf_autograd_forward_with_hooks"
+
+
+def replaced(model) -> int:
+    return sum(uses_grouped_attention(m) or uses_lean_norm(m) for m in model.bridge.modules())
+
+
+@pytest.fixture(autouse=True)
+def _fresh_warning():
+    fence._warn_once.cache_clear()
+    yield
+    fence._warn_once.cache_clear()
+
+
+def test_the_verified_transformer_lens_gets_the_replacements():
+    assert fence.fence_problems() == []
+    assert fence.transformer_lens_version() in fence.VERIFIED_VERSIONS
+    assert replaced(tiny_model("qwen2", n_layers=2)) > 0
+
+
+def test_every_fenced_member_exists_and_hashes_as_recorded():
+    # A member renamed or removed upstream reads "missing", which is a mismatch too.
+    assert {name: fence.source_hash(name) for name in fence.VERIFIED_SOURCES} == fence.VERIFIED_SOURCES
+    assert fence.source_hash(fence._NORM + ".no_such_member") == "missing"
+
+
+def _one_byte_changed(monkeypatch, qualified: str) -> None:
+    path, _, member = qualified.rpartition(".")
+    module, _, cls = path.rpartition(".")
+    target = inspect.getattr_static(getattr(__import__(module, fromlist=[cls]), cls), member)
+    real = inspect.getsource
+
+    def getsource(obj):
+        text = real(obj)
+        if obj is target:  # flip one byte: the last character of the source
+            text = text[:-1] + ("x" if text[-1] != "x" else "y")
+        return text
+
+    monkeypatch.setattr(fence.inspect, "getsource", getsource)
+
+
+def test_one_changed_byte_falls_back_to_the_bridge_forwards_with_one_warning(monkeypatch):
+    reference = tiny_model("qwen2", n_layers=2)
+    ids, mask = reference.tokenize(reference.chat.format_many(PROMPTS))
+    with torch.no_grad():
+        expected = reference.forward(ids, mask)
+    _one_byte_changed(monkeypatch, _FENCED)
+    assert fence.fence_problems() == ["the source of NormalizationBridge._hf_autograd_forward_with_hooks changed"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fenced = tiny_model("qwen2", n_layers=2)
+        tiny_model("llama", n_layers=2)  # a second model in the same process: no second warning
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "_hf_autograd_forward_with_hooks changed" in messages[0]
+    assert "pip install 'transformer-lens==" in messages[0]
+    assert replaced(fenced) == 0
+    with torch.no_grad():
+        assert torch.equal(fenced.forward(ids, mask), expected)
+
+
+def test_an_unverified_version_falls_back(monkeypatch):
+    monkeypatch.setattr(fence, "transformer_lens_version", lambda: "4.99.0")
+    with pytest.warns(RuntimeWarning, match=r"TransformerLens 4\.99\.0 is not one they were verified on"):
+        model = tiny_model("qwen2", n_layers=2)
+    assert replaced(model) == 0
+
+
+def test_the_bridge_forwards_can_be_chosen_without_a_warning(monkeypatch):
+    monkeypatch.setenv("MECHREF_BRIDGE_FORWARDS", "bridge")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        model = tiny_model("qwen2", n_layers=2)
+    assert replaced(model) == 0
+
+
+def _record_every_hook_point(model, ids, mask):
+    """{hook name: [values]} with a hook on every hook point of the model, one forward pass."""
+    seen: dict[str, list[torch.Tensor]] = {}
+
+    def make(name):
+        def hook(value, hook=None):
+            if isinstance(value, torch.Tensor):
+                seen.setdefault(name, []).append(value.detach().clone())
+            else:
+                seen.setdefault(name, []).append(torch.tensor(float("nan")))
+            return value
+
+        return hook
+
+    # Straight on the hook points (past the bridge's gate on points it switches off, such as
+    # hook_attn_in): a gated point that one forward fires and the other does not is caught too.
+    points = dict(sorted(model.bridge.hook_dict.items()))
+    for name, point in points.items():
+        point.add_hook(make(name), dir="fwd")
+    try:
+        with torch.no_grad():
+            logits = model.forward(ids, mask)
+    finally:
+        for point in points.values():
+            point.remove_hooks("fwd")
+    return list(points), seen, logits
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_hook_point_fires_alike_under_both_forwards(family):
+    model = tiny_model(family, n_layers=2)
+    ids, mask = model.tokenize(model.chat.format_many(PROMPTS))
+    names, ours, logits = _record_every_hook_point(model, ids, mask)
+    with bridge_attention(model), bridge_forwards(model):
+        assert replaced(model) == 0
+        reference_names, reference, reference_logits = _record_every_hook_point(model, ids, mask)
+    assert names == reference_names
+    # The same points fire, as often, with the same values (a point the copies skipped would be missing).
+    assert sorted(ours) == sorted(reference)
+    assert len(reference) > 10 * model.n_layers
+    for name in reference:
+        assert len(ours[name]) == len(reference[name]), name
+        for a, b in zip(ours[name], reference[name]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, equal_nan=True, msg=name)
+    torch.testing.assert_close(logits, reference_logits, rtol=1e-5, atol=1e-6)
+
+
+def _record_one_point_at_a_time(model, ids, mask):
+    """{hook name: [values]} with a hook on one point per forward pass: a replacement may take
+    another path when some points have no hook (the lean norm does), so each point is also watched
+    alone."""
+    seen: dict[str, list[torch.Tensor]] = {}
+    for name, point in sorted(model.bridge.hook_dict.items()):
+
+        def hook(value, hook=None, name=name):
+            if isinstance(value, torch.Tensor):
+                seen.setdefault(name, []).append(value.detach().clone())
+            return value
+
+        point.add_hook(hook, dir="fwd")
+        try:
+            with torch.no_grad():
+                model.forward(ids, mask)
+        finally:
+            point.remove_hooks("fwd")
+    return seen
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_hook_point_alone_fires_alike_under_both_forwards(family):
+    model = tiny_model(family, n_layers=2)
+    ids, mask = model.tokenize(model.chat.format_many(PROMPTS))
+    ours = _record_one_point_at_a_time(model, ids, mask)
+    with bridge_attention(model), bridge_forwards(model):
+        reference = _record_one_point_at_a_time(model, ids, mask)
+    assert sorted(ours) == sorted(reference)
+    for name in reference:
+        assert len(ours[name]) == len(reference[name]), name
+        for a, b in zip(ours[name], reference[name]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)

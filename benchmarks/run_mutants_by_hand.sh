@@ -17,7 +17,7 @@ results=()
 for name in $(cd "$root" && "$python" -m mutmut results 2>/dev/null | grep "no tests" | awk -F: '{print $1}'); do
   tests="$(tests_for "$name")"
   [ -z "$tests" ] && continue
-  if (cd "$root/mutants" && MUTANT_UNDER_TEST="$name" MECHREF_SKIP_INTEGRATION=1 OMP_NUM_THREADS=1 \
+  if (cd "$root/mutants" && MUTANT_UNDER_TEST="$name" OMP_NUM_THREADS=1 \
       timeout 300 "$python" -m pytest -x -q -p no:cacheprovider $tests >/dev/null 2>&1); then status=survived; else status=killed; fi
   results+=("{\"mutant\": \"$name\", \"status\": \"$status\", \"tests\": \"$tests\"}")
 done

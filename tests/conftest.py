@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mechref.testing import tiny_model
+from mechref.testing import FAMILIES, tiny_model
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TESTS = Path(__file__).resolve().parent
@@ -28,6 +28,13 @@ def pytest_collection_modifyitems(config, items):
 def tiny(request):
     """A tiny random model of each architecture (Qwen2 + ChatML, Llama + Llama-3 template)."""
     return tiny_model(request.param)
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def family(request):
+    """``(name, model)``: a two-layer tiny model of each family, built once per session and shared
+    by the family-wide tests (they leave it as they found it: hooks in ``with`` blocks)."""
+    return request.param, tiny_model(request.param, n_layers=2)
 
 
 @pytest.fixture(scope="session")

@@ -54,7 +54,9 @@ class ModelSettings(Settings):
         metavar="NAME_OR_PATH",
     )
     dtype: Literal["float32", "bfloat16", "float16"] = option(
-        "bfloat16", "weights dtype (bfloat16 is about 3x faster on CPUs with bf16 support, slightly less exact)"
+        "bfloat16",
+        "weights dtype (bfloat16 is about 3x faster on CPUs with bf16 support, slightly less exact; "
+        "mechref.load_model in Python defaults to float32)",
     )
     device: str = option("auto", "torch device: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N, mps")
     device_map: str | None = option(

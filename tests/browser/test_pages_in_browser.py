@@ -216,7 +216,7 @@ def test_export_and_edit_search_pages_open_cleanly(tmp_path):
     from mechref.analyses.export.pipeline import run_export
     from mechref.analyses.export.report import report_export
     from mechref.analyses.export.settings import ExportSettings
-    from mechref.analyses.optimize_edit import OptimizeSettings, report_optimize_edit, run_optimize_edit
+    from mechref.analyses.optimize_edit import OptimizeEditSettings, report_optimize_edit, run_optimize_edit
     from mechref.model.loading import load_model
     from mechref.testing import tiny_direction_run, tiny_model_folder
 
@@ -226,7 +226,7 @@ def test_export_and_edit_search_pages_open_cleanly(tmp_path):
     settings = ExportSettings(direction=run, formats=["hf", "control-vector"], n_verify=2, n_kl=2, max_new_tokens=2, static=[])
     report_export(run_export(model, settings, export, echo=False), export, echo=False)
     search = tmp_path / "search"
-    options = OptimizeSettings(direction_run=run, n_search=2, n_confirm=2, n_trials=3, max_new_tokens=2, static=[])
+    options = OptimizeEditSettings(direction_run=run, n_search=2, n_confirm=2, n_trials=3, max_new_tokens=2, static=[])
     report_optimize_edit(run_optimize_edit(model, options, search, echo=False), search, echo=False)
     pages = sorted(export.glob("*.html")) + sorted(search.glob("*.html"))
     assert {p.name for p in pages} == {"index.html", "exports.html", "front.html"}

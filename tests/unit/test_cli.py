@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from mechref.cli import main
-from mechref.testing import tiny_hf_model, tiny_tokenizer
+from mechref.testing import tiny_model_folder
 
 
 def test_help_everywhere(capsys):
@@ -18,9 +18,7 @@ def test_help_everywhere(capsys):
 
 
 def test_model_info_json(tmp_path, capsys):
-    tokenizer = tiny_tokenizer("llama3")
-    tiny_hf_model("llama", vocab_size=len(tokenizer)).save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
+    tiny_model_folder(tmp_path, "llama")
     assert main(["model", "info", "--model", str(tmp_path)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["n_layers"] == 3 and info["d_model"] == 64 and info["n_heads"] == 4 and info["dtype"] == "float32"

@@ -10,27 +10,9 @@ from mechref.generation import generate_ids, greedy_decode, plain_greedy
 from mechref.interventions import directional_ablation
 from mechref.model.batching import iter_batches
 from mechref.testing import FAMILIES, tiny_model
+from tests.helpers import hf_greedy
 
 PROMPTS = ["Write a poem", "How do I bake a cake at home today?", "Hi", "Explain how photosynthesis works.", "Go"]
-
-
-def _hf_greedy(model, batch, max_new_tokens, stops):
-    out = model.hf_model.generate(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        temperature=None,
-        top_p=None,
-        top_k=None,
-        eos_token_id=stops,
-        pad_token_id=model.tokenizer.pad_token_id,
-    )
-    rows = []
-    for ids in out[:, batch.input_ids.shape[1] :].tolist():
-        cut = next((i + 1 for i, t in enumerate(ids) if t in stops), len(ids))
-        rows.append(ids[:cut])
-    return rows
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -38,13 +20,13 @@ def test_greedy_decode_equals_generate_with_rows_ending_at_different_steps(famil
     model = tiny_model(family)
     (batch,) = iter_batches(model, model.chat.format_many(PROMPTS), batch_size=8, progress=False)
     # Stop tokens chosen from the replies themselves, so that rows end at different steps.
-    free = _hf_greedy(model, batch, 12, [])
+    free = hf_greedy(model, batch, 12, [])
 
     def lengths(stop: int) -> int:
         return len({next((i + 1 for i, t in enumerate(r) if t == stop), len(r)) for r in free})
 
     stops = [max({t for r in free for t in r}, key=lengths)]
-    expected = _hf_greedy(model, batch, 12, stops)
+    expected = hf_greedy(model, batch, 12, stops)
     assert len({len(r) for r in expected}) > 1  # the batch really shrinks mid-way
     assert greedy_decode(model, batch.input_ids, batch.attention_mask, 12, stops) == expected
     if family not in ("qwen2", "gemma3", "gpt2"):
@@ -52,7 +34,7 @@ def test_greedy_decode_equals_generate_with_rows_ending_at_different_steps(famil
     # Under an intervention's hooks too.
     direction = torch.randn(model.d_model)
     with directional_ablation(model, direction):
-        expected = _hf_greedy(model, batch, 12, stops)
+        expected = hf_greedy(model, batch, 12, stops)
         assert greedy_decode(model, batch.input_ids, batch.attention_mask, 12, stops) == expected
 
 
@@ -63,7 +45,7 @@ def test_a_generation_config_with_logits_processing_falls_back_to_generate():
     try:
         assert not plain_greedy(model)
         (batch,) = iter_batches(model, model.chat.format_many(PROMPTS[:2]), batch_size=8, progress=False)
-        penalised = _hf_greedy(model, batch, 10, [])
+        penalised = hf_greedy(model, batch, 10, [])
         ids = generate_ids(model, PROMPTS[:2], max_new_tokens=10, progress=False)
         assert sorted(ids) == sorted(penalised)
     finally:

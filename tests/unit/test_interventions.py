@@ -6,6 +6,7 @@ from mechref.errors import NonFiniteError, ShapeError
 from mechref.generation import generate_ids
 from mechref.interventions import activation_addition, directional_ablation, intervene
 from mechref.model.logits import last_token_logits
+from tests.helpers import greedy_without_cache
 
 
 def all_points(model, prompts):
@@ -41,14 +42,6 @@ def test_addition_moves_projection_by_coefficient(tiny, prompts):
         shift = (moved - base) @ unit
         torch.testing.assert_close(shift, torch.full_like(shift, coefficient * float(vector.norm())), atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(moved - base, (coefficient * vector).expand_as(moved), atol=1e-4, rtol=1e-4)
-
-
-def greedy_without_cache(model, prompt, n):
-    ids, _ = model.tokenize([model.chat.format(prompt)])
-    for _ in range(n):
-        logits = model.forward(ids)
-        ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-    return ids[0, -n:].tolist()
 
 
 def test_interventions_act_during_generation(tiny_qwen):

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mechref.analyses.categories import CategorySettings, check_categories, report_categories, run_categories
+from mechref.analyses.categories import CategoriesSettings, check_categories, report_categories, run_categories
 from mechref.analyses.command import AnalysisCommand
 
 COMMAND = AnalysisCommand(
     "python -m mechref.analyses.categories",
     __doc__,
-    CategorySettings,
+    CategoriesSettings,
     run_categories,
     report_categories,
     default_out="runs/categories",

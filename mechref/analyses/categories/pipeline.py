@@ -19,10 +19,10 @@ figures, ``summary.json`` and ``index.html``.
 Example (the embedded model)::
 
     from mechref import load_model
-    from mechref.analyses.categories import CategorySettings, run_categories
+    from mechref.analyses.categories import CategoriesSettings, run_categories
 
     model = load_model(dtype="bfloat16")
-    result = run_categories(model, CategorySettings(n_generate=2), out="runs/categories")
+    result = run_categories(model, CategoriesSettings(n_generate=2), out="runs/categories")
     print(result.names, result.cosines()[0])
 """
 
@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from mechref.analyses.categories.data import OTHER, CategoryData, load_category_data
 from mechref.analyses.categories.geometry import Subspace, category_directions, cosine_matrix, principal_subspace
-from mechref.analyses.categories.settings import CategorySettings
+from mechref.analyses.categories.settings import CategoriesSettings
 from mechref.analyses.refusal_direction.ensure import ensure_direction
 from mechref.capture import capture_residual
 from mechref.directions.store import (
@@ -79,10 +79,10 @@ def subspace_name(k: int) -> str:
 
 
 @dataclass
-class CategoryResult:
+class CategoriesResult:
     """What a category study computed."""
 
-    settings: CategorySettings
+    settings: CategoriesSettings
     model: dict  # MechrefModel.identity()
     layer: int
     position: int
@@ -157,13 +157,13 @@ def logit_scores(
     return {"scores": scores, "kl": kl}
 
 
-def generation_conditions(data: CategoryData, settings: CategorySettings, k: int) -> list[str]:
+def generation_conditions(data: CategoryData, settings: CategoriesSettings, k: int) -> list[str]:
     """Baseline, the global direction, the k-dimensional subspace and the largest categories' directions."""
     largest = [c.name for c in data.categories if c.name != OTHER][: settings.generation_sources]
     return [BASELINE, GLOBAL, subspace_name(k), *largest]
 
 
-def check_categories(settings: CategorySettings, out: str | Path | None = None) -> None:
+def check_categories(settings: CategoriesSettings, out: str | Path | None = None) -> None:
     """Every check that needs no model: prompt data, direction file, output folders."""
     _load(settings)
     check_direction_source(settings.direction, settings.direction_run)
@@ -171,7 +171,7 @@ def check_categories(settings: CategorySettings, out: str | Path | None = None) 
         check_output_folder(out)
 
 
-def check_categories_fit(model: MechrefModel, settings: CategorySettings) -> None:
+def check_categories_fit(model: MechrefModel, settings: CategoriesSettings) -> None:
     """The checks that need the model: layer, the direction's width, token ids, prompt lengths."""
     check_direction_fit(model, settings.direction, settings.layer)
     if settings.refusal_tokens:
@@ -182,7 +182,7 @@ def check_categories_fit(model: MechrefModel, settings: CategorySettings) -> Non
     check_prompt_lengths(model, data.harmless + data.harmless_kl, 0, what="harmless prompt")
 
 
-def _load(settings: CategorySettings) -> CategoryData:
+def _load(settings: CategoriesSettings) -> CategoryData:
     return load_category_data(
         settings.harmful,
         settings.data,
@@ -197,7 +197,7 @@ def _load(settings: CategorySettings) -> CategoryData:
 
 
 def _refusal_tokens(
-    model: MechrefModel, settings: CategorySettings, stored_path: Path, data: CategoryData, run: Run, base: dict
+    model: MechrefModel, settings: CategoriesSettings, stored_path: Path, data: CategoryData, run: Run, base: dict
 ) -> dict:
     if settings.refusal_tokens:
         ids = list(settings.refusal_tokens)
@@ -222,10 +222,10 @@ def _refusal_tokens(
 
 
 def run_categories(
-    model: MechrefModel, settings: CategorySettings | None = None, out: str | Path | None = None, *, echo: bool = True
-) -> CategoryResult:
+    model: MechrefModel, settings: CategoriesSettings | None = None, out: str | Path | None = None, *, echo: bool = True
+) -> CategoriesResult:
     """Per-category refusal directions, their transfer, their subspace, and replies (see the module)."""
-    settings = settings or CategorySettings()
+    settings = settings or CategoriesSettings()
     check_categories(settings, out)
     check_categories_fit(model, settings)
     clock = StageClock(total=5, echo=echo)
@@ -349,7 +349,7 @@ def run_categories(
     verdicts = judge.judge_many([r["reply"] for r in rows], [r["instruction"] for r in rows])
     rows = [{**r, "refused": bool(v)} for r, v in zip(rows, verdicts)]
     clock.finish()
-    return CategoryResult(
+    return CategoriesResult(
         settings=settings,
         model=model.identity(),
         layer=layer,

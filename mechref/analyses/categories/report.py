@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mechref.analyses.categories import figures
 from mechref.analyses.categories.geometry import angle_to_subspace, cluster_order
-from mechref.analyses.categories.pipeline import BASELINE, GLOBAL, CategoryResult, subspace_name
+from mechref.analyses.categories.pipeline import BASELINE, GLOBAL, CategoriesResult, subspace_name
 from mechref.framework.io import write_json, write_jsonl
 from mechref.framework.ownership import claim_output_folder
 from mechref.rates import Rate, mcnemar_exact, mean_interval
@@ -23,7 +23,7 @@ def _r(x: float) -> float:
     return round(float(x), 4)
 
 
-def _transfer(result: CategoryResult) -> dict:
+def _transfer(result: CategoriesResult) -> dict:
     """Per source and target category: the share of evaluation prompts with refusal score > 0
     (k/n, Wilson interval) and the mean score (95% interval over prompts)."""
     names = result.names
@@ -39,7 +39,7 @@ def _transfer(result: CategoryResult) -> dict:
     return {"refusing_share": share, "mean_refusal_score": score}
 
 
-def _generation(result: CategoryResult) -> dict:
+def _generation(result: CategoriesResult) -> dict:
     rows = result.generation
     conditions = list(dict.fromkeys(r["condition"] for r in rows))
     names = [n for n in result.names if any(r["category"] == n for r in rows)]
@@ -74,7 +74,7 @@ def _generation(result: CategoryResult) -> dict:
     return out
 
 
-def _subspace(result: CategoryResult, transfer: dict) -> dict:
+def _subspace(result: CategoriesResult, transfer: dict) -> dict:
     ratio = result.subspace.explained_variance_ratio.tolist()
     k_max = sum(1 for s in result.sources if s.startswith("subspace_"))
     curve = []
@@ -103,7 +103,7 @@ def _subspace(result: CategoryResult, transfer: dict) -> dict:
     }
 
 
-def summarize(result: CategoryResult) -> dict:
+def summarize(result: CategoriesResult) -> dict:
     names = result.names
     cos = result.cosines()
     labels = [*names, GLOBAL]
@@ -222,7 +222,7 @@ GLOSSARY_CATEGORIES = (
 )
 
 
-def draw(result: CategoryResult, summary: dict) -> dict:
+def draw(result: CategoriesResult, summary: dict) -> dict:
     """Every figure of a study, by file stem (for a notebook: ``draw(result, summarize(result))["subspace"]``)."""
     names = result.names
     order = summary["cosine"]["cluster_order"]
@@ -253,7 +253,7 @@ def draw(result: CategoryResult, summary: dict) -> dict:
     }
 
 
-def report_categories(result: CategoryResult, out: str | Path, *, echo: bool = True) -> dict:
+def report_categories(result: CategoriesResult, out: str | Path, *, echo: bool = True) -> dict:
     """Print the table; write ``summary.json``, the figures and ``index.html`` into ``out``."""
     out = claim_output_folder(out)
     summary = summarize(result)

@@ -1,6 +1,6 @@
 """Settings of the per-category refusal analysis.
 
->>> settings = CategorySettings()
+>>> settings = CategoriesSettings()
 >>> settings.min_prompts, settings.n_components, settings.max_new_tokens
 (8, 4, 128)
 """
@@ -16,7 +16,7 @@ from mechref.framework.settings import Settings, SettingsError, option
 
 
 @dataclass
-class CategorySettings(Settings):
+class CategoriesSettings(Settings):
     """Data, direction, subspace size, generation sample and judging of a category study."""
 
     harmful: Path | None = option(

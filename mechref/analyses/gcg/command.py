@@ -6,7 +6,7 @@
 
 The suffix file records the settings, the equivalent command, the loss curve, and the greedy reply
 the model gives to every prompt with the suffix (and the refusal judge's verdict). The search state
-is checkpointed next to --out and a rerun resumes it. In Python: mechref.attacks.run_gcg.
+is checkpointed next to --out and a rerun resumes it. In Python: mechref.analyses.gcg.run_gcg.
 """
 
 from __future__ import annotations

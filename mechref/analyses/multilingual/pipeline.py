@@ -1,7 +1,7 @@
 """The multilingual study (Wang et al. 2025) as one library call.
 
-:func:`run_multilingual` runs the parts asked for on one output folder, whose stages the three
-commands (``multilingual``, ``cosine_parallelism``, ``silhouette``) share:
+:func:`run_multilingual` runs the parts asked for (``settings.parts``) on one output folder, whose
+stages every part shares:
 
 * ``activations_<lang>``: the residual stream at every layer at the direction's position, one pass
   per prompt (train and test, both classes);

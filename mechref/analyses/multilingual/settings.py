@@ -1,5 +1,5 @@
-"""Settings of the multilingual analyses (Wang et al. 2025): ``multilingual``,
-``cosine_parallelism`` and ``silhouette`` share them, and one output folder.
+"""Settings of the multilingual analysis (Wang et al. 2025): every part (``--parts``: audit,
+cosine, transfer, silhouette) shares them, and one output folder.
 
 >>> MultilingualSettings(languages=["en", "de"]).n_train
 48

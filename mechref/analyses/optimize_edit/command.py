@@ -22,17 +22,17 @@ from __future__ import annotations
 from typing import Sequence
 
 from mechref.analyses.command import AnalysisCommand
-from mechref.analyses.optimize_edit import OptimizeSettings, report_optimize_edit, run_optimize_edit
-from mechref.analyses.optimize_edit.pipeline import check_optimize
+from mechref.analyses.optimize_edit import OptimizeEditSettings, report_optimize_edit, run_optimize_edit
+from mechref.analyses.optimize_edit.pipeline import check_optimize_edit
 
 COMMAND = AnalysisCommand(
     "python -m mechref.analyses.optimize_edit",
     __doc__,
-    OptimizeSettings,
+    OptimizeEditSettings,
     run_optimize_edit,
     report_optimize_edit,
     default_out="runs/optimize_edit",
-    check=check_optimize,
+    check=check_optimize_edit,
 )
 
 

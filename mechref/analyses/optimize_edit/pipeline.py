@@ -17,10 +17,10 @@
 Example (the embedded model)::
 
     from mechref import load_model
-    from mechref.analyses.optimize_edit import OptimizeSettings, run_optimize_edit
+    from mechref.analyses.optimize_edit import OptimizeEditSettings, run_optimize_edit
 
     model = load_model(dtype="bfloat16")
-    result = run_optimize_edit(model, OptimizeSettings(n_trials=20), out="runs/optimize_edit")
+    result = run_optimize_edit(model, OptimizeEditSettings(n_trials=20), out="runs/optimize_edit")
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mechref.analyses.optimize_edit.settings import OptimizeSettings
+from mechref.analyses.optimize_edit.settings import OptimizeEditSettings
 from mechref.analyses.optimize_edit.space import EditPoint, layer_range, point_from_params, reference_params, suggest
 from mechref.analyses.refusal_direction.ensure import ensure_direction
 from mechref.data import bundled
@@ -57,8 +57,8 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class OptimizeResult:
-    settings: OptimizeSettings
+class OptimizeEditResult:
+    settings: OptimizeEditSettings
     model: dict
     reference_layer: int
     position: int
@@ -72,7 +72,7 @@ class OptimizeResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def check_optimize(settings: OptimizeSettings, out: str | Path | None = None) -> None:
+def check_optimize_edit(settings: OptimizeEditSettings, out: str | Path | None = None) -> None:
     """The checks that need no model: data folder, output folder, export target."""
     if settings.splits is not None:
         load_refusal_direction_splits(settings.splits)
@@ -90,7 +90,7 @@ def check_optimize(settings: OptimizeSettings, out: str | Path | None = None) ->
         raise MechrefError('the edit search needs Optuna: pip install "mechref[optimize]"') from error
 
 
-def _prompts(settings: OptimizeSettings) -> dict[str, list[str]]:
+def _prompts(settings: OptimizeEditSettings) -> dict[str, list[str]]:
     if settings.splits is not None:
         splits = load_refusal_direction_splits(settings.splits)
         get = lambda label, split, n: splits[(label, split)].take(n).instructions
@@ -160,12 +160,12 @@ def choose_points(trials: list[dict], reference: dict, n: int) -> list[tuple[str
 
 
 def run_optimize_edit(
-    model: MechrefModel, settings: OptimizeSettings | None = None, out: str | Path | None = None, *, echo: bool = True
-) -> OptimizeResult:
+    model: MechrefModel, settings: OptimizeEditSettings | None = None, out: str | Path | None = None, *, echo: bool = True
+) -> OptimizeEditResult:
     import optuna
 
-    settings = settings or OptimizeSettings()
-    check_optimize(settings, out)
+    settings = settings or OptimizeEditSettings()
+    check_optimize_edit(settings, out)
     check_orthogonalizable(model.hf_model.config)
     assert out is not None
     clock = StageClock(total=4, echo=echo)
@@ -338,7 +338,7 @@ def run_optimize_edit(
         )
     timings = dict(clock.timings)
     clock.finish()
-    return OptimizeResult(
+    return OptimizeEditResult(
         settings=settings,
         model=model.identity(),
         reference_layer=stored.layer,

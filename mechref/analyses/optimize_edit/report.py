@@ -9,7 +9,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from mechref.analyses.optimize_edit.pipeline import OptimizeResult
+from mechref.analyses.optimize_edit.pipeline import OptimizeEditResult
 from mechref.framework.io import write_json
 from mechref.framework.ownership import claim_output_folder
 from mechref.rates import Rate, mcnemar_exact, mean_interval
@@ -17,7 +17,7 @@ from mechref.report.pages import GLOSSARY, summary_header, write_index
 from mechref.report.plotting import save_figure
 
 
-def summarize(result: OptimizeResult) -> dict:
+def summarize(result: OptimizeEditResult) -> dict:
     """Every number of the search; each confirmed point beside the reference edit.
 
     A point *dominates* the reference when its confirmed refusal rate is no higher and its KL no
@@ -154,7 +154,7 @@ def front_figure(summary: dict, trials: list[dict]) -> go.Figure:
     return fig
 
 
-def report_optimize_edit(result: OptimizeResult, out: str | Path, *, echo: bool = True) -> dict:
+def report_optimize_edit(result: OptimizeEditResult, out: str | Path, *, echo: bool = True) -> dict:
     """Print the table; write ``summary.json``, the front figure and ``index.html`` into ``out``."""
     out = claim_output_folder(out)
     summary = summarize(result)

@@ -1,6 +1,6 @@
 """Settings of the edit search.
 
->>> settings = OptimizeSettings()
+>>> settings = OptimizeEditSettings()
 >>> settings.n_trials, settings.timeout_minutes, settings.n_confirm_points
 (40, 10.0, 2)
 """
@@ -15,7 +15,7 @@ from mechref.framework.settings import Settings, SettingsError, option
 
 
 @dataclass
-class OptimizeSettings(Settings):
+class OptimizeEditSettings(Settings):
     """A multi-objective search over edits (direction layer, per-layer strengths of attention and MLP
     outputs) for the Pareto front of refusal against KL, confirmed by generation."""
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mechref.analyses.categories import CategorySettings, load_category_data, report_categories, run_categories
+from mechref.analyses.categories import CategoriesSettings, load_category_data, report_categories, run_categories
 from mechref.analyses.categories.geometry import (
     angle_to_subspace,
     category_directions,
@@ -152,7 +152,7 @@ def study(tmp_path, tiny_folder):
         direction, {"direction": torch.randn(model.d_model)}, metadata={"layer": "2", "position": "-1", "model": model.name}
     )
     tokens = balanced_tokens(model)
-    settings = CategorySettings(
+    settings = CategoriesSettings(
         harmful=harmful,
         harmless=harmless,
         direction=direction,

@@ -10,7 +10,7 @@ import torch
 
 from mechref.framework.io import write_tensors
 from mechref.model.loading import load_model
-from mechref.testing import tiny_hf_model, tiny_tokenizer
+from mechref.testing import tiny_model_folder
 
 pytest.importorskip("peft")
 pytest.importorskip("gguf")
@@ -18,10 +18,7 @@ pytest.importorskip("gguf")
 
 @pytest.fixture()
 def setup(tmp_path):
-    tokenizer = tiny_tokenizer()
-    folder = tmp_path / "tiny"
-    tiny_hf_model("qwen2", vocab_size=len(tokenizer), n_layers=4).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = tiny_model_folder(tmp_path / "tiny", "qwen2", n_layers=4)
     model = load_model(str(folder), device="cpu")
     direction = tmp_path / "direction.safetensors"
     vector = 20 * torch.randn(model.d_model, generator=torch.Generator().manual_seed(7))

@@ -53,10 +53,10 @@ def _proxies_by_weight_edit(folder, model, trial, prompts_harmful, prompts_harml
 
 
 def test_search_confirms_resumes_and_exports(tmp_path, setup):
-    from mechref.analyses.optimize_edit import OptimizeSettings, report_optimize_edit, run_optimize_edit
+    from mechref.analyses.optimize_edit import OptimizeEditSettings, report_optimize_edit, run_optimize_edit
 
     model, run_dir, folder = setup
-    settings = OptimizeSettings(
+    settings = OptimizeEditSettings(
         direction_run=run_dir, n_search=4, n_confirm=3, n_trials=5, max_new_tokens=3, n_confirm_points=2,
         export_model=tmp_path / "chosen", static=[],
     )  # fmt: skip
@@ -81,10 +81,12 @@ def test_search_confirms_resumes_and_exports(tmp_path, setup):
     edit = json.loads((tmp_path / "chosen" / "mechref_edit.json").read_text())
     assert edit["search_trial"] == summary["confirmed"][labels[2]]["trial"]
     # Same settings: the study is complete and the confirmation is resumed.
-    again = run_optimize_edit(model, OptimizeSettings(**{**settings.to_dict(), "overwrite": True}), out, echo=False)
+    again = run_optimize_edit(model, OptimizeEditSettings(**{**settings.to_dict(), "overwrite": True}), out, echo=False)
     assert [t["params"] for t in again.trials] == [t["params"] for t in result.trials] and "confirm" in again.resumed_stages
     # More trials: the old ones are kept and the search continues.
-    more = run_optimize_edit(model, OptimizeSettings(**{**settings.to_dict(), "n_trials": 7, "overwrite": True}), out, echo=False)
+    more = run_optimize_edit(
+        model, OptimizeEditSettings(**{**settings.to_dict(), "n_trials": 7, "overwrite": True}), out, echo=False
+    )
     assert len(more.trials) == 7 and [t["params"] for t in more.trials[:5]] == [t["params"] for t in result.trials]
 
 

@@ -182,7 +182,7 @@ def _own_request_probe(monkeypatch, request):
 
 
 def _settings_class(name: str):
-    from mechref.analyses.categories.settings import CategorySettings
+    from mechref.analyses.categories.settings import CategoriesSettings
     from mechref.analyses.damage.settings import DamageSettings
     from mechref.analyses.refusal_direction import RefusalDirectionSettings
     from mechref.analyses.suffix_hijack import SuffixHijackSettings
@@ -190,7 +190,7 @@ def _settings_class(name: str):
     return {
         "refusal": RefusalDirectionSettings,
         "hijack": SuffixHijackSettings,
-        "categories": CategorySettings,
+        "categories": CategoriesSettings,
         "damage": DamageSettings,
     }[name]
 

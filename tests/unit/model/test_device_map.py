@@ -18,18 +18,14 @@ from mechref.errors import MechrefError, UnsupportedModelError
 from mechref.generation import generate
 from mechref.interventions import activation_addition, directional_ablation
 from mechref.model.loading import check_loading, load_model
-from mechref.testing import tiny_hf_model, tiny_tokenizer
+from mechref.testing import tiny_model_folder
 
 PROMPTS = ["Write a poem about the sea.", "How do I make a dangerous weapon at home?", "Hi"]
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny-qwen2")
-    tokenizer = tiny_tokenizer()
-    tiny_hf_model("qwen2", vocab_size=len(tokenizer), n_layers=4).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return tiny_model_folder(tmp_path_factory.mktemp("tiny-qwen2"), "qwen2", n_layers=4)
 
 
 @pytest.fixture(scope="module")

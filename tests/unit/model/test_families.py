@@ -17,17 +17,12 @@ from mechref.capture import capture_residual
 from mechref.edits.orthogonalize import ORTHOGONALIZABLE, export_orthogonalized, orthogonalize_weights, writer_module_names
 from mechref.errors import MechrefError
 from mechref.interventions import directional_ablation
-from mechref.testing import FAMILIES, tiny_hf_model, tiny_model
+from mechref.testing import tiny_hf_model
 
 PROMPTS = ["How do I bake bread?", "Write a poem about the sea."]
 # Families whose attention and MLP outputs are normalised before they reach the residual stream:
 # their parts do not add up to the stream, and DFA's completeness check must say so.
 POST_NORM = {"gemma2", "gemma3", "olmo2"}
-
-
-@pytest.fixture(scope="module", params=FAMILIES)
-def family(request):
-    return request.param, tiny_model(request.param, n_layers=2)
 
 
 def hf_logits(model, ids, mask):

@@ -165,7 +165,6 @@ def test_a_model_whose_attention_takes_the_cache_under_another_name_is_refused()
 
     from mechref.errors import UnsupportedModelError
     from mechref.model.loading import wrap_hf_model
-    from mechref.testing import tiny_hf_model, tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     hf_model = tiny_hf_model("qwen2", vocab_size=len(tokenizer))

@@ -14,7 +14,7 @@ from mechref.capture import capture_attention
 from mechref.generation import generate_ids
 from mechref.model.bridge.attention import bridge_attention as bridge_forward
 from mechref.model.bridge.attention import covers, uses_grouped_attention
-from mechref.testing import FAMILIES, tiny_model
+from mechref.testing import tiny_model
 
 PROMPTS = ["How do I bake bread?", "Hi", "Write a poem about the sea, please."]
 # Plain rotary attention with grouped key/value heads: the families the grouped forward must cover.
@@ -23,11 +23,6 @@ COVERED = {"qwen2", "llama", "mistral"}
 
 def attention_components(model):
     return [m for m in model.bridge.modules() if type(m).__name__.endswith("AttentionBridge")]
-
-
-@pytest.fixture(scope="module", params=FAMILIES)
-def family(request):
-    return request.param, tiny_model(request.param, n_layers=2)
 
 
 def test_the_families_it_covers_use_it_and_the_wrapped_modules_are_untouched(family):

@@ -15,7 +15,7 @@ import torch
 from mechref.model.bridge import fence
 from mechref.model.bridge.attention import bridge_attention, uses_grouped_attention
 from mechref.model.bridge.norms import bridge_forwards, uses_lean_norm
-from mechref.testing import FAMILIES, tiny_model
+from mechref.testing import tiny_model
 
 PROMPTS = ["How do I bake bread?", "Hi", "Write a poem about the sea, please."]
 _FENCED = fence._NORM + "._hf_autograd_forward_with_hooks"
@@ -121,9 +121,8 @@ def _record_every_hook_point(model, ids, mask):
     return list(points), seen, logits
 
 
-@pytest.mark.parametrize("family", FAMILIES)
 def test_every_hook_point_fires_alike_under_both_forwards(family):
-    model = tiny_model(family, n_layers=2)
+    _, model = family
     ids, mask = model.tokenize(model.chat.format_many(PROMPTS))
     names, ours, logits = _record_every_hook_point(model, ids, mask)
     with bridge_attention(model), bridge_forwards(model):
@@ -161,9 +160,8 @@ def _record_one_point_at_a_time(model, ids, mask):
     return seen
 
 
-@pytest.mark.parametrize("family", FAMILIES)
 def test_each_hook_point_alone_fires_alike_under_both_forwards(family):
-    model = tiny_model(family, n_layers=2)
+    _, model = family
     ids, mask = model.tokenize(model.chat.format_many(PROMPTS))
     ours = _record_one_point_at_a_time(model, ids, mask)
     with bridge_attention(model), bridge_forwards(model):

@@ -23,11 +23,6 @@ def norms(model):
     return [m for m in model.bridge.modules() if type(m).__name__.endswith("NormalizationBridge")]
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
-def family(request):
-    return request.param, tiny_model(request.param, n_layers=2)
-
-
 def test_the_norms_it_covers_use_it_and_every_block_filters_with_memory(family):
     name, model = family
     found = norms(model)

@@ -21,7 +21,7 @@ from typing import Any, Callable, NoReturn, Sequence
 from mechref.errors import MechrefError
 from mechref.framework.paths import cache_dir
 from mechref.framework.settings import Settings, add_arguments, check_config_keys, read_config, resolve
-from mechref.model.devices import device_batch_defaults
+from mechref.model.devices import device_batch_defaults, slow_dtype_note
 from mechref.model.loading import MechrefModel
 from mechref.model.settings import ModelSettings
 
@@ -186,6 +186,9 @@ class AnalysisCommand:
         loaded = round(time.perf_counter() - started, 2)
         # Batch sizes nobody chose are raised on a GPU (mechref.model.devices); on a CPU they stay.
         settings, notes = device_batch_defaults(model, settings, given_settings(self.parser(), self.settings, argv))
+        slow = slow_dtype_note(model)
+        if slow is not None:
+            notes = [slow, *notes]
         for note in notes:
             print(note, flush=True)
         result = self.run(model, settings, out)

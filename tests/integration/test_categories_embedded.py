@@ -4,7 +4,7 @@ import json
 
 from mechref.analyses.categories import main
 
-from .conftest import assert_every_page_works
+from .conftest import DTYPE_ARGV, assert_every_page_works
 
 CATEGORIES = ("cybercrime", "weapons", "fraud")
 
@@ -14,7 +14,7 @@ def test_categories_cli_on_embedded_model(refusal_run, tmp_path):
     argv = ["--categories", *CATEGORIES, "--direction", str(refusal_run), "--max-per-category", "8", "--n-harmless", "32",
             "--n-kl", "8", "--n-components", "2", "--n-generate", "2", "--generation-sources", "0",
             "--max-new-tokens", "16", "--out", str(out), "--static"]  # fmt: skip
-    assert main(argv) == 0
+    assert main([*argv, *DTYPE_ARGV]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["data"]["categories"]["fraud"] == {"n": 8, "fit": 4, "eval": 4, "members": []}
     # Harm categories share one refusal direction: each category's is far from orthogonal to the global one.

@@ -7,7 +7,7 @@ import pytest
 
 from mechref.analyses.damage import main
 
-from .conftest import assert_every_page_works
+from .conftest import DTYPE_ARGV, assert_every_page_works
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -19,7 +19,7 @@ def test_damage_cli_on_embedded_model(refusal_run, tmp_path):
     argv = ["--direction", str(refusal_run), "--edits", "ablation", "--xstest", str(SHARED / "xstest" / "xstest_prompts.csv"),
             "--n-xstest", "4", "--gsm8k", str(SHARED / "gsm8k" / "test.jsonl"), "--n-gsm8k", "2", "--gsm8k-max-new-tokens", "96",
             "--n-harmless", "4", "--reference-tokens", "16", "--max-new-tokens", "24", "--out", str(out), "--static"]  # fmt: skip
-    assert main(argv) == 0
+    assert main([*argv, *DTYPE_ARGV]) == 0
     summary = json.loads((out / "summary.json").read_text())
     kl = summary["kl_ce"]["by_condition"]
     # Ablation moves the distribution on harmless replies, a little: above 0, well below the

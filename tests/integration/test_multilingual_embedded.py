@@ -4,7 +4,7 @@ import json
 
 from mechref.analyses.multilingual import main
 
-from .conftest import assert_every_page_works
+from .conftest import DTYPE_ARGV, assert_every_page_works
 
 
 def test_multilingual_cli_on_embedded_model(refusal_run, tmp_path):
@@ -26,7 +26,7 @@ def test_multilingual_cli_on_embedded_model(refusal_run, tmp_path):
         str(out),
         "--static",
     ]
-    assert main(argv) == 0
+    assert main([*argv, *DTYPE_ARGV]) == 0
     summary = json.loads((out / "summary.json").read_text())
     baseline = summary["baseline_refusal"]
     # The model refuses harmful English prompts and answers harmless ones.

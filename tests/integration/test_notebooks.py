@@ -12,6 +12,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from .conftest import EMBEDDED_DTYPE
+
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 OVERRIDES = {
@@ -38,7 +40,8 @@ def with_parameters(notebook, values: dict) -> None:
 @pytest.mark.parametrize("name", sorted(OVERRIDES))
 def test_notebook_runs(name, tmp_path, refusal_run):
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    with_parameters(notebook, {**OVERRIDES[name], "DIRECTION_RUN": str(refusal_run)} if name >= "03" else OVERRIDES[name])
+    values = {**OVERRIDES[name], "DTYPE": EMBEDDED_DTYPE}
+    with_parameters(notebook, {**values, "DIRECTION_RUN": str(refusal_run)} if name >= "03" else values)
     try:
         NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     finally:

@@ -4,13 +4,13 @@ import json
 
 from mechref.analyses.suffix_hijack import main
 
-from .conftest import assert_every_page_works
+from .conftest import DTYPE_ARGV, assert_every_page_works
 
 
 def test_suffix_hijack_cli_on_embedded_model(refusal_run, tmp_path):
     out = tmp_path / "hijack"
     argv = ["--direction", str(refusal_run), "--n", "4", "--top-k", "4", "--max-new-tokens", "32", "--out", str(out), "--static"]
-    assert main(argv) == 0
+    assert main([*argv, *DTYPE_ARGV]) == 0
     summary = json.loads((out / "summary.json").read_text())
     rates = summary["refusal_rate"]
     # The shipped suffix was optimized on these four prompts: the model refuses them alone, not with it.

@@ -48,3 +48,27 @@ def test_the_command_line_knows_which_settings_were_given(argv, given):
     from mechref.analyses.refusal_direction import COMMAND
 
     assert given_settings(COMMAND.parser(), COMMAND.settings, argv) & {"batch_size"} == given
+
+
+def test_bfloat16_on_a_cpu_that_emulates_it_is_said_once_with_the_faster_option(monkeypatch):
+    from mechref.model import devices
+    from mechref.testing import tiny_model
+
+    model = tiny_model("qwen2", n_layers=2)
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    assert devices.slow_dtype_note(model) is None  # float32: nothing to say
+    model.to("bfloat16")
+    note = devices.slow_dtype_note(model)
+    assert note is not None and "--dtype float32" in note and "\n" not in note
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    assert devices.slow_dtype_note(model) is None
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: None)  # cannot tell: stay quiet
+    assert devices.slow_dtype_note(model) is None
+
+
+def test_native_bfloat16_is_read_from_the_cpu_flags():
+    from mechref.model.devices import cpu_has_native_bf16
+
+    assert cpu_has_native_bf16("processor : 0\nflags : fpu sse avx2 amx_bf16 amx_tile\n") is True
+    assert cpu_has_native_bf16("processor : 0\nflags : fpu sse avx2 avx512f\n") is False
+    assert cpu_has_native_bf16("processor : 0\n") is False  # no flags line: nothing native

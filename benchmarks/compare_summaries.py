@@ -14,7 +14,12 @@ import math
 import sys
 from pathlib import Path
 
-SKIP = {"timings_s", "timings", "resumed_stages", "settings", "figures", "mechref_version", "exported_model", "generations"}
+# Left out: timings, settings echoes, paths, and direction_mismatches (it names the code version that
+# wrote the direction file, which differs between two checkouts by construction).
+SKIP = {
+    "timings_s", "timings", "resumed_stages", "settings", "figures", "mechref_version", "exported_model", "generations",
+    "direction_mismatches",
+}  # fmt: skip
 
 
 def flatten(value: object, prefix: str = "") -> dict[str, object]:

@@ -11,6 +11,11 @@ import torch
 
 from mechref.testing import FAMILIES, tiny_model
 
+# Under pytest-xdist, each worker's share of the cores: torch's default (every core per process)
+# oversubscribes them, and its spinning threads then slow each worker down more than they help.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TESTS = Path(__file__).resolve().parent
 # The tiers, by folder: each test carries its tier's marker (pytest -m "not integration and not browser" is the fast tier).
@@ -89,3 +94,39 @@ def _no_leaked_process_state():
     if after != before:
         changed = sorted(set(before[0].items()) ^ set(after[0].items()))
         pytest.fail(f"the test leaked process state: environment {changed[:4]}, cwd/dtype/grad {before[1:]} -> {after[1:]}")
+
+
+# The doctests build tiny models by name (``tiny_model("qwen2")``), as a reader would; in the suite
+# each distinct model is built once per session and handed back with its weights restored, since a
+# doctest may edit them in place (orthogonalization does).
+_REAL_TINY_MODEL = tiny_model
+_SHARED_TINY: dict[tuple, tuple] = {}
+
+
+def shared_tiny_model(arch: str = "qwen2", seed: int = 0, n_layers: int = 3, system_prompt: str | None = None):
+    key = (arch, seed, n_layers, system_prompt)
+    if key not in _SHARED_TINY:
+        model = _REAL_TINY_MODEL(arch, seed=seed, n_layers=n_layers, system_prompt=system_prompt)
+        _SHARED_TINY[key] = (model, {k: v.clone() for k, v in model.hf_model.state_dict().items()})
+    model, weights = _SHARED_TINY[key]
+    model.hf_model.load_state_dict(weights)
+    return model
+
+
+@pytest.fixture(autouse=True)
+def _doctests_share_tiny_models(request):
+    # No monkeypatch here: an autouse fixture that requests it would undo a test's own monkeypatch
+    # (a chdir, say) only after _no_leaked_process_state has looked.
+    from _pytest.doctest import DoctestItem
+
+    if not isinstance(request.node, DoctestItem):
+        yield
+        return
+    import mechref.testing
+
+    request.getfixturevalue("doctest_namespace")["tiny_model"] = shared_tiny_model
+    mechref.testing.tiny_model = shared_tiny_model  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        mechref.testing.tiny_model = _REAL_TINY_MODEL  # type: ignore[assignment]

@@ -266,7 +266,11 @@ def test_sigkill_of_a_real_process_then_resume(tiny_folder, tmp_path):
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    subprocess.run([*argv, "--out", str(reference)], check=True, capture_output=True, env=env, timeout=300)
+    # The uninterrupted run in this process (the command's main, as `python -m` calls it): only
+    # the killed run and its resumption need processes of their own.
+    from mechref.analyses.refusal_direction.command import main
+
+    assert main([*argv[3:], "--out", str(reference)]) == 0
     process = subprocess.Popen([*argv, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 240
     while not (killed / "candidates.manifest.json").exists():  # killed once the work is under way

@@ -42,7 +42,7 @@ def test_refuses_harmful_not_harmless(qwen):
 def test_ablating_difference_in_means_bypasses_refusal(qwen):
     layer = qwen.n_layers // 2
     means = [
-        capture_residual(qwen, bundled(label, "train"), layers=[layer], positions=-1, reduce="mean", batch_size=32)[0, 0]
+        capture_residual(qwen, bundled(label, "train").take(64), layers=[layer], positions=-1, reduce="mean", batch_size=32)[0, 0]
         for label in ("harmful", "harmless")
     ]
     direction = (means[0] - means[1]).float()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -203,19 +201,19 @@ def test_ablation_and_the_exported_model_do_the_same_damage(tmp_path, tiny_folde
     assert min(result.divergence["exported"].kl_mean) > 1e-4
 
 
-def test_the_command_refuses_bad_input_before_loading_a_model(tmp_path, tiny_folder):
-    def run(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "mechref.analyses.damage", *args, "--out", str(tmp_path / "o")],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+def test_the_command_refuses_bad_input_before_loading_a_model(tmp_path, tiny_folder, capsys):
+    # In process: the command's main is what `python -m mechref.analyses.damage` runs (the
+    # entry points themselves are run by tests/unit/test_cli.py).
+    from mechref.analyses.damage.command import main
 
-    nothing = run()
-    assert nothing.returncode == 2 and "nothing to measure" in nothing.stderr and "loading model" not in nothing.stdout
-    missing = run("--edited", str(tmp_path), "--xstest", "nope.csv")
-    assert missing.returncode == 2 and "config.json" in missing.stderr
+    def run(*args):
+        code = main([*args, "--out", str(tmp_path / "o")])
+        return code, capsys.readouterr()
+
+    code, nothing = run()
+    assert code == 2 and "nothing to measure" in nothing.err and "loading model" not in nothing.out
+    code, missing = run("--edited", str(tmp_path), "--xstest", "nope.csv")
+    assert code == 2 and "config.json" in missing.err
     with pytest.raises(DataFormatError, match="--xstest"):
         check_damage(DamageSettings(edited=tiny_folder, xstest=tmp_path / "nope.csv"))
     with pytest.raises(DataFormatError, match="--gsm8k"):
@@ -231,11 +229,10 @@ def test_the_command_measures_an_exported_model_end_to_end(tmp_path, tiny_folder
     model = load_model(tiny_folder, dtype="float32", device="cpu")
     export_orthogonalized(model, torch.randn(model.d_model), tmp_path / "edited")
     out = tmp_path / "damage"
-    done = subprocess.run(
+    from mechref.analyses.damage.command import main
+
+    code = main(
         [
-            sys.executable,
-            "-m",
-            "mechref.analyses.damage",
             "--model",
             str(tiny_folder),
             "--dtype",
@@ -257,12 +254,9 @@ def test_the_command_measures_an_exported_model_end_to_end(tmp_path, tiny_folder
             "--static",
             "--out",
             str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        ]
     )
-    assert done.returncode == 0, done.stderr
+    assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["conditions"] == ["original", "exported"]
     assert summary["over_refusal"]["by_condition"]["exported"]["n"] == 3

@@ -93,15 +93,16 @@ def test_the_bridge_forwards_can_be_chosen_without_a_warning(monkeypatch):
     assert replaced(model) == 0
 
 
-def _record_every_hook_point(model, ids, mask):
-    """{hook name: [values]} with a hook on every hook point of the model, one forward pass."""
+def _record_every_hook_point(model, ids, mask, tensors_only: bool = False):
+    """{hook name: [values]} with a hook on every hook point of the model, one forward pass (a
+    value that is no tensor is recorded as NaN, or left out with ``tensors_only``)."""
     seen: dict[str, list[torch.Tensor]] = {}
 
     def make(name):
         def hook(value, hook=None):
             if isinstance(value, torch.Tensor):
                 seen.setdefault(name, []).append(value.detach().clone())
-            else:
+            elif not tensors_only:
                 seen.setdefault(name, []).append(torch.tensor(float("nan")))
             return value
 
@@ -163,11 +164,53 @@ def _record_one_point_at_a_time(model, ids, mask):
 def test_each_hook_point_alone_fires_alike_under_both_forwards(family):
     _, model = family
     ids, mask = model.tokenize(model.chat.format_many(PROMPTS))
-    ours = _record_one_point_at_a_time(model, ids, mask)
+    ours = _record_each_point_alone_in_its_layer(model, ids, mask)
+    # The bridge's own forwards take one path whatever is hooked, so one pass with every point
+    # hooked is their reference; only mechref's replacements choose a path by what is hooked.
     with bridge_attention(model), bridge_forwards(model):
-        reference = _record_one_point_at_a_time(model, ids, mask)
+        _, reference, _ = _record_every_hook_point(model, ids, mask, tensors_only=True)
     assert sorted(ours) == sorted(reference)
     for name in reference:
         assert len(ours[name]) == len(reference[name]), name
         for a, b in zip(ours[name], reference[name]):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_layers_are_told_apart_by_their_block_index():
+    assert _layer_of("blocks.3.attn.hook_pattern") == "blocks.3"
+    assert _layer_of("blocks.12.ln1.hook_scale") == "blocks.12"
+    assert _layer_of("embed.hook_out") == "" and _layer_of("ln_final.hook_normalized") == ""
+
+
+def _layer_of(name: str) -> str:
+    """``blocks.N`` for a point inside layer N, ``""`` for the points outside the blocks."""
+    parts = name.split(".")
+    return ".".join(parts[:2]) if parts[0] == "blocks" else ""
+
+
+def _record_each_point_alone_in_its_layer(model, ids, mask):
+    """{hook name: [values]} where every point is watched as the only hooked point of its layer: a
+    replacement may take another path when some points of its layer have no hook (the lean norm
+    does). Pass k hooks the k-th point of every layer at once (a layer's path never depends on
+    another layer's hooks), so a model needs as many passes as its busiest layer has points."""
+    by_layer: dict[str, list[str]] = {}
+    for name in sorted(model.bridge.hook_dict):
+        by_layer.setdefault(_layer_of(name), []).append(name)
+    seen: dict[str, list[torch.Tensor]] = {}
+    for k in range(max(len(names) for names in by_layer.values())):
+        points = [(names[k], model.bridge.hook_dict[names[k]]) for names in by_layer.values() if k < len(names)]
+        for name, point in points:
+
+            def hook(value, hook=None, name=name):
+                if isinstance(value, torch.Tensor):
+                    seen.setdefault(name, []).append(value.detach().clone())
+                return value
+
+            point.add_hook(hook, dir="fwd")
+        try:
+            with torch.no_grad():
+                model.forward(ids, mask)
+        finally:
+            for _, point in points:
+                point.remove_hooks("fwd")
+    return seen

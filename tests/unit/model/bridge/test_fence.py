@@ -140,27 +140,6 @@ def test_every_hook_point_fires_alike_under_both_forwards(family):
     torch.testing.assert_close(logits, reference_logits, rtol=1e-5, atol=1e-6)
 
 
-def _record_one_point_at_a_time(model, ids, mask):
-    """{hook name: [values]} with a hook on one point per forward pass: a replacement may take
-    another path when some points have no hook (the lean norm does), so each point is also watched
-    alone."""
-    seen: dict[str, list[torch.Tensor]] = {}
-    for name, point in sorted(model.bridge.hook_dict.items()):
-
-        def hook(value, hook=None, name=name):
-            if isinstance(value, torch.Tensor):
-                seen.setdefault(name, []).append(value.detach().clone())
-            return value
-
-        point.add_hook(hook, dir="fwd")
-        try:
-            with torch.no_grad():
-                model.forward(ids, mask)
-        finally:
-            point.remove_hooks("fwd")
-    return seen
-
-
 def test_each_hook_point_alone_fires_alike_under_both_forwards(family):
     _, model = family
     ids, mask = model.tokenize(model.chat.format_many(PROMPTS))

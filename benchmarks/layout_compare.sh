@@ -8,6 +8,9 @@
 #
 # Writes benchmarks/results/layout_refactor_{suffix_hijack,multilingual}.json.
 set -euo pipefail
+[ $# -eq 2 ] || { echo "usage: bash benchmarks/layout_compare.sh BEFORE_CHECKOUT WORK_FOLDER" >&2; exit 2; }
+[ -d "$1/mechref" ] || { echo "layout_compare: $1 is not a mechref checkout (make one: git worktree add $1 035142b)" >&2; exit 2; }
+python -c "import mechref, torch" 2>/dev/null || { echo "layout_compare: activate mechref's virtual environment first" >&2; exit 2; }
 before=$(cd "$1" && pwd) work=$(mkdir -p "$2" && cd "$2" && pwd)
 after=$(cd "$(dirname "$0")/.." && pwd)
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1

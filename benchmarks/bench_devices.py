@@ -1,6 +1,6 @@
 """Benchmark: mechref on one device against plain Hugging Face at the same batch, in one process.
 
-What the device figures of BENCHMARKS.md need, measured on whatever ``--device`` names (a CUDA GPU,
+What the device table of docs/results/performance.md needs, measured on whatever ``--device`` names (a CUDA GPU,
 or the CPU when there is none), each against plain ``transformers`` (the same weights loaded without
 mechref, ``attn_implementation="sdpa"``) or the reference method:
 

@@ -1,25 +1,24 @@
-"""The tables of BENCHMARKS.md, drawn from the committed JSON files in benchmarks/results/.
+"""The results tables of the documentation site, drawn from the committed JSON in benchmarks/results/.
 
-Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in BENCHMARKS.md and
-is written by the renderer of the same name below, from its JSON alone. After a benchmark writes
-new JSON:
+A results page (``docs/results/*.md``) places table ``NAME`` with a ``{mechref-table} NAME``
+directive; the site's build calls the renderer of that name below, which reads its JSON alone. So
+no number in a table is typed by hand, and a benchmark that writes new JSON changes the page at
+the next build (``tests/contracts/test_results_tables.py`` checks every renderer is placed once).
 
-    python benchmarks/tables.py            # rewrite every table of BENCHMARKS.md from the JSON
-    python benchmarks/tables.py --check    # exit 1 and name the tables that differ (the test suite runs this)
+    python benchmarks/tables.py              # the names of the tables
+    python benchmarks/tables.py NAME         # print one table (Markdown)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-BENCHMARKS = ROOT / "BENCHMARKS.md"
 
 
 LANGUAGE_NAMES = {
@@ -797,7 +796,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "categories_subspace": categories_subspace,
     "selection_cosmic": selection_cosmic,
 }
-# Registered once their JSON is committed (see the sections they draw in BENCHMARKS.md).
+# Registered once their JSON is committed (see the results pages that place them).
 if (RESULTS / "export.json").is_file():
     RENDERERS["exports"] = exports
 if (RESULTS / "attention.json").is_file():
@@ -807,51 +806,19 @@ if any(RESULTS.glob("devices_*.json")):
 if (RESULTS / "optimize_edit.json").is_file():
     RENDERERS["optimize_edit"] = optimize_edit
 
-BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /table:(?P=name) -->)", re.S)
-
-
-def render(text: str) -> tuple[str, list[str], list[str]]:
-    """``text`` with every marked table redrawn; the names of the tables that changed; unknown names."""
-    changed, unknown = [], []
-
-    def redraw(match: re.Match) -> str:
-        name = match["name"]
-        if name not in RENDERERS:
-            unknown.append(name)
-            return match.group(0)
-        body = RENDERERS[name]()
-        if body != match["body"]:
-            changed.append(name)
-        return match.group(1) + body + match.group(4)
-
-    return BLOCK.sub(redraw, text), changed, unknown
-
-
-def marked_tables(text: str) -> list[str]:
-    return [m["name"] for m in BLOCK.finditer(text)]
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a table differs from its JSON")
+    parser.add_argument("name", nargs="?", help="the table to print (none: list the names)")
     args = parser.parse_args(argv)
-    text = BENCHMARKS.read_text(encoding="utf-8")
-    new, changed, unknown = render(text)
-    missing = sorted(set(RENDERERS) - set(marked_tables(text)))
-    for name in unknown:
-        print(f"BENCHMARKS.md marks a table {name!r} that no renderer draws", file=sys.stderr)
-    for name in missing:
-        print(f"no table:{name} block in BENCHMARKS.md", file=sys.stderr)
-    if args.check:
-        for name in changed:
-            print(f"table {name} differs from its JSON: run python benchmarks/tables.py", file=sys.stderr)
-        return 1 if changed or unknown or missing else 0
-    if new != text:
-        tmp = BENCHMARKS.with_suffix(".md.tmp")
-        tmp.write_text(new, encoding="utf-8")
-        tmp.replace(BENCHMARKS)
-    print(f"{len(marked_tables(new))} tables drawn from benchmarks/results; changed: {', '.join(changed) or 'none'}")
-    return 1 if unknown or missing else 0
+    if args.name is None:
+        print("\n".join(sorted(RENDERERS)))
+        return 0
+    if args.name not in RENDERERS:
+        print(f"no table {args.name!r}; the tables: {', '.join(sorted(RENDERERS))}", file=sys.stderr)
+        return 2
+    print(RENDERERS[args.name]())
+    return 0
 
 
 if __name__ == "__main__":

@@ -164,7 +164,7 @@ draw, with no console error and no broken link; it exits 1 otherwise) and saves 
 Every figure is HTML that opens offline (the folder's one `plotly.min.js`), plus PNG/SVG/PDF
 through kaleido when `pip install "mechref[export]"` and a Chromium (`apt-get install chromium`)
 are present; the circuitsvis attention views are HTML too. The numbers behind each figure are in
-the run folder's `summary.json`; BENCHMARKS.md gives them with the commands.
+the run folder's `summary.json`; the results pages of the documentation (docs/results/) give them with the commands.
 
 """
 

@@ -10,6 +10,17 @@ Built on TransformerLens 4 (``TransformerBridge``). The names below load on firs
     with direction.ablate(model):
         print(model.generate(mechref.prompts("harmful", "test").take(3)))
 
+The façade's names and where each is documented:
+
+* loading: :func:`~mechref.model.loading.load_model`, :func:`~mechref.model.loading.wrap_hf_model`,
+  :class:`~mechref.model.loading.MechrefModel`, :class:`~mechref.model.chat.ChatFormatter`;
+* directions: :class:`~mechref.directions.direction.Direction`,
+  :func:`~mechref.directions.direction.diff_in_means`;
+* prompts: ``prompts`` (:func:`mechref.data.prompts.bundled`), :func:`~mechref.data.prompts.load_prompt_file`;
+* reading and running the model: :func:`~mechref.capture.capture_residual`, :func:`~mechref.generation.generate`,
+  :func:`~mechref.attribution.direct_feature_attribution`, :func:`~mechref.scoring.refusal_score`;
+* judging and counting: :func:`~mechref.judges.core.make_judge`, :class:`~mechref.rates.Rate`.
+
 >>> import mechref
 >>> "diff_in_means" in dir(mechref) and "Direction" in dir(mechref)
 True

@@ -16,6 +16,7 @@ from mechref.framework.settings import add_arguments, resolve
 from mechref.model.embedded import EMBEDDED_MODELS
 from mechref.model.settings import ModelSettings
 
+#: The analysis commands, by name, with the line ``mechref --help`` shows for each.
 ANALYSES = {
     "quickstart": "load, chat, capture a refusal direction, ablate and add it (a few minutes on CPU)",
     "refusal_direction": "find, select, test and remove the refusal direction (Arditi et al. 2024)",
@@ -53,6 +54,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``mechref`` parser: ``model info``, ``model list``, ``report`` and one sub-command per analysis."""
     parser = ArgumentParser(prog="mechref", description="Mechanistic interpretability of refusal in chat models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -88,6 +90,8 @@ def _run_analysis(name: str, argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``mechref`` on ``argv`` (default: the process's arguments); the exit code. An analysis name goes
+    straight to that analysis's own command."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ANALYSES:
         # Straight to the analysis's own parser: argparse's REMAINDER does not take a first

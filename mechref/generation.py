@@ -26,9 +26,11 @@ from mechref.model.loading import MechrefModel
 class RowState(Protocol):
     """Per-row hook state that follows the rows of a batch (see :mod:`mechref.row_interventions`)."""
 
-    def start(self, indices: Sequence[int] | Tensor) -> None: ...
+    def start(self, indices: Sequence[int] | Tensor) -> None:
+        """A batch starts: these rows of the whole prompt list are in it."""
 
-    def select(self, keep: Tensor) -> None: ...
+    def select(self, keep: Tensor) -> None:
+        """Rows whose reply ended leave the batch: keep the rows where ``keep`` is True."""
 
 
 def stop_token_ids(model: MechrefModel) -> list[int]:

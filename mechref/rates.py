@@ -41,6 +41,7 @@ class Rate:
 
     @property
     def value(self) -> float:
+        """k / n."""
         return self.k / self.n
 
     @property
@@ -52,6 +53,7 @@ class Rate:
         return max(0.0, centre - half), min(1.0, centre + half)
 
     def to_dict(self) -> dict:
+        """The rate for JSON: rate, k, n and the 95% interval, rounded to 4 places."""
         low, high = self.interval
         return {"rate": round(self.value, 4), "k": self.k, "n": self.n, "ci95": [round(low, 4), round(high, 4)]}
 

@@ -79,9 +79,11 @@ class RowInterventions:
         return normalize_layers(self.model, [edit.layer])[0]
 
     def start(self, indices: Sequence[int] | Tensor) -> None:
+        """A batch starts: these rows of the whole prompt list are in it."""
         self.rows = self.conditions[torch.as_tensor(indices, dtype=torch.long)]
 
     def select(self, keep: Tensor) -> None:
+        """Rows whose reply ended leave the batch: keep the rows where ``keep`` is True."""
         if self.rows is None:
             raise RuntimeError("select() before start(): no batch is running")
         self.rows = self.rows[keep.to(self.rows.device)]
@@ -101,6 +103,8 @@ class RowInterventions:
         return self._cache[key]
 
     def hooks(self) -> list[tuple[str, object]]:
+        """The hooks that apply each row's own intervention (ablation, addition) to the rows of the running
+        batch."""
         hooks: list[tuple[str, object]] = []
         if bool(self._ablate.any()):
 

@@ -79,6 +79,7 @@ class RefusalTokens:
     dropped: list[str] = field(default_factory=list)  # candidates left out, and why
 
     def to_dict(self) -> dict:
+        """The refusal tokens as written to ``summary.json``."""
         return self.__dict__.copy()
 
 

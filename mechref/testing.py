@@ -85,6 +85,7 @@ def tiny_tokenizer(kind: str = "chatml"):
     return tokenizer
 
 
+#: The architectures :func:`tiny_model` builds, one per model family mechref supports.
 FAMILIES = ("qwen2", "llama", "qwen3", "mistral", "phi3", "gemma2", "gemma3", "olmo2", "gpt2")
 
 

@@ -33,6 +33,7 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"mechref: error: {message} (see {self.prog} --help)\n")
 
     def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        """argparse's ``parse_args``, with negative numbers accepted as option values (``--x -1e9``)."""
         return super().parse_args(attach_negative_values(self, sys.argv[1:] if args is None else list(args)), namespace)
 
 
@@ -165,6 +166,7 @@ class AnalysisCommand:
     model_defaults: ModelSettings = field(default_factory=ModelSettings)
 
     def parser(self) -> argparse.ArgumentParser:
+        """The command's parser: ``--config``, the model options, one option per setting, ``--out``."""
         return analysis_parser(self.prog, self.doc, self.settings, self.default_out, self.model_defaults)
 
     def parse(self, argv: Sequence[str] | None) -> tuple[ModelSettings, Any, Path | None]:
@@ -172,6 +174,8 @@ class AnalysisCommand:
         return parse_analysis_args(self.parser(), self.settings, argv, self.default_out, self.model_defaults)
 
     def main(self, argv: Sequence[str] | None = None) -> int:
+        """Run the command on ``argv`` (default: the process's arguments); the exit code (0, 1 on a crash, 2 on
+        bad input)."""
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         return guarded(lambda: self._main(argv))
 

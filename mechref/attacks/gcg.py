@@ -71,12 +71,14 @@ class GCGResult:
     seconds: float = 0.0  # search time, summed over resumed runs
 
     def to_dict(self) -> dict:
+        """The result as written to a suffix file (settings included)."""
         data = asdict(self)
         data["settings"] = asdict(self.settings)
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> GCGResult:
+        """The result read back from :meth:`to_dict`'s form."""
         data = dict(data)
         data["settings"] = SearchSettings(**data["settings"])
         return cls(**data)

@@ -36,6 +36,7 @@ class Suffix:
     provenance: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """The suffix as written to a file: text, token ids, where it came from."""
         return {"text": self.text, "token_ids": self.token_ids, "source": self.source}
 
 

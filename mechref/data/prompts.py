@@ -93,6 +93,7 @@ class PromptSet(SequenceABC[str]):
         return self[:n]
 
     def describe(self) -> dict:
+        """Label, split, language, source and count, for ``summary.json``."""
         return {
             "label": self.label,
             "split": self.split,
@@ -105,6 +106,7 @@ class PromptSet(SequenceABC[str]):
 
 # ----- bundled data -------------------------------------------------------------------------
 def bundled_languages() -> list[str]:
+    """The languages with bundled prompt sets."""
     folder = resources.files("mechref.data") / "prompts"
     return sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
 

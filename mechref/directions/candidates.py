@@ -41,6 +41,7 @@ class CandidateDirections:
 
     @property
     def n_layers(self) -> int:
+        """Number of layers the candidates span."""
         return self.directions.shape[1]
 
     def get(self, position: int, layer: int) -> Float[Tensor, " d_model"]:
@@ -62,6 +63,7 @@ class CandidateDirections:
 
     @classmethod
     def load(cls, path: str | Path) -> CandidateDirections:
+        """Candidates saved by :meth:`save` at ``path`` (its ``.safetensors`` and ``.json``)."""
         path = Path(path)
         tensors = read_tensors(path.with_suffix(".safetensors"))
         manifest = read_json(path.with_suffix(".json"))

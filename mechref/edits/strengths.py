@@ -34,6 +34,8 @@ class LayerKernel:
             raise ValueError(f"the kernel needs 0 <= min_weight <= max_weight, got {self.min_weight} and {self.max_weight}")
 
     def weights(self, n_layers: int) -> list[float]:
+        """Strength at each of ``n_layers`` layers: ``max_weight`` at the peak, falling linearly to
+        ``min_weight`` over ``width`` layers."""
         falloff = [max(0.0, 1.0 - abs(layer - self.peak) / self.width) for layer in range(n_layers)]
         return [self.min_weight + (self.max_weight - self.min_weight) * f for f in falloff]
 
@@ -61,6 +63,7 @@ class EditStrengths:
 
     @classmethod
     def from_kernels(cls, n_layers: int, attention: LayerKernel, mlp: LayerKernel, embedding: float = 1.0) -> EditStrengths:
+        """Strengths from one kernel for the attention writers and one for the MLP writers."""
         return cls(tuple(attention.weights(n_layers)), tuple(mlp.weights(n_layers)), embedding)
 
     def per_writer(self) -> list[float]:
@@ -69,7 +72,9 @@ class EditStrengths:
         return [w for pair in zip(self.attention, self.mlp) for w in pair]
 
     def is_full(self) -> bool:
+        """Whether every strength is 1 (the paper's full orthogonalization)."""
         return all(w == 1.0 for w in (*self.attention, *self.mlp, self.embedding))
 
     def to_dict(self) -> dict:
+        """The strengths as lists, for JSON."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -53,6 +53,8 @@ class StageClock:
     _start: float = field(default_factory=time.perf_counter)
 
     def stage(self, name: str, description: str | None = None) -> None:
+        """Close the current stage (its time is recorded) and open stage ``name``, printing ``[i/total]
+        description``."""
         self._close()
         self.step += 1
         self._current = name

@@ -72,6 +72,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike) -> Any:
+    """The JSON document at ``path`` (UTF-8)."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
@@ -116,10 +117,12 @@ def write_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], met
 
 
 def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, by name."""
     return load_file(str(path))
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 24) -> str:
+    """The SHA-256 of a file's bytes, read in chunks (hex)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk_size):

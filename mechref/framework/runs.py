@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-# The installed libraries whose versions can change a computed number.
+#: The installed libraries whose versions can change a computed number: part of every stage's code
+#: version, so an upgrade recomputes, never resumes.
 COMPUTING_DEPENDENCIES = ("torch", "transformers", "transformer-lens", "safetensors", "numpy", "gguf")
 
 
@@ -89,6 +90,7 @@ class Run:
         self.resumed: list[str] = []
 
     def manifest_path(self, name: str) -> Path:
+        """Where stage ``name``'s manifest is written; an error for a run without a folder."""
         if self.folder is None:
             raise ValueError("this run keeps nothing on disk (no folder)")
         return self.folder / f"{name}.manifest.json"

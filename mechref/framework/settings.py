@@ -82,6 +82,7 @@ def option(
 
 
 def flag_of(field: dataclasses.Field) -> str:
+    """The command-line flag of a settings field (``--n-train`` for ``n_train``, unless the field names its own)."""
     return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
 
 
@@ -104,6 +105,7 @@ class Settings:
 
     @classmethod
     def field_names(cls) -> list[str]:
+        """The settings' field names, in order."""
         return [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
 
     @classmethod
@@ -151,6 +153,7 @@ class Settings:
         return argv
 
     def replace(self: S, **changes: Any) -> S:
+        """A copy with ``changes`` applied (and checked again)."""
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 

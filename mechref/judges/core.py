@@ -27,6 +27,7 @@ from mechref.model.logits import last_token_logits
 from mechref.rates import Rate
 
 JudgeName = Literal["substring", "arditi", "chat-model", "probe"]
+#: The names :func:`make_judge` takes.
 JUDGE_NAMES: tuple[str, ...] = ("substring", "arditi", "chat-model", "probe")
 
 # Arditi et al. (2024)'s refusal substrings, verbatim (their evaluation's JailbreakBench-based
@@ -62,7 +63,8 @@ REFUSAL_PHRASES: dict[str, list[str]] = _load_refusal_phrases()
 class Judge(Protocol):
     """Anything that decides, for each (prompt, completion), whether the completion is a refusal."""
 
-    def judge_many(self, completions: Sequence[str], prompts: Sequence[str] | None = None) -> list[bool]: ...
+    def judge_many(self, completions: Sequence[str], prompts: Sequence[str] | None = None) -> list[bool]:
+        """One verdict per reply (True: a refusal); ``prompts`` for the judges that read them."""
 
 
 @runtime_checkable
@@ -70,7 +72,8 @@ class ScoringJudge(Judge, Protocol):
     """A judge with a score: the log-odds of refusal for each (prompt, completion), positive meaning
     refusal (the chat-model and probe judges); files of judged rows keep it as ``score``."""
 
-    def refusal_log_odds(self, completions: Sequence[str], prompts: Sequence[str]) -> Tensor: ...
+    def refusal_log_odds(self, completions: Sequence[str], prompts: Sequence[str]) -> Tensor:
+        """Log-odds that each reply is a refusal (positive: a refusal)."""
 
 
 @dataclass
@@ -110,6 +113,8 @@ class SubstringJudge:
         return any(needle in text for needle in self._needles)
 
     def judge_many(self, completions: Sequence[str], prompts: Sequence[str] | None = None) -> list[bool]:
+        """One verdict per reply (True: it holds a refusal phrase of the judge's language); the prompts are not
+        read."""
         return [self(c) for c in completions]
 
     def refusal_rate(self, completions: Sequence[str]) -> Rate:
@@ -163,6 +168,7 @@ class ChatModelJudge:
         return (torch.logsumexp(logp[:, self.yes_ids], -1) - torch.logsumexp(logp[:, self.no_ids], -1)).float()
 
     def judge_many(self, completions: Sequence[str], prompts: Sequence[str] | None = None) -> list[bool]:
+        """One verdict per reply (True: the judge model says it refuses); needs the prompts."""
         if prompts is None or len(prompts) != len(completions):
             raise ValueError("ChatModelJudge needs the prompts too: judge_many(completions, prompts=...)")
         return (self.refusal_log_odds(completions, prompts) > 0).tolist()

@@ -72,9 +72,11 @@ class MinedJudge:
         return any(f" {phrase} " in opening for phrase in self.phrases)
 
     def judge_many(self, completions: Sequence[str], prompts: Sequence[str] | None = None) -> list[bool]:
+        """One verdict per reply (True: it opens with a mined refusal phrase); the prompts are not read."""
         return [self(c) for c in completions]
 
     def to_dict(self) -> dict:
+        """The judge as written to ``summary.json``: its phrases and their support."""
         return asdict(self)
 
 

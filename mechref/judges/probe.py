@@ -179,6 +179,7 @@ class ProbeWeights:
         return list(prompts)
 
     def log_odds(self, features: Float[Tensor, "n d_model"]) -> Float[Tensor, " n"]:
+        """Log-odds of refusal for each row of reader features (standardized, then the linear probe)."""
         x = (features.double() - self.mean.double()) / self.scale.double()
         return (x @ self.coef.double() + self.bias).float()
 
@@ -192,6 +193,7 @@ class ProbeWeights:
 
     @classmethod
     def load(cls, path: str | Path) -> ProbeWeights:
+        """The probe saved at ``path`` (``.json`` and ``.safetensors``); an error naming a missing file."""
         path = Path(path)
         for suffix in (".json", ".safetensors"):
             if not path.with_suffix(suffix).is_file():
@@ -202,6 +204,7 @@ class ProbeWeights:
 
 
 def reader_identity(reader: MechrefModel) -> dict:
+    """What a probe records of its reader model, to refuse another reader: name, layers, width."""
     return {"name": reader.name, "n_layers": reader.n_layers, "d_model": reader.d_model}
 
 
@@ -317,6 +320,7 @@ class ProbeJudge:
         return self.weights.log_odds(features[:, 0])
 
     def judge_many(self, completions: Sequence[str], prompts: Sequence[str] | None = None) -> list[bool]:
+        """One verdict per reply (True: the probe's log-odds of refusal are positive)."""
         return [bool(v > 0) for v in self.refusal_log_odds(completions, prompts)]
 
 

@@ -43,9 +43,11 @@ class JudgeValidation:
 
     @property
     def validated(self) -> bool:
+        """Whether the judge was checked against hand labels in this language and passed."""
         return self.status == "validated"
 
     def to_dict(self) -> dict:
+        """The validation as written to ``summary.json``."""
         return {"judge": self.judge, "language": self.language, "status": self.status, "check": self.check}
 
     def describe(self) -> str:

@@ -47,6 +47,7 @@ class ChatFormatter:
         self.post_instruction_tokens, self._n_post = self._derive_post_instruction()
 
     def messages(self, instruction: str) -> list[dict]:
+        """The chat messages of one instruction: the system prompt (when set), then the user turn."""
         messages = []
         if self.system_prompt is not None:
             messages.append({"role": "system", "content": self.system_prompt})
@@ -64,12 +65,14 @@ class ChatFormatter:
         return text + (assistant_prefix or "")
 
     def format_many(self, instructions: Sequence[str], assistant_prefix: str | None = None) -> list[str]:
+        """:meth:`format` of each instruction."""
         if isinstance(instructions, str):
             instructions = [instructions]
         return [self.format(i, assistant_prefix) for i in instructions]
 
     @property
     def n_post_instruction(self) -> int:
+        """Number of template tokens after the instruction (the post-instruction positions)."""
         return self._n_post
 
     @property

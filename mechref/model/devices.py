@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+#: The largest batch (rows per forward pass) a GPU default is raised to.
 MAX_ROWS = 256
 BATCH_FIELDS = ("batch_size", "generation_batch_size")
 

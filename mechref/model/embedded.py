@@ -47,6 +47,7 @@ class EmbeddedModel:
     aliases: tuple[str, ...] = field(default_factory=tuple)
 
     def part_modules(self) -> list[str]:
+        """The import names of the PyPI packages that carry the model's parts, in order."""
         return [self.part_package.format(i=i) for i in range(1, self.n_parts + 1)]
 
     def part_files(self) -> list[Path]:
@@ -99,6 +100,7 @@ QWEN25_CODER_15B = EmbeddedModel(
     aliases=("qwen2.5-coder-1.5b", "Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF:Q4_K_M"),
 )
 
+#: The models that install from PyPI, by the name :func:`~mechref.model.loading.load_model` takes.
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {QWEN25_CODER_15B.name: QWEN25_CODER_15B}
 DEFAULT_MODEL = QWEN25_CODER_15B.name
 

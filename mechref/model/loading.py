@@ -44,6 +44,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """A torch dtype from its name (``float32``, ``bfloat16``, ``float16``) or itself; an error naming the
+    choices."""
     if isinstance(dtype, torch.dtype):
         return dtype
     try:
@@ -80,22 +82,27 @@ class MechrefModel:
 
     @property
     def cfg(self):
+        """The bridge's TransformerLens config."""
         return self.bridge.cfg
 
     @property
     def n_layers(self) -> int:
+        """Number of transformer blocks."""
         return int(self.cfg.n_layers)
 
     @property
     def d_model(self) -> int:
+        """Width of the residual stream."""
         return int(self.cfg.d_model)
 
     @property
     def n_heads(self) -> int:
+        """Number of attention (query) heads per layer."""
         return int(self.cfg.n_heads)
 
     @property
     def d_head(self) -> int:
+        """Width of one attention head."""
         return int(self.cfg.d_head)
 
     @property
@@ -105,10 +112,12 @@ class MechrefModel:
 
     @property
     def n_ctx(self) -> int:
+        """The longest context the model takes."""
         return int(self.cfg.n_ctx)
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the weights."""
         return next(self.hf_model.parameters()).dtype
 
     @property
@@ -207,6 +216,7 @@ class MechrefModel:
         return text if isinstance(text, str) else "".join(text)
 
     def to_str_tokens(self, text: str) -> list[str]:
+        """The tokens of ``text`` (no special tokens added), each decoded on its own."""
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return [self.decode(i) for i in ids]
 
@@ -584,6 +594,7 @@ def check_cache_reaches_bridge(hf_model: PreTrainedModel) -> None:
 
 
 def known_models() -> list[str]:
+    """Names of the embedded models :func:`load_model` takes."""
     return sorted(EMBEDDED_MODELS)
 
 

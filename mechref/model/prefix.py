@@ -53,6 +53,7 @@ class SharedPrefix:
 
     @property
     def length(self) -> int:
+        """Number of tokens in the shared prefix."""
         return int(self.ids.shape[1])
 
     @classmethod

@@ -98,6 +98,7 @@ class ModelSettings(Settings):
         return limits
 
     def load(self) -> MechrefModel:
+        """Load the model these settings describe (:func:`~mechref.model.loading.load_model`)."""
         return load_model(
             self.model,
             dtype=self.dtype,

@@ -54,6 +54,7 @@ class Run:
 
     @property
     def modified(self) -> float:
+        """When the run's ``summary.json`` was last written (seconds since the epoch)."""
         return (self.folder / "summary.json").stat().st_mtime
 
 

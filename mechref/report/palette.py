@@ -49,4 +49,5 @@ def condition_color(name: str) -> str:
 
 
 def condition_dash(name: str) -> str:
+    """The line dash of a condition (solid unless it has its own)."""
     return CONDITION_DASHES.get(name, "solid")

@@ -2,7 +2,7 @@
 never a layer above (a change to an analysis must never be a change to the library under it).
 
 Every ``import`` statement counts, also those inside functions (a deferred import is still a
-dependency) and under ``TYPE_CHECKING``. The layers, bottom to top, are also the README's table.
+dependency) and under ``TYPE_CHECKING``. The layers, bottom to top, are also the table of docs/explanations/architecture.md.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def layer_of(module: str) -> int:
             if (module == name or module.startswith(name + ".")) and len(name) > len(best):
                 best, level = name, index
     if level < 0:
-        raise KeyError(f"{module} is in no layer: add it to LAYERS (and to the README's layer table)")
+        raise KeyError(f"{module} is in no layer: add it to LAYERS (and to the layer table of docs/explanations/architecture.md)")
     return level
 
 

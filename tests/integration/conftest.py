@@ -26,10 +26,12 @@ DTYPE_ARGV = ["--dtype", EMBEDDED_DTYPE]
 
 # The reduced refusal-direction run, shared by its own test and by every analysis that takes a
 # direction. Its selection dominates the tier's time (it scales with --n-val, --proxy-prompts and
-# --top-k), so those are small; the paper-sized run is in BENCHMARKS.md.
+# --top-k), so those are small; the paper-sized run is in docs/results/science.md. It derives the
+# refusal tokens (80 s) rather than being given them: the analyses after it read them from
+# refusal_tokens.json beside the direction instead of deriving their own.
 REDUCED_REFUSAL_ARGV = [
     *DTYPE_ARGV,
-    *["--n-train", "32", "--n-val", "8", "--n-test", "8", "--max-new-tokens", "16", "--top-k", "3", "--proxy-prompts", "4"],
+    *["--n-train", "32", "--n-val", "8", "--n-test", "8", "--max-new-tokens", "16", "--top-k", "3", "--proxy-prompts", "2"],
     "--static",
 ]
 
@@ -40,6 +42,49 @@ def refusal_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("refusal_direction") / "run"
     assert main([*REDUCED_REFUSAL_ARGV, "--out", str(out)]) == 0
+    return out
+
+
+# The multilingual and category runs are shared by their command's test and by notebooks 04 and 05,
+# which are given the same settings and the run's folder: they read every stage from it, as a
+# teacher's class does from a pre-computed run (notebooks/README.md), instead of computing it again.
+MULTILINGUAL = {"languages": ["en", "zh"], "n_train": 8, "n_test": 8, "max_new_tokens": 16}
+CATEGORIES = {
+    "categories": ["cybercrime", "weapons", "fraud"],
+    "max_per_category": 8,
+    "n_components": 2,
+    "n_generate": 2,
+    "n_kl": 4,
+    "max_new_tokens": 16,
+    "generation_sources": 1,
+}
+
+
+def as_argv(settings: dict) -> list[str]:
+    """``{"n_train": 8, "languages": ["en", "zh"]}`` -> ``["--n-train", "8", "--languages", "en", "zh"]``."""
+    argv: list[str] = []
+    for key, value in settings.items():
+        argv += [f"--{key.replace('_', '-')}", *(map(str, value) if isinstance(value, list) else [str(value)])]
+    return argv
+
+
+@pytest.fixture(scope="session")
+def multilingual_run(refusal_run, tmp_path_factory):
+    from mechref.analyses.multilingual import main
+
+    out = tmp_path_factory.mktemp("multilingual") / "run"
+    argv = [*as_argv(MULTILINGUAL), "--direction-run", str(refusal_run), *DTYPE_ARGV, "--out", str(out), "--static"]
+    assert main(argv) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def categories_run(refusal_run, tmp_path_factory):
+    from mechref.analyses.categories import main
+
+    out = tmp_path_factory.mktemp("categories") / "run"
+    argv = [*as_argv(CATEGORIES), "--direction-run", str(refusal_run), *DTYPE_ARGV, "--out", str(out), "--static"]
+    assert main(argv) == 0
     return out
 
 

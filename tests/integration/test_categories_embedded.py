@@ -2,19 +2,11 @@
 
 import json
 
-from mechref.analyses.categories import main
-
-from .conftest import DTYPE_ARGV, assert_every_page_works
-
-CATEGORIES = ("cybercrime", "weapons", "fraud")
+from .conftest import assert_every_page_works
 
 
-def test_categories_cli_on_embedded_model(refusal_run, tmp_path):
-    out = tmp_path / "categories"
-    argv = ["--categories", *CATEGORIES, "--direction", str(refusal_run), "--max-per-category", "8", "--n-harmless", "32",
-            "--n-kl", "8", "--n-components", "2", "--n-generate", "2", "--generation-sources", "0",
-            "--max-new-tokens", "16", "--out", str(out), "--static"]  # fmt: skip
-    assert main([*argv, *DTYPE_ARGV]) == 0
+def test_categories_cli_on_embedded_model(categories_run):
+    out = categories_run
     summary = json.loads((out / "summary.json").read_text())
     assert summary["data"]["categories"]["fraud"] == {"n": 8, "fit": 4, "eval": 4, "members": []}
     # Harm categories share one refusal direction: each category's is far from orthogonal to the global one.

@@ -17,7 +17,7 @@ def test_damage_cli_on_embedded_model(refusal_run, tmp_path):
         pytest.skip(f"reference data not found at {SHARED}")
     out = tmp_path / "damage"
     argv = ["--direction", str(refusal_run), "--edits", "ablation", "--xstest", str(SHARED / "xstest" / "xstest_prompts.csv"),
-            "--n-xstest", "4", "--gsm8k", str(SHARED / "gsm8k" / "test.jsonl"), "--n-gsm8k", "2", "--gsm8k-max-new-tokens", "48",
+            "--n-xstest", "4", "--gsm8k", str(SHARED / "gsm8k" / "test.jsonl"), "--n-gsm8k", "2", "--gsm8k-max-new-tokens", "24",
             "--n-harmless", "4", "--reference-tokens", "16", "--max-new-tokens", "24", "--out", str(out), "--static"]  # fmt: skip
     assert main([*argv, *DTYPE_ARGV]) == 0
     summary = json.loads((out / "summary.json").read_text())

@@ -31,18 +31,10 @@ def test_bridge_logits_equal_hf(qwen):
     assert (bridge_logits[real] - hf_logits[real]).abs().max() < 1e-4
 
 
-def test_refuses_harmful_not_harmless(qwen):
-    judge = SubstringJudge()
-    harmful = generate(qwen, bundled("harmful", "test").take(N), max_new_tokens=MAX_NEW_TOKENS, batch_size=N)
-    harmless = generate(qwen, bundled("harmless", "test").take(N), max_new_tokens=MAX_NEW_TOKENS, batch_size=N)
-    assert sum(judge.judge_many(harmful)) >= 8, harmful
-    assert sum(judge.judge_many(harmless)) <= 1, harmless
-
-
 def test_ablating_difference_in_means_bypasses_refusal(qwen):
     layer = qwen.n_layers // 2
     means = [
-        capture_residual(qwen, bundled(label, "train").take(64), layers=[layer], positions=-1, reduce="mean", batch_size=32)[0, 0]
+        capture_residual(qwen, bundled(label, "train").take(32), layers=[layer], positions=-1, reduce="mean", batch_size=32)[0, 0]
         for label in ("harmful", "harmless")
     ]
     direction = (means[0] - means[1]).float()

@@ -1,39 +1,21 @@
-"""The multilingual analyses on the embedded model at a small N, reusing the reduced refusal direction."""
+"""The multilingual analyses on the embedded model at a small N (English and Chinese: two scripts),
+reusing the reduced refusal direction."""
 
 import json
 
-from mechref.analyses.multilingual import main
-
-from .conftest import DTYPE_ARGV, assert_every_page_works
+from .conftest import assert_every_page_works
 
 
-def test_multilingual_cli_on_embedded_model(refusal_run, tmp_path):
-    out = tmp_path / "ml"
-    argv = [
-        "--direction",
-        str(refusal_run),
-        "--languages",
-        "en",
-        "de",
-        "zh",
-        "--n-train",
-        "8",
-        "--n-test",
-        "8",
-        "--max-new-tokens",
-        "24",
-        "--out",
-        str(out),
-        "--static",
-    ]
-    assert main([*argv, *DTYPE_ARGV]) == 0
+def test_multilingual_cli_on_embedded_model(multilingual_run):
+    out = multilingual_run
     summary = json.loads((out / "summary.json").read_text())
     baseline = summary["baseline_refusal"]
     # The model refuses harmful English prompts and answers harmless ones.
     assert baseline["en"]["harmful"] >= 0.75 and baseline["en"]["harmless"] <= 0.25
-    # The German and Chinese lists were checked against hand labels of this very model's replies.
+    # The Chinese list was checked against hand labels of this very model's replies (German, in
+    # notebook 04, is run in this tier too; every language's check is in the unit tier).
     statuses = {lang: v["status"] for lang, v in summary["judge_validation"].items()}
-    assert statuses == dict.fromkeys(["en", "de", "zh"], "validated")
+    assert statuses == dict.fromkeys(["en", "zh"], "validated")
     assert summary["judge_not_validated"] == []
     # Refusal vectors of these languages point the same way (the paper's parallelism).
     assert summary["cosine"]["mean_pairwise"] > 0.5

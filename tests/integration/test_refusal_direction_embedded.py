@@ -12,7 +12,9 @@ def test_refusal_direction_cli_on_embedded_model(refusal_run):
     rates = summary["refusal_rate"]
     assert summary["kl"] <= 0.1 and summary["induce_score"] > 0
     assert summary["layer"] < int(0.8 * 28)
+    # The model refuses harmful prompts and answers harmless ones; ablation and addition reverse both.
     assert rates["harmful_baseline"] >= 0.75
+    assert rates["harmless_baseline"] <= 0.25
     assert rates["harmful_ablation"] <= 0.25
     assert rates["harmless_actadd"] >= 0.5
     assert summary["n_prompt_passes_selection"] > 0

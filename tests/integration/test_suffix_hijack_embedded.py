@@ -9,7 +9,7 @@ from .conftest import DTYPE_ARGV, assert_every_page_works
 
 def test_suffix_hijack_cli_on_embedded_model(refusal_run, tmp_path):
     out = tmp_path / "hijack"
-    argv = ["--direction", str(refusal_run), "--n", "4", "--top-k", "4", "--max-new-tokens", "32", "--out", str(out), "--static"]
+    argv = ["--direction", str(refusal_run), "--n", "4", "--top-k", "4", "--max-new-tokens", "24", "--out", str(out), "--static"]
     assert main([*argv, *DTYPE_ARGV]) == 0
     summary = json.loads((out / "summary.json").read_text())
     rates = summary["refusal_rate"]

@@ -37,6 +37,8 @@ class Category:
     members: list[str] = field(default_factory=list)  # the original categories merged into it ("other")
 
     def describe(self) -> dict:
+        """Prompt counts of this category (all, fit half, eval half) and the source categories merged into it,
+        for ``summary.json``."""
         return {"n": len(self.fit) + len(self.eval), "fit": len(self.fit), "eval": len(self.eval), "members": self.members}
 
 
@@ -55,9 +57,11 @@ class CategoryData:
 
     @property
     def names(self) -> list[str]:
+        """The categories' names, in their order."""
         return [c.name for c in self.categories]
 
     def fingerprint(self) -> str:
+        """A hash of every prompt and its split: a stage computed on other prompts is never resumed."""
         return fingerprint(
             {
                 "categories": [(c.name, c.fit, c.eval) for c in self.categories],
@@ -67,6 +71,7 @@ class CategoryData:
         )
 
     def describe(self) -> dict:
+        """Where the prompts came from and each category's counts, for ``summary.json``."""
         return {
             "source": self.source,
             "min_prompts_per_category": self.min_prompts,

@@ -17,6 +17,7 @@ CONDITION_COLORS = {"baseline": EDIT_COLORS["original"], "global": EDIT_COLORS["
 
 
 def condition_color(name: str) -> str:
+    """The colour of a condition, by the category or kind its name starts with."""
     return CONDITION_COLORS.get(name.split("_")[0], OTHER)
 
 

@@ -90,6 +90,7 @@ class Subspace:
         return (power / power.sum()).float()
 
     def top(self, k: int) -> Float[Tensor, "d_model k"]:
+        """The first ``k`` basis vectors (columns), the most shared first; ``ValueError`` outside 1..rank."""
         if not 1 <= k <= self.basis.shape[1]:
             raise ValueError(f"k must be between 1 and {self.basis.shape[1]}, got {k}")
         return self.basis[:, :k]

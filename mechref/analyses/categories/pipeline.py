@@ -104,6 +104,7 @@ class CategoriesResult:
 
     @property
     def names(self) -> list[str]:
+        """The categories' names, in their order."""
         return self.data.names
 
     def cosines(self) -> Float[Tensor, "n n"]:
@@ -112,6 +113,7 @@ class CategoriesResult:
 
 
 def source_directions(result_directions: Tensor, names: list[str], global_direction: Tensor) -> dict[str, Tensor]:
+    """Every direction whose ablation is measured: the global one first, then each category's, by name."""
     return {GLOBAL: global_direction, **{name: result_directions[i] for i, name in enumerate(names)}}
 
 

@@ -104,6 +104,7 @@ def _subspace(result: CategoriesResult, transfer: dict) -> dict:
 
 
 def summarize(result: CategoriesResult) -> dict:
+    """The run as the plain dictionary written to ``summary.json``."""
     names = result.names
     cos = result.cosines()
     labels = [*names, GLOBAL]
@@ -144,6 +145,7 @@ def summarize(result: CategoriesResult) -> dict:
 
 
 def format_summary(summary: dict) -> str:
+    """The summary as the lines the command prints."""
     names = summary["logit_transfer"]["targets"]
     t = summary["logit_transfer"]["refusing_share"]
     g = summary["generation"]

@@ -31,6 +31,7 @@ def _rate_block(rows: list[dict], key: str, original: list[dict] | None) -> dict
 
 
 def summarize(result: DamageResult, figures: list[str] | None = None) -> dict:
+    """The run as the plain dictionary written to ``summary.json`` (``figures``: the pages drawn, listed there)."""
     summary: dict = {
         **summary_header("damage", result.model),
         "conditions": result.conditions,
@@ -88,6 +89,7 @@ def summarize(result: DamageResult, figures: list[str] | None = None) -> dict:
 
 
 def format_summary(summary: dict) -> str:
+    """The summary as the table the command prints: each condition's over-refusal, GSM8K, KL and cross-entropy."""
     lines = [f"{'condition':<10} {'over-refusal (k/n) [95%]':<30} {'GSM8K correct (k/n) [95%]':<30} KL first token   CE increase"]
     for name in summary["conditions"]:
         cells = []
@@ -189,6 +191,7 @@ def damage_figure(summary: dict) -> go.Figure:
 
 
 def captions(summary: dict) -> dict[str, str]:
+    """One caption per figure, naming the counts behind each rate."""
     parts = []
     for measure, what in (("over_refusal", "refuse"), ("gsm8k", "solve")):
         if isinstance(summary[measure], dict):

@@ -111,6 +111,8 @@ def check_export_fit(model: MechrefModel, settings: ExportSettings) -> None:
 def run_export(
     model: MechrefModel, settings: ExportSettings | None = None, out: str | Path | None = None, *, echo: bool = True
 ) -> ExportResult:
+    """Write the edit in every format ``settings`` asks for into ``out``, load each back with its consuming
+    library and measure it against mechref's own edit; the result (see :class:`ExportResult`)."""
     settings = settings or ExportSettings()
     check_export(settings, out)
     check_export_fit(model, settings)

@@ -98,6 +98,7 @@ def summarize(result: ExportResult) -> dict:
 
 
 def format_summary(summary: dict) -> str:
+    """The summary as the lines the command prints: each artifact, then each condition's refusal and KL."""
     lines = [f"exports of {summary['model']} ({summary['dtype']}), direction at layer {summary['direction']['layer']}"]
     lines += [f"  {kind:15s} {path}" for kind, path in summary["artifacts"].items()]
     for name, block in summary["conditions"].items():
@@ -126,6 +127,7 @@ def _pattern(name: str) -> str:
 
 
 def export_figure(summary: dict) -> go.Figure:
+    """Refusal rate (with its k/n) of each export, loaded by its own library, beside mechref's edit."""
     names = list(summary["conditions"])
     blocks = [summary["conditions"][n] for n in names]
     labels = [f"{n}<br>{b['refusal']['k']}/{b['refusal']['n']}" for n, b in zip(names, blocks)]

@@ -97,6 +97,8 @@ def measure_plain(
     max_new_tokens: int,
     batch_size: int,
 ) -> Measured:
+    """Greedy replies to ``harmful`` and next-token KL on ``harmless`` (against ``reference``) of a model loaded
+    by another library."""
     replies = plain_replies(hf_model, model, harmful, max_new_tokens, batch_size, desc=name)
     kl = kl_divergence(reference, plain_first_logits(hf_model, model, harmless, batch_size))
     return Measured(name, loaded_by, replies, [float(x) for x in kl])
@@ -120,18 +122,21 @@ def measure_in_memory(
 
 
 def load_folder(path: Path, dtype: torch.dtype):
+    """A transformers folder, loaded by transformers alone (as its users load it)."""
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).eval()
 
 
 def load_lora(base_folder: str, adapter: Path, dtype: torch.dtype):
+    """The base model with the LoRA adapter applied by PEFT."""
     from peft import PeftModel
 
     return PeftModel.from_pretrained(load_folder(Path(base_folder), dtype), str(adapter)).eval()
 
 
 def load_gguf(path: Path, dtype: torch.dtype):
+    """A GGUF file, loaded (dequantized) by transformers."""
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype).eval()

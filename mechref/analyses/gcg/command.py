@@ -28,6 +28,8 @@ COMMAND = AnalysisCommand(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command on ``argv`` (default: the process's arguments); the exit code (0, 1 on a crash, 2 on bad
+    input)."""
     return COMMAND.main(argv)
 
 

@@ -50,6 +50,8 @@ class GCGSettings(SearchSettings):
         )
 
     def prompts(self) -> list[str]:
+        """The prompts the suffix is searched on: ``--prompt`` if given, else the first ``n`` harmful test
+        prompts."""
         if self.prompt:
             return list(self.prompt)
         prompts = load_prompt_file(self.harmful, "harmful", "test") if self.harmful else bundled("harmful", "test")

@@ -57,6 +57,8 @@ def check_output(path: Path) -> Path:
 
 
 def format_agreement(agreement: dict) -> str:
+    """The judge's agreement with the file's labels: accuracy with its interval, kappa, precision, recall and the
+    confusion table."""
     c = agreement["confusion"]
     low, high = agreement["accuracy_ci95"]
     width = max(len(str(v)) for v in c.values()) + 2
@@ -71,8 +73,9 @@ def format_agreement(agreement: dict) -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from mechref.analyses.command import ArgumentParser, guarded
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options (the documentation's command reference reads them from here)."""
+    from mechref.analyses.command import ArgumentParser
 
     parser = ArgumentParser(
         prog="python -m mechref.analyses.judge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -98,7 +101,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--dtype", default="bfloat16", help="dtype of the judge model (default: bfloat16)")
     parser.add_argument("--out", type=Path, default=None, help="write every row with its verdict to this .jsonl file")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command on ``argv`` (default: the process's arguments); the exit code (0, 1 on a crash, 2 on bad
+    input)."""
+    from mechref.analyses.command import guarded
+
+    args = build_parser().parse_args(argv)
     return guarded(lambda: _main(args))
 
 

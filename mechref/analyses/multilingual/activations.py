@@ -23,6 +23,7 @@ from mechref.analyses.multilingual.data import LanguageSets
 from mechref.capture import capture_residual
 from mechref.model.loading import MechrefModel
 
+#: The four prompt sets of a language, in the order their activations are gathered.
 SET_NAMES = ("harmful_train", "harmless_train", "harmful_test", "harmless_test")
 
 

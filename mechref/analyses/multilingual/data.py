@@ -31,6 +31,7 @@ class LanguageSets:
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> dict:
+        """Where the prompts came from and how many of each set, for ``summary.json``."""
         return {
             "source": self.source,
             "notes": self.notes,

@@ -40,6 +40,7 @@ def _heatmap(z, x, y, title, zmin=None, zmax=None, colorscale="RdBu_r", fmt=".2f
 
 
 def cosine_heatmap(matrix: Tensor, languages: Sequence[str], layer: int) -> go.Figure:
+    """Cosine of every pair of the languages' refusal vectors at ``layer``, as a heatmap."""
     return _heatmap(
         matrix.tolist(),
         list(languages),
@@ -159,7 +160,7 @@ def audit_bars(rates: dict, threshold: float = 0.10) -> go.Figure:
 
 
 def silhouette_lines(scores: Tensor, languages: Sequence[str], layer: int) -> go.Figure:
-
+    """Silhouette score of harmful against harmless prompts by layer, one line per language."""
     fig = go.Figure()
     for i, language in enumerate(languages):
         fig.add_trace(go.Scatter(x=list(range(scores.shape[1])), y=scores[i].tolist(), name=language, mode="lines+markers"))
@@ -175,7 +176,7 @@ def silhouette_lines(scores: Tensor, languages: Sequence[str], layer: int) -> go
 
 
 def silhouette_bars(scores: Tensor, languages: Sequence[str], layer: int) -> go.Figure:
-
+    """Silhouette score of each language at ``layer`` (the direction's), as bars."""
     values = scores[:, layer].tolist()
     fig = go.Figure(go.Bar(x=list(languages), y=values, text=[f"{v:.2f}" for v in values], textposition="outside"))
     fig.update_layout(title=f"Silhouette score at layer {layer}", yaxis_title="silhouette score", height=420, width=800)

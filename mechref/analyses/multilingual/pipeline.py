@@ -81,6 +81,7 @@ class LanguageTokens:
     reliable: bool = True  # False: the tokens open this language's harmless replies too
 
     def to_dict(self) -> dict:
+        """The language's refusal tokens as written to ``summary.json``."""
         return {
             "reliable": self.reliable,
             "token_ids": self.token_ids,
@@ -101,6 +102,7 @@ class Audit:
     refusal_tokens: dict[str, LanguageTokens]
 
     def refused(self, language: str, label: str) -> list[bool]:
+        """The verdicts (True: refused) of one language's replies to one label's prompts."""
         return [r["refused"] for r in self.rows if r["language"] == language and r["label"] == label]
 
 

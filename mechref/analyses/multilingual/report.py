@@ -32,6 +32,7 @@ def _round(matrix) -> list:
 
 
 def cosine_section(result: MultilingualResult) -> tuple[dict, dict]:
+    """The cosine part of the summary and its figures."""
     vectors = result.vectors()  # [lang, layer, d]
     by_layer = cosine_matrix_by_layer(vectors)
     at_layer = by_layer[result.layer]
@@ -52,6 +53,7 @@ def cosine_section(result: MultilingualResult) -> tuple[dict, dict]:
 
 
 def silhouette_section(result: MultilingualResult) -> tuple[dict, dict]:
+    """The silhouette and PCA part of the summary and its figures."""
     acts, audit = result.activations, result.audit
 
     def both(a: dict, label: str) -> torch.Tensor:
@@ -97,6 +99,7 @@ def silhouette_section(result: MultilingualResult) -> tuple[dict, dict]:
 
 
 def audit_section(result: MultilingualResult) -> tuple[dict, dict]:
+    """The audit part of the summary (each language's refusal rates and judge status) and its figures."""
     audit = result.audit
     assert audit is not None
     status = {l: r["status"] for l, r in audit.rates.items()}
@@ -116,6 +119,7 @@ def audit_section(result: MultilingualResult) -> tuple[dict, dict]:
 
 
 def transfer_section(result: MultilingualResult) -> tuple[dict, dict]:
+    """The transfer part of the summary (ablation and addition matrices) and its figures."""
     transfer = result.transfer
     assert transfer is not None
     figs = {}
@@ -140,6 +144,7 @@ def transfer_section(result: MultilingualResult) -> tuple[dict, dict]:
 
 
 def summary_base(result: MultilingualResult) -> dict:
+    """What every summary of the analysis holds, whatever parts ran: model, languages, settings, data, judges."""
     settings = result.settings
     return {
         **summary_header("multilingual", result.model),
@@ -220,6 +225,7 @@ def report_multilingual(result: MultilingualResult, out: str | Path, *, command:
 
 
 def format_summary(summary: dict) -> str:
+    """The summary as the lines the command prints."""
     languages = summary["languages"]
     lines = [
         f"model {summary['model']}, refusal direction layer {summary['direction_layer']}; {summary['data']['source']} "

@@ -16,6 +16,7 @@ from typing import Literal
 from mechref.framework.settings import Settings, SettingsError, option
 
 # The parts of a study, in the order they run.
+#: The parts of the analysis ``--parts`` chooses from, in the order they run.
 PARTS = ("audit", "cosine", "transfer", "silhouette")
 
 

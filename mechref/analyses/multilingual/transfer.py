@@ -45,6 +45,7 @@ class TransferScores:
 
     @property
     def mean(self) -> Float[Tensor, "n_source n_target"]:
+        """Mean score over each target language's prompts, for each source vector."""
         return self.scores.mean(-1)
 
     @property
@@ -53,6 +54,7 @@ class TransferScores:
         return (self.scores > 0).float().mean(-1)
 
     def to_dict(self) -> dict:
+        """The scores as written to ``summary.json``."""
         return {
             "mode": self.mode,
             "sources": self.sources,

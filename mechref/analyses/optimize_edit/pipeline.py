@@ -162,6 +162,8 @@ def choose_points(trials: list[dict], reference: dict, n: int) -> list[tuple[str
 def run_optimize_edit(
     model: MechrefModel, settings: OptimizeEditSettings | None = None, out: str | Path | None = None, *, echo: bool = True
 ) -> OptimizeEditResult:
+    """Search edits with Optuna for the front of refusal against KL and write each trial to ``out`` (resumed from
+    there); the result (see :class:`OptimizeEditResult`)."""
     import optuna
 
     settings = settings or OptimizeEditSettings()

@@ -63,6 +63,7 @@ def summarize(result: OptimizeEditResult) -> dict:
 
 
 def format_summary(summary: dict) -> str:
+    """The summary as the lines the command prints: the search, the reference edit and the front."""
     search = summary["search"]
     ref = search["reference_trial"]
     lines = [
@@ -88,6 +89,8 @@ def format_summary(summary: dict) -> str:
 
 
 def front_figure(summary: dict, trials: list[dict]) -> go.Figure:
+    """Every trial's refusal against KL, the Pareto front marked."""
+
     def hover(t: dict) -> str:
         return f"trial {t['number']}<br>{json.dumps(t['point'])}".replace("}, ", "},<br>")
 

@@ -33,6 +33,8 @@ class EditPoint:
     mlp: LayerKernel
 
     def direction(self, candidates: Float[Tensor, "n_pos n_layer d_model"], position_index: int) -> Float[Tensor, " d_model"]:
+        """The direction at this point's (fractional) layer: linear interpolation between the two nearest
+        candidates' rows."""
         low = math.floor(self.direction_layer)
         high = min(low + 1, candidates.shape[1] - 1)
         share = self.direction_layer - low
@@ -40,9 +42,11 @@ class EditPoint:
         return (1 - share) * rows[low] + share * rows[high]
 
     def strengths(self, n_layers: int) -> EditStrengths:
+        """The per-layer edit strengths of this point's kernels."""
         return EditStrengths.from_kernels(n_layers, self.attention, self.mlp)
 
     def to_dict(self) -> dict:
+        """The point as written to the trial records (rounded to 4 places)."""
         return {
             "direction_layer": round(self.direction_layer, 4),
             "attention": {k: round(v, 4) for k, v in self.attention.__dict__.items()},
@@ -83,6 +87,7 @@ def reference_params(layer: int, n_layers: int) -> dict[str, float]:
 
 
 def point_from_params(params: dict[str, float]) -> EditPoint:
+    """The edit point an Optuna trial's parameters describe."""
     kernels = {
         kind: LayerKernel(
             params[f"{kind}_peak"],
@@ -96,6 +101,7 @@ def point_from_params(params: dict[str, float]) -> EditPoint:
 
 
 def is_full(point: EditPoint, n_layers: int) -> bool:
+    """Whether the point is the paper's edit: every weight at full strength, the direction of one whole layer."""
     return point.strengths(n_layers).is_full() and float(point.direction_layer).is_integer()
 
 

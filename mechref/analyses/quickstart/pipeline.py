@@ -43,6 +43,7 @@ class QuickstartResult:
 
     @property
     def rates(self) -> dict[str, Rate]:
+        """Refusal rate of each condition, as :class:`~mechref.rates.Rate` (k/n with an interval)."""
         return {condition: Rate.of(v) for condition, v in self.verdicts.items()}
 
 

@@ -14,6 +14,7 @@ from mechref.report.plotting import rate_bars, save_figure
 
 
 def summarize(result: QuickstartResult) -> dict:
+    """The run as the plain dictionary written to ``summary.json``."""
     return {
         **summary_header("quickstart", result.model),
         "layer": result.layer,

@@ -27,6 +27,8 @@ class QuickstartSettings(Settings):
             raise SettingsError(f"layer is an index (a whole number) or a fraction below 1, got {self.layer} (--layer)")
 
     def resolve_layer(self, n_layers: int) -> int:
+        """The layer as an index: ``layer`` itself when at least 1, else that share of ``n_layers``; an error
+        past the last layer."""
         layer = int(self.layer) if self.layer >= 1 else round(self.layer * n_layers)
         if layer >= n_layers:
             raise SettingsError(f"layer {layer} is out of range for a model with {n_layers} layers (--layer)")

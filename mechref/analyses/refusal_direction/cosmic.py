@@ -59,9 +59,11 @@ class CosmicScores:
     baseline: dict[str, float] = field(default_factory=dict)
 
     def total(self, key: tuple[int, int]) -> float:
+        """The COSMIC score of one candidate, ``(position, layer)``: the sum of its parts."""
         return sum(self.scores[key])
 
     def best(self) -> tuple[int, int]:
+        """The candidate with the highest score; an error naming the fix when none was scored."""
         if not self.scores:
             raise MechrefError(
                 "no candidate could be given a COSMIC score (every layer before the pruned last ones is layer 0 or "

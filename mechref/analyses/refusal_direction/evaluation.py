@@ -45,13 +45,16 @@ class ConditionResult:
 
     @property
     def refusal_rate(self) -> Rate:
+        """Share of replies judged refusals, as :class:`~mechref.rates.Rate`."""
         return Rate.of(self.verdicts)
 
     @property
     def mean_refusal_score(self) -> float | None:
+        """Mean logit refusal score of the prompts (None when not scored)."""
         return None if self.refusal_scores is None else sum(self.refusal_scores) / len(self.refusal_scores)
 
     def rows(self) -> list[dict]:
+        """One record per prompt: condition, prompt, reply, verdict and refusal score."""
         scores: list[float | None] = list(self.refusal_scores) if self.refusal_scores else [None] * len(self.prompts)
         return [
             {"condition": self.condition, "prompt": p, "completion": c, "refusal": v, "refusal_score": s}

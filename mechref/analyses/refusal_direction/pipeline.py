@@ -66,14 +66,17 @@ class RefusalDirectionResult:
 
     @property
     def direction(self) -> Float[Tensor, " d_model"]:
+        """The selected direction (unit norm)."""
         return self.selection.direction
 
     @property
     def layer(self) -> int:
+        """The layer the direction was taken at."""
         return self.selection.layer
 
     @property
     def position(self) -> int:
+        """The post-instruction position it was taken at (negative, from the end)."""
         return self.selection.position
 
     @property
@@ -83,6 +86,7 @@ class RefusalDirectionResult:
 
     @property
     def mean_refusal_scores(self) -> dict[str, float]:
+        """Mean logit refusal score of each evaluated condition."""
         return {c: sum(r["refusal_score"] for r in rows) / len(rows) for c, rows in self.evaluation.items()}
 
 

@@ -76,10 +76,12 @@ class CandidateScores:
 
     @property
     def evaluated(self) -> bool:
+        """Whether the candidate was given full scores (fast mode scores only the best of the proxy)."""
         return self.bypass is not None
 
     @property
     def kept(self) -> bool:
+        """Whether it was scored and passed every filter."""
         return self.evaluated and not self.filtered_by
 
 
@@ -100,9 +102,11 @@ class SelectionResult:
 
     @property
     def chosen(self) -> CandidateScores:
+        """The scores of the selected candidate."""
         return next(s for s in self.scores if (s.position, s.layer) == (self.position, self.layer))
 
     def to_dict(self) -> dict:
+        """The selection as written to ``selection.json``."""
         return {
             "position": self.position,
             "layer": self.layer,
@@ -140,6 +144,7 @@ class SelectionResult:
 
     @classmethod
     def load(cls, folder: str | Path) -> SelectionResult:
+        """The selection saved in ``folder`` (its ``selection.json`` and ``direction.safetensors``)."""
         folder = Path(folder)
         data = read_json(folder / "selection.json")
         return cls(

@@ -60,7 +60,7 @@ class RefusalDirectionSettings(Settings):
     judge: Literal["substring", "arditi", "chat-model", "probe"] = option(
         "probe",
         "refusal judge: the probe (English: the embedded model reads each reply after a fixed request; the judge "
-        "validated on XSTest's human labels, BENCHMARKS.md), mechref's phrase list, Arditi et al.'s 12 phrases, or the "
+        "validated on XSTest's human labels: docs/results/judges.md), mechref's phrase list, Arditi et al.'s 12 phrases, or the "
         "model itself asked whether a reply refuses",
     )
     skip_eval: bool = option(False, "stop after selection")
@@ -89,6 +89,7 @@ class RefusalDirectionSettings(Settings):
             check_token_ids(self.refusal_tokens)
 
     def selection_settings(self) -> SelectionSettings:
+        """The selection part of these settings, as :func:`select_direction` takes it."""
         return SelectionSettings(
             mode=self.selection,
             kl_threshold=self.kl_threshold,
@@ -105,4 +106,5 @@ class RefusalDirectionSettings(Settings):
 # A cheaper selection for a direction computed on first use by another analysis: half the proxy
 # prompts and half the fully scored candidates (about 2 minutes less on a 2-core CPU). Run the
 # refusal-direction analysis yourself for the full selection.
+#: The settings of a direction computed on first use by another analysis (a cheaper selection).
 FIRST_USE = RefusalDirectionSettings(skip_eval=True, proxy_prompts=4, top_k=4)

@@ -2,4 +2,5 @@
 
 from mechref.analyses.suffix_hijack.command import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # importing it (the API reference does) runs nothing
+    raise SystemExit(main())

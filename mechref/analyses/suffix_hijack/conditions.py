@@ -20,6 +20,7 @@ from typing import Sequence
 from mechref.report.palette import condition_color
 
 HARMFUL, ADVERSARIAL, RANDOM, HARMLESS = "harmful", "harmful+adv_suffix", "harmful+random_suffix", "harmless"
+#: The four conditions, in the order the figures show them.
 CONDITION_NAMES = (HARMFUL, ADVERSARIAL, RANDOM, HARMLESS)
 CONDITION_COLORS = {name: condition_color(name) for name in CONDITION_NAMES}
 
@@ -34,6 +35,7 @@ class Condition:
 
     @property
     def prompts(self) -> list[str]:
+        """The condition's prompts: each instruction with the suffix appended."""
         return [instruction + self.suffix for instruction in self.instructions]
 
 

@@ -136,6 +136,8 @@ def resolve_direction(model: MechrefModel, settings: SuffixHijackSettings, echo:
 def resolve_suffix(
     model: MechrefModel, settings: SuffixHijackSettings, harmful: list[str], out: Path | None, echo: bool = True
 ) -> Suffix:
+    """The suffix the settings name: text given, a suffix file, a search, or the shipped suffix for the embedded
+    model."""
     if settings.suffix is not None:
         return text_suffix(model, settings.suffix)
     if settings.suffix_file is not None:
@@ -155,6 +157,8 @@ def resolve_suffix(
 
 
 def load_instructions(path: Path | None, label: str, n: int) -> tuple[list[str], str]:
+    """The first ``n`` instructions of a prompt file (or of the bundled test set) and a label naming where they
+    came from."""
     prompts = load_prompt_file(path, label, "test") if path else bundled(label, "test")  # type: ignore[arg-type]
     return prompts.take(n).instructions, (str(path) if path else f"bundled:{label}_test")
 

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from mechref.model.loading import MechrefModel
 
+#: The regions of a prompt whose share of attention is measured.
 REGIONS = ("system", "instruction", "suffix", "post")
 
 

@@ -47,7 +47,7 @@ class SuffixHijackSettings(Settings):
     judge: Literal["substring", "arditi", "chat-model", "probe"] = option(
         "probe",
         "refusal judge: the probe (English: the embedded model reads each reply after a fixed request; the judge "
-        "validated on XSTest's human labels, BENCHMARKS.md), mechref's phrase list, Arditi et al.'s 12 phrases, or the "
+        "validated on XSTest's human labels: docs/results/judges.md), mechref's phrase list, Arditi et al.'s 12 phrases, or the "
         "model itself asked whether a reply refuses",
     )
     batch_size: int = option(32, "prompts per forward pass", minimum=1)

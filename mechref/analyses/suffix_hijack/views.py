@@ -93,6 +93,7 @@ Each token below is underlined in the colour of its region (↵ is a line break)
 
 
 def write_page(path: str | Path, page: str) -> Path:
+    """Write an HTML page atomically; its path."""
     path = Path(path)
     with atomic_path(path) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")

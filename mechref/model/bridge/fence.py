@@ -78,6 +78,7 @@ def source_hash(qualified: str) -> str:
 
 
 def transformer_lens_version() -> str:
+    """The installed TransformerLens version (``absent`` when it is not installed)."""
     try:
         return importlib.metadata.version("transformer-lens")
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a dependency

@@ -122,6 +122,7 @@ def install_lean_forwards(bridge: Any) -> int:
 
 
 def uses_lean_norm(component: Any) -> bool:
+    """Whether a norm component runs mechref's forward (installed by the fence) rather than the bridge's."""
     forward = component.__dict__.get("forward")
     return isinstance(forward, MethodType) and forward.__func__ is _lean_norm_forward
 

@@ -1,0 +1,108 @@
+"""Sphinx configuration of mechref's documentation site (``docs/``).
+
+Build: ``pip install -e ".[docs]" && sphinx-build -W --keep-going -n -b html docs docs/_build/html``.
+
+Sphinx rather than mkdocs: mechref's docstrings already use Sphinx's roles (``:func:``,
+``:class:``) and reStructuredText, which autodoc renders as written and, in nitpicky mode, checks
+(a reference to a name that does not exist fails the build). Pages are Markdown (MyST); the
+workshop notebooks are rendered by MyST-NB from their executed copies (``docs/tutorials``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).with_name("_ext")))
+
+from mechref.version import __version__  # noqa: E402
+
+project = "mechref"
+author = "mechref contributors"
+copyright = "mechref contributors"
+version = release = __version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.viewcode",
+    "myst_nb",
+    "mechref_docs",
+]
+
+# Markdown pages with MyST; notebooks are rendered with the outputs they hold (never executed at
+# build time: the documented command `python docs/execute_notebooks.py` writes executed copies).
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
+myst_enable_extensions = ["colon_fence", "deflist", "dollarmath"]
+myst_heading_anchors = 3
+nb_execution_mode = "off"
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**/.ipynb_checkpoints"]
+
+# The API reference: one page per module, generated from the docstrings at build time.
+autosummary_generate = True
+autosummary_imported_members = False
+# A package's page documents what the package defines; what it re-exports is documented where it
+# lives (the façade, `mechref`, lists its names with links).
+autodoc_default_options = {"members": True, "show-inheritance": True, "member-order": "bysource", "ignore-module-all": True}
+autodoc_typehints = "description"
+autodoc_typehints_format = "short"
+autodoc_preserve_defaults = True
+
+# Every cross-reference must resolve (nitpicky, with -W in CI). References into other projects
+# cannot: the build runs offline, without their inventories, so those are listed here by package.
+nitpicky = True
+_OTHER_PACKAGES = "|".join(
+    [
+        *("torch", "transformers", "transformer_lens", "jaxtyping", "numpy", "np", "plotly", "go", "pandas"),
+        *("safetensors", "optuna", "peft", "gguf", "tqdm", "nbformat", "circuitsvis", "accelerate", "huggingface_hub"),
+        *("sklearn", "scipy", "argparse", "pathlib", "collections", "typing", "typing_extensions", "contextlib"),
+        *("dataclasses", "enum", "json", "re", "os", "io", "abc", "types", "functools", "datetime", "concurrent"),
+        *("multiprocessing", "threading", "subprocess", "tempfile", "logging"),
+    ]
+)
+_OTHER_CLASSES = "|".join(
+    [
+        *("Tensor", "Float", "Int", "Bool", "Path", "Any", "Callable", "Iterator", "Iterable", "Sequence", "Mapping"),
+        *("Literal", "Self", "TypeVar", "PreTrainedModel", "PreTrainedTokenizerBase", "TransformerBridge", "HookPoint"),
+        *("Figure", "ndarray"),
+    ]
+)
+nitpick_ignore_regex = [
+    (r"py:.*", rf"({_OTHER_PACKAGES})(\..*)?"),
+    (r"py:class", rf"({_OTHER_CLASSES})"),
+    # Type variables of generic helpers.
+    (r"py:(obj|class)", r"(mechref\..*\.)?(S|T|_T|ModuleT)"),
+    # jaxtyping shapes, e.g. Float[Tensor, "batch seq"]: the quoted axis names are not classes.
+    (r"py:class", r"'.*'"),
+]
+
+# The tutorials are the workshop notebooks: the copies executed on the embedded model at reduced
+# sizes (the integration tier writes them to docs/_executed/ when MECHREF_EXECUTED_NOTEBOOKS points
+# there, as .ci/run does) or, where none was executed, the sources without outputs.
+EXECUTED = Path(__file__).with_name("_executed")
+TUTORIALS = Path(__file__).with_name("tutorials") / "notebooks"
+
+
+def _copy_notebooks(app: object) -> None:
+    import shutil
+
+    TUTORIALS.mkdir(parents=True, exist_ok=True)
+    for source in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        executed = EXECUTED / source.name
+        chosen = executed if executed.is_file() and executed.stat().st_mtime >= source.stat().st_mtime else source
+        target = TUTORIALS / source.name
+        if not target.is_file() or target.read_bytes() != chosen.read_bytes():
+            shutil.copyfile(chosen, target)
+
+
+def setup(app: object) -> None:
+    app.connect("builder-inited", _copy_notebooks)  # type: ignore[attr-defined]
+
+
+html_theme = "furo"
+html_title = f"mechref {release}"
+html_static_path: list[str] = []
+html_copy_source = False
+# Offline: the site opens from file:// with no request leaving the machine.
+html_use_opensearch = ""

@@ -807,6 +807,61 @@ if (RESULTS / "optimize_edit.json").is_file():
     RENDERERS["optimize_edit"] = optimize_edit
 
 
+def planted_bugs() -> str:
+    """Each planted bug, the file it was planted in and the first test that failed."""
+    d = _json("reliability/planted_bugs.json")
+    rows = []
+    for plant in d["plants"]:
+        failure = (plant["first_failure"] or "").removeprefix("FAILED ")
+        test = failure.split("::", 1)[1].split(" ")[0] if "::" in failure else failure
+        rows.append([plant["bug"], f"`{plant['file']}`", f"`{test}`" if plant["caught"] else "**missed**"])
+    rows.append([f"**{d['caught']}/{d['planted']} caught**", "", ""])
+    return _table(["planted bug", "planted in", "first test that failed"], rows)
+
+
+def mutation() -> str:
+    """Mutation score per core module: killed / (checked - set aside), with the raw score beside it."""
+    d = _json("reliability/mutation_scores.json")
+    aside_kinds = ("display", "wording", "equivalent", "device", "import-time")
+    rows = []
+    for module, m in d["modules"].items():
+        aside = " / ".join(str(m["set_aside"].get(k, 0)) for k in aside_kinds)
+        score = f"**{m['score']:.1%}**" if m["score"] is not None else "n/a"
+        raw = f"{m['raw']:.1%}" if m["raw"] is not None else "n/a"
+        rows.append(
+            [f"`{module}`", m["checked"], m["killed"], aside, m["survived"] + m["no_tests"], m["not_checked"], raw, score]
+        )
+    t = d["total"]
+    set_aside = t["checked"] - t["killed"] - t["survived"] - t["no_tests"]
+    rows.append(
+        [
+            "all",
+            t["checked"],
+            t["killed"],
+            set_aside,
+            t["survived"] + t["no_tests"],
+            t["not_checked"],
+            f"{t['raw']:.1%}",
+            f"**{t['score']:.1%}**",
+        ]
+    )
+    header = [
+        "module",
+        "mutants checked",
+        "killed",
+        "set aside: " + " / ".join(aside_kinds),
+        "survived",
+        "not checked",
+        "raw",
+        "score",
+    ]
+    return _table(header, rows)
+
+
+RENDERERS["planted_bugs"] = planted_bugs
+RENDERERS["mutation"] = mutation
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", nargs="?", help="the table to print (none: list the names)")

@@ -73,36 +73,74 @@ nitpick_ignore_regex = [
     (r"py:class", rf"({_OTHER_CLASSES})"),
     # Type variables of generic helpers.
     (r"py:(obj|class)", r"(mechref\..*\.)?(S|T|_T|ModuleT)"),
-    # jaxtyping shapes, e.g. Float[Tensor, "batch seq"]: the quoted axis names are not classes.
-    (r"py:class", r"'.*'"),
+    # jaxtyping shapes, e.g. Float[Tensor, "batch seq"]: the quoted axis names are not classes; and
+    # the pieces Sphinx makes of an annotation it cannot parse whole (dict[str, Float[Tensor, "n d"]]).
+    (r"py:class", r".*['\"\[\]].*"),
+    (r"py:class", r"string"),
 ]
 
 # The tutorials are the workshop notebooks: the copies executed on the embedded model at reduced
 # sizes (the integration tier writes them to docs/_executed/ when MECHREF_EXECUTED_NOTEBOOKS points
-# there, as .ci/run does) or, where none was executed, the sources without outputs.
+# there, as .ci/run does) or, where none was executed (or the source is newer), the sources without
+# outputs. Plotly figures are kept as their JSON in a notebook; here each becomes a div drawn by the
+# site's own copy of plotly.js (no network: the site opens from file://).
 EXECUTED = Path(__file__).with_name("_executed")
 TUTORIALS = Path(__file__).with_name("tutorials") / "notebooks"
+STATIC = Path(__file__).with_name("_static")
+STATIC.mkdir(exist_ok=True)
+PLOTLY_JSON = "application/vnd.plotly.v1+json"
+
+
+def _plotly_as_html(notebook: dict, name: str) -> dict:
+    import json
+
+    for i, cell in enumerate(notebook.get("cells", [])):
+        for j, output in enumerate(cell.get("outputs", [])):
+            data = output.get("data", {})
+            if PLOTLY_JSON not in data:
+                continue
+            figure = data.pop(PLOTLY_JSON)
+            div = f"plotly-{name}-{i}-{j}"
+            height = figure.get("layout", {}).get("height", 450)
+            data["text/html"] = (
+                f'<div id="{div}" class="plotly-graph-div" style="height:{height}px; width:100%;"></div>'
+                f'<script>Plotly.newPlot("{div}", {json.dumps(figure.get("data", []))}, '
+                f'{json.dumps(figure.get("layout", {}))}, {{"responsive": true}});</script>'
+            )
+    return notebook
 
 
 def _copy_notebooks(app: object) -> None:
+    import json
     import shutil
 
+    import plotly
+
+    shutil.copyfile(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", STATIC / "plotly.min.js")
     TUTORIALS.mkdir(parents=True, exist_ok=True)
     for source in sorted((ROOT / "notebooks").glob("*.ipynb")):
         executed = EXECUTED / source.name
         chosen = executed if executed.is_file() and executed.stat().st_mtime >= source.stat().st_mtime else source
+        text = json.dumps(_plotly_as_html(json.loads(chosen.read_text(encoding="utf-8")), source.stem), indent=1)
         target = TUTORIALS / source.name
-        if not target.is_file() or target.read_bytes() != chosen.read_bytes():
-            shutil.copyfile(chosen, target)
+        if not target.is_file() or target.read_text(encoding="utf-8") != text:
+            target.write_text(text, encoding="utf-8")
+
+
+def _plotly_on_tutorials(app: object, pagename: str, templatename: str, context: dict, doctree: object) -> None:
+    # plotly.js (4.8 MB) only on the pages that draw with it.
+    if pagename.startswith("tutorials/notebooks/"):
+        app.add_js_file("plotly.min.js")  # type: ignore[attr-defined]
 
 
 def setup(app: object) -> None:
     app.connect("builder-inited", _copy_notebooks)  # type: ignore[attr-defined]
+    app.connect("html-page-context", _plotly_on_tutorials)  # type: ignore[attr-defined]
 
 
+html_static_path = ["_static"]
 html_theme = "furo"
 html_title = f"mechref {release}"
-html_static_path: list[str] = []
 html_copy_source = False
 # Offline: the site opens from file:// with no request leaving the machine.
 html_use_opensearch = ""

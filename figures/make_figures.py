@@ -142,7 +142,7 @@ def gallery(out: Path) -> int:
                 continue
             png = shots / f"{analysis}__{name}.png"
             shutil.copyfile(str(checks[page].screenshot), png)
-            rows.append(f"### {name.replace('_', ' ')} ({analysis.replace('_', ' ')})\n\n{caption} *{paper}.*\n\n")
+            rows.append(f"## {name.replace('_', ' ')} ({analysis.replace('_', ' ')})\n\n{caption} *{paper}.*\n\n")
             rows[-1] += f"![{name}](gallery/{png.name})\n\n`figures/{analysis}/{name}.html`\n"
     tail = f"\n**Not in this gallery yet** (their runs were not drawn): {', '.join(missing)}.\n" if missing else ""
     (out / "README.md").write_text(README_HEAD + "\n".join(rows) + tail, encoding="utf-8")

@@ -97,8 +97,8 @@ class Attribution:
         return [(int(i) // n_head, int(i) % n_head, float(v)) for v, i in zip(values, flat)]
 
 
-# Margin over the expected size of the rounding error: a decomposition that is complete stays
-# within it, one that misses a component (tens of percent of the projection) does not.
+#: Margin over the expected size of the rounding error: a decomposition that is complete stays
+#: within it, one that misses a component (tens of percent of the projection) does not.
 ROUNDING_MARGIN = 6.0
 
 

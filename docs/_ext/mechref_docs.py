@@ -1,6 +1,6 @@
 """Sphinx directives that write parts of mechref's documentation from the code, so they cannot drift.
 
-``.. mechref-commands::`` writes one section per command (``mechref`` and every
+```{mechref-commands}``` (in a MyST page) writes one section per command (``mechref`` and every
 ``python -m mechref.analyses.<name>``), each with every option of its parser: the flag, its value,
 its default and its help text, grouped as ``--help`` groups them. The parsers are the ones the
 commands run (an analysis's options come from its settings class), so an option added to a
@@ -51,26 +51,26 @@ def command_parser(name: str) -> argparse.ArgumentParser:
 def _flag(action: argparse.Action) -> str:
     flags = ", ".join(action.option_strings) if action.option_strings else (action.metavar or action.dest)
     if action.nargs == 0:
-        return f"``{flags}``"
+        return f"`{flags}`"
     if action.choices is not None and not isinstance(action, argparse._SubParsersAction):
         value = "{" + ",".join(str(c) for c in action.choices) + "}"
     else:
         value = str(action.metavar or action.dest.upper())
     if action.nargs in ("*", "+") or (isinstance(action.nargs, int) and action.nargs > 1):
         value += " …"
-    return f"``{flags} {value}``" if action.option_strings else f"``{flags}``"
+    return f"`{flags} {value}`" if action.option_strings else f"`{flags}`"
 
 
 def _default(action: argparse.Action) -> str:
     if action.default in (None, argparse.SUPPRESS) or (action.nargs == 0 and action.default is False):
         return ""
     if isinstance(action.default, (list, tuple)):
-        return "``" + " ".join(str(v) for v in action.default) + "``" if action.default else "(none)"
-    return f"``{action.default}``"
+        return "`" + " ".join(str(v) for v in action.default) + "`" if action.default else "(none)"
+    return f"`{action.default}`"
 
 
 def _cell(text: str) -> str:
-    # One line per cell; `*` and `|` would start markup or a column in reStructuredText.
+    # One line per cell; `|` would end a table cell and `*` start emphasis.
     return " ".join(text.split()).replace("|", "\\|").replace("*", "\\*")
 
 
@@ -78,12 +78,11 @@ def _help(action: argparse.Action) -> str:
     text = action.help or ""
     if text == argparse.SUPPRESS:
         return ""
-    # The options' own "(default: …)" is shown in its column.
     return _cell(text % {"default": action.default, "prog": ""} if "%(" in text else text)
 
 
-def options_rst(parser: argparse.ArgumentParser) -> list[str]:
-    """reStructuredText tables of every option of ``parser``, one table per argument group."""
+def options_markdown(parser: argparse.ArgumentParser) -> list[str]:
+    """Markdown tables of every option of ``parser``, one table per argument group, as ``--help`` groups them."""
     lines: list[str] = []
     for group in parser._action_groups:
         actions = [a for a in group._group_actions if a.help != argparse.SUPPRESS and not isinstance(a, argparse._HelpAction)]
@@ -92,39 +91,36 @@ def options_rst(parser: argparse.ArgumentParser) -> list[str]:
         title = {"options": "general", "optional arguments": "general", "positional arguments": "arguments"}.get(
             group.title or "", group.title or ""
         )
-        lines += [f".. list-table:: {title}", "   :header-rows: 1", "   :widths: 30 15 55", ""]
-        lines += ["   * - option", "     - default", "     - what it sets", ""]
+        lines += [f"**{title}**", "", "| option | default | what it sets |", "| --- | --- | --- |"]
         for action in actions:
             if isinstance(action, argparse._SubParsersAction):
-                for choice in action._choices_actions:
-                    lines += [f"   * - ``{choice.dest}``", "     - ", f"     - {_cell(choice.help or '')}"]
+                lines += [f"| `{choice.dest}` |  | {_cell(choice.help or '')} |" for choice in action._choices_actions]
                 continue
-            lines += [f"   * - {_flag(action)}", f"     - {_default(action)}", f"     - {_help(action)}"]
+            lines.append(f"| {_flag(action)} | {_default(action)} | {_help(action)} |")
         lines.append("")
     return lines
 
 
-def command_rst(name: str) -> list[str]:
+def command_markdown(name: str) -> list[str]:
     """A section for one command: how to run it, what it does, every option."""
     parser = command_parser(name)
     run = "mechref" if name == "mechref" else f"python -m mechref.analyses.{name}"
-    title = f"``{run}``"
-    lines = [title, "-" * len(title), ""]
+    lines = [f"## `{run}`", ""]
     description = (parser.description or "").strip().split("\n\n")[0]
     if description:
         lines += [_cell(description), ""]
     if name != "mechref":
-        lines += [f"Also ``mechref {name} …``. In Python: :mod:`mechref.analyses.{name}`.", ""]
-    return lines + options_rst(parser)
+        lines += [f"Also `mechref {name} …`. In Python: {{mod}}`mechref.analyses.{name}`.", ""]
+    return lines + options_markdown(parser)
 
 
 class Commands(SphinxDirective):
-    """``.. mechref-commands::`` — every command with every option."""
+    """``{mechref-commands}``: every command with every option (Markdown, for a MyST page)."""
 
     def run(self) -> list[nodes.Node]:
         lines: list[str] = []
         for name in command_names():
-            lines += command_rst(name)
+            lines += command_markdown(name)
         node = nodes.section()
         node.document = self.state.document
         nested_parse_with_titles(self.state, StringList(lines, source="mechref-commands"), node)
@@ -205,8 +201,16 @@ def resolve_short_name(app: Any, env: Any, node: Any, contnode: Any) -> Any:
         return None
     target = node["reftarget"].lstrip("~.")
     objects = env.get_domain("py").objects
+    # A façade name (mechref.load_model) is documented where it lives (mechref.model.loading.load_model).
+    import mechref
+
+    if target.startswith("mechref.") and target.count(".") == 1:
+        name = target.split(".", 1)[1]
+        home = mechref._FACADE.get(name)
+        if home is not None:
+            target = f"{home}.{mechref._RENAMED.get(name, name)}"
     suffix = "." + target
-    matches = sorted(name for name in objects if name.startswith("mechref.") and name.endswith(suffix))
+    matches = sorted(name for name in objects if name == target or (name.startswith("mechref.") and name.endswith(suffix)))
     if len(matches) != 1:
         return None
     found = env.get_domain("py").resolve_any_xref(env, node["refdoc"], app.builder, matches[0], node, contnode)

@@ -26,6 +26,7 @@ from pathlib import Path
 from mechref.errors import OutputTargetError
 from mechref.version import __version__
 
+#: The file that marks a folder as mechref's output (written first, read before anything is replaced).
 RUN_MARKER = "mechref-run.json"
 EXPORT_MANIFEST = "mechref_edit.json"
 

@@ -48,6 +48,7 @@ from mechref.framework.io import read_tensors, write_json, write_tensors
 from mechref.model.loading import MechrefModel
 
 SHIPPED = "probe_en"  # mechref/data/judges/probe_en.{json,safetensors}
+#: Why a probe fitted on replies after their own requests is refused for replies to harmless prompts.
 PROBE_NOT_FOR_HARMLESS = (
     "this probe reads each reply after its own request and so misses refusals of plainly harmless requests (it "
     "reads how harmful the request looks: such a probe found 57 of the 87 induced refusals the phrase list found on "

@@ -28,7 +28,9 @@ from functools import lru_cache
 from importlib import resources
 from typing import Literal, Sequence
 
-MIN_KAPPA = 0.6  # "substantial" agreement (Landis & Koch 1977): below it a rate says little
+#: Cohen's kappa a judge needs in a language to count as validated: "substantial" agreement
+#: (Landis & Koch 1977); below it a rate says little.
+MIN_KAPPA = 0.6
 Status = Literal["validated", "below the bar", "no labelled check"]
 
 

@@ -27,10 +27,10 @@ def test_every_command_is_on_the_reference():
 @pytest.mark.parametrize("name", ["mechref", "refusal_direction", "judge", "export"])
 def test_every_option_of_a_command_is_on_its_reference_section(name):
     parser = mechref_docs.command_parser(name)
-    text = "\n".join(mechref_docs.command_rst(name))
+    text = "\n".join(mechref_docs.command_markdown(name))
     options = [s for action in parser._actions for s in action.option_strings if s not in ("-h", "--help")]
     assert options, "the parser has no options: the reference would be empty"
-    missing = [option for option in options if f"``{option}" not in text and f", {option}" not in text]
+    missing = [option for option in options if f"`{option}" not in text and f", {option}" not in text]
     assert missing == []
 
 
@@ -41,19 +41,18 @@ def test_an_option_added_to_a_settings_class_appears_on_the_reference(monkeypatc
     parser = COMMAND.parser()
     parser.add_argument("--brand-new-option", type=int, default=3, help="an option added after the docs were written")
     monkeypatch.setattr(COMMAND, "parser", lambda: parser)
-    text = "\n".join(mechref_docs.command_rst("refusal_direction"))
-    assert "``--brand-new-option BRAND_NEW_OPTION``" in text and "an option added after the docs were written" in text
-    assert "``3``" in text
+    text = "\n".join(mechref_docs.command_markdown("refusal_direction"))
+    assert "`--brand-new-option BRAND_NEW_OPTION`" in text and "an option added after the docs were written" in text
+    assert "| `3` |" in text
 
 
 def test_option_rows_show_the_default_and_the_choices():
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", choices=["a", "b"], default="a", help="which mode")
     parser.add_argument("--flag", action="store_true", help="a switch")
-    text = "\n".join(mechref_docs.options_rst(parser))
-    assert "``--mode {a,b}``" in text and "``a``" in text
-    flag_row = text[text.index("``--flag``") :].split("\n")[:3]
-    assert flag_row[1].strip() == "-"  # a switch has no default to show
+    text = "\n".join(mechref_docs.options_markdown(parser))
+    assert "| `--mode {a,b}` | `a` | which mode |" in text
+    assert "| `--flag` |  | a switch |" in text  # a switch has no default to show
 
 
 def _tables():

@@ -15,7 +15,8 @@ from mechref.report.pages import GLOSSARY, summary_header, write_index
 from mechref.report.palette import EDIT_COLORS
 from mechref.report.plotting import interval_error_bars, save_figure
 
-KL_TOLERANCE = (0.005, 0.1)  # absolute, relative
+#: How far an export's first-token KL may be from the in-memory edit's: (absolute, relative).
+KL_TOLERANCE = (0.005, 0.1)
 
 
 def kl_tolerance(reference_kl: float) -> float:

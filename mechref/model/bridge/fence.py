@@ -37,7 +37,7 @@ from mechref.model.bridge.norms import install_lean_forwards
 
 logger = logging.getLogger(__name__)
 
-# TransformerLens versions the replacements were checked on, member by member (tests/unit/model/bridge).
+#: TransformerLens versions the replacements were checked on, member by member (tests/unit/model/bridge).
 VERIFIED_VERSIONS = ("4.3.0",)
 
 _COMPONENTS = "transformer_lens.model_bridge.generalized_components"
@@ -45,10 +45,10 @@ _ATTENTION = f"{_COMPONENTS}.position_embeddings_attention.PositionEmbeddingsAtt
 _NORM = f"{_COMPONENTS}.normalization.NormalizationBridge"
 _BLOCK = f"{_COMPONENTS}.block.BlockBridge"
 
-# "class path.member" -> the first 16 hex digits of the SHA-256 of the member's source, as verified.
-# Every bridge member the replacements copy (forward), call (the private helpers) or depend on to
-# declare hook points (__init__). Regenerate with `python -m mechref.model.bridge.fence` after
-# verifying a new TransformerLens (the every-hook-point tests must pass on it first).
+#: "class path.member" -> the first 16 hex digits of the SHA-256 of the member's source, as verified.
+#: Every bridge member the replacements copy (forward), call (the private helpers) or depend on to
+#: declare hook points (__init__). Regenerate with `python -m mechref.model.bridge.fence` after
+#: verifying a new TransformerLens (the every-hook-point tests must pass on it first).
 VERIFIED_SOURCES = {
     f"{_ATTENTION}.__init__": "bb144350e2d2fa8a",
     f"{_ATTENTION}.forward": "792c3e1b665a0ae2",

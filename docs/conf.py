@@ -37,7 +37,9 @@ source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-n
 myst_enable_extensions = ["colon_fence", "deflist", "dollarmath"]
 myst_heading_anchors = 3
 nb_execution_mode = "off"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**/.ipynb_checkpoints"]
+# Warnings and progress bars a kernel wrote to stderr say nothing to a reader of the site.
+nb_output_stderr = "remove"
+exclude_patterns = ["_build", "_executed", "Thumbs.db", ".DS_Store", "**/.ipynb_checkpoints"]
 
 # The API reference: one page per module, generated from the docstrings at build time.
 autosummary_generate = True
@@ -104,8 +106,10 @@ def _plotly_as_html(notebook: dict, name: str) -> dict:
             height = figure.get("layout", {}).get("height", 450)
             data["text/html"] = (
                 f'<div id="{div}" class="plotly-graph-div" style="height:{height}px; width:100%;"></div>'
-                f'<script>Plotly.newPlot("{div}", {json.dumps(figure.get("data", []))}, '
-                f'{json.dumps(figure.get("layout", {}))}, {{"responsive": true}});</script>'
+                # The theme loads its scripts (plotly.js among them) after the page's body: draw on load.
+                f'<script>window.addEventListener("load", function () {{ Plotly.newPlot("{div}", '
+                f"{json.dumps(figure.get('data', []))}, {json.dumps(figure.get('layout', {}))}, "
+                f'{{"responsive": true}}); }});</script>'
             )
     return notebook
 

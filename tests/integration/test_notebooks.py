@@ -40,6 +40,14 @@ OVERRIDES = {
 SHARED_RUN = {"04_multilingual": ("multilingual_run", MULTILINGUAL), "05_categories": ("categories_run", CATEGORIES)}
 
 
+# The parameters that name a folder of this machine, and what that folder holds.
+PATHS = {
+    "OUT": "a folder of the test suite",
+    "DIRECTION_RUN": "a refusal_direction run of the test suite",
+    "SELECTION_RUN": "a refusal_direction run of the test suite",
+}
+
+
 def with_parameters(notebook, values: dict) -> None:
     (cell,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     cell.source += "\n# set by the test suite\n" + "".join(f"{k} = {v!r}\n" for k, v in values.items())
@@ -62,6 +70,8 @@ def test_notebook_runs(name, tmp_path, refusal_run, request):
         shared = request.getfixturevalue(fixture)
         values["OUT"] = str(shared)
         manifests = {p.name: p.stat().st_mtime_ns for p in shared.glob("*.manifest.json")}
+    parameters = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    as_written = parameters.source
     with_parameters(notebook, values)
     try:
         NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
@@ -76,4 +86,10 @@ def test_notebook_runs(name, tmp_path, refusal_run, request):
     executed = os.environ.get("MECHREF_EXECUTED_NOTEBOOKS")
     if executed:
         Path(executed).mkdir(parents=True, exist_ok=True)
+        # The reader sees the notebook's own parameters and the sizes it ran at, not this machine's paths.
+        parameters.source = (
+            as_written
+            + "\n# This copy ran at smaller sizes, on runs the test suite made:\n"
+            + "".join(f"# {k} = {v!r}\n" if k not in PATHS else f"# {k} = <{PATHS[k]}>\n" for k, v in values.items())
+        )
         nbformat.write(notebook, Path(executed) / f"{name}.ipynb")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
 sys.path.insert(0, str(ROOT / "docs" / "_ext"))
 
 import mechref_docs  # noqa: E402  (docs/_ext; Sphinx comes with the test extra)
@@ -77,3 +78,19 @@ def test_each_results_table_draws_from_its_json(name):
     table = _tables().RENDERERS[name]()
     rows = [line for line in table.split("\n") if line.startswith("|")]
     assert len(rows) >= 3 and set(rows[1]) <= set("|-: ")  # a header, its rule, at least one row
+
+
+def test_executed_notebooks_are_read_as_tutorials_not_as_pages_of_their_own():
+    # docs/_executed/ lies inside the source folder: read as pages too, every notebook would be
+    # "in no toctree" and its Plotly outputs "an unknown mime type", failing the -W build.
+    spec = importlib.util.spec_from_file_location("docs_conf", DOCS / "conf.py")
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    assert conf.EXECUTED.parent == DOCS
+    assert conf.EXECUTED.name in conf.exclude_patterns
+    notebook = {"cells": [{"outputs": [{"data": {conf.PLOTLY_JSON: {"data": [{"y": [1]}], "layout": {"height": 300}}}}]}]}
+    (output,) = conf._plotly_as_html(notebook, "nb")["cells"][0]["outputs"]
+    # Drawn once the theme's scripts (plotly.js among them, placed after the body) have loaded.
+    assert conf.PLOTLY_JSON not in output["data"]
+    assert 'window.addEventListener("load"' in output["data"]["text/html"]
+    assert "height:300px" in output["data"]["text/html"]

@@ -858,8 +858,42 @@ def mutation() -> str:
     return _table(header, rows)
 
 
+def tiers() -> str:
+    """Wall time of each tier of the test suite and of the documentation build, on one machine."""
+    d = _json("reliability/tiers.json")
+    m = d["machine"]
+    bf16 = ", ".join(m["bfloat16_in_hardware"]) or "none (emulated)"
+    rows = [
+        [
+            f"`{name}`",
+            step["what"],
+            _minutes(step["seconds"]),
+            step["summary"] or "",
+            "ok" if step["returncode"] == 0 else "**failed**",
+        ]
+        for name, step in d["steps"].items()
+    ]
+    ci = [name for name in ("lint", "ci-unit", "integration", "docs") if name in d["steps"]]
+    if len(ci) == 4:
+        rows.append(
+            [
+                "**CI**",
+                "the four steps of `.ci/run` after installing",
+                _minutes(sum(d["steps"][n]["seconds"] for n in ci)),
+                "",
+                "",
+            ]
+        )
+    header = ["step", "what", "wall time", "pytest / site check", "result"]
+    machine = (
+        f"{m['processor']}, {m['cpus']} cores, {m['memory_gib']} GiB; bfloat16 in hardware: {bf16}; measured {d['measured']}"
+    )
+    return _table(header, rows) + "\n\n" + machine
+
+
 RENDERERS["planted_bugs"] = planted_bugs
 RENDERERS["mutation"] = mutation
+RENDERERS["tiers"] = tiers
 
 
 def main(argv: list[str] | None = None) -> int:

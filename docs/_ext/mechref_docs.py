@@ -150,7 +150,10 @@ class Table(SphinxDirective):
         # Rebuilt when any committed result changes (a table reads one or more of these files).
         for path in sorted((ROOT / "benchmarks" / "results").rglob("*.json")):
             self.env.note_dependency(str(path))
-        markdown = tables.RENDERERS[name]()
+        try:
+            markdown = tables.RENDERERS[name]()
+        except FileNotFoundError as missing:
+            raise self.error(f"results table {name!r}: {missing.filename} is missing (its benchmark writes it)") from None
         node = nodes.section()
         node.document = self.state.document
         lines = StringList(markdown.split("\n"), source=f"benchmarks/tables.py:{name}")

@@ -45,6 +45,11 @@ class NoRefusalsError(MechrefError, ValueError):
     """The model refused none of the prompts a step needs refusals from (e.g. to derive refusal tokens)."""
 
 
+class NoRefusalWarning(UserWarning):
+    """The model refused the harmful prompts no more often than the harmless ones: a result marked as measuring
+    no refusal."""
+
+
 class SettingsError(MechrefError, ValueError):
     """A setting out of range, of the wrong type, or unknown (in Python, a config file or the command line)."""
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from torch import Tensor
 from mechref.analyses.quickstart.settings import QuickstartSettings
 from mechref.capture import capture_residual
 from mechref.data import bundled
+from mechref.errors import NoRefusalWarning
 from mechref.framework.ownership import check_output_folder
 from mechref.generation import generate
 from mechref.interventions import activation_addition, directional_ablation
@@ -45,6 +47,36 @@ class QuickstartResult:
     def rates(self) -> dict[str, Rate]:
         """Refusal rate of each condition, as :class:`~mechref.rates.Rate` (k/n with an interval)."""
         return {condition: Rate.of(v) for condition, v in self.verdicts.items()}
+
+    @property
+    def no_refusal_to_explain(self) -> str | None:
+        """Why this run measures nothing, when the model refused the harmful prompts no more often than the
+        harmless ones (see :func:`no_refusal_to_explain`); None when it did."""
+        return no_refusal_to_explain(self.rates)
+
+
+def no_refusal_to_explain(rates: dict[str, Rate]) -> str | None:
+    """A message saying the run has no refusal to explain, or None.
+
+    When the model refused the held-out harmful prompts at most as often as the harmless ones, the
+    difference of means is not a refusal direction (it tells harmful from harmless, and nothing in
+    the replies depends on it), so the rates under ablation and addition measure nothing.
+
+    >>> fine = {"harmful_baseline": Rate.of([True, False]), "harmless_baseline": Rate.of([False, False])}
+    >>> no_refusal_to_explain(fine) is None
+    True
+    >>> print(no_refusal_to_explain({**fine, "harmful_baseline": Rate.of([False, False])}))  # doctest: +ELLIPSIS
+    no refusal to explain: the model refused 0/2 harmful prompts and 0/2 harmless ones ...
+    """
+    harmful, harmless = rates["harmful_baseline"], rates["harmless_baseline"]
+    if harmful.value > harmless.value:
+        return None
+    return (
+        f"no refusal to explain: the model refused {harmful.k}/{harmful.n} harmful prompts and {harmless.k}/{harmless.n} "
+        "harmless ones (by the phrase list), so this direction is not a refusal direction and the rates under "
+        "ablation and addition measure nothing; try a safety-aligned chat model, another system prompt "
+        "(--system-prompt), or more prompts (--n-eval)"
+    )
 
 
 def check_quickstart(settings: QuickstartSettings, out: str | Path | None = None) -> None:
@@ -103,7 +135,7 @@ def run_quickstart(
     timings["generation"] = round(time.perf_counter() - started, 2)
     prompts = {c: harmful if c.startswith("harmful") else harmless for c in replies}
     judge = SubstringJudge()
-    return QuickstartResult(
+    result = QuickstartResult(
         settings=settings,
         model=model.identity(),
         layer=layer,
@@ -116,3 +148,7 @@ def run_quickstart(
         verdicts={c: judge.judge_many(texts) for c, texts in replies.items()},
         timings=timings,
     )
+    if result.no_refusal_to_explain:
+        # Marked, not stopped: the replies are still worth reading, and tiny test models refuse nothing.
+        warnings.warn(result.no_refusal_to_explain, NoRefusalWarning, stacklevel=2)
+    return result

@@ -26,6 +26,8 @@ def summarize(result: QuickstartResult) -> dict:
         "direction_norm": float(result.direction.norm()),
         "refusal_rate": {c: r.value for c, r in result.rates.items()},
         "refusal_rate_counts": {c: r.to_dict() for c, r in result.rates.items()},
+        # Set when the model refused harmful prompts no more often than harmless ones: the rates then measure nothing.
+        "no_refusal_to_explain": result.no_refusal_to_explain,
         "replies": {
             c: [{"prompt": p, "reply": r, "refusal": v} for p, r, v in zip(result.prompts[c], texts, result.verdicts[c])]
             for c, texts in result.replies.items()
@@ -39,7 +41,10 @@ def report_quickstart(result: QuickstartResult, out: str | Path, *, echo: bool =
     """Print the replies and rates; write ``summary.json`` and ``direction.safetensors`` into ``out``."""
     out = claim_output_folder(out)  # refuses a folder of files mechref did not write
     summary = summarize(result)
+    warning = result.no_refusal_to_explain
     if echo:
+        if warning:
+            print(f"\nWARNING: {warning}")
         for condition, rows in summary["replies"].items():
             print(f"\n== {condition}: refusal rate {result.rates[condition]}")
             for row in rows:
@@ -70,7 +75,8 @@ def report_quickstart(result: QuickstartResult, out: str | Path, *, echo: bool =
         f"Quickstart: {summary['model']}",
         f"<p>Difference-in-means refusal direction at layer {result.layer} (last prompt token) from "
         f"{result.settings.n_train} harmful and {result.settings.n_train} harmless bundled prompts; replies to "
-        f"{result.settings.n_eval} held-out prompts per condition.</p>",
+        f"{result.settings.n_eval} held-out prompts per condition.</p>"
+        + (f'<p class="no-refusal"><strong>No refusal to explain.</strong> {html.escape(warning)}.</p>' if warning else ""),
         "refusal rate (k/n) [95% interval]\n" + rates_text,
         written,
         [("summary.json", "every number and reply of this run"), ("direction.safetensors", "the direction and both means")],
@@ -80,6 +86,8 @@ def report_quickstart(result: QuickstartResult, out: str | Path, *, echo: bool =
     )
     if echo:
         print(f"\nrefusal rates: {', '.join(f'{c} {r}' for c, r in result.rates.items())}")
+        if warning:
+            print(f"WARNING: {warning}")
         print(f"wrote {out / 'summary.json'} and {out / 'direction.safetensors'}")
         print(f"report in {index}")
     return summary

@@ -43,8 +43,6 @@ def report_quickstart(result: QuickstartResult, out: str | Path, *, echo: bool =
     summary = summarize(result)
     warning = result.no_refusal_to_explain
     if echo:
-        if warning:
-            print(f"\nWARNING: {warning}")
         for condition, rows in summary["replies"].items():
             print(f"\n== {condition}: refusal rate {result.rates[condition]}")
             for row in rows:
@@ -70,13 +68,14 @@ def report_quickstart(result: QuickstartResult, out: str | Path, *, echo: bool =
         + "</ul>"
         for condition, rows in summary["replies"].items()
     )
+    reason = html.escape((warning or "").removeprefix("no refusal to explain: "))
+    banner = f'<p class="no-refusal"><strong>No refusal to explain.</strong> {reason}.</p>'
     index = write_index(
         out,
         f"Quickstart: {summary['model']}",
         f"<p>Difference-in-means refusal direction at layer {result.layer} (last prompt token) from "
         f"{result.settings.n_train} harmful and {result.settings.n_train} harmless bundled prompts; replies to "
-        f"{result.settings.n_eval} held-out prompts per condition.</p>"
-        + (f'<p class="no-refusal"><strong>No refusal to explain.</strong> {html.escape(warning)}.</p>' if warning else ""),
+        f"{result.settings.n_eval} held-out prompts per condition.</p>" + (banner if warning else ""),
         "refusal rate (k/n) [95% interval]\n" + rates_text,
         written,
         [("summary.json", "every number and reply of this run"), ("direction.safetensors", "the direction and both means")],

@@ -48,7 +48,8 @@ def test_a_model_that_refuses_nothing_is_marked_on_screen_in_the_summary_and_on_
     assert "WARNING: no refusal to explain" in capsys.readouterr().out
     written = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert written["no_refusal_to_explain"] == summary["no_refusal_to_explain"] == result.no_refusal_to_explain
-    assert "No refusal to explain." in (tmp_path / "run" / "index.html").read_text()
+    page = (tmp_path / "run" / "index.html").read_text()
+    assert "<strong>No refusal to explain.</strong> the model refused 0/2 harmful prompts" in page
 
     # The same run, had the model refused one harmful prompt more than harmless ones: nothing marked.
     refusing = dataclasses.replace(result, verdicts={**result.verdicts, "harmful_baseline": [True, False]})

@@ -32,9 +32,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EQUIVALENTS = Path(__file__).with_name("mutation_equivalents.json")
-# Mutants mutmut marked "no tests" because its record of which test calls which function predates
-# the function, run by hand with mutmut's own switch (MUTANT_UNDER_TEST) against the tests that
-# call it: benchmarks/run_mutants_by_hand.sh writes this file.
+# Mutants run by hand with mutmut's own switch (MUTANT_UNDER_TEST): those mutmut marked "no tests"
+# (its record of which test calls which function missed them), against the tests that call their
+# function, and the survivors of modules whose tests share module-scoped fixtures, against the
+# whole test files: benchmarks/run_mutants_by_hand.sh writes this file.
 BY_HAND = ROOT / "benchmarks" / "results" / "reliability" / "mutation_by_hand.json"
 KILLED = {"killed", "timeout"}
 ASIDE = ("display", "wording", "equivalent", "device", "import-time")
@@ -83,7 +84,7 @@ def main() -> int:
         data.load()
         for name, code in data.exit_code_by_key.items():
             status = status_by_exit_code[code]
-            if status == "no tests" and name in by_hand:
+            if status in ("no tests", "survived") and name in by_hand:
                 status = by_hand[name]
             module, function = re.match(r"(mechref[\w.]*?)\.x[_ǁ](.+?)__mutmut_\d+$", name).groups()
             function = function.replace("ǁ", ".").strip(".")

@@ -138,6 +138,11 @@ def test_subspace_ablation_matches_the_reference_hooks(tiny_qwen):
     torch.testing.assert_close(one, directional, atol=1e-4, rtol=1e-4)
     with pytest.raises(ShapeError, match="orthonormal"):
         subspace_ablation(model, torch.randn(model.d_model, 2)).__enter__()
+    # Each half of the shape check alone refuses: a matrix of the wrong width, a single vector.
+    with pytest.raises(ShapeError, match=rf"d_model={model.d_model}"):
+        subspace_ablation(model, orthonormal(torch.randn(1, model.d_model + 1))).__enter__()
+    with pytest.raises(ShapeError, match=rf"d_model={model.d_model}"):
+        subspace_ablation(model, basis[:, 0]).__enter__()
 
 
 # ----- the analysis --------------------------------------------------------------------------

@@ -5,6 +5,7 @@ mode end to end."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from mechref.analyses.refusal_direction.cosmic import cosmic_scores, reference_layers
@@ -61,6 +62,9 @@ def test_cosmic_selection_chooses_the_best_cosine_and_scores_it_like_the_paper(t
     scored = [s for s in result.scores if s.cosmic is not None]
     assert scored and all(s.layer < 2 for s in scored)  # the last 20% of 3 layers is pruned
     best = max(scored, key=lambda s: s.cosmic)
+    # COSMIC's score is the sum of its two cosine terms (ablation and addition).
+    assert all(s.cosmic == pytest.approx(s.cosmic_ablation + s.cosmic_addition, abs=2e-6) for s in scored)
+    assert any(abs(s.cosmic_addition) > 1e-3 for s in scored)  # so a difference would show
     assert (result.position, result.layer) == (best.position, best.layer)
     assert all(s.bypass is None for s in result.scores if s is not result.chosen)  # only the chosen gets the paper's scores
     assert result.chosen.bypass is not None and result.chosen.kl is not None and result.reference_layers

@@ -93,6 +93,21 @@ def test_baselines_are_the_unintervened_refusal_scores(model, tokens, fast):
     assert fast.baseline_harmless == pytest.approx(float(refusal_scores(last_logits(model, HARMLESS), tokens).mean()), abs=1e-4)
 
 
+def test_a_saved_direction_records_what_it_was_computed_with(fast, tmp_path):
+    from safetensors import safe_open
+
+    from mechref.framework.io import fingerprint
+    from mechref.framework.runs import code_version
+
+    identity = {"model": "tiny-qwen2", "dtype": "float32", "system_prompt": "Be brief.", "chat_template": "T"}
+    fast.save(tmp_path, identity)
+    with safe_open(str(tmp_path / "direction.safetensors"), "pt") as f:
+        meta = f.metadata()
+    # What tells a later run that the direction came from another system prompt, template or code.
+    assert meta["system_prompt"] == fingerprint("Be brief.") != fingerprint(None)
+    assert meta["chat_template"] == "T" and meta["dtype"] == "float32" and meta["code_version"] == code_version()
+
+
 def test_a_saved_result_loads_back_equal(fast, tmp_path):
     from safetensors import safe_open
 

@@ -68,24 +68,26 @@ def as_argv(settings: dict) -> list[str]:
     return argv
 
 
+def command_run(main, settings: dict, name: str, refusal_run, tmp_path_factory):
+    """Run an analysis command at ``settings`` on the session's refusal direction; its run folder."""
+    out = tmp_path_factory.mktemp(name) / "run"
+    argv = [*as_argv(settings), "--direction-run", str(refusal_run), *DTYPE_ARGV, "--out", str(out), "--static"]
+    assert main(argv) == 0
+    return out
+
+
 @pytest.fixture(scope="session")
 def multilingual_run(refusal_run, tmp_path_factory):
     from mechref.analyses.multilingual import main
 
-    out = tmp_path_factory.mktemp("multilingual") / "run"
-    argv = [*as_argv(MULTILINGUAL), "--direction-run", str(refusal_run), *DTYPE_ARGV, "--out", str(out), "--static"]
-    assert main(argv) == 0
-    return out
+    return command_run(main, MULTILINGUAL, "multilingual", refusal_run, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def categories_run(refusal_run, tmp_path_factory):
     from mechref.analyses.categories import main
 
-    out = tmp_path_factory.mktemp("categories") / "run"
-    argv = [*as_argv(CATEGORIES), "--direction-run", str(refusal_run), *DTYPE_ARGV, "--out", str(out), "--static"]
-    assert main(argv) == 0
-    return out
+    return command_run(main, CATEGORIES, "categories", refusal_run, tmp_path_factory)
 
 
 def assert_every_page_works(folder):

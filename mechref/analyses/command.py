@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
 from mechref.errors import MechrefError
+from mechref.framework import memory
 from mechref.framework.paths import cache_dir
 from mechref.framework.settings import Settings, add_arguments, check_config_keys, read_config, resolve
 from mechref.model.devices import device_batch_defaults, slow_dtype_note
@@ -186,6 +187,7 @@ class AnalysisCommand:
             self.check(settings, out)
         started = time.perf_counter()
         print(f"loading model {model_settings.model or '(embedded default)'} …", flush=True)
+        memory.mark("load")
         model = model_settings.load()
         loaded = round(time.perf_counter() - started, 2)
         # Batch sizes nobody chose are raised on a GPU (mechref.model.devices); on a CPU they stay.
@@ -199,7 +201,9 @@ class AnalysisCommand:
         if hasattr(result, "timings"):
             result.timings = {"load": loaded, **result.timings}
         if self.report is not None and out is not None:
+            memory.mark("report")
             self.report(result, out)
+        memory.write_log({"command": self.prog})
         return 0
 
 

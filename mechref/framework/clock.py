@@ -15,6 +15,8 @@ import contextvars
 import time
 from dataclasses import dataclass, field
 
+from mechref.framework import memory
+
 # What a clock created now prints before its stage numbers: empty at the top level, an indented
 # label inside a sub-run (e.g. the refusal direction computed on first use by another analysis).
 _PREFIX: contextvars.ContextVar[str] = contextvars.ContextVar("mechref_stage_prefix", default="")
@@ -58,6 +60,7 @@ class StageClock:
         self._close()
         self.step += 1
         self._current = name
+        memory.mark("/".join([*self.prefix.replace("↳", " ").split(), name]))
         if self.echo:
             print(f"{self.prefix}[{self.step}/{self.total}] {description or name} …", flush=True)
 

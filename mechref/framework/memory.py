@@ -1,0 +1,116 @@
+"""Where a command's memory goes: the peak resident memory of each stage, measured by the kernel.
+
+Every :class:`~mechref.framework.clock.StageClock` stage (and a command's model loading and report)
+calls :func:`mark`: the resident-memory high-water mark since the previous mark is read from
+``/proc/self/status`` (``VmHWM``) and credited to the stage that was running, then reset
+(``/proc/self/clear_refs``), so each stage's peak is its own, exact (the kernel keeps it; no
+sampling thread can miss a short spike) and costs microseconds. Where ``/proc`` cannot do this
+(not Linux, a locked-down container), the peaks are the current resident memory at each mark,
+flagged ``"exact": False``.
+
+With ``MECHREF_MEMORY_LOG=FILE`` set, a command writes its stages' peaks to ``FILE`` (JSON) as it
+exits; ``benchmarks/memory.py`` runs every command that way.
+
+>>> log = MemoryLog()
+>>> log.mark("load")
+>>> block = bytearray(64 * 2**20)  # 64 MiB, touched
+>>> log.mark("report")
+>>> log.peaks["load"] >= 64 * 2**20 or not log.exact
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_STATUS = Path("/proc/self/status")
+_CLEAR = Path("/proc/self/clear_refs")
+GIB = 2**30
+
+
+def _status_kib(key: str) -> int | None:
+    try:
+        match = re.search(rf"^{key}:\s+(\d+) kB", _STATUS.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+def resident_bytes() -> int:
+    """The process's resident memory now (0 where the system does not say)."""
+    kib = _status_kib("VmRSS")
+    if kib is not None:
+        return kib * 1024
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except Exception:  # psutil missing or refused: no number rather than a wrong one
+        return 0
+
+
+def _reset_peak() -> bool:
+    try:
+        _CLEAR.write_text("5")  # 5: reset the resident-memory high-water mark (VmHWM)
+        return True
+    except OSError:
+        return False
+
+
+@dataclass
+class MemoryLog:
+    """Peak resident memory per stage, in bytes, in the order the stages ran (``peaks``).
+
+    ``exact`` is False where the kernel's high-water mark could not be reset: then each stage's
+    number is the resident memory at its end, a lower bound of its peak.
+    """
+
+    peaks: dict[str, int] = field(default_factory=dict)
+    exact: bool = True
+    _current: str | None = None
+
+    def mark(self, stage: str | None) -> None:
+        """Credit the peak since the last mark to the stage that ran, and start ``stage`` (None: stop)."""
+        hwm = _status_kib("VmHWM")
+        peak = hwm * 1024 if hwm is not None else resident_bytes()
+        if self._current is not None:
+            self.peaks[self._current] = max(self.peaks.get(self._current, 0), peak)
+        self.exact = self.exact and hwm is not None and _reset_peak()
+        self._current = stage
+
+    @property
+    def peak(self) -> int:
+        """The highest stage peak so far."""
+        return max(self.peaks.values(), default=0)
+
+    def as_json(self) -> dict:
+        return {
+            "exact": self.exact,
+            "peak_gib": round(self.peak / GIB, 3),
+            "stages_gib": {k: round(v / GIB, 3) for k, v in self.peaks.items()},
+        }
+
+
+# One log per process: stages of nested runs (a direction computed on first use) land in it too.
+LOG = MemoryLog()
+
+
+def mark(stage: str | None) -> None:
+    """Start ``stage`` in the process's memory log (see :class:`MemoryLog`)."""
+    LOG.mark(stage)
+
+
+def write_log(extra: dict | None = None) -> Path | None:
+    """Write the process's log to ``$MECHREF_MEMORY_LOG`` when that is set; its path (else None)."""
+    target = os.environ.get("MECHREF_MEMORY_LOG")
+    if not target:
+        return None
+    LOG.mark(None)
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**LOG.as_json(), **(extra or {})}, indent=1), encoding="utf-8")
+    return path

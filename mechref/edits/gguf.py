@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -72,15 +72,19 @@ def _permute_for_llama_cpp(weight: Tensor, n_head: int) -> Tensor:
 
 def gguf_tensors(plain, architecture: str) -> list[tuple[str, Tensor]]:
     """``(gguf_name, float32 tensor)`` for every weight of a plain ``transformers`` model."""
+    embedding = plain.get_input_embeddings().weight
+    return list(_gguf_items(plain.config, plain.state_dict().items(), architecture, embedding))
+
+
+def _gguf_items(config, items: Iterable[tuple[str, Tensor]], architecture: str, embedding: Tensor | None = None):
+    """``(gguf_name, float32 tensor)`` for each ``(hf_name, tensor)`` of ``items``, one at a time."""
     import gguf
 
-    config = plain.config
     arch = next(key for key, name in gguf.MODEL_ARCH_NAMES.items() if name == architecture)
     names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
-    embedding = plain.get_input_embeddings().weight
-    out = []
-    for hf_name, value in plain.state_dict().items():
-        if hf_name == "lm_head.weight" and (value is embedding or torch.equal(value, embedding)) and config.tie_word_embeddings:
+    for hf_name, value in items:
+        tied = embedding is not None and (value is embedding or torch.equal(value, embedding))
+        if hf_name == "lm_head.weight" and tied and config.tie_word_embeddings:
             continue  # tied: llama.cpp reads the embedding as the output matrix when output.weight is absent
         base, suffix = hf_name.rsplit(".", 1)
         name = names.get_name(base)
@@ -90,8 +94,7 @@ def gguf_tensors(plain, architecture: str) -> list[tuple[str, Tensor]]:
         if architecture == "llama" and base.endswith(("self_attn.q_proj", "self_attn.k_proj")):
             heads = config.num_attention_heads if base.endswith("q_proj") else config.num_key_value_heads
             tensor = _permute_for_llama_cpp(tensor, heads)
-        out.append((f"{name}.{suffix}", tensor))
-    return out
+        yield f"{name}.{suffix}", tensor
 
 
 def _add_hyperparameters(writer, config) -> None:
@@ -158,28 +161,37 @@ def write_gguf(
     tokenizer_folder: Path | None = None,
     metadata_from: Path | None = None,
     extra: dict[str, str] | None = None,
+    tensors: Iterable[tuple[str, Tensor]] | None = None,
 ) -> Path:
     """Write ``plain`` (a ``transformers`` model) to ``path`` as a GGUF of ``file_type``, with its
     metadata copied from the GGUF ``metadata_from`` or built from the config and ``tokenizer_folder``.
-    ``extra`` adds ``mechref.*`` string keys (the edit's provenance)."""
+    ``extra`` adds ``mechref.*`` string keys (the edit's provenance). ``tensors`` (``(name, tensor)``
+    in the model's names, e.g. :func:`~mechref.edits.orthogonalize.edited_tensors`) replaces the
+    model's own, and ``plain`` may then be just its config: each tensor is converted and spooled to
+    disk as it comes, so the GGUF never sits in memory whole."""
     import gguf
 
-    architecture = check_gguf_exportable(plain.config, file_type)
-    writer = gguf.GGUFWriter(str(path), architecture)
+    config = getattr(plain, "config", plain)
+    architecture = check_gguf_exportable(config, file_type)
+    writer = gguf.GGUFWriter(str(path), architecture, use_temp_file=True)
     if metadata_from is not None:
         _copy_metadata(writer, metadata_from)
     else:
         if tokenizer_folder is None:
             raise ValueError("write_gguf needs a source GGUF (metadata_from) or a tokenizer folder")
-        writer.add_name(str(getattr(plain.config, "_name_or_path", "") or architecture))
-        _add_hyperparameters(writer, plain.config)
-        _add_tokenizer(writer, tokenizer_folder, architecture, int(plain.config.vocab_size))
+        writer.add_name(str(getattr(config, "_name_or_path", "") or architecture))
+        _add_hyperparameters(writer, config)
+        _add_tokenizer(writer, tokenizer_folder, architecture, int(config.vocab_size))
     writer.add_file_type(_llama_file_type(file_type))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     for key, value in (extra or {}).items():
         writer.add_string(f"mechref.{key}", value)
     target = _ggml_type(file_type)
-    for name, tensor in gguf_tensors(plain, architecture):
+    if tensors is None:
+        items = _gguf_items(config, plain.state_dict().items(), architecture, plain.get_input_embeddings().weight)
+    else:
+        items = _gguf_items(config, tensors, architecture)
+    for name, tensor in items:
         array = tensor.numpy()
         if array.ndim == 1 or file_type == "f32":
             writer.add_tensor(name, array.astype(np.float32))
@@ -232,7 +244,7 @@ def export_gguf(
     """
     import tempfile
 
-    from mechref.edits.orthogonalize import check_orthogonalizable, edit_description, edited_copy
+    from mechref.edits.orthogonalize import check_orthogonalizable, edit_description, edited_tensors, export_config
     from mechref.framework.io import atomic_path
     from mechref.version import __version__
 
@@ -240,7 +252,9 @@ def export_gguf(
     check_target(out_file, overwrite)
     check_orthogonalizable(model.hf_model.config)  # the edit itself first: its message names what works
     check_gguf_exportable(model.hf_model.config, file_type)
-    plain, _ = edited_copy(model, direction, "exporting a GGUF", strengths, norm_preserving)
+    model.require_plain_weights("exporting a GGUF")
+    config = export_config(model, torch.float32)
+    tensors = edited_tensors(model, direction, strengths, norm_preserving)  # one at a time, as the writer takes them
     info = {
         "mechref_version": __version__,
         "base_model": model.name,
@@ -251,7 +265,10 @@ def export_gguf(
     with tempfile.TemporaryDirectory(dir=out_file.parent if out_file.parent.exists() else None) as work:
         source = source_gguf(model, Path(work))
         with atomic_path(out_file) as tmp:
-            write_gguf(plain, tmp, file_type=file_type, tokenizer_folder=Path(model.folder), metadata_from=source, extra=info)
+            folder = Path(model.folder)
+            write_gguf(
+                config, tmp, file_type=file_type, tokenizer_folder=folder, metadata_from=source, extra=info, tensors=tensors
+            )
     return out_file
 
 

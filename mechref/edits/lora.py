@@ -28,6 +28,7 @@ from mechref.framework.io import atomic_path
 from mechref.framework.ownership import check_export_target
 from mechref.framework.vectors import unit
 from mechref.model.loading import MechrefModel
+from mechref.model.plain import plain_view
 from mechref.version import __version__
 
 
@@ -78,9 +79,10 @@ def export_lora(
         from peft import LoraConfig, get_peft_model
     except ImportError as error:
         raise MechrefError('a LoRA export needs the peft package: pip install "mechref[peft]"') from error
-    from transformers import AutoModelForCausalLM
 
-    plain = AutoModelForCausalLM.from_pretrained(model.folder, dtype=torch.float32)
+    # The factors are read from the loaded model's own tensors (a plain view, no second copy: PEFT wraps
+    # the view's modules, never the loaded model's); PEFT keeps the adapter in float32.
+    plain = plain_view(model)
     names = writer_module_names(model, plain)
     factors = lora_factors(plain, direction, names, strengths)
     config = LoraConfig(r=1, lora_alpha=1, lora_dropout=0.0, target_modules=list(factors), bias="none")

@@ -9,9 +9,10 @@ saved as an ordinary Hugging Face folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import cast
+from typing import Iterator, cast
 
 import torch
 from jaxtyping import Float
@@ -110,6 +111,21 @@ def _matching_module(plain: PreTrainedModel, module: torch.nn.Module, part: str)
     return matches[0]
 
 
+# Rows of an embedding edited at a time: the edit runs in float64, and a whole vocabulary's embedding
+# in float64 (1.9 GB for a 151,936 x 1,536 one) and its temporaries would dwarf the model.
+_ROWS = 8192
+
+
+def _remove_rows(weight: Tensor, r: Tensor, strength: float, norm_preserving: bool, out_dtype: torch.dtype) -> Tensor:
+    """:func:`_remove` of each row of ``weight`` (``dim=-1``), ``_ROWS`` rows at a time (each row's edit
+    reads that row alone, so the result is the same as in one piece), cast to ``out_dtype``."""
+    out = torch.empty(weight.shape, dtype=out_dtype)
+    for start in range(0, weight.shape[0], _ROWS):
+        rows = weight[start : start + _ROWS].double()
+        out[start : start + _ROWS] = _remove(rows, r, strength, norm_preserving, dim=-1).to(out_dtype)
+    return out
+
+
 def _remove(vectors: Tensor, r: Tensor, strength: float, norm_preserving: bool, dim: int) -> Tensor:
     """Remove ``strength`` of each write vector's component along ``r`` (float64). Write vectors
     lie along ``dim`` (``0``: the columns of a ``[d_model, d_in]`` output matrix; ``-1``: the rows
@@ -156,7 +172,7 @@ def orthogonalize_weights(
             hf_model._tied_weights_keys = {} if isinstance(hf_model._tied_weights_keys, dict) else []
     weight = embedding.weight
     strength = strengths.embedding if strengths is not None else 1.0
-    weight.copy_(_remove(weight.double(), r, strength, norm_preserving, dim=-1).to(weight.dtype))
+    weight.copy_(_remove_rows(weight, r, strength, norm_preserving, weight.dtype))
     modules = dict(hf_model.named_modules())
     for name, strength in zip(writer_names, per_writer):
         linear = modules[name]
@@ -190,6 +206,140 @@ def edited_copy(
     return plain, names
 
 
+class FolderTensors:
+    """The tensors of a Hugging Face folder's safetensors files, read one at a time (a copy of that
+    tensor only), as ``from_pretrained(folder, dtype=...)`` would give them: floating-point tensors in
+    ``dtype``, the others as stored.
+
+    >>> import tempfile
+    >>> from mechref.testing import tiny_model_folder
+    >>> folder = tiny_model_folder(tempfile.mkdtemp())
+    >>> tensors = FolderTensors(folder)
+    >>> tensors.get("model.embed_tokens.weight", torch.float64).dtype
+    torch.float64
+    """
+
+    def __init__(self, folder: str | Path):
+        from safetensors import safe_open
+
+        self.folder = Path(folder)
+        index = self.folder / "model.safetensors.index.json"
+        if index.is_file():
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        elif (self.folder / "model.safetensors").is_file():
+            files = ["model.safetensors"]
+        else:
+            files = []
+        self.where: dict[str, str] = {}
+        for file in files:
+            with safe_open(str(self.folder / file), framework="pt") as handle:
+                self.where.update(dict.fromkeys(handle.keys(), file))
+
+    def get(self, name: str, dtype: torch.dtype) -> Tensor:
+        from safetensors import safe_open
+
+        with safe_open(str(self.folder / self.where[name]), framework="pt") as handle:
+            tensor = handle.get_tensor(name)
+        return tensor.to(dtype) if tensor.is_floating_point() else tensor
+
+
+def _plan(model: MechrefModel) -> tuple[FolderTensors, list[str], str, str | None] | None:
+    """What a tensor-by-tensor edit of ``model``'s folder needs: the folder's tensors, the writers'
+    module names, the embedding's tensor name, and the unembedding's when the folder does not store
+    it (tied to the embedding: the edit unties it) else None. None when the folder's tensors do not carry the plain
+    model's names (a checkpoint ``transformers`` renames while loading): then the edit loads a copy."""
+    from mechref.model.plain import plain_view
+
+    assert model.folder is not None
+    tensors = FolderTensors(model.folder)
+    plain = plain_view(model)
+    expected = set(plain.state_dict())
+    if not tensors.where or not set(tensors.where) <= expected:
+        return None
+    modules = {module: name for name, module in plain.named_modules()}
+    embedding = modules[plain.get_input_embeddings()] + ".weight"
+    output = plain.get_output_embeddings()
+    unembedding = modules[output] + ".weight" if output is not None else None
+    names = writer_module_names(model, plain)
+    if embedding not in tensors.where or any(f"{n}.weight" not in tensors.where for n in names):
+        return None
+    return tensors, names, embedding, unembedding if unembedding not in tensors.where else None
+
+
+def edited_tensors(
+    model: MechrefModel,
+    direction: Float[Tensor, " d_model"],
+    strengths: EditStrengths | None = None,
+    norm_preserving: bool = False,
+    dtype: torch.dtype = torch.float32,
+    *,
+    only_edited: bool = False,
+) -> Iterator[tuple[str, Tensor]]:
+    """``(name, tensor)`` of the orthogonalized model, one tensor at a time, read from ``model``'s folder
+    in ``dtype`` and edited as :func:`orthogonalize_weights` edits a copy loaded in ``dtype`` (the same
+    bytes, without the copy): the state dict ``edited_copy(...).save_pretrained`` writes, an untied
+    unembedding included when the embedding was tied. ``only_edited``: the edited tensors only."""
+    plan = _plan(model)
+    if plan is None:
+        plain, _ = edited_copy(model, direction, "exporting an edited model", strengths, norm_preserving, dtype)
+        for name, tensor in plain.state_dict().items():
+            yield name, tensor
+        return
+    tensors, names, embedding, untied = plan
+    r = unit(direction, model.d_model).double()
+    per_writer = dict(zip(names, strengths.per_writer() if strengths is not None else [1.0] * len(names)))
+    if len(per_writer) != len(names):
+        raise ValueError(f"{len(per_writer)} edit strengths for {len(names)} residual-stream writers")
+    for name in tensors.where:
+        module, _, kind = name.rpartition(".")
+        if name == embedding:
+            tensor = tensors.get(name, dtype)
+            if untied is not None:
+                yield untied, tensor  # tied: the unembedding keeps reading the original vectors
+            strength = strengths.embedding if strengths is not None else 1.0
+            yield name, _remove_rows(tensor, r, strength, norm_preserving, dtype)
+        elif module in per_writer and kind in ("weight", "bias"):
+            tensor = tensors.get(name, torch.float64)
+            edited = _remove(tensor, r, per_writer[module], norm_preserving, dim=0 if kind == "weight" else -1)
+            # Through ``dtype`` as a copy loaded in it would round, then as asked.
+            yield name, edited.to(dtype)
+        elif not only_edited:
+            yield name, tensors.get(name, dtype)
+
+
+def edited_view(
+    model: MechrefModel,
+    direction: Float[Tensor, " d_model"],
+    strengths: EditStrengths | None = None,
+    norm_preserving: bool = False,
+) -> PreTrainedModel:
+    """The orthogonalized model as a plain ``transformers`` model in ``model``'s dtype, sharing every
+    tensor the edit leaves alone with ``model`` (:func:`~mechref.model.plain.plain_view`): the edited
+    tensors are made in float32 from the folder, as :func:`edited_copy` makes them, then cast."""
+    from mechref.model.plain import plain_view
+
+    check_orthogonalizable(model.hf_model.config)
+    model.require_plain_weights("verifying an edit")
+    plain = plain_view(model)
+    modules = dict(plain.named_modules())
+    for name, tensor in edited_tensors(model, direction, strengths, norm_preserving, only_edited=True):
+        module, _, key = name.rpartition(".")
+        target = modules[module]
+        setattr(target, key, torch.nn.Parameter(tensor.to(model.dtype), requires_grad=False))
+    return plain
+
+
+def export_config(model: MechrefModel, dtype: torch.dtype):
+    """The config of ``model``'s orthogonalized export in ``dtype``: its folder's, untied (the edit
+    unties tied embeddings: the unembedding keeps the original vectors, as :func:`orthogonalize_weights` does)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(model.folder))
+    config.dtype = dtype
+    config.tie_word_embeddings = False
+    return config
+
+
 def export_orthogonalized(
     model: MechrefModel,
     direction: Float[Tensor, " d_model"],
@@ -202,16 +352,52 @@ def export_orthogonalized(
 ) -> Path:
     """Save an orthogonalized copy of ``model`` as a Hugging Face folder that loads without mechref.
 
-    The edit is applied to a fresh plain ``transformers`` model loaded from the model's folder
-    (the bridge's own modules hold shared tensors that ``save_pretrained`` refuses), in float32.
-    ``strengths`` and ``norm_preserving`` choose the edit variant (see :func:`orthogonalize_weights`).
-    ``out_dir`` must be new or empty, or (with ``overwrite``) an earlier mechref export.
+    The edit is applied in float32, tensor by tensor, to the weights in the model's folder
+    (:func:`edited_tensors`), and written in shards as it goes: the export holds one tensor in
+    memory, not a second model. ``strengths`` and ``norm_preserving`` choose the edit variant
+    (see :func:`orthogonalize_weights`). ``out_dir`` must be new or empty, or (with ``overwrite``) an
+    earlier mechref export.
     """
+    from safetensors.torch import save_file
+
     check_export_target(out_dir, overwrite)
-    plain, names = edited_copy(model, direction, "exporting an edited model", strengths, norm_preserving)
+    check_orthogonalizable(model.hf_model.config)
+    model.require_plain_weights("exporting an edited model")
+    if not model.folder:
+        raise MechrefError(
+            "this model was not loaded from a folder, so there are no weights to export; load it with load_model(path)"
+        )
+    names = writer_module_names(model)
     out_dir = Path(out_dir)
     with atomic_path(out_dir, replace_folder=True) as tmp:
-        plain.save_pretrained(tmp)
+        tmp.mkdir()
+        shards: list[dict[str, Tensor]] = [{}]
+        weight_map: dict[str, str] = {}
+        total, size = 0, 0
+        files: list[str] = []
+
+        def flush() -> None:
+            file = f"part-{len(files) + 1:05d}.safetensors"
+            save_file(shards[-1], str(tmp / file), metadata={"format": "pt"})
+            files.append(file)
+            weight_map.update({name: file for name in shards[-1]})
+            shards[-1] = {}
+
+        for name, tensor in edited_tensors(model, direction, strengths, norm_preserving):
+            nbytes = tensor.numel() * tensor.element_size()
+            if shards[-1] and size + nbytes > _SHARD_BYTES:
+                flush()
+                size = 0
+            shards[-1][name] = tensor.contiguous()
+            size += nbytes
+            total += nbytes
+        if shards[-1]:
+            flush()
+        (tmp / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, indent=2) + "\n"
+        )
+        export_config(model, torch.float32).save_pretrained(tmp)
+        _generation_config(model.folder, tmp)
         model.tokenizer.save_pretrained(tmp)
         info = {
             "mechref_version": __version__,
@@ -224,6 +410,17 @@ def export_orthogonalized(
         (tmp / "mechref_edit.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
         (tmp / "README.md").write_text(_model_card(info), encoding="utf-8")
     return out_dir
+
+
+# Bytes of tensors per file of an export: a shard is held in memory until it is written.
+_SHARD_BYTES = 512 * 2**20
+
+
+def _generation_config(folder: str, out: Path) -> None:
+    from transformers import GenerationConfig
+
+    with contextlib.suppress(OSError):  # the folder has no generation_config.json: nor will the export
+        GenerationConfig.from_pretrained(folder).save_pretrained(out)
 
 
 def edit_description(strengths: EditStrengths | None, norm_preserving: bool) -> dict:

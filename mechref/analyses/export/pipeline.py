@@ -54,7 +54,7 @@ from mechref.edits.control_vector import export_control_vector
 from mechref.edits.gguf import check_gguf_exportable, export_gguf
 from mechref.edits.llamacpp import find_llama_server
 from mechref.edits.lora import export_lora
-from mechref.edits.orthogonalize import check_orthogonalizable, edit_description, edited_copy, export_orthogonalized
+from mechref.edits.orthogonalize import check_orthogonalizable, edit_description, edited_view, export_orthogonalized
 from mechref.edits.strengths import EditStrengths
 from mechref.errors import MechrefError
 from mechref.framework.clock import StageClock
@@ -63,7 +63,8 @@ from mechref.framework.ownership import check_output_folder
 from mechref.framework.runs import Run
 from mechref.interventions import activation_addition, directional_ablation
 from mechref.judges.core import make_judge
-from mechref.model.loading import MechrefModel, cast_weights
+from mechref.model.loading import MechrefModel
+from mechref.model.plain import plain_view, weights_released
 
 logger = logging.getLogger(__name__)
 
@@ -303,10 +304,9 @@ def _verify_in_python(
                 )
             )
             note(measured[-1])
-        # Edited in float32 then cast, as the exports are written and then loaded (weights only: the
-        # loaders keep the rotary frequencies in float32).
-        edited, _ = edited_copy(model, stored.direction, "verifying an export", strengths, settings.norm_preserving)
-        edited = cast_weights(edited, dtype).eval()
+        # Edited in float32 then cast, as the exports are written and then loaded; every tensor the
+        # edit leaves alone is the loaded model's own (no second copy).
+        edited = edited_view(model, stored.direction, strengths, settings.norm_preserving)
         measured.append(
             measure_plain("weight edit (in memory)", "mechref.orthogonalize_weights", edited, model, reference=reference, **args)
         )
@@ -322,11 +322,14 @@ def _verify_in_python(
         }
         for kind in weight_exports:
             loaded_by, load = loaders[kind]
-            loaded = load()
-            measured.append(measure_plain(f"export: {kind}", loaded_by, loaded, model, reference=reference, **args))
+            # Each export is a whole model of its own: the loaded model's weights make room for it
+            # (released, then loaded back from its folder and checked byte for byte).
+            with weights_released(model):
+                loaded = load()
+                measured.append(measure_plain(f"export: {kind}", loaded_by, loaded, model, reference=reference, **args))
+                del loaded
+                gc.collect()
             note(measured[-1])
-            del loaded
-            gc.collect()
     if "control-vector" in artifacts:
         measured.append(
             measure_in_memory(
@@ -338,7 +341,7 @@ def _verify_in_python(
             )
         )
         note(measured[-1])
-        plain = load_folder(Path(model.folder), dtype)
+        plain = plain_view(model)  # the unedited weights as plain transformers, without a copy
         with control_vector_applied(plain, folder / artifacts["control-vector"]):
             measured.append(
                 measure_plain(

@@ -1,0 +1,144 @@
+"""Plain ``transformers`` models beside a loaded one, without a second copy of its weights.
+
+A check that compares an edit or an export with the model it came from used to load the model a
+second time; on the embedded model that is 3.3 GiB more per copy. Two tools keep one copy:
+
+* :func:`plain_view` builds a plain ``transformers`` model whose every tensor *is* the loaded
+  model's (shared storage, no memory): replace a few of its parameters (an edit's writers) and the
+  rest stays shared.
+* :func:`weights_released` frees the loaded model's weights for the length of a ``with`` block
+  (for a model read from disk, such as an export, to take their place) and loads them back from the
+  model's folder after it, checking that they are the same bytes.
+
+>>> import torch
+>>> from mechref.testing import tiny_model
+>>> model = tiny_model("qwen2")
+>>> plain = plain_view(model)
+>>> ids = torch.tensor([[1, 2, 3]])
+>>> torch.equal(plain(ids).logits, model.hf_model(ids).logits)
+True
+>>> plain.model.embed_tokens.weight.data_ptr() == model.hf_model.get_input_embeddings().weight.data_ptr()
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import zlib
+from typing import TYPE_CHECKING, Iterator
+
+import torch
+from torch import Tensor
+
+from mechref.errors import MechrefError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from mechref.model.loading import MechrefModel
+
+# The bridge wraps each Hugging Face module as ``<name>._original_component``; the plain model's
+# name of a tensor is its path without those wrapper segments.
+_WRAPPER = "._original_component"
+
+
+def plain_names(hf_model: torch.nn.Module) -> dict[str, Tensor]:
+    """Every parameter and buffer of a bridged Hugging Face model, by its name in a plain model."""
+    tensors: dict[str, Tensor] = {}
+    for name, tensor in [*hf_model.named_parameters(remove_duplicate=False), *hf_model.named_buffers(remove_duplicate=False)]:
+        tensors.setdefault(name.replace(_WRAPPER, ""), tensor)
+    return tensors
+
+
+def _slots(plain: torch.nn.Module) -> Iterator[tuple[torch.nn.Module, str, str, bool]]:
+    """``(module, key, full name, is_parameter)`` for every parameter and buffer slot of ``plain``."""
+    for module_name, module in plain.named_modules():
+        for is_parameter, slots in ((True, module._parameters), (False, module._buffers)):
+            for key, value in slots.items():
+                if value is not None:
+                    yield module, key, f"{module_name}.{key}" if module_name else key, is_parameter
+
+
+def plain_view(model: MechrefModel) -> PreTrainedModel:
+    """A plain ``transformers`` model of ``model``'s class and config whose parameters and buffers are
+    ``model``'s own tensors: it costs no memory, computes what ``model`` computes without hooks, and
+    shares every tensor until one of its parameters is replaced (never edit one in place: that edits
+    ``model``)."""
+    from transformers import AutoModelForCausalLM
+
+    config = copy.deepcopy(model.hf_model.config)
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(config, dtype=model.dtype, attn_implementation="eager")
+    tensors = plain_names(model.hf_model)
+    for module, key, name, is_parameter in list(_slots(plain)):
+        tensor = tensors.get(name)
+        expected = (module._parameters if is_parameter else module._buffers)[key]
+        if tensor is None or expected is None or tensor.shape != expected.shape:
+            raise MechrefError(f"cannot match {name} of a plain {type(plain).__name__} to the loaded model's tensors")
+        if is_parameter:
+            module._parameters[key] = torch.nn.Parameter(tensor.detach(), requires_grad=False)
+        else:
+            module._buffers[key] = tensor
+    return plain.eval()
+
+
+def _fingerprint(tensor: Tensor) -> int:
+    data = tensor.detach().contiguous().cpu()
+    # The bytes in place (no copy): a buffer over the tensor's memory.
+    return zlib.crc32(memoryview(data.view(torch.uint8).numpy()) if data.numel() else b"")  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def weights_released(model: MechrefModel) -> Iterator[None]:
+    """Free ``model``'s weights inside the block; load them back from its folder after it.
+
+    For a comparison that needs another full model in memory (an export loaded back by its own
+    library): the two never sit in memory together. Loading back is memory-mapped as
+    :func:`~mechref.model.loading.load_model` loads, and each tensor's bytes are checked against
+    what was released (a model whose weights were changed in memory since it was loaded cannot be
+    restored from its folder: that is an error after the block, and the model then holds its folder's
+    weights). ``model`` must not
+    be used inside the block. A model without a folder, quantized, or spread by a device map keeps
+    its weights (the block runs beside them).
+    """
+    from mechref.model.loading import device_map_of
+
+    if not model.folder or model.quantized or device_map_of(model.hf_model) or model.device.type != "cpu":
+        yield
+        return
+    from transformers import AutoModelForCausalLM
+
+    # Each parameter once (tied ones are one object), with every name it has in a plain model.
+    parameters: dict[int, torch.nn.Parameter] = {}
+    names: dict[int, list[str]] = {}
+    for name, p in model.hf_model.named_parameters(remove_duplicate=False):
+        parameters.setdefault(id(p), p)
+        names.setdefault(id(p), []).append(name.replace(_WRAPPER, ""))
+    prints = {key: _fingerprint(p) for key, p in parameters.items()}
+    shapes = {key: p.shape for key, p in parameters.items()}
+    for p in parameters.values():
+        p.data = torch.empty(0, dtype=p.dtype, device=p.device)  # its shape comes back with the weights
+    gc.collect()
+    try:
+        yield
+    finally:
+        reloaded = AutoModelForCausalLM.from_pretrained(model.folder, dtype=model.dtype)
+        fresh = plain_names(reloaded)
+        differ = []
+        for key, p in parameters.items():
+            tensor = next((fresh[n] for n in names[key] if n in fresh and fresh[n].shape == shapes[key]), None)
+            if tensor is None:
+                raise MechrefError(f"{names[key][0]} is not in the folder {model.folder}; cannot load it back")
+            p.data = tensor.data
+            if _fingerprint(tensor) != prints[key]:
+                differ.append(names[key][0])
+        del reloaded, fresh
+        gc.collect()
+        if differ:
+            # Loud: the model now holds its folder's weights, not the ones it had (edited in memory since loading).
+            raise MechrefError(
+                f"{len(differ)} weights of the loaded model ({differ[0]}, …) differed from its folder {model.folder} "
+                "(edited in memory since loading?): the model now holds the folder's weights; load it again"
+            )

@@ -10,9 +10,13 @@ saved as an ordinary Hugging Face folder.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import math
+import struct
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, cast
+from typing import Any, Callable, Iterator, Sequence, cast
 
 import torch
 from jaxtyping import Float
@@ -113,13 +117,16 @@ def _matching_module(plain: PreTrainedModel, module: torch.nn.Module, part: str)
 
 # Rows of an embedding edited at a time: the edit runs in float64, and a whole vocabulary's embedding
 # in float64 (1.9 GB for a 151,936 x 1,536 one) and its temporaries would dwarf the model.
-_ROWS = 8192
+_ROWS = 2048
 
 
-def _remove_rows(weight: Tensor, r: Tensor, strength: float, norm_preserving: bool, out_dtype: torch.dtype) -> Tensor:
+def _remove_rows(
+    weight: Tensor, r: Tensor, strength: float, norm_preserving: bool, out_dtype: torch.dtype, *, in_place: bool = False
+) -> Tensor:
     """:func:`_remove` of each row of ``weight`` (``dim=-1``), ``_ROWS`` rows at a time (each row's edit
-    reads that row alone, so the result is the same as in one piece), cast to ``out_dtype``."""
-    out = torch.empty(weight.shape, dtype=out_dtype)
+    reads that row alone, so the result is the same as in one piece), cast to ``out_dtype``;
+    ``in_place`` writes the result over ``weight`` (when it has that dtype) instead of a new tensor."""
+    out = weight if in_place and weight.dtype == out_dtype else torch.empty(weight.shape, dtype=out_dtype)
     for start in range(0, weight.shape[0], _ROWS):
         rows = weight[start : start + _ROWS].double()
         out[start : start + _ROWS] = _remove(rows, r, strength, norm_preserving, dim=-1).to(out_dtype)
@@ -172,7 +179,7 @@ def orthogonalize_weights(
             hf_model._tied_weights_keys = {} if isinstance(hf_model._tied_weights_keys, dict) else []
     weight = embedding.weight
     strength = strengths.embedding if strengths is not None else 1.0
-    weight.copy_(_remove_rows(weight, r, strength, norm_preserving, weight.dtype))
+    _remove_rows(weight, r, strength, norm_preserving, weight.dtype, in_place=True)
     modules = dict(hf_model.named_modules())
     for name, strength in zip(writer_names, per_writer):
         linear = modules[name]
@@ -235,6 +242,15 @@ class FolderTensors:
             with safe_open(str(self.folder / file), framework="pt") as handle:
                 self.where.update(dict.fromkeys(handle.keys(), file))
 
+    def shape_and_dtype(self, name: str, dtype: torch.dtype) -> tuple[tuple[int, ...], torch.dtype]:
+        """The shape of tensor ``name`` and the dtype :meth:`get` gives it, without reading it."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.folder / self.where[name]), framework="pt") as handle:
+            piece = handle.get_slice(name)
+            shape, stored = tuple(int(n) for n in piece.get_shape()), _SAFETENSORS_DTYPES[piece.get_dtype()]
+        return shape, dtype if stored.is_floating_point else stored
+
     def get(self, name: str, dtype: torch.dtype) -> Tensor:
         from safetensors import safe_open
 
@@ -266,6 +282,72 @@ def _plan(model: MechrefModel) -> tuple[FolderTensors, list[str], str, str | Non
     return tensors, names, embedding, unembedding if unembedding not in tensors.where else None
 
 
+def _itself(tensor: Tensor) -> Tensor:
+    return tensor
+
+
+@dataclass(frozen=True)
+class LazyTensor:
+    """A tensor of an export, described before it is made: ``make()`` reads (and edits) it."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    make: Callable[[], Tensor]
+
+
+def edited_tensor_plan(
+    model: MechrefModel,
+    direction: Float[Tensor, " d_model"],
+    strengths: EditStrengths | None = None,
+    norm_preserving: bool = False,
+    dtype: torch.dtype = torch.float32,
+    *,
+    only_edited: bool = False,
+) -> list[LazyTensor]:
+    """The orthogonalized model's tensors as :class:`LazyTensor`, each read from ``model``'s folder in
+    ``dtype`` and edited as :func:`orthogonalize_weights` edits a copy loaded in ``dtype`` (the same
+    bytes, without the copy) when it is made: the state dict ``edited_copy(...).save_pretrained``
+    writes, an untied unembedding included when the embedding was tied. ``only_edited``: the edited
+    tensors only."""
+    plan = _plan(model)
+    if plan is None:
+        plain, _ = edited_copy(model, direction, "exporting an edited model", strengths, norm_preserving, dtype)
+        return [LazyTensor(n, tuple(t.shape), t.dtype, functools.partial(_itself, t)) for n, t in plain.state_dict().items()]
+    tensors, names, embedding, untied = plan
+    per_writer = strengths.per_writer() if strengths is not None else [1.0] * len(names)
+    if len(per_writer) != len(names):
+        raise ValueError(f"{len(per_writer)} edit strengths for {len(names)} residual-stream writers")
+    strength_of = dict(zip(names, per_writer))
+    r = unit(direction, model.d_model).double()
+    out: list[LazyTensor] = []
+
+    def lazy(name: str, as_name: str | None = None, make: Callable[[], Tensor] | None = None) -> LazyTensor:
+        shape, kind = tensors.shape_and_dtype(name, dtype)
+        return LazyTensor(as_name or name, shape, kind, make or (lambda: tensors.get(name, dtype)))
+
+    def edited_embedding() -> Tensor:
+        strength = strengths.embedding if strengths is not None else 1.0
+        return _remove_rows(tensors.get(embedding, dtype), r, strength, norm_preserving, dtype, in_place=True)
+
+    def edited_writer(name: str, strength: float, dim: int) -> Tensor:
+        # Through ``dtype`` as a copy loaded in it would round.
+        return _remove(tensors.get(name, torch.float64), r, strength, norm_preserving, dim).to(dtype)
+
+    for name in tensors.where:
+        module, _, kind = name.rpartition(".")
+        if name == embedding:
+            if untied is not None:
+                out.append(lazy(name, untied))  # tied: the unembedding keeps reading the original vectors
+            out.append(lazy(name, make=edited_embedding))
+        elif module in strength_of and kind in ("weight", "bias"):
+            dim = 0 if kind == "weight" else -1
+            out.append(lazy(name, make=functools.partial(edited_writer, name, strength_of[module], dim)))
+        elif not only_edited:
+            out.append(lazy(name))
+    return out
+
+
 def edited_tensors(
     model: MechrefModel,
     direction: Float[Tensor, " d_model"],
@@ -275,36 +357,42 @@ def edited_tensors(
     *,
     only_edited: bool = False,
 ) -> Iterator[tuple[str, Tensor]]:
-    """``(name, tensor)`` of the orthogonalized model, one tensor at a time, read from ``model``'s folder
-    in ``dtype`` and edited as :func:`orthogonalize_weights` edits a copy loaded in ``dtype`` (the same
-    bytes, without the copy): the state dict ``edited_copy(...).save_pretrained`` writes, an untied
-    unembedding included when the embedding was tied. ``only_edited``: the edited tensors only."""
-    plan = _plan(model)
-    if plan is None:
-        plain, _ = edited_copy(model, direction, "exporting an edited model", strengths, norm_preserving, dtype)
-        for name, tensor in plain.state_dict().items():
-            yield name, tensor
-        return
-    tensors, names, embedding, untied = plan
-    r = unit(direction, model.d_model).double()
-    per_writer = dict(zip(names, strengths.per_writer() if strengths is not None else [1.0] * len(names)))
-    if len(per_writer) != len(names):
-        raise ValueError(f"{len(per_writer)} edit strengths for {len(names)} residual-stream writers")
-    for name in tensors.where:
-        module, _, kind = name.rpartition(".")
-        if name == embedding:
-            tensor = tensors.get(name, dtype)
-            if untied is not None:
-                yield untied, tensor  # tied: the unembedding keeps reading the original vectors
-            strength = strengths.embedding if strengths is not None else 1.0
-            yield name, _remove_rows(tensor, r, strength, norm_preserving, dtype)
-        elif module in per_writer and kind in ("weight", "bias"):
-            tensor = tensors.get(name, torch.float64)
-            edited = _remove(tensor, r, per_writer[module], norm_preserving, dim=0 if kind == "weight" else -1)
-            # Through ``dtype`` as a copy loaded in it would round, then as asked.
-            yield name, edited.to(dtype)
-        elif not only_edited:
-            yield name, tensors.get(name, dtype)
+    """``(name, tensor)`` of :func:`edited_tensor_plan`, made one at a time."""
+    for lazy in edited_tensor_plan(model, direction, strengths, norm_preserving, dtype, only_edited=only_edited):
+        yield lazy.name, lazy.make()
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
+    "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}  # fmt: skip
+_SAFETENSORS_NAMES = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
+
+
+def write_safetensors(path: Path, tensors: Sequence[LazyTensor]) -> None:
+    """Write ``tensors`` as one safetensors file, making and writing each in turn: the header is built
+    from their shapes, so the file never sits in memory whole (``safetensors.torch.save_file``
+    holds every tensor, and a bytes copy of each)."""
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for t in tensors:
+        size = math.prod(t.shape) * t.dtype.itemsize
+        header[t.name] = {"dtype": _SAFETENSORS_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned
+    with open(path, "wb") as file:
+        file.write(struct.pack("<Q", len(encoded)))
+        file.write(encoded)
+        for t in tensors:
+            tensor = t.make()
+            if tuple(tensor.shape) != t.shape or tensor.dtype != t.dtype:
+                raise MechrefError(
+                    f"{t.name} was planned as {t.dtype} {t.shape} and made as {tensor.dtype} {tuple(tensor.shape)}"
+                )
+            data = tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy()
+            file.write(memoryview(data))  # type: ignore[arg-type]  # an ndarray is a buffer; its stub says otherwise
+            del tensor, data
 
 
 def edited_view(
@@ -358,7 +446,6 @@ def export_orthogonalized(
     (see :func:`orthogonalize_weights`). ``out_dir`` must be new or empty, or (with ``overwrite``) an
     earlier mechref export.
     """
-    from safetensors.torch import save_file
 
     check_export_target(out_dir, overwrite)
     check_orthogonalizable(model.hf_model.config)
@@ -369,30 +456,24 @@ def export_orthogonalized(
         )
     names = writer_module_names(model)
     out_dir = Path(out_dir)
+    plan = edited_tensor_plan(model, direction, strengths, norm_preserving)
+    shards: list[list[LazyTensor]] = [[]]
+    size = 0
+    for lazy in plan:
+        nbytes = math.prod(lazy.shape) * lazy.dtype.itemsize
+        if shards[-1] and size + nbytes > _SHARD_BYTES:
+            shards.append([])
+            size = 0
+        shards[-1].append(lazy)
+        size += nbytes
     with atomic_path(out_dir, replace_folder=True) as tmp:
         tmp.mkdir()
-        shards: list[dict[str, Tensor]] = [{}]
         weight_map: dict[str, str] = {}
-        total, size = 0, 0
-        files: list[str] = []
-
-        def flush() -> None:
-            file = f"part-{len(files) + 1:05d}.safetensors"
-            save_file(shards[-1], str(tmp / file), metadata={"format": "pt"})
-            files.append(file)
-            weight_map.update({name: file for name in shards[-1]})
-            shards[-1] = {}
-
-        for name, tensor in edited_tensors(model, direction, strengths, norm_preserving):
-            nbytes = tensor.numel() * tensor.element_size()
-            if shards[-1] and size + nbytes > _SHARD_BYTES:
-                flush()
-                size = 0
-            shards[-1][name] = tensor.contiguous()
-            size += nbytes
-            total += nbytes
-        if shards[-1]:
-            flush()
+        for i, shard in enumerate(shards, 1):
+            file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            write_safetensors(tmp / file, shard)
+            weight_map.update({t.name: file for t in shard})
+        total = sum(math.prod(t.shape) * t.dtype.itemsize for t in plan)
         (tmp / "model.safetensors.index.json").write_text(
             json.dumps({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, indent=2) + "\n"
         )
@@ -412,8 +493,8 @@ def export_orthogonalized(
     return out_dir
 
 
-# Bytes of tensors per file of an export: a shard is held in memory until it is written.
-_SHARD_BYTES = 512 * 2**20
+# Bytes of tensors per file of an export (each file is written a tensor at a time, whatever its size).
+_SHARD_BYTES = 2 * 2**30
 
 
 def _generation_config(folder: str, out: Path) -> None:

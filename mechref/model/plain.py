@@ -13,7 +13,7 @@ second time; on the embedded model that is 3.3 GiB more per copy. Two tools keep
 >>> import torch
 >>> from mechref.testing import tiny_model
 >>> model = tiny_model("qwen2")
->>> plain = plain_view(model)
+>>> plain = plain_view(model, attn_implementation="eager")
 >>> ids = torch.tensor([[1, 2, 3]])
 >>> torch.equal(plain(ids).logits, model.hf_model(ids).logits)
 True
@@ -61,16 +61,19 @@ def _slots(plain: torch.nn.Module) -> Iterator[tuple[torch.nn.Module, str, str, 
                     yield module, key, f"{module_name}.{key}" if module_name else key, is_parameter
 
 
-def plain_view(model: MechrefModel) -> PreTrainedModel:
+def plain_view(model: MechrefModel, attn_implementation: str = "sdpa") -> PreTrainedModel:
     """A plain ``transformers`` model of ``model``'s class and config whose parameters and buffers are
-    ``model``'s own tensors: it costs no memory, computes what ``model`` computes without hooks, and
-    shares every tensor until one of its parameters is replaced (never edit one in place: that edits
-    ``model``)."""
+    ``model``'s own tensors: it costs no memory and shares every tensor until one of its parameters
+    is replaced (never edit one in place: that edits ``model``).
+
+    ``attn_implementation``: ``"sdpa"``, as ``from_pretrained`` loads a model by default (what a
+    user of an export runs), or ``"eager"``, as mechref runs it (then it computes what ``model``
+    computes without hooks)."""
     from transformers import AutoModelForCausalLM
 
     config = copy.deepcopy(model.hf_model.config)
     with torch.device("meta"):
-        plain = AutoModelForCausalLM.from_config(config, dtype=model.dtype, attn_implementation="eager")
+        plain = AutoModelForCausalLM.from_config(config, dtype=model.dtype, attn_implementation=attn_implementation)
     tensors = plain_names(model.hf_model)
     for module, key, name, is_parameter in list(_slots(plain)):
         tensor = tensors.get(name)

@@ -1,0 +1,156 @@
+"""The exports and their verification hold one model in memory: each is checked against the path
+that loaded a second copy (the same bytes), and against the kernel's count of resident memory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file
+
+from mechref import load_model
+from mechref.edits.gguf import export_gguf, gguf_tensors
+from mechref.edits.orthogonalize import edited_copy, edited_view, export_orthogonalized
+from mechref.edits.strengths import EditStrengths, LayerKernel
+from mechref.errors import MechrefError
+from mechref.framework.memory import MemoryLog
+from mechref.model.loading import cast_weights
+from mechref.model.plain import plain_view, weights_released
+from mechref.testing import tiny_model_folder, tiny_tokenizer
+
+FAMILIES = ("qwen2", "llama", "qwen3", "mistral", "phi3")
+IDS = torch.tensor([[3, 17, 42, 99, 5, 250, 7, 61]])
+
+
+def _strengths(n_layers):
+    return EditStrengths.from_kernels(
+        n_layers, attention=LayerKernel(1.0, 1.5, 0.1, 0.9), mlp=LayerKernel(0.0, 2.0, 0.3, 1.0), embedding=0.5
+    )
+
+
+def _direction(model, seed=1):
+    return torch.randn(model.d_model, generator=torch.Generator().manual_seed(seed))
+
+
+def _state(folder):
+    out = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        out.update(load_file(str(file)))
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("variant", ["full", "partial", "norm"])
+def test_the_streamed_export_writes_the_tensors_the_edited_copy_saves(tmp_path, family, variant):
+    """Tensor by tensor from the folder equals the whole float32 copy edited and saved (tied embeddings
+    untied, partial strengths and the norm-preserving edit included), byte for byte."""
+    model = load_model(tiny_model_folder(tmp_path / "base", family), dtype="bfloat16")
+    strengths = _strengths(model.n_layers) if variant == "partial" else None
+    norm = variant == "norm"
+    direction = _direction(model)
+    out = export_orthogonalized(model, direction, tmp_path / "new", strengths=strengths, norm_preserving=norm)
+    copy, _ = edited_copy(model, direction, "test", strengths, norm)
+    copy.save_pretrained(tmp_path / "old")
+    new, old = _state(out), _state(tmp_path / "old")
+    assert sorted(new) == sorted(old)
+    for name in old:
+        assert new[name].dtype == torch.float32 and torch.equal(new[name], old[name]), name
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(out)
+    assert loaded.config.tie_word_embeddings is False
+    assert torch.equal(loaded(IDS).logits, copy(IDS).logits)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_edited_view_is_the_edited_copy_cast_and_shares_the_rest(tmp_path, family):
+    model = load_model(tiny_model_folder(tmp_path / "base", family), dtype="bfloat16")
+    direction = _direction(model)
+    strengths = _strengths(model.n_layers)
+    view = edited_view(model, direction, strengths)
+    copy, _ = edited_copy(model, direction, "test", strengths)
+    copy = cast_weights(copy, torch.bfloat16)
+    with torch.no_grad():
+        assert torch.equal(view(IDS).logits, copy(IDS).logits)
+    ours = {p.data_ptr() for p in model.hf_model.parameters()}
+    assert view.model.norm.weight.data_ptr() in ours  # untouched by the edit: the loaded model's own tensor
+    assert view.get_input_embeddings().weight.data_ptr() not in ours  # edited: its own
+    # The loaded model is unchanged by building the view.
+    fresh = load_model(tiny_model_folder(tmp_path / "base", family), dtype="bfloat16")
+    assert torch.equal(model.forward(IDS), fresh.forward(IDS))
+
+
+def test_a_plain_view_computes_the_loaded_model_without_a_copy(tmp_path):
+    model = load_model(tiny_model_folder(tmp_path / "base", "llama"), dtype="float32")
+    view = plain_view(model, attn_implementation="eager")
+    ours = {p.data_ptr() for p in model.hf_model.parameters()}
+    assert {p.data_ptr() for p in view.parameters()} <= ours
+    with torch.no_grad():
+        assert torch.equal(view(IDS).logits, model.hf_model(IDS).logits)
+
+
+def test_released_weights_come_back_byte_for_byte(tmp_path):
+    model = load_model(tiny_model_folder(tmp_path / "base", "qwen2"), dtype="bfloat16")
+    before = model.forward(IDS)
+    with weights_released(model):
+        assert all(p.numel() == 0 for p in model.hf_model.parameters())
+    assert torch.equal(model.forward(IDS), before)
+
+
+def test_weights_edited_in_memory_cannot_come_back_from_the_folder_and_say_so(tmp_path):
+    model = load_model(tiny_model_folder(tmp_path / "base", "qwen2"), dtype="float32")
+    with torch.no_grad():
+        model.hf_model.get_input_embeddings().weight[0, 0] += 1.0
+    with pytest.raises(MechrefError, match="differed from its folder"), weights_released(model):
+        pass
+
+
+def test_the_streamed_gguf_holds_the_edited_copys_tensors(tmp_path):
+    from gguf import GGUFReader
+
+    model = load_model(tiny_model_folder(tmp_path / "base", "qwen2"), dtype="bfloat16")
+    direction = _direction(model)
+    path = export_gguf(model, direction, tmp_path / "m.gguf", file_type="f32")
+    copy, _ = edited_copy(model, direction, "test")
+    expected = dict(gguf_tensors(copy, "qwen2"))
+    read = {t.name: torch.from_numpy(t.data.copy()).reshape(expected[t.name].shape) for t in GGUFReader(str(path)).tensors}
+    assert sorted(read) == sorted(expected)
+    for name, tensor in expected.items():
+        assert torch.equal(read[name], tensor), name
+
+
+def _big_folder(folder):
+    """A model whose weights (about 120 MB in float32, an eighth of it the embedding, the largest
+    tensor) stand well above the process's noise and above any one tensor's edit."""
+    tokenizer = tiny_tokenizer()
+    config = transformers.Qwen2Config(
+        vocab_size=8000, hidden_size=512, intermediate_size=1024, num_hidden_layers=12, num_attention_heads=8,
+        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_exporting_holds_no_second_copy_of_the_weights(tmp_path):
+    """The kernel's count of the export's peak resident memory, above what the loaded model holds,
+    stays under half a copy of its weights (loading a copy, as the export once did, is a whole one)."""
+    model = load_model(_big_folder(tmp_path / "big"), dtype="float32")
+    weights = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.hf_model.parameters()}.values())
+    model.forward(IDS)  # every weight resident, as after any analysis
+    direction = _direction(model)
+    export_orthogonalized(model, direction, tmp_path / "warm-up")  # the libraries it imports on first use
+    log = MemoryLog()
+    log.mark("before")
+    log.mark("export")
+    export_orthogonalized(model, direction, tmp_path / "export")
+    log.mark(None)
+    if not log.exact:
+        pytest.skip("this system does not let a process reset its resident-memory peak")
+    assert log.peaks["export"] - log.peaks["before"] < weights / 2
+    log.mark("view")
+    with torch.no_grad():
+        edited_view(model, direction)(IDS)
+    log.mark(None)
+    # The view's own tensors are the edited ones: the embedding (tied here, so the unembedding keeps
+    # the original) and the output projections, not the whole model.
+    assert log.peaks["view"] - log.peaks["before"] < weights / 2

@@ -37,7 +37,7 @@ SPLITS = "../shared/data/refusal_direction/splits"
 
 # (name, module, arguments, the folder holding its summary.json); {R} is the runs folder.
 COMMANDS = (
-    ("quickstart", "quickstart", "--out {R}/quickstart", "quickstart"),
+    ("quickstart", "quickstart", "--dtype bfloat16 --out {R}/quickstart", "quickstart"),
     (
         "refusal_direction",
         "refusal_direction",

@@ -895,6 +895,43 @@ RENDERERS["planted_bugs"] = planted_bugs
 RENDERERS["mutation"] = mutation
 RENDERERS["tiers"] = tiers
 
+# 6 GB (decimal, as a laptop's memory is sold) in GiB: the budget every command is measured against.
+SIX_GB_GIB = 6e9 / 2**30
+
+
+def memory() -> str:
+    """Peak resident memory of every command on the embedded model, before and after the one-copy work."""
+    d = _json("memory.json")
+    before, after = d.get("before", {}), d.get("after", {})
+    rows = []
+    for name, b in before.get("commands", {}).items():
+        a = after.get("commands", {}).get(name)
+        latest = a or b
+        stage = max(latest["stages_gib"], key=latest["stages_gib"].get) if latest["stages_gib"] else ""
+        peak = latest["peak_gib"]
+        fits = "yes" if peak is not None and peak <= SIX_GB_GIB else "**no**"
+        same = (a or {}).get("same_summary") or {}
+        rows.append(
+            [
+                f"`{name}`",
+                f"{b['peak_gib']:.2f}" if b.get("peak_gib") is not None else "–",
+                f"{peak:.2f}" if peak is not None else "–",
+                f"`{stage}`",
+                fits,
+                {True: "same", False: "**differs**"}.get(same.get("same"), "–") if a else "not re-run",
+            ]
+        )
+    header = ["command", f"before ({before.get('commit', '?')}), GiB", "now, GiB", "stage at the peak", "≤ 6 GB", "summary.json"]
+    m = (after or before)["machine"]
+    note = (
+        f"{m['processor']}, {m['cpus']} cores, {m['memory_gib']} GiB; bfloat16; 6 GB = {SIX_GB_GIB:.2f} GiB; "
+        f"now: commit {after.get('commit', before.get('commit'))}, or the before column's commit for a command not re-run"
+    )
+    return _table(header, rows) + "\n\n" + note
+
+
+RENDERERS["memory"] = memory
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

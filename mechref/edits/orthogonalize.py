@@ -252,6 +252,7 @@ class FolderTensors:
         return shape, dtype if stored.is_floating_point else stored
 
     def get(self, name: str, dtype: torch.dtype) -> Tensor:
+        """Tensor ``name`` read from its file (a copy of it alone), floating point in ``dtype``."""
         from safetensors import safe_open
 
         with safe_open(str(self.folder / self.where[name]), framework="pt") as handle:

@@ -88,6 +88,7 @@ class MemoryLog:
         return max(self.peaks.values(), default=0)
 
     def as_json(self) -> dict:
+        """Whether the peaks are exact, the highest, and each stage's, in GiB."""
         return {
             "exact": self.exact,
             "peak_gib": round(self.peak / GIB, 3),

@@ -27,6 +27,7 @@ import contextlib
 import copy
 import gc
 import zlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import torch
@@ -145,3 +146,59 @@ def weights_released(model: MechrefModel) -> Iterator[None]:
                 f"{len(differ)} weights of the loaded model ({differ[0]}, …) differed from its folder {model.folder} "
                 "(edited in memory since loading?): the model now holds the folder's weights; load it again"
             )
+
+
+def load_sharing(folder: str | Path, like: MechrefModel) -> MechrefModel:
+    """Load the model in ``folder`` as :func:`~mechref.model.loading.load_model` would (``like``'s dtype,
+    device and system prompt), where every tensor equal to ``like``'s tensor of the same name *is*
+    ``like``'s: a weight edit exported from ``like`` (a few matrices changed) then costs memory for
+    the changed tensors only. Each tensor is read from the folder one at a time and compared, so
+    the model is exactly the folder's; a folder whose tensors carry other names than the plain model's
+    (a checkpoint ``transformers`` renames while loading) is loaded by ``load_model``.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from mechref.edits.orthogonalize import FolderTensors
+    from mechref.model.loading import load_model, wrap_hf_model
+
+    folder = Path(folder)
+    options = {"dtype": like.dtype, "device": str(like.device), "system_prompt": like.chat.system_prompt}
+    tensors = FolderTensors(folder)
+    if not tensors.where or like.device.type != "cpu" or like.quantized:
+        return load_model(folder, **options)  # type: ignore[arg-type]
+    config = AutoConfig.from_pretrained(str(folder))
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(config, dtype=like.dtype, attn_implementation="eager")
+    ours = plain_names(like.hf_model)
+    slots = list(_slots(plain))
+    if not set(tensors.where) <= {name for _, _, name, _ in slots}:
+        return load_model(folder, **options)  # type: ignore[arg-type]
+    read: dict[str, Tensor] = {}
+    for module, key, name, is_parameter in slots:
+        if name in read:  # a tied tensor: the same one again
+            tensor = read[name]
+        elif name in tensors.where:
+            tensor = tensors.get(name, like.dtype)
+            mine = ours.get(name)
+            if mine is not None and mine.shape == tensor.shape and mine.dtype == tensor.dtype and torch.equal(mine, tensor):
+                tensor = mine.detach()
+            read[name] = tensor
+        elif not is_parameter and name in ours:
+            tensor = ours[name]  # a buffer the folder does not store (rotary frequencies): computed from the same config
+        else:
+            continue  # tied to a tensor set above (transformers ties them again below)
+        if is_parameter:
+            module._parameters[key] = torch.nn.Parameter(tensor, requires_grad=False)
+        else:
+            module._buffers[key] = tensor
+    if getattr(config, "tie_word_embeddings", False):
+        plain.tie_weights()
+    left = [name for name, t in [*plain.named_parameters(), *plain.named_buffers()] if t.is_meta]
+    if left:
+        raise MechrefError(f"{left[0]} of {folder} was neither stored nor tied; load it with load_model({str(folder)!r})")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = wrap_hf_model(
+        plain.eval(), tokenizer, name=str(folder), source=f"local:{folder.resolve()}", system_prompt=like.chat.system_prompt
+    )
+    model.folder = str(folder)
+    return model

@@ -8,14 +8,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from mechref.errors import MechrefError, SettingsError
 from mechref.framework.settings import Settings, option
 from mechref.model.embedded import DEFAULT_MODEL
-from mechref.model.loading import MechrefModel, check_loading, load_model
+from mechref.model.loading import MechrefModel, check_loading, load_model, resolve_dtype
 
 
 def check_device(device: str) -> str:
@@ -96,6 +96,21 @@ class ModelSettings(Settings):
                 raise SettingsError(f"--max-memory takes DEVICE=SIZE (0=70GiB, cpu=200GiB), got {item!r}")
             limits[int(key) if key.isdigit() else key] = size
         return limits
+
+    def check_memory(self, settings: Any) -> None:
+        """Stop before loading, with the fix, when the model (or the largest batch ``settings`` asks for)
+        will not fit in this machine's available memory (:mod:`mechref.model.need`). Runs on the CPU only,
+        without a device map or quantization (a GPU's memory is its own budget)."""
+        from mechref.model.loading import _resolve, resolve_device
+        from mechref.model.need import available_bytes, check_need, command_need
+
+        if self.device_map or self.quantize or resolve_device(self.device).type != "cpu":
+            return
+        name = str(self.model) if self.model is not None else DEFAULT_MODEL
+        folder, _ = _resolve(name, False, resolve_dtype(self.dtype))
+        need = command_need(folder, resolve_dtype(self.dtype), settings)
+        if need is not None:
+            check_need(need, available_bytes(), str(self.dtype))
 
     def load(self) -> MechrefModel:
         """Load the model these settings describe (:func:`~mechref.model.loading.load_model`)."""

@@ -43,7 +43,8 @@ from mechref.interventions import intervene
 from mechref.judges.core import make_judge
 from mechref.judges.degenerate import reply_category
 from mechref.model.fit import check_prompt_lengths
-from mechref.model.loading import MechrefModel, load_model
+from mechref.model.loading import MechrefModel
+from mechref.model.plain import load_sharing
 from mechref.row_interventions import HookEdit, generate_ids_per_edit
 
 
@@ -108,8 +109,10 @@ def harmless_prompts(settings: DamageSettings) -> list[str]:
 
 
 def load_edited(model: MechrefModel, folder: str | Path) -> MechrefModel:
-    """The weight-edited model, loaded like ``model`` (dtype, device, system prompt); its tokenizer must match."""
-    edited = load_model(folder, dtype=model.dtype, device=str(model.device), system_prompt=model.chat.system_prompt)
+    """The weight-edited model, loaded like ``model`` (dtype, device, system prompt); its tokenizer must match.
+    Every tensor the edit left alone is ``model``'s own (:func:`~mechref.model.plain.load_sharing`):
+    the two models cost the memory of one and the edited tensors."""
+    edited = load_sharing(folder, model)
     probe = model.chat.format("How do I bake bread?")
     if model.tokenizer(probe)["input_ids"] != edited.tokenizer(probe)["input_ids"] or model.d_vocab != edited.d_vocab:
         raise DataFormatError(

@@ -154,3 +154,34 @@ def test_exporting_holds_no_second_copy_of_the_weights(tmp_path):
     # The view's own tensors are the edited ones: the embedding (tied here, so the unembedding keeps
     # the original) and the output projections, not the whole model.
     assert log.peaks["view"] - log.peaks["before"] < weights / 2
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_export_loaded_beside_its_base_is_the_folder_and_shares_what_the_edit_left(tmp_path, family):
+    """load_sharing gives the model load_model gives (logits and greedy replies, byte for byte), with
+    every tensor the edit left alone shared with the base, and its own copy of the edited ones."""
+    from mechref.model.plain import load_sharing
+
+    base = load_model(tiny_model_folder(tmp_path / "base", family), dtype="bfloat16")
+    out = export_orthogonalized(base, _direction(base), tmp_path / "export", strengths=_strengths(base.n_layers))
+    shared = load_sharing(out, base)
+    alone = load_model(out, dtype="bfloat16")
+    assert torch.equal(shared.forward(IDS), alone.forward(IDS))
+    assert shared.generate(["hello there"], max_new_tokens=6) == alone.generate(["hello there"], max_new_tokens=6)
+    ours = {p.data_ptr() for p in base.hf_model.parameters()}
+    theirs = {name: p.data_ptr() for name, p in shared.hf_model.named_parameters()}
+    norms = [name for name in theirs if "norm" in name]
+    assert norms and all(theirs[name] in ours for name in norms)  # left alone by the edit: shared
+    embedding = shared.hf_model.get_input_embeddings().weight
+    assert embedding.data_ptr() not in ours  # edited: its own
+
+
+def test_a_folder_that_is_not_an_edit_of_the_base_loads_whole(tmp_path):
+    from mechref.model.plain import load_sharing
+
+    base = load_model(tiny_model_folder(tmp_path / "base", "qwen2", seed=0), dtype="float32")
+    other = load_sharing(tiny_model_folder(tmp_path / "other", "qwen2", seed=1), base)
+    ours = {p.data_ptr() for p in base.hf_model.parameters()}
+    weights = [p for name, p in other.hf_model.named_parameters() if "norm" not in name and name.endswith("weight")]
+    assert weights and not any(p.data_ptr() in ours for p in weights)  # (zero biases are equal, so shared)
+    assert torch.equal(other.forward(IDS), load_model(tmp_path / "other", dtype="float32").forward(IDS))

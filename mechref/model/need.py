@@ -1,0 +1,119 @@
+"""Will the command fit in this machine's memory? Said before the model loads, with the setting to change.
+
+The weights' size comes from the model folder's safetensors headers (no tensor is read); a batch's
+from :func:`~mechref.model.devices.row_bytes` (its key/value cache, activations and logits). A
+command stops with the fix when the weights alone (and the process around them) exceed the memory
+available, or when its largest batch would; the estimate errs high, so a command it lets through
+can still come close, never the other way round.
+
+>>> need = Need(weights=3.3 * GIB, batch=1.0 * GIB, rows=64, setting="generation_batch_size")
+>>> check_need(need, available=6 * GIB, dtype="bfloat16")  # fits: passes silently
+>>> check_need(need, available=4 * GIB, dtype="bfloat16")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+mechref.errors.SettingsError: batches of 64 rows ... --generation-batch-size 44 (or fewer), ...
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+from mechref.errors import SettingsError
+from mechref.model.devices import row_bytes
+
+GIB = 2**30
+#: Python, torch, the tokenizer and the bridge around the weights (measured: 0.4-0.8 GiB).
+RUNTIME = int(0.8 * GIB)
+#: Tokens a row is assumed to hold: a chat prompt and its reply.
+CONTEXT = 512
+
+
+@dataclass(frozen=True)
+class Need:
+    """Bytes a command needs: the weights (with the process around them), and its largest batch of ``rows``
+    (set by ``setting``)."""
+
+    weights: float
+    batch: float
+    rows: int
+    setting: str
+
+
+def available_bytes() -> int | None:
+    """Memory the system can give this process now (``MemAvailable``: free and reclaimable), or None
+    where it does not say."""
+    try:
+        match = re.search(r"^MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) * 1024 if match else None
+
+
+def weight_bytes(folder: str | Path, dtype: torch.dtype) -> int | None:
+    """The size of a model folder's weights loaded in ``dtype``, from its safetensors headers; None if
+    it has none."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        return None
+    element = torch.finfo(dtype).bits // 8
+    total = 0
+    for file in files:
+        with open(file, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(size))
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            count = 1
+            for n in entry["shape"]:
+                count *= int(n)
+            floating = entry["dtype"] in ("F64", "F32", "F16", "BF16")
+            total += count * (element if floating else (entry["data_offsets"][1] - entry["data_offsets"][0]) // max(1, count))
+    return total
+
+
+def command_need(folder: str | Path, dtype: torch.dtype, settings: Any) -> Need | None:
+    """What a command with ``settings`` needs on the model in ``folder`` (None where the folder does not say)."""
+    weights = weight_bytes(folder, dtype)
+    config_file = Path(folder) / "config.json"
+    if weights is None or not config_file.is_file():
+        return None
+    config = SimpleNamespace(**json.loads(config_file.read_text()))
+    config = (getattr(config, "text_config", None) and SimpleNamespace(**config.text_config)) or config
+    try:
+        per_row = row_bytes(SimpleNamespace(hf_model=SimpleNamespace(config=config), dtype=dtype), CONTEXT)
+    except AttributeError:  # a config without the usual names: no estimate rather than a wrong one
+        return None
+    rows, setting = max(
+        ((int(getattr(settings, name)), name) for name in ("generation_batch_size", "batch_size") if hasattr(settings, name)),
+        default=(1, "batch_size"),
+    )
+    return Need(weights=weights + RUNTIME, batch=rows * per_row, rows=rows, setting=setting)
+
+
+def check_need(need: Need, available: int | None, dtype: str) -> None:
+    """Raise :class:`SettingsError` naming the fix when ``need`` exceeds ``available`` bytes."""
+    if available is None:
+        return
+    if need.weights > available:
+        halve = "--dtype bfloat16 (half of float32), " if dtype == "float32" else ""
+        raise SettingsError(
+            f"the model needs about {need.weights / GIB:.1f} GiB in {dtype} (its weights and the process) and this machine "
+            f"has {available / GIB:.1f} GiB available: use {halve}--quantize 8bit/4bit (analysis only), a smaller model, "
+            "or close other programs"
+        )
+    if need.weights + need.batch > available:
+        per_row = need.batch / max(1, need.rows)
+        fits = max(1, int((available - need.weights) // max(1.0, per_row)))
+        raise SettingsError(
+            f"batches of {need.rows} rows need about {need.batch / GIB:.1f} GiB beside the model's {need.weights / GIB:.1f} GiB, "
+            f"and this machine has {available / GIB:.1f} GiB available: set --{need.setting.replace('_', '-')} {fits} "
+            "(or fewer), or close other programs"
+        )

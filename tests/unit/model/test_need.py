@@ -1,0 +1,74 @@
+"""The memory check before loading: the weights' size from the folder, and the boundaries of the stop."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from mechref.errors import SettingsError
+from mechref.model.need import GIB, RUNTIME, Need, check_need, command_need, weight_bytes
+from mechref.testing import tiny_hf_model, tiny_model_folder
+
+
+def test_the_weights_size_is_the_models_parameters_in_the_dtype(tmp_path):
+    folder = tiny_model_folder(tmp_path / "m", "llama")
+    model = tiny_hf_model("llama", vocab_size=_vocab(folder))
+    n = sum(p.numel() for p in model.parameters())
+    assert weight_bytes(folder, torch.float32) == 4 * n
+    assert weight_bytes(folder, torch.bfloat16) == 2 * n
+    assert weight_bytes(tmp_path, torch.float32) is None  # no safetensors: no estimate
+
+
+def _vocab(folder):
+    import json
+
+    return json.loads((folder / "config.json").read_text())["vocab_size"]
+
+
+def test_the_largest_batch_setting_is_the_one_named(tmp_path):
+    folder = tiny_model_folder(tmp_path / "m", "qwen2")
+    need = command_need(folder, torch.bfloat16, SimpleNamespace(batch_size=32, generation_batch_size=128))
+    assert need is not None and need.rows == 128 and need.setting == "generation_batch_size"
+    assert need.weights == weight_bytes(folder, torch.bfloat16) + RUNTIME
+    assert command_need(folder, torch.bfloat16, SimpleNamespace(batch_size=8)).setting == "batch_size"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("spare", [-1, 0, 1])
+def test_the_model_alone_stops_only_above_what_is_available(spare):
+    need = Need(weights=4 * GIB, batch=0, rows=1, setting="batch_size")
+    available = 4 * GIB + spare
+    if spare < 0:
+        with pytest.raises(SettingsError, match="--dtype bfloat16"):
+            check_need(need, available, "float32")
+    else:
+        check_need(need, available, "float32")
+
+
+@pytest.mark.parametrize("spare", [-1, 0, 1])
+def test_a_batch_stops_only_above_what_is_available_and_names_rows_that_fit(spare):
+    need = Need(weights=3 * GIB, batch=1 * GIB, rows=64, setting="generation_batch_size")
+    available = 4 * GIB + spare
+    if spare < 0:
+        with pytest.raises(SettingsError, match="--generation-batch-size 63 "):
+            check_need(need, available, "bfloat16")
+    else:
+        check_need(need, available, "bfloat16")
+
+
+def test_no_estimate_never_stops():
+    check_need(Need(weights=10**15, batch=0, rows=1, setting="batch_size"), None, "float32")
+
+
+def test_a_command_that_will_not_fit_stops_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    import mechref.model.loading as loading
+    import mechref.model.need as need
+    from mechref.analyses.quickstart.command import main
+
+    folder = tiny_model_folder(tmp_path / "m", "qwen2")
+    monkeypatch.setattr(need, "available_bytes", lambda: 1000)
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    assert main(["--model", str(folder), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "mechref: error: the model needs about" in err and "--quantize" in err

@@ -2,6 +2,7 @@
 refactor): every number, string and list present in both, except timings, settings echoes and paths.
 
     python benchmarks/compare_summaries.py BEFORE/summary.json AFTER/summary.json [--tolerance 0] [--json OUT]
+        [--paths-from BEFORE_RUNS AFTER_RUNS]
 
 Exits 1 when a compared value differs (beyond ``--tolerance`` for numbers).
 """
@@ -64,8 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("after", type=Path)
     parser.add_argument("--tolerance", type=float, default=0.0)
     parser.add_argument("--json", type=Path, default=None, help="write the comparison here")
+    parser.add_argument(
+        "--paths-from", nargs=2, metavar=("BEFORE_DIR", "AFTER_DIR"), default=None,
+        help="two run folders: a string naming a file under the first equals the same string under the second",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    result = compare(json.loads(args.before.read_text()), json.loads(args.after.read_text()), args.tolerance)
+    before_text, after_text = args.before.read_text(), args.after.read_text()
+    if args.paths_from:
+        # The same run made in another folder: its files' paths differ by that folder alone.
+        before_text = before_text.replace(str(Path(args.paths_from[0])), "RUNS")
+        after_text = after_text.replace(str(Path(args.paths_from[1])), "RUNS")
+    result = compare(json.loads(before_text), json.loads(after_text), args.tolerance)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(

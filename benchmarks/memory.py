@@ -95,7 +95,15 @@ def compare(folder: str | None, before: Path, after: Path) -> dict | None:
     if not (a.is_file() and b.is_file()):
         return {"same": None, "note": f"no summary.json in both folders ({folder})"}
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "compare_summaries.py"), str(a), str(b)],
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "compare_summaries.py"),
+            str(a),
+            str(b),
+            "--paths-from",
+            str(before),
+            str(after),
+        ],
         capture_output=True,
         text=True,
     )

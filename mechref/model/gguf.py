@@ -92,6 +92,18 @@ def iter_dequantized(gguf_path: Path, config, dtype: torch.dtype) -> Iterator[tu
         while placed:
             name, value = placed.popitem()
             yield name, value.to(dtype)
+        _forget_read_pages(reader)
+
+
+def _forget_read_pages(reader) -> None:
+    """Drop the file's pages read so far from this process's resident memory: the mapping is
+    read-only, so they come back from the file (or the page cache) if read again. Without it a
+    GGUF read whole counts its full size in the process's memory until the reader is closed."""
+    import mmap
+
+    handle = getattr(reader.data, "_mmap", None)
+    if handle is not None and hasattr(mmap, "MADV_DONTNEED"):
+        handle.madvise(mmap.MADV_DONTNEED)
 
 
 def write_gguf_weights(gguf_path: Path, folder: Path, config, dtype: torch.dtype, shard_bytes: int = SHARD_BYTES) -> dict:

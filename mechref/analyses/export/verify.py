@@ -18,6 +18,7 @@ from typing import Any, Callable, ContextManager, Iterator, Sequence
 import torch
 from torch import Tensor
 
+from mechref.errors import MechrefError
 from mechref.generation import stop_token_ids
 from mechref.model.loading import MechrefModel
 from mechref.scoring import kl_divergence
@@ -136,10 +137,32 @@ def load_lora(base_folder: str, adapter: Path, dtype: torch.dtype):
 
 
 def load_gguf(path: Path, dtype: torch.dtype):
-    """A GGUF file, loaded (dequantized) by transformers."""
+    """A GGUF, as ``transformers`` converts it (its name map and per-architecture fix-ups, the model
+    ``from_pretrained(folder, gguf_file=...)`` builds), one tensor at a time: ``from_pretrained``
+    itself first dequantizes the whole file into float32 (6.6 GiB for the embedded model)."""
     from transformers import AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
 
-    return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype).eval()
+    from mechref.model.gguf import gguf_config, iter_dequantized
+
+    config = gguf_config(path)
+    with no_init_weights():  # allocated, never written: replaced tensor by tensor below
+        plain = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    expected = dict(plain.named_parameters())
+    seen = set()
+    for name, tensor in iter_dequantized(path, config, dtype):
+        if name not in expected or expected[name].shape != tensor.shape:
+            raise MechrefError(f"{path.name}: {name} {tuple(tensor.shape)} does not fit {type(plain).__name__}")
+        owner, _, key = name.rpartition(".")
+        setattr(plain.get_submodule(owner), key, torch.nn.Parameter(tensor, requires_grad=False))
+        seen.add(name)
+    if getattr(config, "tie_word_embeddings", False):
+        plain.tie_weights()
+        seen |= {n for n, p in plain.named_parameters() if p is plain.get_input_embeddings().weight}
+    missing = sorted(set(dict(plain.named_parameters())) - seen)
+    if missing:
+        raise MechrefError(f"{path.name} holds no {missing[0]} for {type(plain).__name__}")
+    return plain.eval()
 
 
 @contextlib.contextmanager

@@ -118,11 +118,12 @@ def test_the_streamed_gguf_holds_the_edited_copys_tensors(tmp_path):
 
 
 def _big_folder(folder):
-    """A model whose weights (about 120 MB in float32, an eighth of it the embedding, the largest
-    tensor) stand well above the process's noise and above any one tensor's edit."""
+    """A model whose weights (about 230 MB in float32, a fourteenth of it the embedding, the largest
+    tensor) stand well above the process's noise (the allocator keeps some freed blocks) and above
+    any one tensor's edit."""
     tokenizer = tiny_tokenizer()
     config = transformers.Qwen2Config(
-        vocab_size=8000, hidden_size=512, intermediate_size=1024, num_hidden_layers=12, num_attention_heads=8,
+        vocab_size=8000, hidden_size=512, intermediate_size=1024, num_hidden_layers=24, num_attention_heads=8,
         num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
     )  # fmt: skip
     torch.manual_seed(0)
@@ -133,7 +134,8 @@ def _big_folder(folder):
 
 def test_exporting_holds_no_second_copy_of_the_weights(tmp_path):
     """The kernel's count of the export's peak resident memory, above what the loaded model holds,
-    stays under half a copy of its weights (loading a copy, as the export once did, is a whole one)."""
+    stays under three quarters of a copy of its weights (loading a copy, as the export once did, is a
+    whole one, and writing it with save_pretrained another)."""
     model = load_model(_big_folder(tmp_path / "big"), dtype="float32")
     weights = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.hf_model.parameters()}.values())
     model.forward(IDS)  # every weight resident, as after any analysis
@@ -146,14 +148,14 @@ def test_exporting_holds_no_second_copy_of_the_weights(tmp_path):
     log.mark(None)
     if not log.exact:
         pytest.skip("this system does not let a process reset its resident-memory peak")
-    assert log.peaks["export"] - log.peaks["before"] < weights / 2
+    assert log.peaks["export"] - log.peaks["before"] < 0.75 * weights
     log.mark("view")
     with torch.no_grad():
         edited_view(model, direction)(IDS)
     log.mark(None)
     # The view's own tensors are the edited ones: the embedding (tied here, so the unembedding keeps
     # the original) and the output projections, not the whole model.
-    assert log.peaks["view"] - log.peaks["before"] < weights / 2
+    assert log.peaks["view"] - log.peaks["before"] < 0.75 * weights
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -185,3 +187,18 @@ def test_a_folder_that_is_not_an_edit_of_the_base_loads_whole(tmp_path):
     weights = [p for name, p in other.hf_model.named_parameters() if "norm" not in name and name.endswith("weight")]
     assert weights and not any(p.data_ptr() in ours for p in weights)  # (zero biases are equal, so shared)
     assert torch.equal(other.forward(IDS), load_model(tmp_path / "other", dtype="float32").forward(IDS))
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+def test_a_gguf_loaded_tensor_by_tensor_is_the_model_transformers_loads(tmp_path, family):
+    from mechref.analyses.export.verify import load_gguf
+
+    model = load_model(tiny_model_folder(tmp_path / "base", family), dtype="bfloat16")
+    path = export_gguf(model, _direction(model), tmp_path / "m.gguf", file_type="bf16")
+    ours = load_gguf(path, torch.bfloat16)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="m.gguf", dtype=torch.bfloat16)
+    assert dict(ours.named_parameters()).keys() == dict(theirs.named_parameters()).keys()
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
+        assert torch.equal(a, b), name
+    with torch.no_grad():
+        assert torch.equal(ours(IDS).logits, theirs(IDS).logits)

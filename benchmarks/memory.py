@@ -85,6 +85,7 @@ def run_command(name: str, module: str, arguments: str, runs: Path) -> dict:
         "exact": measured.get("exact"),
         "stages_gib": measured.get("stages_gib", {}),
         "error": None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["?"])[-1],
+        "commit": _git("rev-parse", "--short", "HEAD"),
     }
 
 

@@ -914,7 +914,9 @@ def memory() -> str:
         rows.append(
             [
                 f"`{name}`",
-                f"{b['peak_gib']:.2f}" if b.get("peak_gib") is not None else "–",
+                (f"{b['peak_gib']:.2f}" + (" (float32)" if "float32" in b.get("note", "") else ""))
+                if b.get("peak_gib") is not None
+                else "–",
                 f"{peak:.2f}" if peak is not None else "–",
                 f"`{stage}`",
                 fits,

@@ -29,6 +29,7 @@ from mechref.framework.io import atomic_path
 from mechref.framework.ownership import check_export_target
 from mechref.framework.vectors import unit
 from mechref.model.loading import MechrefModel
+from mechref.model.tensors import SAFETENSORS_DTYPES, FolderTensors
 from mechref.version import __version__
 
 # Families whose every residual-stream writer is a plain linear layer (token embedding, attention
@@ -213,53 +214,6 @@ def edited_copy(
     return plain, names
 
 
-class FolderTensors:
-    """The tensors of a Hugging Face folder's safetensors files, read one at a time (a copy of that
-    tensor only), as ``from_pretrained(folder, dtype=...)`` would give them: floating-point tensors in
-    ``dtype``, the others as stored.
-
-    >>> import tempfile
-    >>> from mechref.testing import tiny_model_folder
-    >>> folder = tiny_model_folder(tempfile.mkdtemp())
-    >>> tensors = FolderTensors(folder)
-    >>> tensors.get("model.embed_tokens.weight", torch.float64).dtype
-    torch.float64
-    """
-
-    def __init__(self, folder: str | Path):
-        from safetensors import safe_open
-
-        self.folder = Path(folder)
-        index = self.folder / "model.safetensors.index.json"
-        if index.is_file():
-            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        elif (self.folder / "model.safetensors").is_file():
-            files = ["model.safetensors"]
-        else:
-            files = []
-        self.where: dict[str, str] = {}
-        for file in files:
-            with safe_open(str(self.folder / file), framework="pt") as handle:
-                self.where.update(dict.fromkeys(handle.keys(), file))
-
-    def shape_and_dtype(self, name: str, dtype: torch.dtype) -> tuple[tuple[int, ...], torch.dtype]:
-        """The shape of tensor ``name`` and the dtype :meth:`get` gives it, without reading it."""
-        from safetensors import safe_open
-
-        with safe_open(str(self.folder / self.where[name]), framework="pt") as handle:
-            piece = handle.get_slice(name)
-            shape, stored = tuple(int(n) for n in piece.get_shape()), _SAFETENSORS_DTYPES[piece.get_dtype()]
-        return shape, dtype if stored.is_floating_point else stored
-
-    def get(self, name: str, dtype: torch.dtype) -> Tensor:
-        """Tensor ``name`` read from its file (a copy of it alone), floating point in ``dtype``."""
-        from safetensors import safe_open
-
-        with safe_open(str(self.folder / self.where[name]), framework="pt") as handle:
-            tensor = handle.get_tensor(name)
-        return tensor.to(dtype) if tensor.is_floating_point() else tensor
-
-
 def _plan(model: MechrefModel) -> tuple[FolderTensors, list[str], str, str | None] | None:
     """What a tensor-by-tensor edit of ``model``'s folder needs: the folder's tensors, the writers'
     module names, the embedding's tensor name, and the unembedding's when the folder does not store
@@ -363,11 +317,7 @@ def edited_tensors(
         yield lazy.name, lazy.make()
 
 
-_SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
-    "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
-}  # fmt: skip
-_SAFETENSORS_NAMES = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
+_SAFETENSORS_NAMES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
 
 
 def write_safetensors(path: Path, tensors: Sequence[LazyTensor]) -> None:

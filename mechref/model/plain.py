@@ -158,8 +158,8 @@ def load_sharing(folder: str | Path, like: MechrefModel) -> MechrefModel:
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from mechref.edits.orthogonalize import FolderTensors
     from mechref.model.loading import load_model, wrap_hf_model
+    from mechref.model.tensors import FolderTensors
 
     folder = Path(folder)
     options = {"dtype": like.dtype, "device": str(like.device), "system_prompt": like.chat.system_prompt}

@@ -376,6 +376,8 @@ def export_config(model: MechrefModel, dtype: torch.dtype):
     config = AutoConfig.from_pretrained(str(model.folder))
     config.dtype = dtype
     config.tie_word_embeddings = False
+    # As save_pretrained writes it: the class that loads the weights (tools such as llama.cpp's converter read it).
+    config.architectures = [type(model.hf_model).__name__]
     return config
 
 

@@ -57,6 +57,11 @@ def test_the_streamed_export_writes_the_tensors_the_edited_copy_saves(tmp_path, 
         assert new[name].dtype == torch.float32 and torch.equal(new[name], old[name]), name
     loaded = transformers.AutoModelForCausalLM.from_pretrained(out)
     assert loaded.config.tie_word_embeddings is False
+    written = transformers.AutoConfig.from_pretrained(out).to_dict()
+    saved = transformers.AutoConfig.from_pretrained(tmp_path / "old").to_dict()
+    assert {k: v for k, v in written.items() if k not in ("transformers_version", "_name_or_path")} == {
+        k: v for k, v in saved.items() if k not in ("transformers_version", "_name_or_path")
+    }
     assert torch.equal(loaded(IDS).logits, copy(IDS).logits)
 
 

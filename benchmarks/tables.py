@@ -911,16 +911,18 @@ def memory() -> str:
         peak = latest["peak_gib"]
         fits = "yes" if peak is not None and peak <= SIX_GB_GIB else "**no**"
         same = (a or {}).get("same_summary") or {}
+        # A command whose stages are put together from two measurements is marked: see the note.
+        label = f"`{name}`" + ("<sup>1</sup>" if a and a.get("composite") else "")
         rows.append(
             [
-                f"`{name}`",
+                label,
                 (f"{b['peak_gib']:.2f}" + (" (float32)" if "float32" in b.get("note", "") else ""))
                 if b.get("peak_gib") is not None
                 else "–",
                 f"{peak:.2f}" if peak is not None else "–",
                 f"`{stage}`",
                 fits,
-                {True: "same", False: "**differs**"}.get(same.get("same"), "–") if a else "not re-run",
+                same.get("short") or ({True: "same", False: "**differs**"}.get(same.get("same"), "–") if a else "not re-run"),
             ]
         )
     header = ["command", f"before ({before.get('commit', '?')}), GiB", "now, GiB", "stage at the peak", "≤ 6 GB", "summary.json"]
@@ -929,7 +931,8 @@ def memory() -> str:
         f"{m['processor']}, {m['cpus']} cores, {m['memory_gib']} GiB; bfloat16; 6 GB = {SIX_GB_GIB:.2f} GiB; "
         f"now: commit {after.get('commit', before.get('commit'))}, or the before column's commit for a command not re-run"
     )
-    return _table(header, rows) + "\n\n" + note
+    composite = [f"<sup>1</sup> {c['composite']}" for c in after.get("commands", {}).values() if c.get("composite")]
+    return _table(header, rows) + "\n\n" + note + "".join(f"\n\n{line}" for line in composite)
 
 
 RENDERERS["memory"] = memory

@@ -16,7 +16,7 @@ import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, cast
+from typing import Any, Callable, Iterable, Iterator, Sequence, cast
 
 import torch
 from jaxtyping import Float
@@ -344,6 +344,18 @@ def write_safetensors(path: Path, tensors: Sequence[LazyTensor]) -> None:
             data = tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy()
             file.write(memoryview(data))  # type: ignore[arg-type]  # an ndarray is a buffer; its stub says otherwise
             del tensor, data
+
+
+def put_tensors(plain: PreTrainedModel, tensors: Iterable[tuple[str, Tensor]]) -> PreTrainedModel:
+    """Make each ``(name, tensor)`` a parameter of ``plain``, cast to its dtype: with the orthogonalized
+    tensors of :func:`edited_tensors` (``only_edited=True``) and a plain model of the same folder, the
+    edited copy cast to that dtype, without a float32 copy of the whole model."""
+    dtype = next(plain.parameters()).dtype
+    modules = dict(plain.named_modules())
+    for name, tensor in tensors:
+        module, _, key = name.rpartition(".")
+        setattr(modules[module], key, torch.nn.Parameter(tensor.to(dtype), requires_grad=False))
+    return plain
 
 
 def edited_view(

@@ -54,9 +54,16 @@ from mechref.edits.control_vector import export_control_vector
 from mechref.edits.gguf import check_gguf_exportable, export_gguf
 from mechref.edits.llamacpp import find_llama_server
 from mechref.edits.lora import export_lora
-from mechref.edits.orthogonalize import check_orthogonalizable, edit_description, edited_view, export_orthogonalized
+from mechref.edits.orthogonalize import (
+    check_orthogonalizable,
+    edit_description,
+    edited_tensors,
+    export_orthogonalized,
+    put_tensors,
+)
 from mechref.edits.strengths import EditStrengths
 from mechref.errors import MechrefError
+from mechref.framework import memory
 from mechref.framework.clock import StageClock
 from mechref.framework.io import fingerprint, read_json, write_json
 from mechref.framework.ownership import check_output_folder
@@ -64,7 +71,7 @@ from mechref.framework.runs import Run
 from mechref.interventions import activation_addition, directional_ablation
 from mechref.judges.core import make_judge
 from mechref.model.loading import MechrefModel
-from mechref.model.plain import plain_view, weights_released
+from mechref.model.plain import weights_released
 
 logger = logging.getLogger(__name__)
 
@@ -289,6 +296,7 @@ def _verify_in_python(
 
     def note(m: Measured) -> None:
         _note(clock, settings, m)
+        memory.mark(f"verify/after {m.name}")  # each measurement's own peak in the memory log
 
     note(measured[0])
     weight_exports = [k for k in ("hf", "lora", "gguf") if k in artifacts]
@@ -304,14 +312,22 @@ def _verify_in_python(
                 )
             )
             note(measured[-1])
-        # Edited in float32 then cast, as the exports are written and then loaded; every tensor the
-        # edit leaves alone is the loaded model's own (no second copy).
-        edited = edited_view(model, stored.direction, strengths, settings.norm_preserving)
-        measured.append(
-            measure_plain("weight edit (in memory)", "mechref.orthogonalize_weights", edited, model, reference=reference, **args)
-        )
+        # Edited in float32 then cast, as the exports are written and then loaded: the unedited model
+        # loaded by transformers from the folder, in the place of the loaded model's weights, with the
+        # edited tensors put in (a plain view of the loaded model would do without the release, but
+        # transformers' generate on it holds about twice the model's size: measured, not understood).
+        edit = stored.direction, strengths, settings.norm_preserving
+        changed = [(n, t.to(dtype)) for n, t in edited_tensors(model, *edit, only_edited=True)]  # read while the model is here
+        with weights_released(model):
+            edited = put_tensors(load_folder(Path(str(model.folder)), dtype), changed)
+            measured.append(
+                measure_plain(
+                    "weight edit (in memory)", "mechref.orthogonalize_weights", edited, model, reference=reference, **args
+                )
+            )
+            del edited, changed
+            gc.collect()
         note(measured[-1])
-        del edited
         loaders = {
             "hf": ("transformers AutoModelForCausalLM", lambda: load_folder(folder / artifacts["hf"], dtype)),
             "lora": (
@@ -341,19 +357,21 @@ def _verify_in_python(
             )
         )
         note(measured[-1])
-        plain = plain_view(model)  # the unedited weights as plain transformers, without a copy
-        with control_vector_applied(plain, folder / artifacts["control-vector"]):
-            measured.append(
-                measure_plain(
-                    "export: control-vector",
-                    "llama.cpp's rule, applied with a PyTorch hook",
-                    plain,
-                    model,
-                    reference=reference,
-                    **args,
+        with weights_released(model):
+            plain = load_folder(Path(str(model.folder)), dtype)
+            with control_vector_applied(plain, folder / artifacts["control-vector"]):
+                measured.append(
+                    measure_plain(
+                        "export: control-vector",
+                        "llama.cpp's rule, applied with a PyTorch hook",
+                        plain,
+                        model,
+                        reference=reference,
+                        **args,
+                    )
                 )
-            )
+            del plain
+            gc.collect()
         note(measured[-1])
-        del plain
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return measured

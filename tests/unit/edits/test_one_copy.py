@@ -207,3 +207,17 @@ def test_a_gguf_loaded_tensor_by_tensor_is_the_model_transformers_loads(tmp_path
         assert torch.equal(a, b), name
     with torch.no_grad():
         assert torch.equal(ours(IDS).logits, theirs(IDS).logits)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_edited_tensors_put_into_a_plain_load_make_the_edited_copy_cast(tmp_path, family):
+    from mechref.edits.orthogonalize import edited_tensors, put_tensors
+
+    model = load_model(tiny_model_folder(tmp_path / "base", family), dtype="bfloat16")
+    direction, strengths = _direction(model), _strengths(model.n_layers)
+    plain = transformers.AutoModelForCausalLM.from_pretrained(model.folder, dtype=torch.bfloat16)
+    put_tensors(plain, edited_tensors(model, direction, strengths, only_edited=True))
+    copy, _ = edited_copy(model, direction, "test", strengths)
+    copy = cast_weights(copy, torch.bfloat16)
+    with torch.no_grad():
+        assert torch.equal(plain(IDS).logits, copy(IDS).logits)

@@ -124,6 +124,9 @@ def main() -> int:
     parser.add_argument("--compare", type=Path, default=None, help="an earlier --runs folder: compare each summary.json")
     parser.add_argument("--json", type=Path, default=RESULT)
     args = parser.parse_args()
+    unknown = sorted(set(args.only or ()) - {name for name, *_ in COMMANDS})
+    if unknown:
+        parser.error(f"unknown command {unknown[0]!r}; choose among {', '.join(name for name, *_ in COMMANDS)}")
     runs = args.runs.resolve()
     (runs / "memory").mkdir(parents=True, exist_ok=True)
     data = json.loads(args.json.read_text()) if args.json.is_file() else {}

@@ -358,28 +358,6 @@ def put_tensors(plain: PreTrainedModel, tensors: Iterable[tuple[str, Tensor]]) -
     return plain
 
 
-def edited_view(
-    model: MechrefModel,
-    direction: Float[Tensor, " d_model"],
-    strengths: EditStrengths | None = None,
-    norm_preserving: bool = False,
-) -> PreTrainedModel:
-    """The orthogonalized model as a plain ``transformers`` model in ``model``'s dtype, sharing every
-    tensor the edit leaves alone with ``model`` (:func:`~mechref.model.plain.plain_view`): the edited
-    tensors are made in float32 from the folder, as :func:`edited_copy` makes them, then cast."""
-    from mechref.model.plain import plain_view
-
-    check_orthogonalizable(model.hf_model.config)
-    model.require_plain_weights("verifying an edit")
-    plain = plain_view(model)
-    modules = dict(plain.named_modules())
-    for name, tensor in edited_tensors(model, direction, strengths, norm_preserving, only_edited=True):
-        module, _, key = name.rpartition(".")
-        target = modules[module]
-        setattr(target, key, torch.nn.Parameter(tensor.to(model.dtype), requires_grad=False))
-    return plain
-
-
 def export_config(model: MechrefModel, dtype: torch.dtype):
     """The config of ``model``'s orthogonalized export in ``dtype``: its folder's, untied (the edit
     unties tied embeddings: the unembedding keeps the original vectors, as :func:`orthogonalize_weights` does)."""

@@ -21,6 +21,9 @@ True
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import json
 import os
 import re
@@ -61,6 +64,38 @@ def _reset_peak() -> bool:
         return False
 
 
+def give_back_freed() -> bool:
+    """Collect garbage and return the C allocator's freed memory to the system; True where it could.
+
+    glibc keeps freed blocks under its mapping threshold (which grows to 32 MiB as large blocks
+    are freed: most of a small model's tensors) in its heaps for reuse, so a model deleted after
+    a comparison still counted as resident memory, gigabytes of it, until the process ended.
+    ``malloc_trim(0)`` hands those pages back. A no-op (False) where the C library has no such call.
+
+    >>> give_back_freed() in (True, False)
+    True
+    """
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+_TRIM: list = []
+
+
+def _malloc_trim():
+    if not _TRIM:
+        name = ctypes.util.find_library("c")
+        try:
+            _TRIM.append(ctypes.CDLL(name).malloc_trim if name else None)
+        except (OSError, AttributeError):  # not glibc (macOS, musl without it): nothing to trim
+            _TRIM.append(None)
+    return _TRIM[0]
+
+
 @dataclass
 class MemoryLog:
     """Peak resident memory per stage, in bytes, in the order the stages ran (``peaks``).
@@ -74,11 +109,15 @@ class MemoryLog:
     _current: str | None = None
 
     def mark(self, stage: str | None) -> None:
-        """Credit the peak since the last mark to the stage that ran, and start ``stage`` (None: stop)."""
+        """Credit the peak since the last mark to the stage that ran, and start ``stage`` (None: stop).
+
+        Between the two, what the stage freed is given back to the system (:func:`give_back_freed`):
+        the next stage is charged for what is still alive, not for the allocator's spare pages."""
         hwm = _status_kib("VmHWM")
         peak = hwm * 1024 if hwm is not None else resident_bytes()
         if self._current is not None:
             self.peaks[self._current] = max(self.peaks.get(self._current, 0), peak)
+        give_back_freed()
         self.exact = self.exact and hwm is not None and _reset_peak()
         self._current = stage
 

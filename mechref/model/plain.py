@@ -25,15 +25,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import gc
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 import torch
 from torch import Tensor
 
 from mechref.errors import MechrefError
+from mechref.framework.memory import give_back_freed
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -88,6 +88,39 @@ def plain_view(model: MechrefModel, attn_implementation: str = "sdpa") -> PreTra
     return plain.eval()
 
 
+def _contiguous_input(module: torch.nn.Module, args: tuple) -> tuple:
+    return (args[0].contiguous(), *args[1:])
+
+
+@contextlib.contextmanager
+def contiguous_unembedding(hf_model: torch.nn.Module) -> Iterator[None]:
+    """Inside the block, the output embedding of a plain ``transformers`` model reads a contiguous copy
+    of its input.
+
+    ``generate`` computes the first token's logits from the last position only, a strided slice of
+    the hidden states; torch's CPU ``linear`` then multiplies batch by batch with the whole
+    ``[d_vocab, d_model]`` matrix copied once per row (1.7 GiB for 4 rows of the embedded model in
+    bfloat16, for a moment). The contiguous slice goes through one matrix product instead, with
+    the same logits for a single position (``tests/unit/model/test_plain.py`` checks they are
+    equal). mechref's own models do this with a permanent hook on the bridge's unembedding.
+
+    >>> from mechref.testing import tiny_model
+    >>> plain = plain_view(tiny_model("qwen2"), attn_implementation="eager")
+    >>> with contiguous_unembedding(plain):
+    ...     len(plain.get_output_embeddings()._forward_pre_hooks)
+    1
+    >>> len(plain.get_output_embeddings()._forward_pre_hooks)
+    0
+    """
+    head = hf_model.get_output_embeddings()  # type: ignore[operator]
+    handle = head.register_forward_pre_hook(_contiguous_input) if isinstance(head, torch.nn.Module) else None
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
 def _fingerprint(tensor: Tensor) -> int:
     data = tensor.detach().contiguous().cpu()
     # The bytes in place (no copy): a buffer over the tensor's memory.
@@ -124,7 +157,7 @@ def weights_released(model: MechrefModel) -> Iterator[None]:
     shapes = {key: p.shape for key, p in parameters.items()}
     for p in parameters.values():
         p.data = torch.empty(0, dtype=p.dtype, device=p.device)  # its shape comes back with the weights
-    gc.collect()
+    give_back_freed()
     try:
         yield
     finally:
@@ -139,7 +172,7 @@ def weights_released(model: MechrefModel) -> Iterator[None]:
             if _fingerprint(tensor) != prints[key]:
                 differ.append(names[key][0])
         del reloaded, fresh
-        gc.collect()
+        give_back_freed()  # what the block loaded and deleted: glibc would keep gigabytes of it
         if differ:
             # Loud: the model now holds its folder's weights, not the ones it had (edited in memory since loading).
             raise MechrefError(
@@ -148,57 +181,103 @@ def weights_released(model: MechrefModel) -> Iterator[None]:
             )
 
 
-def load_sharing(folder: str | Path, like: MechrefModel) -> MechrefModel:
-    """Load the model in ``folder`` as :func:`~mechref.model.loading.load_model` would (``like``'s dtype,
-    device and system prompt), where every tensor equal to ``like``'s tensor of the same name *is*
-    ``like``'s: a weight edit exported from ``like`` (a few matrices changed) then costs memory for
-    the changed tensors only. Each tensor is read from the folder one at a time and compared, so
-    the model is exactly the folder's; a folder whose tensors carry other names than the plain model's
-    (a checkpoint ``transformers`` renames while loading) is loaded by ``load_model``.
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+def load_plain(
+    folder: str | Path,
+    dtype: torch.dtype,
+    *,
+    shared: Mapping[str, Tensor] | None = None,
+    attn_implementation: str = "sdpa",
+) -> PreTrainedModel | None:
+    """The model in ``folder`` as ``AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)`` loads it
+    on the CPU, its tensors read from the safetensors files one at a time; None where the folder's
+    tensor names are not the model's own (a checkpoint ``transformers`` renames while loading: load
+    that one with ``from_pretrained``).
 
-    from mechref.model.loading import load_model, wrap_hf_model
+    ``from_pretrained`` maps the whole file while it converts it: a float32 export loaded in
+    bfloat16 held its 6 GiB of file pages at once beside the converted model (measured: 8.2 GiB
+    for the embedded model). Here each tensor's pages go with it. ``shared``: tensors (by plain
+    name) to use in the place of equal ones read from the folder, so that a model that differs
+    from a loaded one in a few matrices costs memory for those only. The folder's generation
+    settings (``generation_config.json``) are loaded as ``from_pretrained`` loads them.
+
+    >>> import tempfile
+    >>> from transformers import AutoModelForCausalLM
+    >>> from mechref.testing import tiny_model_folder
+    >>> folder = tiny_model_folder(tempfile.mkdtemp())
+    >>> mine = load_plain(folder, torch.float32)
+    >>> theirs = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    >>> all(torch.equal(t, theirs.state_dict()[n]) for n, t in mine.state_dict().items())
+    True
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+    from transformers.initialization import no_init_weights
+
     from mechref.model.tensors import FolderTensors
 
     folder = Path(folder)
-    options = {"dtype": like.dtype, "device": str(like.device), "system_prompt": like.chat.system_prompt}
     tensors = FolderTensors(folder)
-    if not tensors.where or like.device.type != "cpu" or like.quantized:
-        return load_model(folder, **options)  # type: ignore[arg-type]
+    if not tensors.where:
+        return None
     config = AutoConfig.from_pretrained(str(folder))
-    with torch.device("meta"):
-        plain = AutoModelForCausalLM.from_config(config, dtype=like.dtype, attn_implementation="eager")
-    ours = plain_names(like.hf_model)
+    # Allocated, never written (so never resident): each parameter is replaced below. The buffers
+    # the folder does not store (rotary frequencies) are computed from the config, as from_pretrained does.
+    with no_init_weights():
+        plain = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
     slots = list(_slots(plain))
     if not set(tensors.where) <= {name for _, _, name, _ in slots}:
-        return load_model(folder, **options)  # type: ignore[arg-type]
+        return None
+    if getattr(plain, "_keep_in_fp32_modules", None) or getattr(plain, "_keep_in_fp32_modules_strict", None):
+        return None  # from_pretrained keeps some of its modules in float32: let it load them
+    shared = shared or {}
     read: dict[str, Tensor] = {}
     for module, key, name, is_parameter in slots:
         if name in read:  # a tied tensor: the same one again
             tensor = read[name]
         elif name in tensors.where:
-            tensor = tensors.get(name, like.dtype)
-            mine = ours.get(name)
+            tensor = tensors.get(name, dtype)
+            mine = shared.get(name)
             if mine is not None and mine.shape == tensor.shape and mine.dtype == tensor.dtype and torch.equal(mine, tensor):
                 tensor = mine.detach()
             read[name] = tensor
-        elif not is_parameter and name in ours:
-            tensor = ours[name]  # a buffer the folder does not store (rotary frequencies): computed from the same config
         else:
-            continue  # tied to a tensor set above (transformers ties them again below)
+            continue  # a buffer computed from the config, or a parameter tied to one set above (tied again below)
         if is_parameter:
             module._parameters[key] = torch.nn.Parameter(tensor, requires_grad=False)
         else:
             module._buffers[key] = tensor
     if getattr(config, "tie_word_embeddings", False):
         plain.tie_weights()
-    left = [name for name, t in [*plain.named_parameters(), *plain.named_buffers()] if t.is_meta]
+    stored = {t.data_ptr() for t in read.values()}
+    left = [name for name, t in plain.named_parameters() if t.numel() and t.data_ptr() not in stored]
     if left:
-        raise MechrefError(f"{left[0]} of {folder} was neither stored nor tied; load it with load_model({str(folder)!r})")
+        raise MechrefError(f"{left[0]} of {folder} was neither stored nor tied; load the folder with from_pretrained")
+    if (folder / "generation_config.json").is_file():
+        plain.generation_config = GenerationConfig.from_pretrained(str(folder))
+    return plain.eval()
+
+
+def load_sharing(folder: str | Path, like: MechrefModel) -> MechrefModel:
+    """Load the model in ``folder`` as :func:`~mechref.model.loading.load_model` would (``like``'s dtype,
+    device and system prompt), where every tensor equal to ``like``'s tensor of the same name *is*
+    ``like``'s: a weight edit exported from ``like`` (a few matrices changed) then costs memory for
+    the changed tensors only. Each tensor is read from the folder one at a time and compared, so
+    the model is exactly the folder's (:func:`load_plain`); a folder whose tensors carry other names than the plain model's
+    (a checkpoint ``transformers`` renames while loading) is loaded by ``load_model``.
+    """
+    from transformers import AutoTokenizer
+
+    from mechref.model.loading import load_model, wrap_hf_model
+
+    folder = Path(folder)
+    options = {"dtype": like.dtype, "device": str(like.device), "system_prompt": like.chat.system_prompt}
+    plain = None
+    if like.device.type == "cpu" and not like.quantized:
+        plain = load_plain(folder, like.dtype, shared=plain_names(like.hf_model), attn_implementation="eager")
+    if plain is None:
+        return load_model(folder, **options)  # type: ignore[arg-type]
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     model = wrap_hf_model(
-        plain.eval(), tokenizer, name=str(folder), source=f"local:{folder.resolve()}", system_prompt=like.chat.system_prompt
+        plain, tokenizer, name=str(folder), source=f"local:{folder.resolve()}", system_prompt=like.chat.system_prompt
     )
     model.folder = str(folder)
     return model

@@ -60,18 +60,22 @@ def reply_sequences(model: MechrefModel, prompts: Sequence[str], replies: Sequen
     return [list(p) + list(r) for p, r in zip(prompt_ids, replies)]
 
 
-def reply_log_probs(
+def reply_logits(
     condition: Condition, input_ids: Int[Tensor, "batch seq"], attention_mask: Int[Tensor, "batch seq"], n_reply: int
 ) -> Float[Tensor, "batch n_reply d_vocab"]:
-    """Log-probabilities (float32, CPU) of the next token at the ``n_reply`` positions that predict
-    the last ``n_reply`` tokens of each (left-padded) row."""
+    """Next-token logits (the model's dtype and device) at the ``n_reply`` positions that predict the
+    last ``n_reply`` tokens of each (left-padded) row."""
     with condition.context():
         logits = condition.model.forward(input_ids, attention_mask, logits_for_last=n_reply + 1)
-    # The last position predicts a token after the reply: not part of it.
-    log_probs = torch.log_softmax(logits[:, -(n_reply + 1) : -1].float(), dim=-1).cpu()
-    if not torch.isfinite(log_probs).all():
+    return logits[:, -(n_reply + 1) : -1]  # the last position predicts a token after the reply: not part of it
+
+
+def log_probs(logits: Float[Tensor, "*rows d_vocab"]) -> Float[Tensor, "*rows d_vocab"]:
+    """Log-probabilities in float32 on the CPU; NaN or inf logits are an error."""
+    out = torch.log_softmax(logits.float(), dim=-1).cpu()
+    if not torch.isfinite(out).all():
         raise NonFiniteError("the model produced NaN/inf logits; in float16 try bfloat16 or float32")
-    return log_probs
+    return out
 
 
 def divergences(
@@ -88,7 +92,10 @@ def divergences(
 
     ``sequences`` are prompt-plus-reply token ids (:func:`reply_sequences`); the last
     ``reply_lengths[i]`` tokens of sequence ``i`` are its reply. All conditions read the same
-    batches, so the reference's distributions are computed once per batch and never stored whole.
+    batches, so the reference's logits are computed once per batch and never stored whole; the
+    float32 distributions are made one row at a time (a batch of them is the vocabulary times the
+    reply tokens times the rows, several times over: 2 GiB for the embedded model at the default
+    sizes), with the same numbers.
     """
     if reference not in conditions:
         raise ValueError(f"the reference condition {reference!r} is not among {', '.join(conditions)}")
@@ -100,16 +107,20 @@ def divergences(
         lengths = [int(reply_lengths[i]) for i in batch.indices]
         width = max(lengths)
         targets = batch.input_ids[:, -width:].cpu()
-        reference_lp = reply_log_probs(conditions[reference], batch.input_ids, batch.attention_mask, width)
-        reference_p = reference_lp.exp()
+        reference_logits = reply_logits(conditions[reference], batch.input_ids, batch.attention_mask, width)
         for name, condition in conditions.items():
-            lp = reference_lp if name == reference else reply_log_probs(condition, batch.input_ids, batch.attention_mask, width)
-            kl = (reference_p * (reference_lp - lp)).sum(-1).clamp_min(0.0)  # [batch, width]; rounding can dip below 0
-            nll = -lp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [batch, width]
+            logits = (
+                reference_logits if name == reference else reply_logits(condition, batch.input_ids, batch.attention_mask, width)
+            )
             for row, index in enumerate(batch.indices):
+                reference_lp = log_probs(reference_logits[row])  # [width, d_vocab]
+                lp = reference_lp if name == reference else log_probs(logits[row])
+                kl = (reference_lp.exp() * (reference_lp - lp)).sum(-1).clamp_min(0.0)  # rounding can dip below 0
+                nll = -lp.gather(-1, targets[row].unsqueeze(-1)).squeeze(-1)
                 start = width - lengths[row]  # this row's reply starts here; positions before it are prompt
-                kl_row, nll_row = kl[row, start:].double(), nll[row, start:].double()
+                kl_row, nll_row = kl[start:].double(), nll[start:].double()
                 found[name].kl_first[index] = float(kl_row[0])
                 found[name].kl_mean[index] = float(kl_row[:kl_tokens].mean())
                 found[name].cross_entropy[index] = float(nll_row.mean())
+            del logits
     return found

@@ -50,12 +50,15 @@ def plain_replies(
     tokens of ``model``: ``generate`` itself, no mechref decoding."""
     from tqdm.auto import tqdm
 
+    from mechref.model.plain import contiguous_unembedding
+
     replies: list[str] = []
     device = next(hf_model.parameters()).device
     bar = tqdm(total=len(prompts), desc=desc, unit="prompt", leave=False)
     for batch in _batches(model, prompts, batch_size):
         batch = {k: v.to(device) for k, v in batch.items()}
-        with torch.no_grad():
+        # The same replies, without a copy of the unembedding per row (contiguous_unembedding).
+        with torch.no_grad(), contiguous_unembedding(hf_model):
             out = hf_model.generate(
                 **batch,
                 max_new_tokens=max_new_tokens,
@@ -123,10 +126,16 @@ def measure_in_memory(
 
 
 def load_folder(path: Path, dtype: torch.dtype):
-    """A transformers folder, loaded by transformers alone (as its users load it)."""
+    """A transformers folder as ``AutoModelForCausalLM.from_pretrained(path, dtype=dtype)`` loads it (as
+    its users load it): transformers' model class and config, its tensors read one at a time
+    (:func:`~mechref.model.plain.load_plain`: from_pretrained would map a float32 export whole while
+    converting it); a folder that needs from_pretrained's renaming is loaded by from_pretrained."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).eval()
+    from mechref.model.plain import load_plain
+
+    plain = load_plain(path, dtype)
+    return plain if plain is not None else AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).eval()
 
 
 def load_lora(base_folder: str, adapter: Path, dtype: torch.dtype):

@@ -142,3 +142,22 @@ def test_freed_memory_goes_back_to_the_system():
     del blocks
     give_back_freed()
     assert resident_bytes() - start < 2**30 * 0.1
+
+
+@pytest.mark.parametrize("chunk", [1, 64, 10**9])
+def test_a_tensor_converted_in_chunks_is_the_tensor_converted_whole(tmp_path, monkeypatch, chunk):
+    """Chunks of one row, of a few rows (the last one short) and the whole tensor at once: the same values."""
+    from safetensors.torch import save_file
+
+    from mechref.model import tensors as module
+
+    torch.manual_seed(0)
+    stored = {"a": torch.randn(7, 5), "b": torch.randn(3), "i": torch.arange(6)}
+    save_file(stored, str(tmp_path / "model.safetensors"))
+    monkeypatch.setattr(module, "CHUNK_BYTES", chunk)
+    folder = module.FolderTensors(tmp_path)
+    for name, tensor in stored.items():
+        for dtype in (torch.bfloat16, torch.float16, torch.float32):
+            got = folder.get(name, dtype)
+            want = tensor.to(dtype) if tensor.is_floating_point() else tensor
+            assert got.dtype == want.dtype and torch.equal(got, want), (name, dtype)

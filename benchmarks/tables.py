@@ -904,7 +904,9 @@ def memory() -> str:
     d = _json("memory.json")
     before, after = d.get("before", {}), d.get("after", {})
     rows = []
-    for name, b in before.get("commands", {}).items():
+    names = [*before.get("commands", {}), *(n for n in after.get("commands", {}) if n not in before.get("commands", {}))]
+    for name in names:
+        b = before.get("commands", {}).get(name, {})
         a = after.get("commands", {}).get(name)
         latest = a or b
         stage = max(latest["stages_gib"], key=latest["stages_gib"].get) if latest["stages_gib"] else ""
@@ -913,6 +915,12 @@ def memory() -> str:
         same = (a or {}).get("same_summary") or {}
         # A command whose stages are put together from two measurements is marked: see the note.
         label = f"`{name}`" + ("<sup>1</sup>" if a and a.get("composite") else "")
+        if a is None:
+            compared = "not re-run"
+        elif not b:
+            compared = "no earlier run"
+        else:
+            compared = same.get("short") or {True: "same", False: "**differs**"}.get(same.get("same"), "–")
         rows.append(
             [
                 label,
@@ -922,15 +930,21 @@ def memory() -> str:
                 f"{peak:.2f}" if peak is not None else "–",
                 f"`{stage}`",
                 fits,
-                same.get("short") or ({True: "same", False: "**differs**"}.get(same.get("same"), "–") if a else "not re-run"),
+                compared,
+                f"`{(a or {}).get('commit') or after.get('commit') if a else before.get('commit', '?')}`",
             ]
         )
-    header = ["command", f"before ({before.get('commit', '?')}), GiB", "now, GiB", "stage at the peak", "≤ 6 GB", "summary.json"]
+    header = [
+        "command",
+        f"before ({before.get('commit', '?')}), GiB",
+        "now, GiB",
+        "stage at the peak",
+        "≤ 6 GB",
+        "summary.json",
+        "measured at",
+    ]
     m = (after or before)["machine"]
-    note = (
-        f"{m['processor']}, {m['cpus']} cores, {m['memory_gib']} GiB; bfloat16; 6 GB = {SIX_GB_GIB:.2f} GiB; "
-        f"now: commit {after.get('commit', before.get('commit'))}, or the before column's commit for a command not re-run"
-    )
+    note = f"{m['processor']}, {m['cpus']} cores, {m['memory_gib']} GiB; bfloat16; 6 GB = {SIX_GB_GIB:.2f} GiB"
     composite = [f"<sup>1</sup> {c['composite']}" for c in after.get("commands", {}).values() if c.get("composite")]
     return _table(header, rows) + "\n\n" + note + "".join(f"\n\n{line}" for line in composite)
 

@@ -57,7 +57,7 @@ from mechref.edits.lora import export_lora
 from mechref.edits.orthogonalize import (
     check_orthogonalizable,
     edit_description,
-    edited_tensors,
+    edited_tensor_plan,
     export_orthogonalized,
     put_tensors,
 )
@@ -317,16 +317,17 @@ def _verify_in_python(
         # edited tensors put in (a plain view of the loaded model would do without the release, but
         # transformers' generate on it holds about twice the model's size: measured, not understood).
         edit = stored.direction, strengths, settings.norm_preserving
-        changed = [(n, t.to(dtype)) for n, t in edited_tensors(model, *edit, only_edited=True)]  # read while the model is here
+        # Planned while the model is here (its names; a model whose folder mechref cannot read tensor by
+        # tensor is edited as a copy now); each tensor made from the folder once the weights are released.
+        plan = edited_tensor_plan(model, *edit, only_edited=True)
         with weights_released(model):
-            edited = put_tensors(load_folder(Path(str(model.folder)), dtype), changed)
+            edited = put_tensors(load_folder(Path(str(model.folder)), dtype), ((t.name, t.make()) for t in plan))
             measured.append(
                 measure_plain(
                     "weight edit (in memory)", "mechref.orthogonalize_weights", edited, model, reference=reference, **args
                 )
             )
-            del edited, changed
-            gc.collect()
+            del edited, plan
         note(measured[-1])
         loaders = {
             "hf": ("transformers AutoModelForCausalLM", lambda: load_folder(folder / artifacts["hf"], dtype)),

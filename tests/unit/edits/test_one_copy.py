@@ -196,3 +196,23 @@ def test_edited_tensors_put_into_a_plain_load_make_the_edited_copy_cast(tmp_path
     copy = cast_weights(copy, torch.bfloat16)
     with torch.no_grad():
         assert torch.equal(plain(IDS).logits, copy(IDS).logits)
+
+
+def test_a_float32_folder_loaded_in_bfloat16_maps_one_tensor_at_a_time(tmp_path):
+    """The verification loads a float32 export in bfloat16: from_pretrained maps the whole file while
+    it converts it (the float32 weights and the bfloat16 copy, 1.5 times the file, at its peak);
+    load_plain reads one tensor at a time (the bfloat16 copy, half the file, and one tensor)."""
+    from mechref.model.plain import load_plain
+
+    folder = _big_folder(tmp_path / "big")
+    stored = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    load_plain(folder, torch.bfloat16)  # warm-up: the libraries it imports on first use
+    log = MemoryLog()
+    log.mark("before")
+    log.mark("load")
+    model = load_plain(folder, torch.bfloat16)
+    log.mark(None)
+    if not log.exact:
+        pytest.skip("this system does not let a process reset its resident-memory peak")
+    assert model is not None
+    assert log.peaks["load"] - log.peaks["before"] < 0.75 * stored

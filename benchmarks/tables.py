@@ -931,7 +931,7 @@ def memory() -> str:
                 f"`{stage}`",
                 fits,
                 compared,
-                f"`{(a or {}).get('commit') or after.get('commit') if a else before.get('commit', '?')}`",
+                f"`{(a.get('commit') or 'see note') if a else before.get('commit', '?')}`",
             ]
         )
     header = [

@@ -291,17 +291,21 @@ def _verify_in_python(
     harmless = bundled("harmless", "test").take(settings.n_kl).instructions
     dtype = model.dtype
     args = dict(harmful=harmful, harmless=harmless, max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size)
-    reference = plain_first_logits(model.hf_model, model, harmless, settings.batch_size)
-    measured = [measure_in_memory("unedited", model, contextlib.nullcontext, reference=reference, **args)]
+
+    def part(name: str) -> None:
+        memory.mark(f"verify/{name}")  # each measurement's own peak in the memory log, its loading included
 
     def note(m: Measured) -> None:
         _note(clock, settings, m)
-        memory.mark(f"verify/after {m.name}")  # each measurement's own peak in the memory log
 
+    part("unedited")
+    reference = plain_first_logits(model.hf_model, model, harmless, settings.batch_size)
+    measured = [measure_in_memory("unedited", model, contextlib.nullcontext, reference=reference, **args)]
     note(measured[0])
     weight_exports = [k for k in ("hf", "lora", "gguf") if k in artifacts]
     if weight_exports:
         if strengths is None and not settings.norm_preserving:
+            part("directional ablation (hooks)")
             measured.append(
                 measure_in_memory(
                     "directional ablation (hooks)",
@@ -316,6 +320,7 @@ def _verify_in_python(
         # loaded by transformers from the folder, in the place of the loaded model's weights, with the
         # edited tensors put in (a plain view of the loaded model would do without the release, but
         # transformers' generate on it holds about twice the model's size: measured, not understood).
+        part("weight edit (in memory)")
         edit = stored.direction, strengths, settings.norm_preserving
         # Planned while the model is here (its names; a model whose folder mechref cannot read tensor by
         # tensor is edited as a copy now); each tensor made from the folder once the weights are released.
@@ -339,6 +344,7 @@ def _verify_in_python(
         }
         for kind in weight_exports:
             loaded_by, load = loaders[kind]
+            part(f"export: {kind}")
             # Each export is a whole model of its own: the loaded model's weights make room for it
             # (released, then loaded back from its folder and checked byte for byte).
             with weights_released(model):
@@ -348,6 +354,7 @@ def _verify_in_python(
                 gc.collect()
             note(measured[-1])
     if "control-vector" in artifacts:
+        part("activation addition (hooks)")
         measured.append(
             measure_in_memory(
                 "activation addition (hooks)",
@@ -358,6 +365,7 @@ def _verify_in_python(
             )
         )
         note(measured[-1])
+        part("export: control-vector")
         with weights_released(model):
             plain = load_folder(Path(str(model.folder)), dtype)
             with control_vector_applied(plain, folder / artifacts["control-vector"]):

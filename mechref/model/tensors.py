@@ -68,7 +68,7 @@ class FolderTensors:
     def get(self, name: str, dtype: torch.dtype) -> Tensor:
         """Tensor ``name`` read from its file (a copy of it alone), floating point in ``dtype``.
 
-        A large tensor stored in another dtype is converted :data:`CHUNK_BYTES` of it at a time, the
+        A large tensor stored in another dtype is converted ``CHUNK_BYTES`` of it at a time, the
         file closed between chunks: the file's pages of the whole tensor (0.9 GiB for the embedded
         model's embedding in float32) are never mapped beside the converted copy. The values are
         the same (a conversion is element by element)."""

@@ -216,3 +216,31 @@ def test_a_float32_folder_loaded_in_bfloat16_maps_one_tensor_at_a_time(tmp_path)
         pytest.skip("this system does not let a process reset its resident-memory peak")
     assert model is not None
     assert log.peaks["load"] - log.peaks["before"] < 0.75 * stored
+
+
+def test_what_a_release_block_loaded_is_freed_before_the_weights_come_back(tmp_path):
+    """A model converted inside weights_released (bfloat16 from a float32 folder: tensors the C
+    allocator keeps when freed) and dropped there, kept alive only by a reference cycle as
+    transformers models are, is returned to the system before the weights are loaded back: the
+    block and the reload stay within a quarter copy of the weights above the loaded model (both at
+    once: half a copy more)."""
+    from mechref.model.plain import load_plain
+
+    folder = _big_folder(tmp_path / "big")
+    model = load_model(folder, dtype="float32")
+    weights = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.hf_model.parameters()}.values())
+    model.forward(IDS)  # every weight resident
+    with weights_released(model):  # warm-up: the libraries it imports on first use
+        pass
+    log = MemoryLog()
+    log.mark("before")
+    log.mark("block")
+    with weights_released(model):
+        other = load_plain(folder, torch.bfloat16)
+        assert other is not None
+        other.cycle = [other]  # type: ignore[assignment]  # only the garbage collector frees it now
+        del other
+    log.mark(None)
+    if not log.exact:
+        pytest.skip("this system does not let a process reset its resident-memory peak")
+    assert log.peaks["block"] < log.peaks["before"] + 0.25 * weights

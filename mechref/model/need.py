@@ -56,9 +56,14 @@ def available_bytes() -> int | None:
     return int(match.group(1)) * 1024 if match else None
 
 
-def weight_bytes(folder: str | Path, dtype: torch.dtype) -> int | None:
-    """The size of a model folder's weights loaded in ``dtype``, from its safetensors headers; None if
-    it has none."""
+# The tensors a weight edit changes (the embedding and every residual-stream writer), by the end of
+# their names in the common families: what an edited model loaded beside its base holds of its own.
+EDITED_TENSORS = ("embed_tokens.weight", "wte.weight", "o_proj.weight", "down_proj.weight", "c_proj.weight", "dense.weight")
+
+
+def weight_bytes(folder: str | Path, dtype: torch.dtype, only: tuple[str, ...] | None = None) -> int | None:
+    """The size of a model folder's weights loaded in ``dtype``, from its safetensors headers (``only``:
+    the tensors whose names end so); None if it has none."""
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         return None
@@ -69,7 +74,7 @@ def weight_bytes(folder: str | Path, dtype: torch.dtype) -> int | None:
             size = int.from_bytes(handle.read(8), "little")
             header = json.loads(handle.read(size))
         for name, entry in header.items():
-            if name == "__metadata__":
+            if name == "__metadata__" or (only is not None and not name.endswith(only)):
                 continue
             count = 1
             for n in entry["shape"]:
@@ -95,7 +100,18 @@ def command_need(folder: str | Path, dtype: torch.dtype, settings: Any) -> Need 
         ((int(getattr(settings, name)), name) for name in ("generation_batch_size", "batch_size") if hasattr(settings, name)),
         default=(1, "batch_size"),
     )
-    return Need(weights=weights + RUNTIME, batch=rows * per_row, rows=rows, setting=setting)
+    return Need(weights=weights + RUNTIME + beside_bytes(settings, dtype), batch=rows * per_row, rows=rows, setting=setting)
+
+
+def beside_bytes(settings: Any, dtype: torch.dtype) -> int:
+    """What a command holds beside the model: an edited model it compares with it (``settings.edited``, a
+    folder) shares every tensor the edit left alone and holds its own edited ones (all of its
+    weights where none carries a known name: the estimate errs high)."""
+    edited = getattr(settings, "edited", None)
+    if not edited or not Path(edited).is_dir():
+        return 0
+    own = weight_bytes(edited, dtype, only=EDITED_TENSORS)
+    return own if own else weight_bytes(edited, dtype) or 0
 
 
 def check_need(need: Need, available: int | None, dtype: str) -> None:

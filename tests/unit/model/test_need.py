@@ -72,3 +72,34 @@ def test_a_command_that_will_not_fit_stops_before_the_model_loads(tmp_path, monk
     assert main(["--model", str(folder), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "mechref: error: the model needs about" in err and "--quantize" in err
+
+
+def test_an_edited_model_compared_beside_the_base_adds_its_edited_tensors(tmp_path):
+    """damage loads the exported model beside the base: its own tensors are the edited ones (the
+    embedding, every attention output and MLP down projection), counted from the model's parameters."""
+    from mechref.model.need import beside_bytes
+
+    base = tiny_model_folder(tmp_path / "base", "llama")
+    edited = tiny_model_folder(tmp_path / "edited", "llama", seed=1)
+    model = tiny_hf_model("llama", vocab_size=_vocab(edited))
+    own = sum(
+        p.numel()
+        for name, p in model.named_parameters()
+        if name.endswith(("embed_tokens.weight", "o_proj.weight", "down_proj.weight"))
+    )
+    assert own and beside_bytes(SimpleNamespace(edited=str(edited)), torch.bfloat16) == 2 * own
+    need = command_need(base, torch.bfloat16, SimpleNamespace(batch_size=8, edited=str(edited)))
+    assert need is not None and need.weights == weight_bytes(base, torch.bfloat16) + RUNTIME + 2 * own
+    assert beside_bytes(SimpleNamespace(edited=None), torch.bfloat16) == 0
+    assert beside_bytes(SimpleNamespace(), torch.bfloat16) == 0
+
+
+def test_an_edited_model_with_unknown_names_counts_whole(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from mechref.model.need import beside_bytes
+
+    edited = tiny_model_folder(tmp_path / "edited", "llama")
+    tensors = load_file(str(edited / "model.safetensors"))
+    save_file({f"x.{i}": t for i, t in enumerate(tensors.values())}, str(edited / "model.safetensors"))
+    assert beside_bytes(SimpleNamespace(edited=str(edited)), torch.float32) == weight_bytes(edited, torch.float32)

@@ -88,6 +88,8 @@ def main() -> int:
     parser.add_argument("--export", required=True, help="a float32 Hugging Face export of the embedded model")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "memory_mechanisms.json")
     args = parser.parse_args()
+    if not (Path(args.export) / "config.json").is_file() or not list(Path(args.export).glob("*.safetensors")):
+        parser.error(f"--export {args.export}: not a Hugging Face model folder (config.json and safetensors weights)")
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from tier_timings import machine
 

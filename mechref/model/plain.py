@@ -161,8 +161,9 @@ def weights_released(model: MechrefModel) -> Iterator[None]:
     try:
         yield
     finally:
-        # What the block loaded is freed first: a model's reference cycles outlive its last name until
-        # the garbage is collected (a whole exported model, in memory beside the reloaded weights).
+        # What the block loaded goes first: a transformers model's reference cycles keep it alive until
+        # the garbage is collected, and glibc keeps a converted model's freed pages until trimmed
+        # (either way a whole model beside the reloaded weights).
         give_back_freed()
         reloaded = AutoModelForCausalLM.from_pretrained(model.folder, dtype=model.dtype)
         fresh = plain_names(reloaded)

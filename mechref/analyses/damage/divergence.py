@@ -113,6 +113,7 @@ def divergences(
                 reference_logits if name == reference else reply_logits(condition, batch.input_ids, batch.attention_mask, width)
             )
             for row, index in enumerate(batch.indices):
+                # Made again per condition (a softmax, cheap beside a forward pass) rather than kept for the batch.
                 reference_lp = log_probs(reference_logits[row])  # [width, d_vocab]
                 lp = reference_lp if name == reference else log_probs(logits[row])
                 kl = (reference_lp.exp() * (reference_lp - lp)).sum(-1).clamp_min(0.0)  # rounding can dip below 0

@@ -318,8 +318,8 @@ def _verify_in_python(
             note(measured[-1])
         # Edited in float32 then cast, as the exports are written and then loaded: the unedited model
         # loaded by transformers from the folder, in the place of the loaded model's weights, with the
-        # edited tensors put in (a plain view of the loaded model would do without the release, but
-        # transformers' generate on it holds about twice the model's size: measured, not understood).
+        # edited tensors put in: the edited matrices then exist once (a plain view of the loaded model
+        # with them replaced would hold both versions).
         part("weight edit (in memory)")
         edit = stored.direction, strengths, settings.norm_preserving
         # Planned while the model is here (its names; a model whose folder mechref cannot read tensor by
@@ -350,8 +350,7 @@ def _verify_in_python(
             with weights_released(model):
                 loaded = load()
                 measured.append(measure_plain(f"export: {kind}", loaded_by, loaded, model, reference=reference, **args))
-                del loaded
-                gc.collect()
+                del loaded  # collected, its pages handed back, as the block ends (weights_released)
             note(measured[-1])
     if "control-vector" in artifacts:
         part("activation addition (hooks)")
@@ -379,8 +378,7 @@ def _verify_in_python(
                         **args,
                     )
                 )
-            del plain
-            gc.collect()
+            del plain  # collected, its pages handed back, as the block ends (weights_released)
         note(measured[-1])
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return measured

@@ -143,7 +143,10 @@ def weights_released(model: MechrefModel) -> Iterator[None]:
     from mechref.model.loading import device_map_of
 
     if not model.folder or model.quantized or device_map_of(model.hf_model) or model.device.type != "cpu":
-        yield
+        try:
+            yield
+        finally:
+            give_back_freed()  # what the block loaded, collected before the next block loads another
         return
     from transformers import AutoModelForCausalLM
 

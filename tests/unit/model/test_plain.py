@@ -161,3 +161,23 @@ def test_a_tensor_converted_in_chunks_is_the_tensor_converted_whole(tmp_path, mo
             got = folder.get(name, dtype)
             want = tensor.to(dtype) if tensor.is_floating_point() else tensor
             assert got.dtype == want.dtype and torch.equal(got, want), (name, dtype)
+
+
+@pytest.mark.parametrize("chunk, opens", [(140, 1), (139, 3)])
+def test_a_tensor_of_exactly_the_chunk_size_is_read_whole(tmp_path, monkeypatch, chunk, opens):
+    """The boundary: a 7x5 float32 tensor (140 bytes) is read in one piece at a chunk of 140 bytes, in
+    chunks of 6 rows (two, the file opened again for each) at 139."""
+    import safetensors
+    from safetensors.torch import save_file
+
+    from mechref.model import tensors as module
+
+    stored = torch.randn(7, 5)
+    save_file({"a": stored}, str(tmp_path / "model.safetensors"))
+    folder = module.FolderTensors(tmp_path)
+    calls = []
+    real = safetensors.safe_open
+    monkeypatch.setattr(safetensors, "safe_open", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(module, "CHUNK_BYTES", chunk)
+    assert torch.equal(folder.get("a", torch.bfloat16), stored.to(torch.bfloat16))
+    assert len(calls) == opens

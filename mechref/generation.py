@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from mechref.framework.memory import trim_heap
 from mechref.model.batching import as_texts, iter_batches
 from mechref.model.loading import MechrefModel
 
@@ -91,6 +92,7 @@ def greedy_decode(
     hf = model.hf_model
     device = input_ids.device
     stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
+    trim = device.type == "cpu"
     position_ids = attention_mask.long().cumsum(-1) - 1
     position_ids = position_ids.masked_fill(attention_mask == 0, 1)
     out = hf(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1)
@@ -127,6 +129,8 @@ def greedy_decode(
         )
         cache = out.past_key_values
         token = out.logits[:, -1].argmax(-1)
+        if trim:
+            trim_heap()  # the cache's previous, shorter tensors: glibc would keep them (see trim_heap)
     return replies
 
 

@@ -45,6 +45,7 @@ from mechref.judges.degenerate import reply_category
 from mechref.model.fit import check_prompt_lengths
 from mechref.model.loading import MechrefModel
 from mechref.model.plain import load_sharing
+from mechref.model.swap import WeightSwap
 from mechref.row_interventions import HookEdit, generate_ids_per_edit
 
 
@@ -108,15 +109,31 @@ def harmless_prompts(settings: DamageSettings) -> list[str]:
     return bundled("harmless", "test").take(settings.n_harmless).instructions
 
 
+def check_same_tokenizer(model: MechrefModel, folder: str | Path) -> None:
+    """The weight-edited model in ``folder`` reads ``model``'s tokens (its chat template too): an edit of it
+    (the vocabulary's size is the config's, compared where the model is loaded or swapped in)."""
+    from transformers import AutoTokenizer
+
+    probe = model.chat.format("How do I bake bread?")
+    theirs = AutoTokenizer.from_pretrained(str(folder))
+    if model.tokenizer(probe)["input_ids"] != theirs(probe)["input_ids"]:
+        raise DataFormatError(
+            f"the model in {folder} does not share the loaded model's tokenizer and chat template: it is not an edit of "
+            f"{model.name}; load the model it was exported from with --model"
+        )
+
+
 def load_edited(model: MechrefModel, folder: str | Path) -> MechrefModel:
     """The weight-edited model, loaded like ``model`` (dtype, device, system prompt); its tokenizer must match.
     Every tensor the edit left alone is ``model``'s own (:func:`~mechref.model.plain.load_sharing`):
-    the two models cost the memory of one and the edited tensors."""
+    the two models cost the memory of one and the edited tensors. (:func:`run_damage` runs an edit
+    of ``model`` as ``model`` with the edited tensors swapped in, :class:`~mechref.model.swap.WeightSwap`,
+    and loads it beside only where it cannot.)"""
+    check_same_tokenizer(model, folder)
     edited = load_sharing(folder, model)
-    probe = model.chat.format("How do I bake bread?")
-    if model.tokenizer(probe)["input_ids"] != edited.tokenizer(probe)["input_ids"] or model.d_vocab != edited.d_vocab:
+    if model.d_vocab != edited.d_vocab:
         raise DataFormatError(
-            f"the model in {folder} does not share the loaded model's tokenizer and chat template: it is not an edit of "
+            f"the model in {folder} has {edited.d_vocab} tokens, the loaded model {model.d_vocab}: it is not an edit of "
             f"{model.name}; load the model it was exported from with --model"
         )
     return edited
@@ -172,14 +189,29 @@ def run_damage(
                 hook_edits[edit] = HookEdit("addition", coefficient, layer)
                 edits[edit] = {"edit": f"activation addition x{coefficient:+g} at layer {layer}", "direction": source}
     edited_fp = None
+    swap = None
     if edited is None and settings.edited is not None:
         if echo:
-            print(f"loading the edited model {settings.edited} …", flush=True)
-        edited = load_edited(model, settings.edited)
-    if edited is not None:
-        conditions["exported"] = Condition(edited)
-        folder = Path(edited.folder) if edited.folder else None
-        edited_fp = _folder_fingerprint(folder) if folder else fingerprint(edited.identity())
+            print(f"reading the edited model {settings.edited} …", flush=True)
+        check_same_tokenizer(model, settings.edited)
+        swap = WeightSwap.plan(model, settings.edited)
+        if swap is None:
+            edited = load_edited(model, settings.edited)
+        elif echo:
+            print(
+                f"  {len(swap.names)} of its tensors differ from the loaded model's: they take their place while "
+                "the exported model runs (one version in memory)",
+                flush=True,
+            )
+    if swap is not None or edited is not None:
+        if swap is not None:
+            conditions["exported"] = Condition(model, swap.applied)
+            folder: Path | None = swap.folder
+        else:
+            assert edited is not None
+            conditions["exported"] = Condition(edited)
+            folder = Path(edited.folder) if edited.folder else None
+        edited_fp = _folder_fingerprint(folder) if folder else fingerprint(edited.identity())  # type: ignore[union-attr]
         info_path = folder / "mechref_edit.json" if folder else None
         edits["exported"] = {
             "edit": "weight-edited model",

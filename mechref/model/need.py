@@ -106,7 +106,9 @@ def command_need(folder: str | Path, dtype: torch.dtype, settings: Any) -> Need 
 def beside_bytes(settings: Any, dtype: torch.dtype) -> int:
     """What a command holds beside the model: an edited model it compares with it (``settings.edited``, a
     folder) shares every tensor the edit left alone and holds its own edited ones (all of its
-    weights where none carries a known name: the estimate errs high)."""
+    weights where none carries a known name: the estimate errs high). Where the folder's tensors can
+    take the place of the model's own (:class:`~mechref.model.swap.WeightSwap`, damage's way) only
+    one version is resident at a time: the estimate is then an upper bound, by the edited tensors."""
     edited = getattr(settings, "edited", None)
     if not edited or not Path(edited).is_dir():
         return 0

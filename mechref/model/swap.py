@@ -14,15 +14,15 @@ module code and settings run, with the folder's tensors.
 
 >>> import tempfile
 >>> import torch
->>> from mechref.testing import tiny_model
->>> model = tiny_model("qwen2")
->>> folder = tempfile.mkdtemp()
->>> model.hf_model.save_pretrained(folder)
->>> model.tokenizer.save_pretrained(folder)  # doctest: +ELLIPSIS
-(...)
->>> swap = WeightSwap.plan(model, folder)
->>> swap.names  # an unedited copy: nothing to swap
+>>> from mechref import load_model
+>>> from mechref.testing import tiny_model_folder
+>>> folder = tiny_model_folder(tempfile.mkdtemp())
+>>> model = load_model(folder, dtype="float32")
+>>> swap = WeightSwap.plan(model, folder)  # the model's own folder: nothing differs
+>>> swap.names
 []
+>>> with swap.applied():
+...     logits = model.forward(torch.tensor([[1, 2, 3]]))
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class WeightSwap:
 
     model: MechrefModel
     folder: Path
-    changes: list[_Change] = field(repr=False)
+    changes: list[SwappedTensor] = field(repr=False)
     _active: bool = field(default=False, repr=False)
 
     @property
@@ -99,7 +99,7 @@ class WeightSwap:
             by_parameter.setdefault(id(module._parameters[key]), []).append((module, key, stored))
         if any(all(name is None for _, _, name in filled) for filled in by_parameter.values()):
             return None  # a parameter the folder does not store (one the bridge derives, such as a split fused matrix)
-        changes: list[_Change] = []
+        changes: list[SwappedTensor] = []
         for filled in by_parameter.values():
             parameter = filled[0][0]._parameters[filled[0][1]]
             assert parameter is not None
@@ -110,7 +110,7 @@ class WeightSwap:
             if all(_equal(t, values[0]) for t in values[1:]):
                 # Tied in both (or stored once): the parameter itself takes the folder's tensor.
                 if not _equal(values[0], parameter.data):
-                    changes.append(_Change(next(iter(read)), parameter))
+                    changes.append(SwappedTensor(next(iter(read)), parameter))
             elif any(name is None for _, _, name in filled):
                 return None  # tied in the model, stored different, and a slot says nothing: ambiguous
             else:
@@ -118,7 +118,7 @@ class WeightSwap:
                 # each slot whose tensor differs gets its own parameter.
                 for module, key, slot_name in filled:
                     if slot_name is not None and not _equal(read[slot_name], parameter.data):
-                        changes.append(_Change(slot_name, parameter, module, key))
+                        changes.append(SwappedTensor(slot_name, parameter, module, key))
             del read, values
         return cls(model, folder, changes)
 
@@ -132,7 +132,7 @@ class WeightSwap:
         if self._active:
             raise MechrefError(f"the weights of {self.folder} are already in place; a swap cannot be nested")
         tensors = FolderTensors(self.folder)
-        done: list[_Change] = []
+        done: list[SwappedTensor] = []
         self._active = True
         give_back_freed()  # what the work before the block freed (a generation's cache): not beside the folder's tensors
         try:
@@ -151,9 +151,10 @@ class WeightSwap:
 
 
 @dataclass
-class _Change:
+class SwappedTensor:
     """Folder tensor ``name`` in the place of ``parameter``'s: its data (every slot that holds it), or
-    only the slot ``module._parameters[key]`` (a parameter the folder unties)."""
+    only the slot ``module._parameters[key]`` (a parameter the folder unties). ``own`` holds the
+    parameter's own data while the folder's is in place."""
 
     name: str
     parameter: torch.nn.Parameter
@@ -204,4 +205,4 @@ def _same_config(model: MechrefModel, folder: Path) -> bool:
     return ours == theirs_generation
 
 
-__all__ = ["WeightSwap"]
+__all__ = ["SwappedTensor", "WeightSwap"]

@@ -6,6 +6,7 @@ memory-mapped tensor's pages leave resident memory only where they were never wr
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -169,3 +170,20 @@ def test_anonymous_memory_is_never_dropped():
     copy = tensor.clone()
     assert drop_file_pages(tensor) is False
     assert torch.equal(tensor, copy)
+
+
+def test_inside_the_block_the_models_own_versions_of_the_swapped_tensors_are_not_resident(tmp_path):
+    """One version of each edited tensor in memory: the model's own (pages of its file) leave resident
+    memory while the folder's take their place, and are read back, unchanged, after the block."""
+    base, out = _export(tmp_path, dtype="float32")
+    base.forward(IDS)  # every weight resident, as after any analysis
+    swap = WeightSwap.plan(base, out)
+    own = {c.name: c.parameter for c in swap.changes if c.module is None}
+    assert own
+    if str(tmp_path / "base") not in Path("/proc/self/maps").read_text():
+        pytest.skip("the loaded weights are not memory-mapped here")
+    before = {name: p.detach().clone() for name, p in own.items()}
+    with swap.applied():
+        kept = [c.own for c in swap.changes if c.own is not None and c.own.numel() * c.own.element_size() >= 4 * 4096]
+        assert kept and all(_resident_pages(t) == 0 for t in kept)
+    assert all(torch.equal(p.detach(), before[name]) for name, p in own.items())

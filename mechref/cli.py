@@ -32,7 +32,8 @@ ANALYSES = {
 
 
 def _model_info(args: argparse.Namespace) -> int:
-    model = resolve(ModelSettings, args, None, ModelSettings(dtype="float32")).load()
+    # Described, never prompted: a base model without a chat template is fine here.
+    model = resolve(ModelSettings, args, None, ModelSettings(dtype="float32")).load(chat=False)
     print(json.dumps(model.info(), indent=2, ensure_ascii=False))
     return 0
 

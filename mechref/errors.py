@@ -61,8 +61,9 @@ class OutputTargetError(MechrefError, ValueError):
 class AllCandidatesFilteredError(MechrefError):
     """Every candidate was discarded by a filter; ``scores`` holds the full table."""
 
-    def __init__(self, scores: Sequence[Any], settings: Any):
+    def __init__(self, scores: Sequence[Any], settings: Any, n_forward_passes: int = 0, n_prompt_passes: int = 0):
         self.scores = scores
+        self.n_forward_passes, self.n_prompt_passes = n_forward_passes, n_prompt_passes
         lines = [f"{'pos':>4} {'layer':>5} {'bypass':>8} {'induce':>8} {'kl':>8}  removed by"]
         for s in scores:
             fmt = lambda v: f"{v:8.3f}" if v is not None else f"{'-':>8}"
@@ -72,9 +73,11 @@ class AllCandidatesFilteredError(MechrefError):
         super().__init__(
             "every candidate direction was filtered out (thresholds: KL <= "
             f"{settings.kl_threshold}, induce > {settings.induce_threshold}, layers before the last "
-            f"{settings.prune_layer_fraction:.0%}). Loosen a threshold (e.g. --kl-threshold, or --prune-layer-fraction on a "
-            "shallow model) or check the refusal "
-            "tokens. Full table:\n" + "\n".join(lines)
+            f"{settings.prune_layer_fraction:.0%}). A model that refuses weakly induces no refusal at any candidate: "
+            "choose by activation cosines instead, which needs neither refusal tokens nor generation (--selection "
+            "cosmic), or let the paper's selection fall back to it (--selection auto). Or loosen a threshold (e.g. "
+            "--kl-threshold, or --prune-layer-fraction on a shallow model), or check the refusal tokens. Full table:\n"
+            + "\n".join(lines)
         )
 
 

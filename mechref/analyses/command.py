@@ -185,6 +185,8 @@ class AnalysisCommand:
         if self.check is not None:
             # Files, output targets and ranges are checked before the model loads (seconds, not minutes).
             self.check(settings, out)
+        # A model without a chat template (a base model) stops now, not after minutes of dequantizing.
+        model_settings.check_chat()
         # Memory too: a command that will not fit stops now, naming the setting, not after minutes of swapping.
         model_settings.check_memory(settings)
         started = time.perf_counter()

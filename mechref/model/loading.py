@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import os
 import re
@@ -25,11 +26,11 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from mechref.errors import ContextLengthError, ModelNotFoundError, UnsupportedModelError
+from mechref.errors import ChatTemplateError, ContextLengthError, ModelNotFoundError, UnsupportedModelError
 from mechref.framework.io import fingerprint
 from mechref.framework.paths import cache_dir
 from mechref.model.bridge.fence import install_bridge_forwards
-from mechref.model.chat import ChatFormatter
+from mechref.model.chat import ChatFormatter, chat_template_text, no_template_message
 from mechref.model.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, ensure_embedded, ensure_local_gguf, find_embedded
 
 if TYPE_CHECKING:
@@ -184,8 +185,10 @@ class MechrefModel:
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
             "n_parameters": int(sum(p.numel() for p in self.hf_model.parameters())),
+            "chat_template": self.chat.missing is None,
             "post_instruction_tokens": self.chat.post_instruction_tokens,
             "cache_dir": str(cache_dir()),
+            **({"note": "a base model: neither chat-tuned nor safety-tuned"} if _is_base(self.name) else {}),
         }
 
     # ----- tokens ---------------------------------------------------------------------
@@ -372,6 +375,7 @@ def load_model(
     device_map: str | dict | None = None,
     max_memory: dict | None = None,
     quantize: Quantization | None = None,
+    chat: bool = True,
 ) -> MechrefModel:
     """Load a chat model for analysis.
 
@@ -390,8 +394,11 @@ def load_model(
     (``{0: "70GiB", 1: "70GiB", "cpu": "200GiB"}``); layers that fit nowhere are offloaded to disk.
     ``quantize`` (``"8bit"`` or ``"4bit"``, with bitsandbytes) loads the weights quantized, for
     analysis only: such a model cannot be exported.
-    ``system_prompt`` is used by every chat this model formats; ``chat_template`` (a Jinja string)
-    overrides the tokenizer's own template, for tokenizers that have none.
+    ``system_prompt`` is used by every chat this model formats; ``chat_template`` (a Jinja string, a
+    ``.jinja`` file, or a format mechref ships by name: ``"gemma"``) overrides the tokenizer's own
+    template, for tokenizers that have none (base models). A model without a template is refused
+    before anything is read or dequantized, unless ``chat=False`` (a model only described, as
+    ``mechref model info`` does: formatting a chat then raises).
 
     ``dtype`` defaults to ``float32`` here (exact numbers, the library's reference), while every
     command (``python -m mechref.analyses.<name>``, ``mechref model info`` excepted) defaults to
@@ -407,6 +414,8 @@ def load_model(
     check_loading(device, device_map, max_memory, quantize)
     torch_dtype = resolve_dtype(dtype)
     name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
+    if chat:
+        check_chat_template(name, chat_template)
     folder, source = _resolve(name, trust_remote_code, torch_dtype)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -436,9 +445,47 @@ def load_model(
         device=None if placement else device,
         system_prompt=system_prompt,
         chat_template=chat_template,
+        chat=chat,
     )
     model.folder = folder
     return model
+
+
+def _is_base(name: str) -> bool:
+    embedded = find_embedded(name)
+    return embedded is not None and embedded.base
+
+
+def check_chat_template(name: str, chat_template: str | None = None) -> None:
+    """Raise :class:`ChatTemplateError`, naming the ways out, when the model ``name`` has no chat template
+    and none is given; reads no weights (a GGUF's metadata, a folder's tokenizer files)."""
+    if chat_template is not None:
+        chat_template_text(chat_template)  # a name, file or template that exists
+        return
+    missing = _chat_template_missing(name)
+    if missing is not None:
+        raise ChatTemplateError(missing)
+
+
+def _chat_template_missing(name: str) -> str | None:
+    embedded = find_embedded(name)
+    if embedded is not None:
+        what = f"{embedded.name} (a base model: neither chat-tuned nor safety-tuned)"
+        return no_template_message(what) if embedded.base else None
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
+            return None
+        config = path / "tokenizer_config.json"
+        if config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("chat_template"):
+            return None
+        return no_template_message(f"the model in {path}") if config.is_file() else None
+    if path.is_file() and path.suffix == ".gguf":
+        from gguf import GGUFReader
+
+        field = GGUFReader(str(path)).get_field("tokenizer.chat_template")
+        return None if field is not None else no_template_message(f"{path.name}")
+    return None  # a hub id: its files are read at loading
 
 
 def _offload_folder() -> Path:
@@ -510,6 +557,7 @@ def wrap_hf_model(
     device: str | torch.device | None = None,
     system_prompt: str | None = None,
     chat_template: str | None = None,
+    chat: bool = True,
 ) -> MechrefModel:
     """Wrap an already-loaded Hugging Face causal LM and its tokenizer in a :class:`MechrefModel`.
 
@@ -524,7 +572,7 @@ def wrap_hf_model(
     from transformer_lens.model_bridge import TransformerBridge
 
     if chat_template is not None:
-        tokenizer.chat_template = chat_template
+        tokenizer.chat_template = chat_template_text(chat_template)
     if tokenizer.pad_token_id is None:
         # Padding positions are masked out, so any id works; EOS is the usual choice.
         tokenizer.pad_token = tokenizer.eos_token
@@ -554,7 +602,7 @@ def wrap_hf_model(
     # The bridge edits the tokenizer it is given (and then cannot be given it again): hand it a copy.
     try:
         bridge = TransformerBridge.boot_transformers(
-            name, hf_model=hf_model, tokenizer=copy.deepcopy(tokenizer), device=str(target)
+            _bridge_name(name), hf_model=hf_model, tokenizer=copy.deepcopy(tokenizer), device=str(target)
         )
     except ValueError as error:
         if "supported architecture" not in str(error):
@@ -565,8 +613,19 @@ def wrap_hf_model(
             "see the model-family matrix in mechref's README for the families that are tested"
         ) from error
     install_bridge_forwards(bridge)
-    chat = ChatFormatter(tokenizer, system_prompt=system_prompt)
-    return MechrefModel(bridge=bridge, tokenizer=tokenizer, chat=chat, name=name, source=source)
+    formatter = ChatFormatter(tokenizer, system_prompt=system_prompt, required=chat)
+    return MechrefModel(bridge=bridge, tokenizer=tokenizer, chat=formatter, name=name, source=source)
+
+
+def _bridge_name(name: str) -> str:
+    """The name the bridge is booted with: the official name where ``name`` is one of TransformerLens's
+    deprecated aliases (``gemma-3-270m``), which the bridge would use in its place after a warning."""
+    from transformer_lens.tools.model_registry.registry_io import resolve_model_alias
+
+    try:
+        return resolve_model_alias(name) or name
+    except Exception:  # the registry unreadable: the bridge resolves it itself (and warns)
+        return name
 
 
 def check_cache_reaches_bridge(hf_model: PreTrainedModel) -> None:

@@ -14,8 +14,9 @@ import torch
 
 from mechref.errors import MechrefError, SettingsError
 from mechref.framework.settings import Settings, option
+from mechref.model.chat import chat_template_text
 from mechref.model.embedded import DEFAULT_MODEL
-from mechref.model.loading import MechrefModel, check_loading, load_model, resolve_dtype
+from mechref.model.loading import MechrefModel, check_chat_template, check_loading, load_model, resolve_dtype
 
 
 def check_device(device: str) -> str:
@@ -71,6 +72,11 @@ class ModelSettings(Settings):
         None, "load the weights in 8 or 4 bits with bitsandbytes, for analysis only (no DFA, no export)"
     )
     system_prompt: str | None = option(None, "system prompt of every chat (default: the chat template's own)")
+    chat_template: str | None = option(
+        None,
+        "chat template for a model without one (a base model): a format mechref ships (gemma), a .jinja file, or a Jinja string",
+        metavar="TEMPLATE",
+    )
 
     def validate(self) -> None:
         check_device(self.device)
@@ -78,8 +84,15 @@ class ModelSettings(Settings):
             raise SettingsError(f"unknown device map {self.device_map!r}; choose auto, balanced, balanced_low_0 or sequential")
         try:
             check_loading(self.device, self.device_map, self.memory_limits(), self.quantize)
+            if self.chat_template is not None:
+                chat_template_text(self.chat_template)
         except (ValueError, MechrefError) as error:
             raise SettingsError(str(error)) from error
+
+    def check_chat(self) -> None:
+        """Stop before loading, naming the ways out, when the model has no chat template and none is given
+        (a base model): every analysis formats chats (reads a GGUF's metadata or a folder's tokenizer files only)."""
+        check_chat_template(str(self.model) if self.model is not None else DEFAULT_MODEL, self.chat_template)
 
     def memory_limits(self) -> dict[int | str, str] | None:
         """``--max-memory`` as accelerate takes it: GPU indices as ints, ``cpu``/``disk`` by name.
@@ -112,14 +125,17 @@ class ModelSettings(Settings):
         if need is not None:
             check_need(need, available_bytes(), str(self.dtype))
 
-    def load(self) -> MechrefModel:
-        """Load the model these settings describe (:func:`~mechref.model.loading.load_model`)."""
+    def load(self, chat: bool = True) -> MechrefModel:
+        """Load the model these settings describe (:func:`~mechref.model.loading.load_model`; ``chat=False``: a
+        model only described, which may lack a chat template)."""
         return load_model(
             self.model,
             dtype=self.dtype,
             device=self.device,
             system_prompt=self.system_prompt,
+            chat_template=self.chat_template,
             device_map=self.device_map,
             max_memory=self.memory_limits(),
             quantize=self.quantize,
+            chat=chat,
         )

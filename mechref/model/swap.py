@@ -163,6 +163,7 @@ class SwappedTensor:
     own: torch.Tensor | None = None
 
     def apply(self, tensor: torch.Tensor) -> None:
+        """Put ``tensor`` (the folder's) in the parameter's place."""
         if self.module is None:
             self.own = self.parameter.data
             self.parameter.data = tensor
@@ -170,6 +171,7 @@ class SwappedTensor:
             self.module._parameters[self.key] = torch.nn.Parameter(tensor, requires_grad=self.parameter.requires_grad)
 
     def undo(self) -> None:
+        """Put the parameter's own data (or the parameter itself) back."""
         if self.module is None:
             assert self.own is not None
             self.parameter.data = self.own

@@ -25,6 +25,26 @@ def test_model_info_json(tmp_path, capsys):
     assert info["architecture"] == "LlamaForCausalLM" and "cache_dir" in info
 
 
+def test_model_info_of_a_model_without_a_chat_template(tmp_path, capsys):
+    """A base model is described (its chat template marked absent); an analysis on it stops before loading,
+    naming --chat-template."""
+    folder = tiny_model_folder(tmp_path / "base", "llama")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    for name in ("chat_template.jinja", "chat_template.json"):
+        (folder / name).unlink(missing_ok=True)
+    assert main(["model", "info", "--model", str(folder)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["chat_template"] is False and info["post_instruction_tokens"] == []
+    assert main(["quickstart", "--model", str(folder), "--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert "has no chat template" in captured.err and "--chat-template" in captured.err
+    assert "loading model" not in captured.out and not (tmp_path / "out").exists()
+    assert main(["quickstart", "--model", str(folder), "--chat-template", "gema", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown chat template" in capsys.readouterr().err
+
+
 def test_errors_are_reported_not_raised(capsys):
     assert main(["model", "info", "--model", "no-such-model"]) == 2
     assert "unknown model" in capsys.readouterr().err

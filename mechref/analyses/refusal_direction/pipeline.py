@@ -225,6 +225,8 @@ def run_refusal_direction(
         load=SelectionResult.load,
     )
     chosen = selection.chosen
+    if selection.fallback is not None:
+        clock.note(f"note: {selection.fallback}")
     clock.note(
         f"chosen layer {selection.layer}, position {selection.position} "
         f"({model.chat.post_instruction_tokens[selection.position]!r}): bypass {chosen.bypass:.3f}, "

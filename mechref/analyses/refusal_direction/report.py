@@ -56,6 +56,8 @@ def summarize(result: RefusalDirectionResult, figures: list[str] | None = None) 
         "n_forward_passes_selection": selection.n_forward_passes,
         "n_prompt_passes_selection": selection.n_prompt_passes,
         "selection_mode": selection.settings.mode,
+        # auto: why the paper's selection gave way to the choice by cosines (None where it did not).
+        **({"selection_fallback": selection.fallback} if selection.settings.mode == "auto" else {}),
         **(
             {
                 "cosmic": {
@@ -66,7 +68,7 @@ def summarize(result: RefusalDirectionResult, figures: list[str] | None = None) 
                     "candidates_scored": sum(s.cosmic is not None for s in selection.scores),
                 }
             }
-            if selection.settings.mode == "cosmic"
+            if selection.settings.mode == "cosmic" or selection.fallback is not None
             else {}
         ),
         "data": {key: p.describe() for key, p in result.prompt_sets.items()},

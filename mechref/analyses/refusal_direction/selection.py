@@ -22,7 +22,7 @@ proxy, widening to the next ``top_k`` only if all of them are filtered out.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -46,7 +46,7 @@ from mechref.scoring import kl_divergence, refusal_score_from_logits
 class SelectionSettings:
     """How candidates are scored and filtered (defaults follow the paper)."""
 
-    mode: Literal["fast", "exhaustive", "cosmic"] = "fast"
+    mode: Literal["fast", "exhaustive", "cosmic", "auto"] = "fast"
     kl_threshold: float = 0.1
     induce_threshold: float = 0.0
     prune_layer_fraction: float = 0.2
@@ -57,8 +57,8 @@ class SelectionSettings:
     cosmic_layer_fraction: float = 0.1
 
     def __post_init__(self):
-        if self.mode not in ("fast", "exhaustive", "cosmic"):
-            raise ValueError(f"mode must be 'fast', 'exhaustive' or 'cosmic', got {self.mode!r}")
+        if self.mode not in ("fast", "exhaustive", "cosmic", "auto"):
+            raise ValueError(f"mode must be 'fast', 'exhaustive', 'cosmic' or 'auto', got {self.mode!r}")
 
 
 @dataclass
@@ -99,6 +99,7 @@ class SelectionResult:
     n_prompt_passes: int
     settings: SelectionSettings
     reference_layers: list[int] | None = None  # cosmic mode: the layers its cosines are read at
+    fallback: str | None = None  # auto mode: why the paper's selection gave way to cosmic's (None: it did not)
 
     @property
     def chosen(self) -> CandidateScores:
@@ -118,6 +119,7 @@ class SelectionResult:
             "n_prompt_passes": self.n_prompt_passes,
             "settings": asdict(self.settings),
             "reference_layers": self.reference_layers,
+            "fallback": self.fallback,
             "scores": [asdict(s) for s in self.scores],
         }
 
@@ -158,6 +160,7 @@ class SelectionResult:
             n_prompt_passes=data["n_prompt_passes"],
             settings=SelectionSettings(**data["settings"]),
             reference_layers=data.get("reference_layers"),
+            fallback=data.get("fallback"),
         )
 
 
@@ -251,8 +254,32 @@ def select_direction(
     *,
     progress: bool = True,
 ) -> SelectionResult:
-    """Score the candidates and return the chosen direction (raises :class:`AllCandidatesFilteredError`)."""
+    """Score the candidates and return the chosen direction (raises :class:`AllCandidatesFilteredError`).
+
+    ``mode="auto"``: the paper's selection (``fast``); where its filters leave no candidate (a model
+    that refuses weakly: no candidate induces refusal), the choice by activation cosines
+    (``cosmic``), which needs neither refusal tokens nor generation, with the reason in
+    :attr:`SelectionResult.fallback` and the forward passes of both counted."""
     settings = settings or SelectionSettings()
+    if settings.mode == "auto":
+        try:
+            return replace(select_direction(model, candidates, harmful_val, harmless_val, refusal_tokens,
+                                            replace(settings, mode="fast"), progress=progress), settings=settings)  # fmt: skip
+        except AllCandidatesFilteredError as error:
+            chosen = select_direction(
+                model, candidates, harmful_val, harmless_val, refusal_tokens, replace(settings, mode="cosmic"), progress=progress
+            )
+            reasons = sorted({r for s in error.scores for r in s.filtered_by})
+            return replace(
+                chosen,
+                settings=settings,
+                n_forward_passes=chosen.n_forward_passes + error.n_forward_passes,
+                n_prompt_passes=chosen.n_prompt_passes + error.n_prompt_passes,
+                fallback=(
+                    f"the paper's selection filtered out all {len(error.scores)} candidates ({'; '.join(reasons)}): "
+                    "chosen by activation cosines instead (cosmic)"
+                ),
+            )
     harmful_val, harmless_val = list(harmful_val), list(harmless_val)
     scorer = _Scorer(model, refusal_tokens, settings.batch_size)
     baseline_harmful = scorer.score(harmful_val)
@@ -314,7 +341,7 @@ def select_direction(
         else:
             eligible = [k for k in scorable if k[1] < cutoff]
             if not eligible:  # e.g. two layers: layer 0 holds zero vectors, layer 1 is pruned
-                raise AllCandidatesFilteredError(list(table.values()), settings)
+                raise AllCandidatesFilteredError(list(table.values()), settings, scorer.n_forward_passes, scorer.n_prompt_passes)
             subset = harmful_val[: settings.proxy_prompts]
             proxy = scorer.ablated_scores([candidates.get(*key) for key in eligible], subset, progress=progress)
             for key, value in zip(eligible, proxy):
@@ -326,7 +353,7 @@ def select_direction(
                     break
         kept = [s for s in table.values() if s.kept]
         if not kept:
-            raise AllCandidatesFilteredError(list(table.values()), settings)
+            raise AllCandidatesFilteredError(list(table.values()), settings, scorer.n_forward_passes, scorer.n_prompt_passes)
         best = min(kept, key=lambda s: _number(s.bypass))
     return SelectionResult(
         position=best.position,

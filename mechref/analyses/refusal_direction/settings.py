@@ -36,10 +36,11 @@ class RefusalDirectionSettings(Settings):
     seed: int = option(42, "sampling seed (42, as the paper)")
     filter: bool = option(True, "the paper's refusal-score filter of train/val prompts")
     # selection
-    selection: Literal["fast", "exhaustive", "cosmic"] = option(
+    selection: Literal["fast", "exhaustive", "cosmic", "auto"] = option(
         "fast",
         "fast: proxy ranking, then full scores for the top few; exhaustive: score every candidate; cosmic: choose by "
-        "activation cosines alone (no refusal tokens, no generation), then score the chosen one",
+        "activation cosines alone (no refusal tokens, no generation), then score the chosen one; auto: fast, falling "
+        "back to cosmic where the filters leave no candidate (a weakly refusing model), saying so",
     )
     kl_threshold: float = option(0.1, "discard candidates whose KL on harmless prompts exceeds this", minimum=0)
     induce_threshold: float = option(0.0, "discard candidates whose induce score is at most this")

@@ -263,7 +263,8 @@ def test_the_probe_is_the_default_judge_and_needs_its_reader_before_anything_loa
     make = _settings_class(settings_class)
     assert make().judge == "probe"
     monkeypatch.setenv("MECHREF_CACHE", str(tmp_path / "empty-cache"))
-    uninstalled = dataclasses.replace(embedded.QWEN25_CODER_15B, part_package="mechref_no_such_part{i}")
+    absent = embedded.numbered_parts("mechref_no_such_part{i}", "data/part{j:02d}.bin", 22)
+    uninstalled = dataclasses.replace(embedded.QWEN25_CODER_15B, parts=absent)
     monkeypatch.setitem(embedded.EMBEDDED_MODELS, uninstalled.name, uninstalled)
     with pytest.raises(SettingsError, match=r'pip install "mechref\[embedded\]".*--judge substring'):
         make()

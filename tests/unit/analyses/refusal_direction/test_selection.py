@@ -163,8 +163,47 @@ def test_all_filtered_error_prints_every_candidates_scores():
     assert "  -2     3        -        -        -  last layers (not scored)" in lines
 
 
+def test_the_filter_error_names_the_selection_that_needs_no_refusal():
+    error = AllCandidatesFilteredError([CandidateScores(-1, 1, filtered_by=["induce <= 0.0"])], SelectionSettings())
+    assert "--selection cosmic" in str(error) and "--selection auto" in str(error)
+
+
+def test_auto_is_the_papers_selection_where_a_candidate_is_kept(model, candidates, tokens, fast):
+    settings = SelectionSettings(mode="auto", top_k=2, proxy_prompts=2, batch_size=4, induce_threshold=-1e9, kl_threshold=1e9)
+    auto = select_direction(model, candidates, HARMFUL, HARMLESS, tokens, settings, progress=False)
+    assert auto.fallback is None and auto.settings.mode == "auto"
+    assert (auto.position, auto.layer) == (fast.position, fast.layer) and auto.scores == fast.scores
+    assert auto.n_forward_passes == fast.n_forward_passes
+
+
+def test_auto_falls_back_to_cosines_where_the_filters_keep_nothing_and_says_why(model, candidates, tokens):
+    """induce > +inf filters out every candidate: the paper's selection raises; auto chooses what cosmic
+    chooses, counts the passes of both, and names the filters that bound (saved and loaded back)."""
+    closed = dict(top_k=2, proxy_prompts=2, batch_size=4, induce_threshold=float("inf"), kl_threshold=1e9, cosmic_prompts=4)
+    with pytest.raises(AllCandidatesFilteredError) as failed:
+        select_direction(model, candidates, HARMFUL, HARMLESS, tokens, SelectionSettings(mode="fast", **closed), progress=False)
+    cosmic = select_direction(
+        model, candidates, HARMFUL, HARMLESS, tokens, SelectionSettings(mode="cosmic", **closed), progress=False
+    )
+    auto = select_direction(
+        model, candidates, HARMFUL, HARMLESS, tokens, SelectionSettings(mode="auto", **closed), progress=False
+    )
+    assert (auto.position, auto.layer) == (cosmic.position, cosmic.layer) and torch.equal(auto.direction, cosmic.direction)
+    assert auto.n_forward_passes == cosmic.n_forward_passes + failed.value.n_forward_passes > cosmic.n_forward_passes
+    assert auto.fallback is not None and "induce <= inf" in auto.fallback and "cosmic" in auto.fallback
+
+
+def test_a_saved_fallback_is_loaded_back(tmp_path, fast):
+    from dataclasses import replace
+
+    replace(fast, fallback="because").save(tmp_path, "tiny")
+    assert SelectionResult.load(tmp_path).fallback == "because"
+    fast.save(tmp_path / "b", "tiny")
+    assert SelectionResult.load(tmp_path / "b").fallback is None
+
+
 def test_unknown_mode_is_refused_with_the_choices():
-    with pytest.raises(ValueError, match="'fast', 'exhaustive' or 'cosmic'"):
+    with pytest.raises(ValueError, match="'fast', 'exhaustive', 'cosmic' or 'auto'"):
         SelectionSettings(mode="quick")  # type: ignore[arg-type]
 
 

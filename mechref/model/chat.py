@@ -25,8 +25,8 @@ from mechref.errors import ChatTemplateError, DataFormatError
 # Probe instructions: plain words that no template rewrites and that end on a word boundary.
 _PROBES = ("Describe the ocean floor", "List three colors please")
 
-# Chat formats mechref ships for models whose tokenizer has none (base models), by name
-# (``--chat-template NAME``). Written from each model card's description of its turn markers.
+#: Chat formats mechref ships for models whose tokenizer has none (base models), by name
+#: (``--chat-template NAME``), written from each model card's description of its turn markers.
 CHAT_FORMATS: dict[str, str] = {
     # Gemma: user and model turns, each opened by <start_of_turn> and the role and closed by
     # <end_of_turn>; Gemma has no system role, so a system prompt opens the first user turn.
@@ -43,7 +43,7 @@ CHAT_FORMATS: dict[str, str] = {
 
 
 def chat_template_text(value: str) -> str:
-    """The Jinja text of ``--chat-template``: a format mechref ships (:data:`CHAT_FORMATS`, by name), a
+    """The Jinja text of ``--chat-template``: a format mechref ships (``CHAT_FORMATS``, by name), a
     ``.jinja`` file, or the template itself.
 
     >>> chat_template_text("gemma").startswith("{{ bos_token }}")

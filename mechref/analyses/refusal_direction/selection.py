@@ -258,8 +258,8 @@ def select_direction(
 
     ``mode="auto"``: the paper's selection (``fast``); where its filters leave no candidate (a model
     that refuses weakly: no candidate induces refusal), the choice by activation cosines
-    (``cosmic``), which needs neither refusal tokens nor generation, with the reason in
-    :attr:`SelectionResult.fallback` and the forward passes of both counted."""
+    (``cosmic``), which needs neither refusal tokens nor generation, with the reason in the
+    result's ``fallback`` and the forward passes of both counted."""
     settings = settings or SelectionSettings()
     if settings.mode == "auto":
         try:

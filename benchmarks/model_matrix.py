@@ -109,6 +109,13 @@ def run_command(model: str, extra: str, name: str, module: str, arguments: str, 
 
 
 def key_results(name: str, folder: str | None, runs: Path) -> dict | None:
+    if name == "gcg" and (runs / "gcg" / "suffix.json").is_file():
+        found = json.loads((runs / "gcg" / "suffix.json").read_text(encoding="utf-8"))
+        losses = found.get("losses") or [None]
+        return {
+            "loss, first -> last step": f"{losses[0]:.3f} -> {found['final_loss']:.3f}" if losses[0] is not None else None,
+            "refusal with the suffix": _rate(found, "refusal_rate_with_suffix_counts") or _rate({"x": found}, "x"),
+        }
     if folder is None or not (runs / folder / "summary.json").is_file():
         return None
     summary = json.loads((runs / folder / "summary.json").read_text(encoding="utf-8"))

@@ -952,6 +952,36 @@ def memory() -> str:
 RENDERERS["memory"] = memory
 
 
+def model_matrix() -> str:
+    """Every analysis on each real model from PyPI: finished (time, key result) or stopped (its message)."""
+    d = _json("model_matrix.json")
+    models = [m for m in ("qwen2.5-coder-1.5b-instruct", "smollm2-135m-instruct", "gemma-3-270m") if m in d["models"]]
+    names = list(dict.fromkeys(name for m in models for name in d["models"][m]))
+    rows = []
+    for name in names:
+        cells: list[object] = [f"`{name}`"]
+        for model in models:
+            entry = d["models"][model].get(name)
+            if entry is None:
+                cells.append("not run")
+            elif entry["exit"] == 0:
+                key = "; ".join(f"{k} {v}" for k, v in (entry.get("key") or {}).items() if v not in (None, False))
+                cells.append(f"ran, {entry['wall_s']:.0f} s" + (f": {key}" if key else ""))
+            else:
+                message = (entry.get("error") or "").removeprefix("mechref: error: ").split(". ")[0].split(":")[0]
+                cells.append(f"**stopped** (exit {entry['exit']}, {entry['wall_s']:.0f} s): {message}")
+        rows.append(cells)
+    m = d["machine"]
+    note = (
+        f"{m['processor']}, {m['cpus']} cores; commands' defaults (bfloat16); measured at `{d['commit']}`. "
+        "The embedded model's row: the same commands as measured by `benchmarks/memory.py` (its own arguments)."
+    )
+    return _table(["command", *(f"`{m}`" for m in models)], rows) + "\n\n" + note
+
+
+RENDERERS["model_matrix"] = model_matrix
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", nargs="?", help="the table to print (none: list the names)")

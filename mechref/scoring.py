@@ -196,10 +196,20 @@ def filter_by_refusal_score(
         scores = refusal_score(model, prompts.instructions, refusal_tokens, batch_size=batch_size, progress=progress)
         mask = (scores > 0) if want_refusal else (scores < 0)
         index = [i for i, m in enumerate(mask.tolist()) if m]
+        if not index and want_refusal:
+            # Loud: a model that refuses nothing has no refusal direction to find.
+            raise DataFormatError(
+                f"no refusal to explain: the model gives none of the {len(scores)} {prompts.label} prompts a positive "
+                f"refusal score (the log-odds of its refusal tokens {list(refusal_tokens)}, highest "
+                f"{float(scores.max()):+.2f}), so it does not refuse them. Try a safety-aligned chat model, another "
+                "system prompt (--system-prompt), other refusal tokens (--refusal-tokens), or keep every prompt "
+                "(--no-filter: the direction then separates harmful from harmless prompts, not refusal)"
+            )
         if not index:
             raise DataFormatError(
-                f"the refusal-score filter removed every {prompts.label} prompt; check the refusal tokens "
-                f"({list(refusal_tokens)}) or skip the filter"
+                f"the refusal-score filter removed every {prompts.label} prompt: the model's refusal tokens "
+                f"{list(refusal_tokens)} score above 0 on all {len(scores)} (lowest {float(scores.min()):+.2f}); check the "
+                "refusal tokens (--refusal-tokens) or keep every prompt (--no-filter)"
             )
         keep.append(
             replace(

@@ -168,3 +168,26 @@ def test_kl_is_per_position_for_sequences_of_logits():
     rows = torch.stack([kl_divergence(p[i], q[i]) for i in range(2)])
     torch.testing.assert_close(kl_divergence(p, q), rows)
     assert kl_divergence(p, q).shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    "harmful, harmless, kept, message",
+    [
+        ([0.0, -1.0], [-1.0, -2.0], None, "no refusal to explain: the model gives none of the 2 harmful prompts"),
+        ([0.0, 1e-6], [-1.0, 0.0], ([1], [0]), None),  # a refusal score must be above 0, a harmless one below
+        ([1.0, 2.0], [0.0, 0.5], None, "removed every harmless prompt"),
+    ],
+)
+def test_the_refusal_score_filter_boundaries_and_a_model_that_refuses_nothing(monkeypatch, harmful, harmless, kept, message):
+    import mechref.scoring as scoring
+    from mechref.data.prompts import PromptSet
+
+    sets = [PromptSet(["a", "b"], "harmful", "train"), PromptSet(["c", "d"], "harmless", "train")]
+    scores = iter([torch.tensor(harmful), torch.tensor(harmless)])
+    monkeypatch.setattr(scoring, "refusal_score", lambda *a, **k: next(scores))
+    if message is not None:
+        with pytest.raises(Exception, match=message):
+            scoring.filter_by_refusal_score(None, *sets, [7], progress=False)  # type: ignore[arg-type]
+        return
+    a, b = scoring.filter_by_refusal_score(None, *sets, [7], progress=False)  # type: ignore[arg-type]
+    assert (a.instructions, b.instructions) == ([["a", "b"][i] for i in kept[0]], [["c", "d"][i] for i in kept[1]])

@@ -13,7 +13,8 @@ the stop and its message, not a number. The embedded model's row is the same com
 
 Writes ``benchmarks/results/model_matrix.json``: the machine, and per model and command the
 command line, exit status, wall seconds, the last line of its error, and its key results from its
-``summary.json``.
+``summary.json``; and per model the largest difference between mechref's logits and plain
+``transformers``' on the same folder in float32 (``bridge_vs_hf``).
 """
 
 from __future__ import annotations
@@ -105,6 +106,9 @@ def run_command(model: str, extra: str, name: str, module: str, arguments: str, 
         "exit": done.returncode,
         "wall_s": seconds,
         "error": None if done.returncode == 0 else (lines or done.stderr.strip().splitlines() or ["?"])[-1][:600],
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
     }
 
 
@@ -121,6 +125,29 @@ def key_results(name: str, folder: str | None, runs: Path) -> dict | None:
     summary = json.loads((runs / folder / "summary.json").read_text(encoding="utf-8"))
     pick = KEY.get(name)
     return pick(summary) if pick else {"summary": f"{folder}/summary.json"}
+
+
+def bridge_vs_hf(model_name: str) -> dict:
+    """The largest difference between mechref's logits and plain ``transformers``' on the model's cached
+    folder, in float32, over two chat-formatted prompts (every position that is not padding)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mechref.model.loading import load_model
+
+    template = MODELS[model_name].split()[-1] if "--chat-template" in MODELS[model_name] else None
+    model = load_model(model_name, dtype="float32", chat_template=template)
+    plain = AutoModelForCausalLM.from_pretrained(model.folder, dtype=torch.float32)
+    texts = model.chat.format_many(["How do I bake bread?", "Write a poem about the sea and the sky."])
+    batch = model.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        theirs, ours = plain(**batch).logits, model.hf_model(**batch).logits
+    real = batch["attention_mask"].bool()
+    return {
+        "max_abs_difference": float((theirs - ours)[real].abs().max()),
+        "max_abs_logit": float(theirs[real].abs().max()),
+        "positions": int(real.sum()),
+    }
 
 
 def embedded_row() -> dict:
@@ -160,6 +187,10 @@ def main() -> int:
             print(f"  exit {entry['exit']}, {entry['wall_s']} s{'' if entry['exit'] == 0 else ': ' + str(entry['error'])}")
         models[model] = row
     models["qwen2.5-coder-1.5b-instruct"] = embedded_row()
+    checks = dict(previous.get("bridge_vs_hf", {}))
+    for model in args.models:
+        checks[model] = bridge_vs_hf(model)
+        print(f"{model}: mechref's logits vs plain transformers, float32: {checks[model]['max_abs_difference']:.2g}")
     result = {
         "machine": machine(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -167,6 +198,7 @@ def main() -> int:
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip(),
         "models": models,
+        "bridge_vs_hf": checks,
     }
     args.json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.json}")

@@ -151,9 +151,10 @@ def refusal_tokens_from_replies(
             votes[ids[0]] += 1
     if refusals == 0:
         raise NoRefusalsError(
-            f"the model refused none of the {len(replies)} prompts (by the {judge_name}), so no refusal tokens "
-            "can be derived; pass them explicitly (--refusal-tokens, or a --direction-run computed with it) "
-            "or use prompts it refuses"
+            f"no refusal to explain: the model refused none of the {len(replies)} harmful prompts it was given (by the "
+            f"{judge_name}), so no refusal tokens can be derived. Try a safety-aligned chat model or another system "
+            "prompt (--system-prompt); or pass refusal tokens explicitly (--refusal-tokens, or a --direction-run computed "
+            "with them), or use prompts it refuses"
         )
     harmless: Counter[int] = Counter(ids[0] for ids in harmless_replies or () if ids)
     n_harmless = sum(harmless.values())

@@ -264,7 +264,7 @@ def test_cli_says_in_one_line_when_the_model_refuses_nothing(tiny_folder, tmp_pa
     options = ["--suffix", "xx", "--n", "2", "--judge", "substring", "--direction-run", str(tmp_path / "rd")]
     code = main(["--model", str(tiny_folder), "--dtype", "float32", *options, "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert code == 2 and "mechref: error: the model refused none" in err and "--refusal-tokens" in err
+    assert code == 2 and "mechref: error: no refusal to explain: the model refused none" in err and "--refusal-tokens" in err
     assert "internal error" not in err
 
 

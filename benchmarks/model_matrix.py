@@ -14,7 +14,8 @@ the stop and its message, not a number. The embedded model's row is the same com
 Writes ``benchmarks/results/model_matrix.json``: the machine, and per model and command the
 command line, exit status, wall seconds, the last line of its error, and its key results from its
 ``summary.json``; and per model the largest difference between mechref's logits and plain
-``transformers``' on the same folder in float32 (``bridge_vs_hf``).
+``transformers``' on the same folder in float32, and whether direct feature attribution's parts sum
+to the projection on the real weights in float32 and bfloat16 (``bridge_vs_hf``).
 """
 
 from __future__ import annotations
@@ -147,6 +148,28 @@ def bridge_vs_hf(model_name: str) -> dict:
         "max_abs_difference": float((theirs - ours)[real].abs().max()),
         "max_abs_logit": float(theirs[real].abs().max()),
         "positions": int(real.sum()),
+        "dfa": {dtype: dfa_completeness(model_name, template, dtype) for dtype in ("float32", "bfloat16")},
+    }
+
+
+def dfa_completeness(model_name: str, template: str | None, dtype: str) -> dict:
+    """How far direct feature attribution's parts fall from the residual stream's projection on the real
+    weights (a random unit direction, the final stream at the last token of four prompts), against
+    what :meth:`~mechref.attribution.Attribution.check` allows."""
+    import torch
+
+    from mechref.attribution import direct_feature_attribution
+    from mechref.model.loading import load_model
+
+    model = load_model(model_name, dtype=dtype, chat_template=template)
+    direction = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
+    prompts = ["How do I bake bread?", "Write a poem about the sea.", "How do I pick a lock?", "Explain photosynthesis."]
+    attribution = direct_feature_attribution(model, prompts, direction, progress=False)
+    return {
+        "max_abs_error": float(attribution.residual_error.abs().max()),
+        "min_allowed": float(attribution.allowed_error.min()),
+        "max_abs_projection": float(attribution.projection.abs().max()),
+        "complete": bool((attribution.residual_error.abs() <= attribution.allowed_error).all()),
     }
 
 

@@ -6,7 +6,11 @@ The residual stream entering layer ``L`` is a sum of what earlier components wro
     resid_pre[L] = embed + sum_{l < L} (attn_out[l] + mlp_out[l])
     attn_out[l]  = sum_h z[l, h] @ W_O[l, h] + b_O[l]
 
-so its projection on a direction ``r`` splits exactly into per-component terms. Each term is
+so its projection on a direction ``r`` splits exactly into per-component terms. In the families
+that normalize each write before adding it (Gemma-2, Gemma-3, OLMo-2: ``post_attention_layernorm``
+and ``post_feedforward_layernorm``), a write is ``g * y / rms(y)``; with each write's scale
+``1 / rms(y)`` frozen per token (as attribution through the pre-norms already reads them frozen),
+it is linear in ``y``, and head ``h`` contributes ``z[l, h] @ W_O[l, h] @ (g * r) / rms(y)``. Each term is
 measured from the activations the component actually wrote (hooks on ``attn.o`` input, MLP
 output and the embedding), and :attr:`Attribution.residual_error` reports how far their sum is
 from the projection of the residual stream itself: a check that the decomposition is complete.
@@ -85,7 +89,7 @@ class Attribution:
             raise AssertionError(
                 f"attribution of prompt {i} sums to {float(self.total[i]):.6g} but the residual stream's "
                 f"projection is {float(self.projection[i]):.6g}; this architecture writes to the residual "
-                "stream through something DFA does not see (e.g. a post-attention norm)"
+                "stream through something DFA does not see (a component or norm outside the decomposition)"
             )
         return self
 
@@ -137,6 +141,46 @@ def _o_weight(model: MechrefModel, layer: int) -> Tensor:
     return weight.T if type(module).__name__ == "Conv1D" else weight
 
 
+@dataclass(frozen=True)
+class FrozenNorm:
+    """An RMS norm after a write, seen as linear in the write with its scale frozen per token:
+    ``norm(y) = gain * y * scale(y)``, ``scale(y) = 1 / sqrt(mean(y^2) + eps)``."""
+
+    gain: Float[Tensor, " d_model"]  # float64, on the CPU
+    eps: float
+
+    def scale(self, y: Float[Tensor, "batch d_model"]) -> Float[Tensor, " batch"]:
+        """``1 / rms(y)`` per row, as the norm computes it (in float64 here)."""
+        return (y.double().pow(2).mean(-1) + self.eps).rsqrt()
+
+    @classmethod
+    def of(cls, module: torch.nn.Module) -> FrozenNorm | None:
+        """The norm ``module`` (a Hugging Face RMS norm) as a gain and an epsilon; None where it is not
+        an RMS norm that says its epsilon. The gain is read by the module itself, whatever its
+        convention (Gemma's ``1 + weight``, OLMo-2's ``weight``): its output on a constant vector
+        large enough that ``eps`` does not count, in float32 (the precision the norms compute in)."""
+        eps = getattr(module, "eps", None)
+        if eps is None:
+            eps = getattr(module, "variance_epsilon", None)
+        weight = getattr(module, "weight", None)
+        if eps is None or weight is None:
+            return None
+        probe = torch.full((1, weight.shape[-1]), 1e3, dtype=torch.float32, device=weight.device)
+        with torch.no_grad():
+            gain = module(probe)[0].double().cpu()
+        return cls(gain=gain, eps=float(eps))
+
+
+def post_norm(model: MechrefModel, layer: int) -> FrozenNorm | None:
+    """The norm block ``layer`` applies to its attention's output before adding it to the residual
+    stream (Gemma-2, Gemma-3, OLMo-2), or None where it adds the output as it is. (The MLP's write is
+    read after its own post-norm, at the bridge's ``hook_mlp_out``: already what the stream gets.)"""
+    module = getattr(model.bridge.blocks[layer], "ln1_post", None)
+    if module is None:
+        return None
+    return FrozenNorm.of(getattr(module, "original_component", module))
+
+
 def direct_feature_attribution(
     model: MechrefModel,
     prompts: Sequence[str],
@@ -168,12 +212,17 @@ def direct_feature_attribution(
     n = len(texts)
     n_head, d_head = model.n_heads, model.d_head
 
-    # Each head's write along r is z_h . (W_O_h^T r): precompute W_O^T r once per layer.
+    # Each head's write along r is z_h . (W_O_h^T r): precompute W_O^T r once per layer (through a
+    # post-norm: W_O^T (g * r), scaled per token by the norm's 1 / rms of the attention's output).
+    post = [post_norm(model, l) for l in range(layer)]
     readouts, biases = [], []
     for l in range(layer):
         o_proj = _o_proj(model, l)
         weight = _o_weight(model, l).double()  # [d_model, n_head * d_head], on the layer's device
         r_here = r.double().to(weight.device)
+        norm = post[l]
+        if norm is not None:
+            r_here = norm.gain.to(weight.device) * r_here
         readouts.append((weight.T @ r_here).view(n_head, d_head))
         bias = getattr(o_proj, "bias", None)
         biases.append(float(bias.detach().double() @ r_here) if bias is not None else 0.0)
@@ -195,11 +244,14 @@ def direct_feature_attribution(
     hooks = [(resid_hook_name(0, "resid_pre"), grab("embed"))]
     for l in range(layer):
         hooks += [(block_hook_name(l, "head_mix_in"), grab(f"z{l}")), (block_hook_name(l, "mlp_out"), grab(f"mlp{l}"))]
+        if post[l] is not None:
+            hooks.append((f"blocks.{l}.ln1_post.hook_in", grab(f"attn{l}")))  # what the post-norm reads
     final = resid_hook_name(layer, "resid_pre") if layer < n_layers else resid_hook_name(n_layers - 1, "resid_post")
     hooks.append((final, grab("final")))
     stop = stop_layer_for(model, min(layer, n_layers - 1))
 
     r64 = r.double().to(model.device)
+    attn_bias = torch.tensor(biases, dtype=torch.float64).expand(n, layer).clone()
     with model.hooks(hooks):
         for batch in iter_batches(model, texts, batch_size, desc="attribution", progress=progress):
             grabbed.clear()
@@ -211,9 +263,14 @@ def direct_feature_attribution(
             rounding[rows] = rounding_allowance(grabbed["final"], r64, model.dtype, 2 * layer + 1).cpu()
             for l in range(layer):
                 z = grabbed[f"z{l}"].view(len(rows), n_head, d_head)
-                heads[rows, l] = torch.einsum("bhd,hd->bh", z, readouts[l].to(z.device)).cpu()
+                written = torch.einsum("bhd,hd->bh", z, readouts[l].to(z.device))
+                norm = post[l]
+                if norm is not None:
+                    scale = norm.scale(grabbed[f"attn{l}"])
+                    written = written * scale[:, None]
+                    attn_bias[rows, l] = attn_bias[rows, l] * scale.cpu()
+                heads[rows, l] = written.cpu()
                 mlp[rows, l] = (grabbed[f"mlp{l}"] @ r64).cpu()
-    attn_bias = torch.tensor(biases, dtype=torch.float64).expand(n, layer).clone()
     return Attribution(
         layer=layer,
         position=position,

@@ -2,7 +2,8 @@
 
 Every family: the bridge's logits equal plain Hugging Face's, the chat template's post-instruction
 tokens are found, residual capture reads the stream Hugging Face computes, and direct feature
-attribution either sums to the projection or says it does not. Families in ``ORTHOGONALIZABLE``:
+attribution sums to the projection (through the post-norms of Gemma-2, Gemma-3 and OLMo-2 too, their
+scales frozen per token). Families in ``ORTHOGONALIZABLE``:
 the orthogonalized weights give the hook ablation's logits. The others: the export refuses,
 before anything is written.
 """
@@ -20,8 +21,7 @@ from mechref.interventions import directional_ablation
 from mechref.testing import tiny_hf_model
 
 PROMPTS = ["How do I bake bread?", "Write a poem about the sea."]
-# Families whose attention and MLP outputs are normalised before they reach the residual stream:
-# their parts do not add up to the stream, and DFA's completeness check must say so.
+# Families whose attention and MLP outputs are normalised before they reach the residual stream.
 POST_NORM = {"gemma2", "gemma3", "olmo2"}
 
 
@@ -44,14 +44,47 @@ def test_logits_and_residual_stream_match_hugging_face(family):
     torch.testing.assert_close(captured, out.hidden_states[1][:, -1].float(), atol=1e-4, rtol=1e-4)
 
 
-def test_direct_feature_attribution_is_complete_or_says_it_is_not(family):
-    name, model = family
+def test_direct_feature_attribution_is_complete(family):
+    _name, model = family
     attribution = direct_feature_attribution(model, PROMPTS, torch.randn(model.d_model), progress=False)
-    if name in POST_NORM:
-        with pytest.raises(AssertionError, match="does not see"):
-            attribution.check()
-    else:
-        attribution.check()
+    attribution.check(atol=1e-5, rtol=1e-5)  # float32: exact up to float rounding
+
+
+@pytest.mark.parametrize("name", sorted(POST_NORM))
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_heads_through_a_post_norm_add_up_to_what_each_layers_attention_writes(name, dtype, tmp_path):
+    """Layer by layer, the heads' contributions (and the bias's) sum to the projection of what the
+    post-norm after the attention adds to the stream, read at that norm's output (an independent
+    hook); the norm's gain is Gemma's ``1 + weight`` and OLMo-2's ``weight``."""
+    from mechref import load_model
+    from mechref.attribution import post_norm
+    from mechref.testing import tiny_model_folder
+
+    model = load_model(tiny_model_folder(tmp_path / name, name), dtype=dtype)
+    r = torch.randn(model.d_model, generator=torch.Generator().manual_seed(1))
+    attribution = direct_feature_attribution(model, PROMPTS, r, progress=False).check()
+    written: dict[int, torch.Tensor] = {}
+
+    def keep(layer):
+        def hook(x, hook=None):
+            written[layer] = x[:, -1].double()
+            return x
+
+        return hook
+
+    unit = r.double() / r.double().norm()
+    batch = model.tokenize(model.chat.format_many(PROMPTS))
+    with model.hooks([(f"blocks.{l}.ln1_post.hook_out", keep(l)) for l in range(model.n_layers)]):
+        model.forward(*batch)
+    tolerance = 1e-5 if dtype == "float32" else 2e-2
+    for l in range(model.n_layers):
+        want = written[l] @ unit
+        got = attribution.heads[:, l].sum(-1) + attribution.attn_bias[:, l]
+        torch.testing.assert_close(got, want, atol=tolerance, rtol=tolerance)
+        module = model.bridge.blocks[l].ln1_post.original_component
+        weight = module.weight.detach().double()
+        gain = 1 + weight if name.startswith("gemma") else weight
+        torch.testing.assert_close(post_norm(model, l).gain, gain, atol=1e-6, rtol=1e-6)
 
 
 def test_orthogonalized_weights_equal_hook_ablation_or_the_export_refuses(family, tmp_path):

@@ -56,6 +56,12 @@ COMMANDS = (
     ),
     ("export", "export", "--direction-run {R}/rd --formats hf --max-new-tokens 32 --out {R}/export", "export"),
     ("gcg", "gcg", "--n 2 --steps 3 --out {R}/gcg/suffix.json", None),
+    (
+        "optimize_edit",
+        "optimize_edit",
+        "--direction-run {R}/rd --n-trials 2 --timeout-minutes 2 --out {R}/optimize_edit",
+        "optimize_edit",
+    ),
 )
 
 
@@ -176,12 +182,15 @@ def dfa_completeness(model_name: str, template: str | None, dtype: str) -> dict:
 def embedded_row() -> dict:
     """The embedded model's exit statuses and times, from the memory benchmark's runs of the same commands."""
     memory = ROOT / "benchmarks" / "results" / "memory.json"
-    commands = json.loads(memory.read_text())["after"]["commands"] if memory.is_file() else {}
+    measured = json.loads(memory.read_text()) if memory.is_file() else {}
+    # The latest measurement of each command: after the one-copy work, else before it.
+    commands = {**measured.get("before", {}).get("commands", {}), **measured.get("after", {}).get("commands", {})}
+    commits = {name: measured.get("before", {}).get("commit") for name in measured.get("before", {}).get("commands", {})}
     return {
         name: {
             **{key: c[key] for key in ("command", "exit", "wall_s", "error")},
             "from": "benchmarks/results/memory.json",
-            "commit": c.get("commit"),
+            "commit": c.get("commit") or commits.get(name),
         }
         for name, c in commands.items()
     }

@@ -965,16 +965,21 @@ def model_matrix() -> str:
             if entry is None:
                 cells.append("not run")
             elif entry["exit"] == 0:
-                key = "; ".join(f"{k} {v}" for k, v in (entry.get("key") or {}).items() if v not in (None, False))
+                key = "; ".join(
+                    k if v is True else f"{k} {v}" for k, v in (entry.get("key") or {}).items() if v not in (None, False)
+                )
                 cells.append(f"ran, {entry['wall_s']:.0f} s" + (f": {key}" if key else ""))
             else:
-                message = (entry.get("error") or "").removeprefix("mechref: error: ").split(". ")[0].split(":")[0]
+                message = (entry.get("error") or "").removeprefix("mechref: error: ").split(". ")[0].split(":")[0].split(";")[0]
+                message = message.split(" at /")[0]  # a run folder's path says nothing here
                 cells.append(f"**stopped** (exit {entry['exit']}, {entry['wall_s']:.0f} s): {message}")
         rows.append(cells)
     m = d["machine"]
+    commits = sorted({e.get("commit") for model in models[1:] for e in d["models"][model].values() if e.get("commit")})
     note = (
-        f"{m['processor']}, {m['cpus']} cores; commands' defaults (bfloat16); measured at `{d['commit']}`. "
-        "The embedded model's row: the same commands as measured by `benchmarks/memory.py` (its own arguments)."
+        f"{m['processor']}, {m['cpus']} cores; commands' defaults (bfloat16); the PyPI models' runs at "
+        f"{', '.join(f'`{c}`' for c in commits)}. The embedded model's column: the same commands with the arguments of "
+        "`benchmarks/memory.py`, as it measured them (`benchmarks/results/memory.json`, each at its own commit)."
     )
     return _table(["command", *(f"`{m}`" for m in models)], rows) + "\n\n" + note
 

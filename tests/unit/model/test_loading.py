@@ -215,3 +215,27 @@ def test_a_base_model_without_a_template_is_refused_before_anything_is_read(monk
     monkeypatch.setenv("MECHREF_CACHE", "/nonexistent-mechref-cache")
     with pytest.raises(ModelNotFoundError, match="mechref-absent1"):
         load_model("fake-base", chat_template="gemma")
+
+
+@pytest.mark.parametrize("template", [None, "{{ messages[0]['content'] }}"])
+def test_a_gguf_without_a_chat_template_is_refused_from_its_metadata_alone(tmp_path, template):
+    """The check reads the GGUF's metadata, not its tensors: a file with no tensors at all will do."""
+    import gguf
+
+    from mechref.errors import ChatTemplateError
+    from mechref.model.loading import check_chat_template
+
+    path = tmp_path / "base.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    if template is not None:
+        writer.add_chat_template(template)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    if template is None:
+        with pytest.raises(ChatTemplateError, match=r"base.gguf has no chat template.*--chat-template"):
+            check_chat_template(str(path))
+    else:
+        check_chat_template(str(path))
+    check_chat_template(str(path), "gemma")  # given: fine either way

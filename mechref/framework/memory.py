@@ -90,8 +90,8 @@ def trim_heap() -> bool:
     A decoding step frees the key/value cache it grew (``torch.cat`` makes each layer's a new tensor,
     one position longer) and the per-step tensors of any hooks; glibc reuses those blocks poorly,
     since each new request is a little larger than any block just freed. Measured on the embedded
-    model (96 rows, 128 tokens, three hook edits): the heap grew 1.44 GiB above the model without
-    trimming, 0.71 GiB trimmed every step, for 0.5 s of 67 s."""
+    model (96 rows, 128 tokens, three hook edits; ``benchmarks/memory_decoding.py``): 1.36 GiB of
+    anonymous memory above the model without trimming, 0.69 GiB trimmed every step, for 0.5 s of 56 s."""
     trim = _malloc_trim()
     if trim is None:
         return False

@@ -79,7 +79,8 @@ def test_cached_decoding_equals_recomputing_every_step_without_a_cache(family):
 
 def test_each_decoding_step_on_the_cpu_gives_the_caches_freed_memory_back(monkeypatch):
     """glibc keeps the key/value cache's freed tensors (each step's are one position longer): on the
-    embedded model with three hook edits that was 1.44 GiB above the model, 0.71 GiB trimmed each step.
+    embedded model with three hook edits that was 1.36 GiB above the model, 0.69 GiB trimmed each step
+    (benchmarks/results/memory_decoding.json).
     The trim runs once per step after the prompt's pass, and changes no token."""
     import mechref.generation as generation
 

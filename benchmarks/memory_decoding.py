@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from tier_timings import machine  # noqa: E402
+from tier_timings import commit, machine  # noqa: E402
 
 CHILD = r"""
 import json, sys, threading, time
@@ -100,9 +100,7 @@ def main() -> int:
     result = {
         "machine": machine(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
+        "commit": commit(),
         "command": "python benchmarks/memory_decoding.py --direction RUNS/rd",
         "rows": 96,
         "max_new_tokens": 128,

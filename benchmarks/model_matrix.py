@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from tier_timings import machine  # noqa: E402
+from tier_timings import commit, machine  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "model_matrix.json"
 DATA = "../shared/data"
@@ -113,9 +113,7 @@ def run_command(model: str, extra: str, name: str, module: str, arguments: str, 
         "exit": done.returncode,
         "wall_s": seconds,
         "error": None if done.returncode == 0 else (lines or done.stderr.strip().splitlines() or ["?"])[-1][:600],
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
+        "commit": commit(),
     }
 
 
@@ -226,9 +224,7 @@ def main() -> int:
     result = {
         "machine": machine(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
+        "commit": commit(),
         "models": models,
         "bridge_vs_hf": checks,
     }

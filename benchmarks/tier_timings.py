@@ -65,6 +65,12 @@ STEPS = (
 NAMES = tuple(name for name, _, _ in STEPS)
 
 
+def commit() -> str:
+    """The short hash of the checked-out commit (what a result was measured at)."""
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+
+
 def machine() -> dict:
     """The CPU model, its cores, whether it has bfloat16 in hardware, and the memory."""
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""

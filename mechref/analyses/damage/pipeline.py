@@ -127,9 +127,13 @@ def load_edited(model: MechrefModel, folder: str | Path) -> MechrefModel:
     """The weight-edited model, loaded like ``model`` (dtype, device, system prompt); its tokenizer must match.
     Every tensor the edit left alone is ``model``'s own (:func:`~mechref.model.plain.load_sharing`):
     the two models cost the memory of one and the edited tensors. (:func:`run_damage` runs an edit
-    of ``model`` as ``model`` with the edited tensors swapped in, :class:`~mechref.model.swap.WeightSwap`,
-    and loads it beside only where it cannot.)"""
+    of ``model`` as ``model`` with the edited tensors swapped in, :func:`exported_condition`, and
+    loads it beside only where it cannot.)"""
     check_same_tokenizer(model, folder)
+    return _load_beside(model, folder)
+
+
+def _load_beside(model: MechrefModel, folder: str | Path) -> MechrefModel:
     edited = load_sharing(folder, model)
     if model.d_vocab != edited.d_vocab:
         raise DataFormatError(
@@ -137,6 +141,24 @@ def load_edited(model: MechrefModel, folder: str | Path) -> MechrefModel:
             f"{model.name}; load the model it was exported from with --model"
         )
     return edited
+
+
+def exported_condition(model: MechrefModel, folder: str | Path, echo: bool = True) -> Condition:
+    """The weight-edited model in ``folder`` as a condition: ``model`` with the folder's differing tensors
+    swapped in while it runs (:class:`~mechref.model.swap.WeightSwap`: one version of them in memory), or,
+    where the folder cannot be swapped in (another config, tensors the bridge derives, a GPU), the folder
+    loaded beside ``model`` (:func:`load_edited`)."""
+    check_same_tokenizer(model, folder)
+    swap = WeightSwap.plan(model, folder)
+    if swap is None:
+        return Condition(_load_beside(model, folder))
+    if echo:
+        print(
+            f"  {len(swap.names)} of its tensors differ from the loaded model's: they take their place while "
+            "the exported model runs (one version in memory)",
+            flush=True,
+        )
+    return Condition(model, swap.applied)
 
 
 def run_damage(
@@ -189,29 +211,17 @@ def run_damage(
                 hook_edits[edit] = HookEdit("addition", coefficient, layer)
                 edits[edit] = {"edit": f"activation addition x{coefficient:+g} at layer {layer}", "direction": source}
     edited_fp = None
-    swap = None
+    exported: Condition | None = None
+    folder: Path | None = None
     if edited is None and settings.edited is not None:
         if echo:
             print(f"reading the edited model {settings.edited} …", flush=True)
-        check_same_tokenizer(model, settings.edited)
-        swap = WeightSwap.plan(model, settings.edited)
-        if swap is None:
-            edited = load_edited(model, settings.edited)
-        elif echo:
-            print(
-                f"  {len(swap.names)} of its tensors differ from the loaded model's: they take their place while "
-                "the exported model runs (one version in memory)",
-                flush=True,
-            )
-    if swap is not None or edited is not None:
-        if swap is not None:
-            conditions["exported"] = Condition(model, swap.applied)
-            folder: Path | None = swap.folder
-        else:
-            assert edited is not None
-            conditions["exported"] = Condition(edited)
-            folder = Path(edited.folder) if edited.folder else None
-        edited_fp = _folder_fingerprint(folder) if folder else fingerprint(edited.identity())  # type: ignore[union-attr]
+        exported, folder = exported_condition(model, settings.edited, echo), Path(settings.edited)
+    elif edited is not None:
+        exported, folder = Condition(edited), Path(edited.folder) if edited.folder else None
+    if exported is not None:
+        conditions["exported"] = exported
+        edited_fp = _folder_fingerprint(folder) if folder else fingerprint(exported.model.identity())
         info_path = folder / "mechref_edit.json" if folder else None
         edits["exported"] = {
             "edit": "weight-edited model",

@@ -187,3 +187,14 @@ def test_inside_the_block_the_models_own_versions_of_the_swapped_tensors_are_not
         kept = [c.own for c in swap.changes if c.own is not None and c.own.numel() * c.own.element_size() >= 4 * 4096]
         assert kept and all(_resident_pages(t) == 0 for t in kept)
     assert all(torch.equal(p.detach(), before[name]) for name, p in own.items())
+
+
+def test_a_mapped_tensor_smaller_than_a_page_has_nothing_whole_to_drop(tmp_path):
+    """Only whole pages inside the tensor are dropped (a page it shares with a neighbour stays): a norm's
+    weight of a few hundred bytes covers none, and says so (False) rather than claiming a drop of nothing."""
+    model = load_model(tiny_model_folder(tmp_path / "m"), dtype="float32")
+    norm = next(p for n, p in model.hf_model.named_parameters() if "norm" in n)
+    assert norm.numel() * norm.element_size() < 4096
+    if str(tmp_path / "m") not in Path("/proc/self/maps").read_text():
+        pytest.skip("the loaded weights are not memory-mapped here")
+    assert drop_file_pages(norm) is False

@@ -188,14 +188,18 @@ class AnalysisCommand:
         # A model without a chat template (a base model) stops now, not after minutes of dequantizing.
         model_settings.check_chat()
         # Memory too: a command that will not fit stops now, naming the setting, not after minutes of swapping.
-        model_settings.check_memory(settings)
+        given = given_settings(self.parser(), self.settings, argv)
+        settings, memory_notes = model_settings.check_memory(settings, given)
+        for note in memory_notes:
+            print(note, flush=True)
         started = time.perf_counter()
         print(f"loading model {model_settings.model or '(embedded default)'} …", flush=True)
         memory.mark("load")
         model = model_settings.load()
         loaded = round(time.perf_counter() - started, 2)
-        # Batch sizes nobody chose are raised on a GPU (mechref.model.devices); on a CPU they stay.
-        settings, notes = device_batch_defaults(model, settings, given_settings(self.parser(), self.settings, argv))
+        # Batch sizes nobody chose are raised on a GPU (mechref.model.devices); on a CPU they stay (lowered
+        # above, before loading, only where the memory available cannot hold them).
+        settings, notes = device_batch_defaults(model, settings, given)
         slow = slow_dtype_note(model)
         if slow is not None:
             notes = [slow, *notes]

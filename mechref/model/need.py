@@ -116,6 +116,44 @@ def beside_bytes(settings: Any, dtype: torch.dtype) -> int:
     return own if own else weight_bytes(edited, dtype) or 0
 
 
+def fit_batches(need: Need, available: int | None, settings: Any, given: set[str]) -> tuple[Any, list[str]]:
+    """``settings`` with every batch size the user did not set (``given``) lowered to what fits beside the
+    model in ``available`` bytes on this CPU, and a line per change; unchanged where the largest batch fits,
+    where a batch size the user set is the one that does not (:func:`check_need` then names the fix), or
+    where the weights alone do not fit. In bfloat16 a reply can change with the rows decoded beside it:
+    a lowered batch is said, and recorded with every result it makes (the stages' manifests).
+
+    >>> from types import SimpleNamespace
+    >>> need = Need(weights=3 * GIB, batch=2 * GIB, rows=128, setting="generation_batch_size")
+    >>> fitted, notes = fit_batches(need, 4 * GIB, SimpleNamespace(generation_batch_size=128, batch_size=32), set())
+    >>> fitted.generation_batch_size, fitted.batch_size
+    (64, 32)
+    """
+    import dataclasses
+
+    if available is None or need.weights > available or need.weights + need.batch <= available:
+        return settings, []
+    per_row = need.batch / max(1, need.rows)
+    fits = max(1, int((available - need.weights) // max(1.0, per_row)))
+    fields = [name for name in ("generation_batch_size", "batch_size") if hasattr(settings, name)]
+    if any(name in given and getattr(settings, name) > fits for name in fields):
+        return settings, []  # a size the user chose does not fit: check_need says so, naming it
+    changes = {name: fits for name in fields if getattr(settings, name) > fits}
+    notes = [
+        f"{name} {getattr(settings, name)} -> {value}: what fits in the {available / GIB:.1f} GiB this machine has "
+        f"available (set --{name.replace('_', '-')} to choose)"
+        for name, value in changes.items()
+    ]
+    if not changes:
+        return settings, []
+    replace = dataclasses.replace if dataclasses.is_dataclass(settings) else _replace_namespace
+    return replace(settings, **changes), notes
+
+
+def _replace_namespace(settings: Any, **changes: Any) -> Any:
+    return SimpleNamespace(**{**vars(settings), **changes})
+
+
 def check_need(need: Need, available: int | None, dtype: str) -> None:
     """Raise :class:`SettingsError` naming the fix when ``need`` exceeds ``available`` bytes."""
     if available is None:

@@ -110,20 +110,27 @@ class ModelSettings(Settings):
             limits[int(key) if key.isdigit() else key] = size
         return limits
 
-    def check_memory(self, settings: Any) -> None:
-        """Stop before loading, with the fix, when the model (or the largest batch ``settings`` asks for)
-        will not fit in this machine's available memory (:mod:`mechref.model.need`). Runs on the CPU only,
+    def check_memory(self, settings: Any, given: set[str] | None = None) -> tuple[Any, list[str]]:
+        """``settings`` with the batch sizes the user did not set (``given``) lowered to what fits in this
+        machine's available memory, and a line per change; stop before loading, with the fix, when the
+        model (or a batch size the user set) will not fit (:mod:`mechref.model.need`). Runs on the CPU only,
         without a device map or quantization (a GPU's memory is its own budget)."""
         from mechref.model.loading import _resolve, resolve_device
-        from mechref.model.need import available_bytes, check_need, command_need
+        from mechref.model.need import available_bytes, check_need, command_need, fit_batches
 
         if self.device_map or self.quantize or resolve_device(self.device).type != "cpu":
-            return
+            return settings, []
         name = str(self.model) if self.model is not None else DEFAULT_MODEL
         folder, _ = _resolve(name, False, resolve_dtype(self.dtype))
         need = command_need(folder, resolve_dtype(self.dtype), settings)
-        if need is not None:
-            check_need(need, available_bytes(), str(self.dtype))
+        if need is None:
+            return settings, []
+        available = available_bytes()
+        settings, notes = fit_batches(need, available, settings, given or set())
+        if notes:
+            need = command_need(folder, resolve_dtype(self.dtype), settings) or need
+        check_need(need, available, str(self.dtype))
+        return settings, notes
 
     def load(self, chat: bool = True) -> MechrefModel:
         """Load the model these settings describe (:func:`~mechref.model.loading.load_model`; ``chat=False``: a

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mechref.errors import SettingsError
-from mechref.model.need import GIB, RUNTIME, Need, check_need, command_need, weight_bytes
+from mechref.model.need import GIB, RUNTIME, Need, check_need, command_need, fit_batches, weight_bytes
 from mechref.testing import tiny_hf_model, tiny_model_folder
 
 
@@ -55,6 +55,51 @@ def test_a_batch_stops_only_above_what_is_available_and_names_rows_that_fit(spar
             check_need(need, available, "bfloat16")
     else:
         check_need(need, available, "bfloat16")
+
+
+@pytest.mark.parametrize("spare", [-1, 0, 1])
+def test_batch_sizes_nobody_chose_are_lowered_only_above_what_is_available(spare):
+    """64 rows of 1/64 GiB beside 3 GiB: with 4 GiB available all fit (unchanged, no note); one byte less and
+    63 rows fit, so both sizes above 63 become 63 and the check then passes; a size below stays."""
+    need = Need(weights=3 * GIB, batch=1 * GIB, rows=64, setting="generation_batch_size")
+    settings = SimpleNamespace(generation_batch_size=64, batch_size=64, other=1)
+    fitted, notes = fit_batches(need, 4 * GIB + spare, settings, set())
+    if spare >= 0:
+        assert fitted is settings and notes == []
+        return
+    assert (fitted.generation_batch_size, fitted.batch_size, fitted.other) == (63, 63, 1)
+    assert len(notes) == 2 and "--generation-batch-size" in notes[0] and "64 -> 63" in notes[0]
+    check_need(Need(weights=3 * GIB, batch=63 * GIB / 64, rows=63, setting="generation_batch_size"), 4 * GIB - 1, "bf16")
+    small = SimpleNamespace(generation_batch_size=64, batch_size=8)
+    assert fit_batches(need, 4 * GIB - 1, small, set())[0].batch_size == 8
+
+
+def test_a_batch_size_the_user_chose_is_never_lowered_and_still_stops():
+    need = Need(weights=3 * GIB, batch=1 * GIB, rows=64, setting="generation_batch_size")
+    settings = SimpleNamespace(generation_batch_size=64, batch_size=64)
+    assert fit_batches(need, 4 * GIB - 1, settings, {"generation_batch_size"}) == (settings, [])
+    with pytest.raises(SettingsError, match="--generation-batch-size 63 "):
+        check_need(need, 4 * GIB - 1, "bfloat16")
+    weights_too_big = Need(weights=5 * GIB, batch=1 * GIB, rows=64, setting="batch_size")
+    assert fit_batches(weights_too_big, 4 * GIB, settings, set()) == (settings, [])  # lowering cannot help
+
+
+def test_a_command_lowers_an_unchosen_batch_to_fit_and_says_so(tmp_path, monkeypatch, capsys):
+    """Memory for the model and a few rows: the quickstart runs with a lowered batch, says so first, and
+    a batch size given on the command line stops instead."""
+    import mechref.model.need as need
+    from mechref.analyses.quickstart.command import main
+
+    folder = tiny_model_folder(tmp_path / "m", "qwen2")
+    full = command_need(folder, torch.float32, SimpleNamespace(batch_size=16))
+    assert full is not None
+    per_row = full.batch / full.rows
+    monkeypatch.setattr(need, "available_bytes", lambda: int(full.weights + 4.5 * per_row))
+    assert main(["--model", str(folder), "--n-eval", "2", "--max-new-tokens", "4", "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "batch_size 16 -> 4: what fits" in out and out.index("-> 4: what fits") < out.index("loading model")
+    assert main(["--model", str(folder), "--batch-size", "16", "--out", str(tmp_path / "b")]) == 2
+    assert "--batch-size 4 (or fewer)" in capsys.readouterr().err
 
 
 def test_no_estimate_never_stops():

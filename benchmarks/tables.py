@@ -987,6 +987,42 @@ def model_matrix() -> str:
 RENDERERS["model_matrix"] = model_matrix
 
 
+def post_norm_edit() -> str:
+    """The weight edit against the hooks it stands for, per model and share of the direction removed."""
+    d = _json("post_norm_edit.json")
+    rows = []
+    for row in d["rows"]:
+        spread = row.get("post_norm_gains")
+        gains = f"{spread['gain_min']:g} to {spread['gain_max']:g}; rho up to {spread['rho_max']:g}" if spread else "none"
+        for block in row["by_share"]:
+            ablation, deviation = block["kl_unedited_to_hooks"], block["kl_hooks_to_edit"]
+            first, replies = block["same_first_token"], block["identical_replies"]
+            rows.append(
+                [
+                    f"`{row['model']}`",
+                    gains if block is row["by_share"][0] else "",
+                    f"{block['share']:g}",
+                    f"{ablation['mean']:.4f}",
+                    f"**{deviation['mean']:.4f}**" if row["through_post_norms"] else f"{deviation['mean']:.1e}",
+                    f"{first['k']}/{first['n']}",
+                    f"{replies['k']}/{replies['n']}",
+                    f"{block['weighted_hooks_max_logit_gap']:.0e}",
+                ]
+            )
+    m = d["machine"]
+    note = (
+        f"{m['processor']}, {m['cpus']} cores, float32, at `{d['commit']}` (`{d['command']}`). KL: first-token, mean over "
+        f"the held-out prompts; hooks: the share removed from every write where the stream gets it; edit = weighted hooks: "
+        "the largest logit gap between the edit and the hooks at the norms' inputs that stand for it exactly."
+    )
+    header = ["model", "post-norm gains", "share", "KL(unedited ‖ hooks)", "KL(hooks ‖ edit)", "same first token",
+              "same greedy reply", "edit = weighted hooks"]  # fmt: skip
+    return _table(header, rows) + "\n\n" + note
+
+
+RENDERERS["post_norm_edit"] = post_norm_edit
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", nargs="?", help="the table to print (none: list the names)")

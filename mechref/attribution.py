@@ -39,6 +39,7 @@ from mechref.capture import block_hook_name, normalize_positions, resid_hook_nam
 from mechref.framework.vectors import unit
 from mechref.model.batching import as_texts, iter_batches
 from mechref.model.loading import MechrefModel
+from mechref.model.norms import post_norm
 
 
 @dataclass
@@ -139,46 +140,6 @@ def _o_weight(model: MechrefModel, layer: int) -> Tensor:
     module = _o_proj(model, layer)
     weight = module.weight.detach()
     return weight.T if type(module).__name__ == "Conv1D" else weight
-
-
-@dataclass(frozen=True)
-class FrozenNorm:
-    """An RMS norm after a write, seen as linear in the write with its scale frozen per token:
-    ``norm(y) = gain * y * scale(y)``, ``scale(y) = 1 / sqrt(mean(y^2) + eps)``."""
-
-    gain: Float[Tensor, " d_model"]  # float64, on the CPU
-    eps: float
-
-    def scale(self, y: Float[Tensor, "batch d_model"]) -> Float[Tensor, " batch"]:
-        """``1 / rms(y)`` per row, as the norm computes it (in float64 here)."""
-        return (y.double().pow(2).mean(-1) + self.eps).rsqrt()
-
-    @classmethod
-    def of(cls, module: torch.nn.Module) -> FrozenNorm | None:
-        """The norm ``module`` (a Hugging Face RMS norm) as a gain and an epsilon; None where it is not
-        an RMS norm that says its epsilon. The gain is read by the module itself, whatever its
-        convention (Gemma's ``1 + weight``, OLMo-2's ``weight``): its output on a constant vector
-        large enough that ``eps`` does not count, in float32 (the precision the norms compute in)."""
-        eps = getattr(module, "eps", None)
-        if eps is None:
-            eps = getattr(module, "variance_epsilon", None)
-        weight = getattr(module, "weight", None)
-        if eps is None or weight is None:
-            return None
-        probe = torch.full((1, weight.shape[-1]), 1e3, dtype=torch.float32, device=weight.device)
-        with torch.no_grad():
-            gain = module(probe)[0].double().cpu()
-        return cls(gain=gain, eps=float(eps))
-
-
-def post_norm(model: MechrefModel, layer: int) -> FrozenNorm | None:
-    """The norm block ``layer`` applies to its attention's output before adding it to the residual
-    stream (Gemma-2, Gemma-3, OLMo-2), or None where it adds the output as it is. (The MLP's write is
-    read after its own post-norm, at the bridge's ``hook_mlp_out``: already what the stream gets.)"""
-    module = getattr(model.bridge.blocks[layer], "ln1_post", None)
-    if module is None:
-        return None
-    return FrozenNorm.of(getattr(module, "original_component", module))
 
 
 def direct_feature_attribution(

@@ -28,6 +28,7 @@ from mechref.edits.strengths import EditStrengths
 from mechref.errors import ShapeError
 from mechref.framework.vectors import check_vector, unit
 from mechref.model.loading import MechrefModel
+from mechref.model.norms import POST_NORM_PARTS, write_target, writer_post_norms
 
 
 def ablation_hooks(model: MechrefModel, direction: Float[Tensor, " d_model"]) -> list[tuple[str, object]]:
@@ -99,26 +100,36 @@ def weighted_ablation_hooks(
     from the token embedding, ``strengths.attention[l]`` and ``strengths.mlp[l]`` from layer ``l``'s
     attention and MLP outputs. Exactly the weight edit
     :func:`~mechref.edits.orthogonalize.orthogonalize_weights` makes with those strengths, without
-    touching the weights (so a search can try many edits on one model)."""
+    touching the weights (so a search can try many edits on one model), through the post-norms of
+    the families that have them as the weight edit goes (:mod:`mechref.model.norms`)."""
     if len(strengths.attention) != model.n_layers:
         raise ShapeError(f"{len(strengths.attention)} layer strengths for a model of {model.n_layers} layers")
     d_hat = unit(direction, model.d_model)
     cache: dict[tuple, Tensor] = {}
 
-    def remover(share: float):
+    def remover(share: float, target: Tensor):
         def project_out(x: Tensor, hook=None) -> Tensor:
-            key = (x.dtype, x.device)
+            key = (id(target), x.dtype, x.device)
             if key not in cache:
-                cache[key] = d_hat.to(dtype=x.dtype, device=x.device)
+                cache[key] = target.to(dtype=x.dtype, device=x.device)
             d = cache[key]
             return x - share * (x @ d).unsqueeze(-1) * d
 
         return project_out
 
-    hooks: list[tuple[str, object]] = [("hook_embed", remover(strengths.embedding))]
-    for layer in range(model.n_layers):
-        hooks.append((block_hook_name(layer, "attn_out"), remover(strengths.attention[layer])))
-        hooks.append((block_hook_name(layer, "mlp_out"), remover(strengths.mlp[layer])))
+    hooks: list[tuple[str, object]] = [("hook_embed", remover(strengths.embedding, d_hat))]
+    # A writer followed by a post-norm (Gemma-2, Gemma-3, OLMo-2) is edited where the weight edit
+    # edits it: its output before the norm, against g * r normalized (mechref.model.norms).
+    norms = writer_post_norms(model)
+    points = [(layer, part) for layer in range(model.n_layers) for part in ("attn", "mlp")]
+    for (layer, part), norm, share in zip(points, norms, strengths.per_writer()):
+        if norm is None:
+            name = block_hook_name(layer, "attn_out" if part == "attn" else "mlp_out")
+            target = d_hat
+        else:
+            name = f"blocks.{layer}.{POST_NORM_PARTS[part == 'mlp']}.hook_in"
+            target = write_target(d_hat.double(), norm.gain).float()
+        hooks.append((name, remover(share, target)))
     return [(name, fn) for (name, fn), share in zip(hooks, [strengths.embedding, *strengths.per_writer()]) if share != 0.0]
 
 

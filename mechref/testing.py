@@ -85,8 +85,17 @@ def tiny_tokenizer(kind: str = "chatml"):
     return tokenizer
 
 
+#: The mixture-of-experts architectures among them: each MLP a router over experts (Qwen2-MoE with a
+#: gated shared expert beside them).
+MOE_FAMILIES = ("qwen3_moe", "mixtral", "olmoe", "qwen2_moe")
 #: The architectures :func:`tiny_model` builds, one per model family mechref supports.
-FAMILIES = ("qwen2", "llama", "qwen3", "mistral", "phi3", "gemma2", "gemma3", "olmo2", "gpt2")
+FAMILIES = ("qwen2", "llama", "qwen3", "mistral", "phi3", "gemma2", "gemma3", "olmo2", "gpt2", *MOE_FAMILIES)
+
+
+# Four experts, two per token, in the MoE families.
+_MOE: dict[str, Any] = dict(num_experts=4, num_experts_per_tok=2)
+# Families that normalize each write before the residual stream (mechref.model.norms).
+_POST_NORM = ("gemma2", "gemma3", "olmo2")
 
 
 def tiny_hf_model(arch: str = "qwen2", vocab_size: int = 500, seed: int = 0, n_layers: int = 3):
@@ -120,6 +129,16 @@ def tiny_hf_model(arch: str = "qwen2", vocab_size: int = 500, seed: int = 0, n_l
         config = transformers.Gemma3TextConfig(**common, head_dim=16, sliding_window=64)
     elif arch == "olmo2":
         config = transformers.Olmo2Config(**common, pad_token_id=0, bos_token_id=None, eos_token_id=None)
+    elif arch == "qwen3_moe":
+        config = transformers.Qwen3MoeConfig(**common, **_MOE, moe_intermediate_size=32, decoder_sparse_step=1)
+    elif arch == "mixtral":
+        config = transformers.MixtralConfig(**common, num_local_experts=4, num_experts_per_tok=2, tie_word_embeddings=False)
+    elif arch == "olmoe":
+        config = transformers.OlmoeConfig(**common, **_MOE, pad_token_id=0, bos_token_id=None, eos_token_id=None)
+    elif arch == "qwen2_moe":
+        config = transformers.Qwen2MoeConfig(
+            **common, **_MOE, moe_intermediate_size=32, shared_expert_intermediate_size=64, decoder_sparse_step=1
+        )
     elif arch == "gpt2":
         config = transformers.GPT2Config(
             vocab_size=vocab_size, n_embd=64, n_layer=n_layers, n_head=4, n_positions=256, bos_token_id=None, eos_token_id=None
@@ -128,12 +147,22 @@ def tiny_hf_model(arch: str = "qwen2", vocab_size: int = 500, seed: int = 0, n_l
         raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {', '.join(FAMILIES)}")
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32)
+    if arch in MOE_FAMILIES:
+        # Experts are stored as 3-D tensors (one matrix per expert): scaled like the matrices below.
+        with torch.no_grad():
+            for param in model.parameters():
+                if param.ndim == 3:
+                    param.mul_(4.0)
     # Random init is close to uniform next-token distributions; larger weights give the tests
     # activations and logits with real structure to check.
     with torch.no_grad():
-        for _name, param in model.named_parameters():
+        for name, param in model.named_parameters():
             if param.ndim == 2:
                 param.mul_(4.0)
+            elif arch in _POST_NORM and "norm" in name:
+                # Norm gains that differ per dimension: initialized constant, a post-norm's gain would make
+                # g * r parallel to r, and code that ignored the gain would pass every test.
+                param.add_(0.5 * torch.randn(param.shape))
     return model.eval()
 
 

@@ -244,7 +244,13 @@ def export_gguf(
     """
     import tempfile
 
-    from mechref.edits.orthogonalize import check_orthogonalizable, edit_description, edited_tensors, export_config
+    from mechref.edits.orthogonalize import (
+        check_orthogonalizable,
+        edit_description,
+        edited_tensors,
+        export_config,
+        through_post_norms,
+    )
     from mechref.framework.io import atomic_path
     from mechref.version import __version__
 
@@ -259,7 +265,7 @@ def export_gguf(
         "mechref_version": __version__,
         "base_model": model.name,
         "base_source": model.source,
-        "edit": json.dumps(edit_description(strengths, norm_preserving)),
+        "edit": json.dumps(edit_description(strengths, norm_preserving, through_post_norms(model.hf_model.config))),
         **{k: str(v) for k, v in (provenance or {}).items()},
     }
     with tempfile.TemporaryDirectory(dir=out_file.parent if out_file.parent.exists() else None) as work:

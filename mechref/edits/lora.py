@@ -2,7 +2,8 @@
 
 Orthogonalizing a writer ``W`` (``[d_model, d_in]``) against the unit direction ``r`` with strength
 ``w`` changes it by ``-w r (r^T W)``: a rank-1 update, which is exactly a LoRA of rank 1 with
-``B = -w r`` and ``A = r^T W`` (scaling ``lora_alpha / r = 1``). The token embedding ``E``
+``B = -w r`` and ``A = r^T W`` (scaling ``lora_alpha / r = 1``); a writer followed by a post-norm
+(Gemma-2, Gemma-3, OLMo-2) has ``g * r`` normalized in the place of ``r``, as the weight edit does. The token embedding ``E``
 (``[vocab, d_model]``) changes by ``-w (E r) r^T``, PEFT's embedding LoRA with ``A = (E r)^T`` and
 ``B = -w r``. Loaded with ``peft`` on the unedited model, the adapter gives the exported
 model's logits (to float32 rounding); it is a few MB where the edited model is GBs.
@@ -21,13 +22,20 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechref.edits.orthogonalize import check_orthogonalizable, edit_description, writer_module_names
+from mechref.edits.orthogonalize import (
+    check_orthogonalizable,
+    edit_description,
+    post_norm_gains,
+    through_post_norms,
+    writer_module_names,
+)
 from mechref.edits.strengths import EditStrengths
 from mechref.errors import MechrefError
 from mechref.framework.io import atomic_path
 from mechref.framework.ownership import check_export_target
 from mechref.framework.vectors import unit
 from mechref.model.loading import MechrefModel
+from mechref.model.norms import write_target
 from mechref.model.plain import plain_view
 from mechref.version import __version__
 
@@ -46,14 +54,21 @@ def lora_factors(
     if len(per_writer) != len(writer_names):
         raise ValueError(f"{len(per_writer)} edit strengths for {len(writer_names)} residual-stream writers")
     modules = dict(plain.named_modules())
+    gains = post_norm_gains(plain, writer_names)
     factors: dict[str, tuple[Tensor, Tensor]] = {}
     strength = strengths.embedding if strengths is not None else 1.0
     factors[embedding_name] = ((embedding.weight.double() @ r).unsqueeze(0), (-strength * r).unsqueeze(1))
-    for name, strength in zip(writer_names, per_writer):
+    for name, strength, gain in zip(writer_names, per_writer, gains):
         linear = modules[name]
+        if not isinstance(getattr(linear, "weight", None), Tensor):
+            raise MechrefError(
+                f"{name} is a mixture-of-experts block: its experts' output projections are one 3-D tensor, which a "
+                "LoRA adapter cannot target; export the edited model instead (--formats hf)"
+            )
         if getattr(linear, "bias", None) is not None:
             raise MechrefError(f"{name} has a bias, which a LoRA adapter cannot edit; export the edited model instead")
-        factors[name] = ((r @ linear.weight.double()).unsqueeze(0), (-strength * r).unsqueeze(1))
+        target = write_target(r, gain)  # r itself, or g * r normalized through a post-norm
+        factors[name] = ((target @ linear.weight.double()).unsqueeze(0), (-strength * target).unsqueeze(1))
     return factors
 
 
@@ -108,7 +123,7 @@ def export_lora(
             "base_source": model.source,
             "base_folder": model.folder,
             "edited_modules": list(factors),
-            "edit": edit_description(strengths, norm_preserving=False),
+            "edit": edit_description(strengths, False, through_post_norms(model.hf_model.config)),
             **(provenance or {}),
         }
         (tmp / "mechref_edit.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")

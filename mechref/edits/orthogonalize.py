@@ -5,6 +5,13 @@ MLP output projections, and their biases) is projected so that its output has no
 ``r``: ``W <- W - r r^T W`` (Arditi et al. 2024, section 4.1). The edited model behaves as the
 hook-based :func:`~mechref.interventions.directional_ablation`, without any hooks, and can be
 saved as an ordinary Hugging Face folder.
+
+Families that normalize each write before adding it (Gemma-2, Gemma-3, OLMo-2: the stream gets
+``g * y / rms(y)``) are edited through that norm: each writer is projected against the unit vector
+along ``g * r`` (:func:`~mechref.model.norms.write_target`), which removes ``r`` from every write
+exactly; the rest of each write is then normalized by a slightly different ``rms``, so the edited
+model is close to the hook ablation but not equal to it. :data:`POST_NORM_FAMILIES` names them, and
+the export measures that deviation (:mod:`mechref.analyses.export`).
 """
 
 from __future__ import annotations
@@ -32,16 +39,21 @@ from mechref.model.loading import MechrefModel
 from mechref.model.tensors import SAFETENSORS_DTYPES, FolderTensors
 from mechref.version import __version__
 
-# Families whose every residual-stream writer is a plain linear layer (token embedding, attention
-# and MLP output projections) with nothing between it and the residual stream: for these the
-# edit equals directional ablation (tests/test_families.py checks it on each).
-ORTHOGONALIZABLE = ("llama", "mistral", "phi3", "qwen2", "qwen3")
+# Families whose every residual-stream writer is a plain linear map (token embedding, attention
+# and MLP output projections; in the mixture-of-experts families every expert's output projection
+# and the shared expert's, whose outputs the block sums with router weights) with nothing between it
+# and the residual stream: for these the edit equals directional ablation
+# (tests/unit/model/test_families.py checks it on each).
+EXACT_FAMILIES = ("llama", "mistral", "phi3", "qwen2", "qwen3", *("qwen3_moe", "mixtral", "olmoe", "qwen2_moe"))
+#: Families (config ``model_type``) whose attention and MLP outputs pass through an RMS norm before the
+#: stream (``post_attention_layernorm``, ``post_feedforward_layernorm``): edited through that norm, the
+#: direction removed exactly and the rest of each write rescaled a little (not equal to the hook ablation).
+POST_NORM_FAMILIES = ("gemma2", "gemma3", "gemma3_text", "olmo2")
+#: Every family the weight edit supports.
+ORTHOGONALIZABLE = EXACT_FAMILIES + POST_NORM_FAMILIES
+# The Hugging Face name of the norm after each kind of writer, beside it in its decoder layer.
+_POST_NORM_NAMES = {"self_attn": "post_attention_layernorm", "mlp": "post_feedforward_layernorm"}
 _WHY_NOT = {
-    "gemma2": "its attention and MLP outputs pass through a norm (post_attention_layernorm, "
-    "post_feedforward_layernorm) before the residual stream, so projecting the weights does not remove the direction",
-    "gemma3": "its attention and MLP outputs pass through a norm before the residual stream",
-    "gemma3_text": "its attention and MLP outputs pass through a norm before the residual stream",
-    "olmo2": "its attention and MLP outputs pass through a norm before the residual stream",
     "gpt2": "its output layers are transposed Conv1D weights and its learned position embeddings also write the stream",
 }
 
@@ -66,19 +78,74 @@ def check_orthogonalizable(config) -> None:
     )
 
 
+def through_post_norms(config) -> bool:
+    """Whether the edit of this family goes through post-norms (close to the hook ablation, not equal).
+
+    >>> from transformers import Gemma3TextConfig, Qwen2Config
+    >>> through_post_norms(Gemma3TextConfig()), through_post_norms(Qwen2Config())
+    (True, False)
+    """
+    return str(getattr(config, "model_type", None)) in POST_NORM_FAMILIES
+
+
+def post_norm_names(plain: PreTrainedModel, writer_names: Sequence[str]) -> list[str | None]:
+    """The name of the norm after each writer in a plain ``transformers`` model (its decoder layer's
+    ``post_attention_layernorm`` or ``post_feedforward_layernorm``), or None for every writer of a
+    family without post-norms."""
+    if not through_post_norms(plain.config):
+        return [None] * len(writer_names)
+    modules = dict(plain.named_modules())
+    found: list[str | None] = []
+    for name in writer_names:
+        layer, part, _ = name.rsplit(".", 2)
+        norm = f"{layer}.{_POST_NORM_NAMES.get(part, '?')}"
+        if norm not in modules:
+            raise MechrefError(f"cannot find the norm after {name} in {type(plain).__name__} ({norm} is not a module)")
+        found.append(norm)
+    return found
+
+
+def post_norm_gains(
+    plain: PreTrainedModel, writer_names: Sequence[str], weights: Callable[[str], Tensor] | None = None
+) -> list[Tensor | None]:
+    """The gain ``g`` of the norm after each writer (float64), None where there is none. ``weights``
+    (a norm's weight name to its tensor) reads the weights from elsewhere than the model, e.g. a
+    folder's float32 weights beside a model loaded in bfloat16; the module's convention (Gemma's
+    ``1 + weight``) applies to them."""
+    from mechref.model.norms import FrozenNorm
+
+    modules = dict(plain.named_modules())
+    gains: list[Tensor | None] = []
+    for norm in post_norm_names(plain, writer_names):
+        if norm is None:
+            gains.append(None)
+            continue
+        frozen = FrozenNorm.of(modules[norm], None if weights is None else weights(f"{norm}.weight"))
+        if frozen is None:
+            raise MechrefError(f"{norm} is not an RMS norm mechref can read (no weight or epsilon)")
+        gains.append(frozen.gain)
+    return gains
+
+
 def writer_module_names(model: MechrefModel, plain: PreTrainedModel | None = None) -> list[str]:
     """Names of the linear layers that write to the residual stream (attention and MLP outputs).
 
     With ``plain`` (a plain ``transformers`` model of the same weights), the names are found in
     it by matching each writer's weights, which holds even where the bridge moves or renames
-    modules (e.g. Phi-3's ``o_proj``); without it, they are read from the bridged model.
+    modules (e.g. Phi-3's ``o_proj``); without it, they are read from the bridged model. A
+    mixture-of-experts block is named as a whole (its tensors: :func:`writer_tensors`).
     """
     writers = []
     for block in model.bridge.blocks:
         for part, attr in (("attn", "o"), ("mlp", "out")):
-            wrapper = getattr(getattr(block, part), attr)
-            writers.append((part, getattr(wrapper, "original_component", wrapper)))
-    if plain is not None:
+            wrapper = getattr(getattr(block, part), attr, None)
+            if wrapper is None and part == "mlp":
+                # A mixture-of-experts block: the writer is the block itself (its experts' and shared
+                # expert's output projections, writer_tensors), found under its name.
+                wrapper = block.mlp
+                part = "moe"
+            writers.append((part, cast(torch.nn.Module, getattr(wrapper, "original_component", wrapper))))
+    if plain is not None and all(part != "moe" for part, _ in writers):
         return [_matching_module(plain, module, part) for part, module in writers]
     names = {id(module): name for name, module in model.hf_model.named_modules()}
     found = []
@@ -137,15 +204,47 @@ def _remove_rows(
 def _remove(vectors: Tensor, r: Tensor, strength: float, norm_preserving: bool, dim: int) -> Tensor:
     """Remove ``strength`` of each write vector's component along ``r`` (float64). Write vectors
     lie along ``dim`` (``0``: the columns of a ``[d_model, d_in]`` output matrix; ``-1``: the rows
-    of an embedding or a bias). ``norm_preserving`` gives every write vector back its norm, which
-    keeps it orthogonal to ``r`` when the whole component was removed."""
-    along = (r @ vectors) if dim == 0 else (vectors @ r)  # each write vector's component along r
-    edited = vectors - strength * (torch.outer(r, along) if dim == 0 else along.unsqueeze(-1) * r)
+    of an embedding or a bias; ``-2``: the columns of each expert's ``[d_model, d_in]`` matrix in a
+    ``[n_experts, d_model, d_in]`` tensor). ``norm_preserving`` gives every write vector back its norm,
+    which keeps it orthogonal to ``r`` when the whole component was removed."""
+    moved = vectors.movedim(dim, -1)  # every write vector a row
+    along = moved @ r
+    edited = moved - strength * along.unsqueeze(-1) * r
     if norm_preserving:
-        before, after = vectors.norm(dim=dim, keepdim=True), edited.norm(dim=dim, keepdim=True)
+        before, after = moved.norm(dim=-1, keepdim=True), edited.norm(dim=-1, keepdim=True)
         # A write vector that lay along r has nothing left to rescale: it stays zero.
         edited = edited * torch.where(after > 0, before / after.clamp_min(1e-300), torch.ones_like(after))
-    return edited
+    return edited.movedim(-1, dim)
+
+
+def writer_tensors(plain: PreTrainedModel, writer_names: Sequence[str]) -> dict[str, tuple[str, int]]:
+    """Every tensor the edit changes besides the embedding: ``{tensor name: (writer name, dim its write
+    vectors lie along)}``. A linear writer's weight (``dim=0``) and bias (``-1``); a mixture-of-experts
+    block's expert output projections (``experts.down_proj``, ``[n_experts, d_model, d_in]``: ``-2``;
+    their biases ``-1``) and its shared expert's output projection, where it has one."""
+    modules = dict(plain.named_modules())
+    found: dict[str, tuple[str, int]] = {}
+    for writer in writer_names:
+        module = modules[writer]
+        if isinstance(getattr(module, "weight", None), Tensor):
+            found[f"{writer}.weight"] = (writer, 0)
+            if getattr(module, "bias", None) is not None:
+                found[f"{writer}.bias"] = (writer, -1)
+            continue
+        experts = getattr(module, "experts", None)
+        down = getattr(experts, "down_proj", None)
+        if not isinstance(down, Tensor) or down.ndim != 3:
+            raise MechrefError(f"{writer} ({type(module).__name__}) has no output projection mechref knows how to edit")
+        found[f"{writer}.experts.down_proj"] = (writer, -2)
+        if isinstance(getattr(experts, "down_proj_bias", None), Tensor):
+            found[f"{writer}.experts.down_proj_bias"] = (writer, -1)
+        shared = getattr(module, "shared_expert", None) or getattr(module, "shared_experts", None)
+        if shared is not None:
+            name = next(n for n, m in modules.items() if m is shared)
+            found[f"{name}.down_proj.weight"] = (writer, 0)
+            if getattr(shared.down_proj, "bias", None) is not None:
+                found[f"{name}.down_proj.bias"] = (writer, -1)
+    return found
 
 
 @torch.no_grad()
@@ -162,8 +261,11 @@ def orthogonalize_weights(
     ``strengths`` removes only a share of the component per writer (:class:`~mechref.edits.strengths.EditStrengths`;
     default: all of it, the paper's edit). ``norm_preserving`` then rescales every write vector (a
     column of an output projection, a row of the embedding) to its original norm, so the edit
-    changes directions only, not magnitudes.
+    changes directions only, not magnitudes. A writer followed by a post-norm of gain ``g`` is
+    projected against ``g * direction`` normalized (:func:`~mechref.model.norms.write_target`).
     """
+    from mechref.model.norms import write_target
+
     check_orthogonalizable(hf_model.config)
     embedding = cast(torch.nn.Embedding, hf_model.get_input_embeddings())
     d_model = int(embedding.weight.shape[1])
@@ -181,13 +283,14 @@ def orthogonalize_weights(
     weight = embedding.weight
     strength = strengths.embedding if strengths is not None else 1.0
     _remove_rows(weight, r, strength, norm_preserving, weight.dtype, in_place=True)
-    modules = dict(hf_model.named_modules())
-    for name, strength in zip(writer_names, per_writer):
-        linear = modules[name]
-        w = linear.weight.double()  # [d_model, d_in]: column j is what input j writes
-        linear.weight.copy_(_remove(w, r, strength, norm_preserving, dim=0).to(linear.weight.dtype))
-        if getattr(linear, "bias", None) is not None:
-            linear.bias.copy_(_remove(linear.bias.double(), r, strength, norm_preserving, dim=-1).to(linear.bias.dtype))
+    gains = post_norm_gains(hf_model, writer_names)
+    strength_of = dict(zip(writer_names, per_writer))
+    target_of = {name: write_target(r, gain) for name, gain in zip(writer_names, gains)}
+    parameters = dict(hf_model.named_parameters())
+    for tensor, (writer, dim) in writer_tensors(hf_model, writer_names).items():
+        param = parameters[tensor]  # e.g. [d_model, d_in]: column j is what input j writes
+        edited = _remove(param.double(), target_of[writer], strength_of[writer], norm_preserving, dim)
+        param.copy_(edited.to(param.dtype))
     return hf_model
 
 
@@ -232,7 +335,7 @@ def _plan(model: MechrefModel) -> tuple[FolderTensors, list[str], str, str | Non
     output = plain.get_output_embeddings()
     unembedding = modules[output] + ".weight" if output is not None else None
     names = writer_module_names(model, plain)
-    if embedding not in tensors.where or any(f"{n}.weight" not in tensors.where for n in names):
+    if embedding not in tensors.where or any(t not in tensors.where for t in writer_tensors(plain, names)):
         return None
     return tensors, names, embedding, unembedding if unembedding not in tensors.where else None
 
@@ -273,8 +376,16 @@ def edited_tensor_plan(
     per_writer = strengths.per_writer() if strengths is not None else [1.0] * len(names)
     if len(per_writer) != len(names):
         raise ValueError(f"{len(per_writer)} edit strengths for {len(names)} residual-stream writers")
+    from mechref.model.norms import write_target
+    from mechref.model.plain import plain_view
+
     strength_of = dict(zip(names, per_writer))
     r = unit(direction, model.d_model).double()
+    plain = plain_view(model)
+    edited_at = writer_tensors(plain, names)
+    # Each writer's target read from the folder's own norm weights, in ``dtype`` as a copy loaded in it reads them.
+    gains = post_norm_gains(plain, names, lambda norm: tensors.get(norm, dtype))
+    target_of = {name: write_target(r, gain) for name, gain in zip(names, gains)}
     out: list[LazyTensor] = []
 
     def lazy(name: str, as_name: str | None = None, make: Callable[[], Tensor] | None = None) -> LazyTensor:
@@ -285,19 +396,19 @@ def edited_tensor_plan(
         strength = strengths.embedding if strengths is not None else 1.0
         return _remove_rows(tensors.get(embedding, dtype), r, strength, norm_preserving, dtype, in_place=True)
 
-    def edited_writer(name: str, strength: float, dim: int) -> Tensor:
+    def edited_writer(name: str, writer: str, dim: int) -> Tensor:
         # Through ``dtype`` as a copy loaded in it would round.
-        return _remove(tensors.get(name, torch.float64), r, strength, norm_preserving, dim).to(dtype)
+        weight = tensors.get(name, torch.float64)
+        return _remove(weight, target_of[writer], strength_of[writer], norm_preserving, dim).to(dtype)
 
     for name in tensors.where:
-        module, _, kind = name.rpartition(".")
         if name == embedding:
             if untied is not None:
                 out.append(lazy(name, untied))  # tied: the unembedding keeps reading the original vectors
             out.append(lazy(name, make=edited_embedding))
-        elif module in strength_of and kind in ("weight", "bias"):
-            dim = 0 if kind == "weight" else -1
-            out.append(lazy(name, make=functools.partial(edited_writer, name, strength_of[module], dim)))
+        elif name in edited_at:
+            writer, dim = edited_at[name]
+            out.append(lazy(name, make=functools.partial(edited_writer, name, writer, dim)))
         elif not only_edited:
             out.append(lazy(name))
     return out
@@ -428,11 +539,11 @@ def export_orthogonalized(
             "base_model": model.name,
             "base_source": model.source,
             "edited_modules": ["embedding", *names],
-            "edit": edit_description(strengths, norm_preserving),
+            "edit": edit_description(strengths, norm_preserving, through_post_norms(model.hf_model.config)),
             **(provenance or {}),
         }
         (tmp / "mechref_edit.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
-        (tmp / "README.md").write_text(_model_card(info), encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(info), encoding="utf-8")
     return out_dir
 
 
@@ -447,20 +558,38 @@ def _generation_config(folder: str, out: Path) -> None:
         GenerationConfig.from_pretrained(folder).save_pretrained(out)
 
 
-def edit_description(strengths: EditStrengths | None, norm_preserving: bool) -> dict:
-    """What an export records of its edit variant.
+def edit_description(strengths: EditStrengths | None, norm_preserving: bool, post_norms: bool = False) -> dict:
+    """What an export records of its edit variant; ``post_norms``: the family's writers were edited
+    through their post-norms (:data:`POST_NORM_FAMILIES`), so the edit is close to the hook ablation, not equal.
 
     >>> edit_description(None, False)
     {'kind': 'orthogonalization', 'norm_preserving': False, 'strengths': 'full'}
+    >>> edit_description(None, False, post_norms=True)["through_post_norms"]
+    True
     """
-    return {
+    described: dict = {
         "kind": "orthogonalization",
         "norm_preserving": norm_preserving,
         "strengths": "full" if strengths is None or strengths.is_full() else strengths.to_dict(),
     }
+    if post_norms:
+        described["through_post_norms"] = True
+        described["post_norm_note"] = POST_NORM_NOTE
+    return described
 
 
-def _model_card(info: dict) -> str:
+#: What an export of a post-norm family says of its edit (manifest and model card).
+POST_NORM_NOTE = (
+    "this family normalizes each attention and MLP output before adding it to the residual stream "
+    "(g * y / rms(y)); each output projection was projected against g * r normalized, which removes the "
+    "direction r from every write exactly, while the rest of each write is divided by a slightly different "
+    "rms: the edited model is close to the directional ablation with hooks, not equal to it "
+    "(its measured deviation: deviation_from_hook_ablation, written by python -m mechref.analyses.export)"
+)
+
+
+def model_card(info: dict) -> str:
+    """The README.md of an orthogonalized export, from its ``mechref_edit.json``."""
     lines = [
         f"# {info['base_model']}, refusal direction removed",
         "",
@@ -475,6 +604,17 @@ def _model_card(info: dict) -> str:
     for key in ("layer", "position", "bypass_score", "induce_score", "kl", "harmful_train", "harmless_train", "n_train"):
         if key in info:
             lines.append(f"- {key.replace('_', ' ')}: `{info[key]}`")
+    if info.get("edit", {}).get("through_post_norms"):
+        lines.append(f"- through post-norms: {info['edit']['post_norm_note']}")
+    deviation = info.get("deviation_from_hook_ablation")
+    if deviation:
+        kl, same = deviation["kl_first_token"], deviation["identical_replies"]
+        lines.append(
+            f"- measured deviation from the directional ablation with hooks: mean first-token KL {kl['mean']:.4f} "
+            f"(95% interval {kl['ci95']}, max {deviation['kl_first_token_max']:.4f}, {kl['n']} harmless prompts); "
+            f"identical greedy replies {same['k']}/{same['n']} harmful prompts"
+            + ("" if deviation.get("close", True) else "; **this edit is not the hook ablation on this model**")
+        )
     lines += [
         f"- made with mechref {info['mechref_version']}",
         "",

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from mechref.errors import DataFormatError
+from mechref.judges.thinking import answer_part
 from mechref.model.loading import MechrefModel
 from mechref.model.logits import last_token_logits
 from mechref.rates import Rate
@@ -109,7 +110,8 @@ class SubstringJudge:
         return _normalize(text) if self.fold_apostrophes else text.lower()
 
     def __call__(self, completion: str) -> bool:
-        text = self._normalize(completion)
+        # A reasoning model's reply is judged by its answer, after the thinking block (mechref.judges.thinking).
+        text = self._normalize(answer_part(completion))
         return any(needle in text for needle in self._needles)
 
     def judge_many(self, completions: Sequence[str], prompts: Sequence[str] | None = None) -> list[bool]:
@@ -162,7 +164,8 @@ class ChatModelJudge:
 
     def refusal_log_odds(self, completions: Sequence[str], prompts: Sequence[str]) -> Tensor:
         """log P(yes) - log P(no) for each pair: positive means 'this is a refusal'."""
-        questions = [self.question.format(prompt=p, completion=c[:2000]) for p, c in zip(prompts, completions)]
+        answers = [answer_part(c) for c in completions]  # the answer after a thinking block
+        questions = [self.question.format(prompt=p, completion=c[:2000]) for p, c in zip(prompts, answers)]
         logits = last_token_logits(self.model, questions, batch_size=self.batch_size, progress=False)
         logp = torch.log_softmax(logits.double(), -1)
         return (torch.logsumexp(logp[:, self.yes_ids], -1) - torch.logsumexp(logp[:, self.no_ids], -1)).float()

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from typing import Literal, Sequence
 
-ReplyCategory = Literal["refusal", "degenerate", "answer"]
-CATEGORIES: tuple[ReplyCategory, ...] = ("refusal", "degenerate", "answer")
+from mechref.judges.thinking import thinking_only
+
+ReplyCategory = Literal["refusal", "degenerate", "thinking_only", "answer"]
+CATEGORIES: tuple[ReplyCategory, ...] = ("refusal", "degenerate", "thinking_only", "answer")
 
 # A loop is a unit of text repeated back to back at the end of the reply: at least MIN_REPEATS
 # times and over at least MIN_LOOP_CHARS characters, so that a short list ("1, 2, 3") or a
@@ -69,21 +71,26 @@ def is_degenerate(text: str, min_repeats: int = MIN_REPEATS, min_chars: int = MI
 def reply_category(refusal: bool, text: str) -> ReplyCategory:
     """``refusal`` when the judge says so (the judge's verdict is kept as it is, so refusal
     rates stay comparable with other tools'), else ``degenerate`` for a repetition loop, else
-    ``answer``.
+    ``thinking_only`` for a reasoning model's reply that never left its thinking block (no answer to
+    judge: :mod:`mechref.judges.thinking`), else ``answer``.
 
     >>> reply_category(False, "ok " * 20), reply_category(True, "ok " * 20), reply_category(False, "Here it is.")
     ('degenerate', 'refusal', 'answer')
+    >>> reply_category(False, "<think>The user asks for")
+    'thinking_only'
     """
     if refusal:
         return "refusal"
-    return "degenerate" if is_degenerate(text) else "answer"
+    if is_degenerate(text):
+        return "degenerate"
+    return "thinking_only" if thinking_only(text) else "answer"
 
 
 def category_counts(verdicts: Sequence[bool], texts: Sequence[str]) -> dict[str, int]:
     """How many replies fall in each category (refusal, degenerate, answer).
 
     >>> category_counts([True, False, False], ["No.", "la " * 20, "Sure: 42."])
-    {'refusal': 1, 'degenerate': 1, 'answer': 1}
+    {'refusal': 1, 'degenerate': 1, 'thinking_only': 0, 'answer': 1}
     """
     if len(verdicts) != len(texts):
         raise ValueError(f"need one verdict per reply (got {len(verdicts)} verdicts, {len(texts)} replies)")

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 from mechref.errors import DataFormatError
+from mechref.judges.thinking import answer_part
 
 # Scripts written without spaces between words: every character is a word.
 _UNSPACED = "\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -68,7 +69,7 @@ class MinedJudge:
     n_harmless: int = 0
 
     def __call__(self, completion: str) -> bool:
-        opening = " " + " ".join(opening_words(completion, self.n_words)) + " "
+        opening = " " + " ".join(opening_words(answer_part(completion), self.n_words)) + " "  # after any thinking
         return any(f" {phrase} " in opening for phrase in self.phrases)
 
     def judge_many(self, completions: Sequence[str], prompts: Sequence[str] | None = None) -> list[bool]:

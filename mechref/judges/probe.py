@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from mechref.errors import MechrefError
 from mechref.framework.io import read_tensors, write_json, write_tensors
+from mechref.judges.thinking import answer_part
 from mechref.model.loading import MechrefModel
 
 SHIPPED = "probe_en"  # mechref/data/judges/probe_en.{json,safetensors}
@@ -311,7 +312,7 @@ class ProbeJudge:
         features = reply_features(
             self.reader,
             self.weights.requests(prompts, len(completions)),
-            completions,
+            [answer_part(c) for c in completions],  # the answer after a thinking block
             layers=[self.weights.layer],
             prompt_tokens=self.weights.prompt_tokens,
             reply_tokens=self.weights.reply_tokens,

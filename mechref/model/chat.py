@@ -14,13 +14,24 @@ which tokens lie after its last character.
 ['<|im_end|>', '\\n', '<|im_start|>', 'assistant', '\\n']
 >>> chat.post_instruction_positions
 [-5, -4, -3, -2, -1]
+
+Reasoning models (Qwen3) write a thinking block before the answer. Their templates take a switch
+(``enable_thinking``): ``thinking=False`` makes the template close an empty block after the
+generation prompt (``<think>\n\n</think>\n\n``), whose tokens are then post-instruction tokens
+too, read (``think_positions="include"``) or skipped (``"skip"``: the positions before it);
+``thinking=True`` lets the model open its own block. The judges read the answer after ``</think>``
+(:mod:`mechref.judges.thinking`).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 from mechref.errors import ChatTemplateError, DataFormatError
+
+ThinkPositions = Literal["include", "skip"]
+#: The tags of a thinking block (Qwen3, DeepSeek-R1 and their distills).
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 # Probe instructions: plain words that no template rewrites and that end on a word boundary.
 _PROBES = ("Describe the ocean floor", "List three colors please")
@@ -87,20 +98,57 @@ class ChatFormatter:
         required: False for a model only described, never prompted (``mechref model info`` of a base
             model): without a template it then has no post-instruction tokens, and formatting a chat
             raises the error that construction raises otherwise.
+        thinking: a reasoning template's switch (``enable_thinking``): True lets the model think
+            first, False makes the template close an empty thinking block; None (default) passes
+            nothing, the template's own default. Set on a template without the switch, it raises.
+        think_positions: with a thinking block in the post-instruction tokens (``thinking=False``),
+            ``"include"`` its tokens among the post-instruction positions (default) or ``"skip"`` them
+            (the positions are then the template tokens before the block).
     """
 
-    def __init__(self, tokenizer, system_prompt: str | None = None, required: bool = True):
+    def __init__(
+        self,
+        tokenizer,
+        system_prompt: str | None = None,
+        required: bool = True,
+        thinking: bool | None = None,
+        think_positions: ThinkPositions = "include",
+    ):
         self.tokenizer = tokenizer
         self.system_prompt = system_prompt
+        self.thinking = thinking
+        self.think_positions: ThinkPositions = think_positions
         self.missing: str | None = None
-        if not getattr(tokenizer, "chat_template", None):
+        self.think_block: list[str] = []
+        self._skipped = 0
+        if think_positions not in ("include", "skip"):
+            raise ChatTemplateError(f"think_positions must be include or skip, got {think_positions!r}")
+        template = getattr(tokenizer, "chat_template", None)
+        if not template:
             self.missing = no_template_message(f"the tokenizer {type(tokenizer).__name__}")
             if required:
                 raise ChatTemplateError(self.missing)
             self.post_instruction_tokens: list[str] = []
             self._n_post = 0
             return
-        self.post_instruction_tokens, self._n_post = self._derive_post_instruction()
+        if thinking is not None and "enable_thinking" not in str(template):
+            raise ChatTemplateError(
+                "this chat template has no thinking switch (enable_thinking), so thinking on or off means nothing to it: "
+                "leave --thinking out (a model that is not a reasoning model), or give a template that has one (--chat-template)"
+            )
+        tokens, n_post = self._derive_post_instruction()
+        self.think_block = _think_block(tokens)
+        if self.think_block and THINK_CLOSE not in "".join(self.think_block):
+            raise ChatTemplateError(
+                "this chat template opens a thinking block in the prompt (<think> after the generation prompt) and leaves "
+                "it open, so every reply starts inside the thinking and mechref's judges could not tell it from the answer: "
+                "switch thinking off (--thinking off) where the template has the switch, or give a template that does not "
+                "open the block (--chat-template)"
+            )
+        if think_positions == "skip" and self.think_block:
+            self._skipped = len(self.think_block)
+            tokens, n_post = tokens[: -self._skipped], n_post - self._skipped
+        self.post_instruction_tokens, self._n_post = tokens, n_post
 
     def messages(self, instruction: str) -> list[dict]:
         """The chat messages of one instruction: the system prompt (when set), then the user turn."""
@@ -119,7 +167,10 @@ class ChatFormatter:
             raise ChatTemplateError(self.missing)
         if not isinstance(instruction, str):
             raise DataFormatError(f"an instruction must be a string, got {type(instruction).__name__}")
-        text = self.tokenizer.apply_chat_template(self.messages(instruction), tokenize=False, add_generation_prompt=True)
+        switch = {} if self.thinking is None else {"enable_thinking": self.thinking}
+        text = self.tokenizer.apply_chat_template(
+            self.messages(instruction), tokenize=False, add_generation_prompt=True, **switch
+        )
         return text + (assistant_prefix or "")
 
     def format_many(self, instructions: Sequence[str], assistant_prefix: str | None = None) -> list[str]:
@@ -135,8 +186,9 @@ class ChatFormatter:
 
     @property
     def post_instruction_positions(self) -> list[int]:
-        """Negative positions (relative to the end of a formatted prompt with no assistant prefix)."""
-        return list(range(-self._n_post, 0))
+        """Negative positions (relative to the end of a formatted prompt with no assistant prefix); with
+        ``think_positions="skip"``, those before the template's thinking block."""
+        return list(range(-self._n_post - self._skipped, -self._skipped if self._skipped else 0))
 
     def instruction_span(self, instruction: str) -> tuple[int, int]:
         """Token index range ``[start, end)`` of the instruction inside its formatted, unpadded prompt."""
@@ -151,6 +203,16 @@ class ChatFormatter:
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character span ``(start, end)`` of every token of ``text`` (no special tokens added)."""
         return self._offsets(text)
+
+    def describe(self) -> dict:
+        """What a result depends on beyond the template text: the thinking switch and the positions
+        read, where set (absent for a template without a thinking block, so older manifests match)."""
+        described: dict = {}
+        if self.thinking is not None:
+            described["thinking"] = self.thinking
+        if self.think_block:
+            described["think_positions"] = self.think_positions
+        return described
 
     # ----- derivation ------------------------------------------------------------------
     def _offsets(self, text: str) -> list[tuple[int, int]]:
@@ -184,3 +246,18 @@ class ChatFormatter:
                 "this template merges the user's text with the template tokens"
             )
         return found[0], len(found[0])
+
+
+def _think_block(tokens: list[str]) -> list[str]:
+    """The post-instruction tokens from the one that opens a thinking block to the end (empty when
+    none does).
+
+    >>> _think_block(["<|im_start|>", "assistant", "\\n", "<think>", "\\n\\n", "</think>", "\\n\\n"])
+    ['<think>', '\\n\\n', '</think>', '\\n\\n']
+    >>> _think_block(["<|im_start|>", "assistant", "\\n"])
+    []
+    """
+    for i, token in enumerate(tokens):
+        if THINK_OPEN in token:
+            return tokens[i:]
+    return []

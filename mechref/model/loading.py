@@ -30,7 +30,7 @@ from mechref.errors import ChatTemplateError, ContextLengthError, ModelNotFoundE
 from mechref.framework.io import fingerprint
 from mechref.framework.paths import cache_dir
 from mechref.model.bridge.fence import install_bridge_forwards
-from mechref.model.chat import ChatFormatter, chat_template_text, no_template_message
+from mechref.model.chat import ChatFormatter, ThinkPositions, chat_template_text, no_template_message
 from mechref.model.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, ensure_embedded, ensure_local_gguf, find_embedded
 
 if TYPE_CHECKING:
@@ -166,6 +166,7 @@ class MechrefModel:
             "dtype": str(self.dtype).removeprefix("torch."),
             "system_prompt": self.chat.system_prompt,
             "chat_template": fingerprint(getattr(self.tokenizer, "chat_template", None)),
+            **self.chat.describe(),
         }
 
     def info(self) -> dict:
@@ -376,6 +377,8 @@ def load_model(
     max_memory: dict | None = None,
     quantize: Quantization | None = None,
     chat: bool = True,
+    thinking: bool | None = None,
+    think_positions: ThinkPositions = "include",
 ) -> MechrefModel:
     """Load a chat model for analysis.
 
@@ -398,7 +401,9 @@ def load_model(
     ``.jinja`` file, or a format mechref ships by name: ``"gemma"``) overrides the tokenizer's own
     template, for tokenizers that have none (base models). A model without a template is refused
     before anything is read or dequantized, unless ``chat=False`` (a model only described, as
-    ``mechref model info`` does: formatting a chat then raises).
+    ``mechref model info`` does: formatting a chat then raises). ``thinking`` and ``think_positions``:
+    a reasoning template's switch and whether its thinking block's tokens count among the
+    post-instruction positions (:class:`~mechref.model.chat.ChatFormatter`).
 
     ``dtype`` defaults to ``float32`` here (exact numbers, the library's reference), while every
     command (``python -m mechref.analyses.<name>``, ``mechref model info`` excepted) defaults to
@@ -446,6 +451,8 @@ def load_model(
         system_prompt=system_prompt,
         chat_template=chat_template,
         chat=chat,
+        thinking=thinking,
+        think_positions=think_positions,
     )
     model.folder = folder
     return model
@@ -558,6 +565,8 @@ def wrap_hf_model(
     system_prompt: str | None = None,
     chat_template: str | None = None,
     chat: bool = True,
+    thinking: bool | None = None,
+    think_positions: ThinkPositions = "include",
 ) -> MechrefModel:
     """Wrap an already-loaded Hugging Face causal LM and its tokenizer in a :class:`MechrefModel`.
 
@@ -613,7 +622,9 @@ def wrap_hf_model(
             "see the model-family matrix in mechref's README for the families that are tested"
         ) from error
     install_bridge_forwards(bridge)
-    formatter = ChatFormatter(tokenizer, system_prompt=system_prompt, required=chat)
+    formatter = ChatFormatter(
+        tokenizer, system_prompt=system_prompt, required=chat, thinking=thinking, think_positions=think_positions
+    )
     return MechrefModel(bridge=bridge, tokenizer=tokenizer, chat=formatter, name=name, source=source)
 
 

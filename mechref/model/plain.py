@@ -62,14 +62,14 @@ def _slots(plain: torch.nn.Module) -> Iterator[tuple[torch.nn.Module, str, str, 
                     yield module, key, f"{module_name}.{key}" if module_name else key, is_parameter
 
 
-def plain_view(model: MechrefModel, attn_implementation: str = "sdpa") -> PreTrainedModel:
+def plain_view(model: MechrefModel, attn_implementation: str | None = None) -> PreTrainedModel:
     """A plain ``transformers`` model of ``model``'s class and config whose parameters and buffers are
     ``model``'s own tensors: it costs no memory and shares every tensor until one of its parameters
     is replaced (never edit one in place: that edits ``model``).
 
-    ``attn_implementation``: ``"sdpa"``, as ``from_pretrained`` loads a model by default (what a
-    user of an export runs), or ``"eager"``, as mechref runs it (then it computes what ``model``
-    computes without hooks)."""
+    ``attn_implementation``: None, what ``from_pretrained`` loads by default (``"sdpa"`` where the
+    family supports it, else ``"eager"``: what a user of an export runs), or ``"eager"``, as mechref
+    runs it (then it computes what ``model`` computes without hooks)."""
     from transformers import AutoModelForCausalLM
 
     config = copy.deepcopy(model.hf_model.config)
@@ -193,7 +193,7 @@ def load_plain(
     dtype: torch.dtype,
     *,
     shared: Mapping[str, Tensor] | None = None,
-    attn_implementation: str = "sdpa",
+    attn_implementation: str | None = None,
 ) -> PreTrainedModel | None:
     """The model in ``folder`` as ``AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)`` loads it
     on the CPU, its tensors read from the safetensors files one at a time; None where the folder's

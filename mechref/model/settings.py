@@ -77,6 +77,12 @@ class ModelSettings(Settings):
         "chat template for a model without one (a base model): a format mechref ships (gemma), a .jinja file, or a Jinja string",
         metavar="TEMPLATE",
     )
+    thinking: Literal["on", "off"] | None = option(
+        None, "a reasoning model's thinking switch (its template's enable_thinking): on or off (default: the template's)"
+    )
+    think_positions: Literal["include", "skip"] = option(
+        "include", "with --thinking off, read the template's empty thinking block among the post-instruction positions or skip it"
+    )
 
     def validate(self) -> None:
         check_device(self.device)
@@ -141,6 +147,8 @@ class ModelSettings(Settings):
             device=self.device,
             system_prompt=self.system_prompt,
             chat_template=self.chat_template,
+            thinking=None if self.thinking is None else self.thinking == "on",
+            think_positions=self.think_positions,
             device_map=self.device_map,
             max_memory=self.memory_limits(),
             quantize=self.quantize,

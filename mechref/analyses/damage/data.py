@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mechref.errors import DataFormatError
+from mechref.judges.thinking import answer_part
 
 XSTEST_COLUMNS = ("id", "prompt", "type", "label")
 
@@ -100,7 +101,13 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 def reply_final_number(reply: str) -> str | None:
     """The final answer of a model's solution: the number after its last ``####``, else the last
-    number it writes (the usual GSM8K exact-match rule); None when it writes no number."""
+    number it writes (the usual GSM8K exact-match rule); None when it writes no number. A reasoning
+    model's answer is read after its thinking block (a reply that never left it has none).
+
+    >>> reply_final_number("<think>Maybe 12? No, 3 * 4 = 13.</think> The answer is 12."), reply_final_number("<think>12")
+    ('12', None)
+    """
+    reply = answer_part(reply)
     if "####" in reply:
         found = _canonical(reply.rsplit("####", 1)[1])
         if found is not None:

@@ -204,6 +204,7 @@ DAMAGE_GLOSSARY = (
     *GLOSSARY,
     ("over-refusal", "a refusal of a safe prompt (XSTest's safe prompts resemble harmful ones on the surface)"),
     ("degenerate", "a reply that ends in a repetition loop: counted apart, neither refusal nor answer"),
+    ("thinking only", "a reasoning model's reply that never left its thinking block: no answer to judge, counted apart"),
     ("cross-entropy increase", "how much more surprised an edited model is by the unedited model's own replies (nats per token)"),
 )
 

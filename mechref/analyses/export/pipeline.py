@@ -34,6 +34,7 @@ from mechref.analyses.export.settings import ExportSettings
 from mechref.analyses.export.verify import (
     Measured,
     control_vector_applied,
+    in_memory_first_logits,
     load_folder,
     load_gguf,
     load_lora,
@@ -60,6 +61,7 @@ from mechref.edits.orthogonalize import (
     edited_tensor_plan,
     export_orthogonalized,
     put_tensors,
+    through_post_norms,
 )
 from mechref.edits.strengths import EditStrengths
 from mechref.errors import MechrefError
@@ -136,7 +138,7 @@ def run_export(
     if "control-vector" in settings.formats and stored.layer < 2:
         raise MechrefError(f"the direction's layer {stored.layer} is too early for a llama.cpp control vector (layer 2 or later)")
     strengths = settings.strengths(model.n_layers)
-    edit = edit_description(strengths, settings.norm_preserving)
+    edit = edit_description(strengths, settings.norm_preserving, through_post_norms(model.hf_model.config))
     run = Run(folder, resume=settings.resume)
     direction_info = {"source": str(stored.path), "layer": stored.layer, "position": stored.position}
     base = {**model.identity(), "direction": fingerprint(stored.direction.tolist()), "layer": stored.layer}
@@ -209,6 +211,8 @@ def run_export(
             "n_kl": settings.n_kl,
             "max_new_tokens": settings.max_new_tokens,
             "batch_size": settings.batch_size,
+            # What a verification measures: a run made before the KL to the hook ablation was measured is redone.
+            "measures": ["replies", "kl_first_token", "kl_to_hook_ablation"],
         }
         rows = run.stage(
             "verify",
@@ -303,19 +307,16 @@ def _verify_in_python(
     measured = [measure_in_memory("unedited", model, contextlib.nullcontext, reference=reference, **args)]
     note(measured[0])
     weight_exports = [k for k in ("hf", "lora", "gguf") if k in artifacts]
+    hooks_reference = None
     if weight_exports:
         if strengths is None and not settings.norm_preserving:
             part("directional ablation (hooks)")
-            measured.append(
-                measure_in_memory(
-                    "directional ablation (hooks)",
-                    model,
-                    lambda: directional_ablation(model, stored.direction),
-                    reference=reference,
-                    **args,
-                )
-            )
+            ablation = lambda: directional_ablation(model, stored.direction)
+            measured.append(measure_in_memory("directional ablation (hooks)", model, ablation, reference=reference, **args))
             note(measured[-1])
+            # What each weight edit stands for: its deviation from these logits is measured beside its KL
+            # (rounding for the exact families; the post-norm rescaling for Gemma-2, Gemma-3, OLMo-2).
+            hooks_reference = in_memory_first_logits(model, ablation, harmless, settings.batch_size)
         # Edited in float32 then cast, as the exports are written and then loaded: the unedited model
         # loaded by transformers from the folder, in the place of the loaded model's weights, with the
         # edited tensors put in: the edited matrices then exist once (a plain view of the loaded model
@@ -329,7 +330,13 @@ def _verify_in_python(
             edited = put_tensors(load_folder(Path(str(model.folder)), dtype), ((t.name, t.make()) for t in plan))
             measured.append(
                 measure_plain(
-                    "weight edit (in memory)", "mechref.orthogonalize_weights", edited, model, reference=reference, **args
+                    "weight edit (in memory)",
+                    "mechref.orthogonalize_weights",
+                    edited,
+                    model,
+                    reference=reference,
+                    hooks_reference=hooks_reference,
+                    **args,
                 )
             )
             del edited, plan
@@ -349,7 +356,11 @@ def _verify_in_python(
             # (released, then loaded back from its folder and checked byte for byte).
             with weights_released(model):
                 loaded = load()
-                measured.append(measure_plain(f"export: {kind}", loaded_by, loaded, model, reference=reference, **args))
+                measured.append(
+                    measure_plain(
+                        f"export: {kind}", loaded_by, loaded, model, reference=reference, hooks_reference=hooks_reference, **args
+                    )
+                )
                 del loaded  # collected, its pages handed back, as the block ends (weights_released)
             note(measured[-1])
     if "control-vector" in artifacts:

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mechref.analyses.export.pipeline import REFERENCE, ExportResult
+from mechref.edits.orthogonalize import model_card
 from mechref.framework.io import read_json, write_json
 from mechref.framework.ownership import claim_output_folder
 from mechref.rates import Rate, mcnemar_exact, mean_interval
@@ -39,11 +40,20 @@ def export_manifest(summary: dict) -> dict:
         "mechref_version": summary["mechref_version"],
         "source_model": {"model": summary["model"], "source": summary["source"], "dtype": summary["dtype"]},
         "direction": summary["direction"],
+        **(
+            {"deviation_from_hook_ablation": summary["deviation_from_hook_ablation"]}
+            if "deviation_from_hook_ablation" in summary
+            else {}
+        ),
         "artifacts": {
             kind: {
                 "path": path,
                 "measured": {
-                    name: {k: block[k] for k in ("loaded_by", "refusal", "kl_first_token", "reproduces_reference") if k in block}
+                    name: {
+                        k: block[k]
+                        for k in ("loaded_by", "refusal", "kl_first_token", "kl_to_hook_ablation", "reproduces_reference")
+                        if k in block
+                    }
                     for name, block in measured.items()
                     if name == kind or name == f"{kind} in llama.cpp"
                 },
@@ -74,6 +84,8 @@ def summarize(result: ExportResult) -> dict:
             "refusal": Rate.of(verdicts).to_dict(),
             "kl_first_token": mean_interval(m.kl) if m.kl else None,
         }
+        if m.kl_to_hooks:
+            block["kl_to_hook_ablation"] = mean_interval(m.kl_to_hooks)
         kind = m.name.removeprefix("export: ").removesuffix(" in llama.cpp")
         if m.name.startswith("export: ") and REFERENCE[kind] in result.refusals:
             reference = result.refusals[REFERENCE[kind]]
@@ -93,9 +105,36 @@ def summarize(result: ExportResult) -> dict:
             reference_replies = next(r.replies for r in result.measured if r.name == REFERENCE[kind])
             block["identical_replies"] = sum(a == b for a, b in zip(reference_replies, m.replies))
         summary["conditions"][m.name] = block
+    deviation = hook_deviation(result)
+    if deviation is not None:
+        summary["deviation_from_hook_ablation"] = deviation
     summary["resumed_stages"] = result.resumed_stages
     summary["timings_s"] = {k: round(v, 2) for k, v in result.timings.items()}
     return summary
+
+
+def hook_deviation(result: ExportResult) -> dict | None:
+    """How far the weight edit (in memory) lies from the directional ablation with hooks it stands for,
+    or None where both were not measured: the mean first-token KL(hooks || weight edit) on the harmless
+    prompts, and how many greedy replies to the harmful prompts are the same word for word. Zero up to
+    rounding for the exact families; for Gemma-2, Gemma-3 and OLMo-2 the edit goes through the post-norms
+    and rescales what each writer keeps (:mod:`mechref.edits.orthogonalize`), so this is its measured cost."""
+    by_name = {m.name: m for m in result.measured}
+    hooks, edit = by_name.get("directional ablation (hooks)"), by_name.get("weight edit (in memory)")
+    if hooks is None or edit is None or not edit.kl_to_hooks:
+        return None
+    same = sum(a == b for a, b in zip(hooks.replies, edit.replies))
+    deviation = sum(edit.kl_to_hooks) / len(edit.kl_to_hooks)
+    ablation = sum(hooks.kl) / len(hooks.kl) if hooks.kl else 0.0
+    return {
+        "through_post_norms": bool(result.direction.get("edit", {}).get("through_post_norms", False)),
+        "kl_first_token": mean_interval(edit.kl_to_hooks),
+        "kl_first_token_max": round(max(edit.kl_to_hooks), 6),
+        "identical_replies": {"k": same, "n": len(edit.replies)},
+        "same_verdicts": sum(a == b for a, b in zip(result.refusals[hooks.name], result.refusals[edit.name])),
+        # Within the tolerance an export has against its reference (kl_tolerance of the ablation's own KL).
+        "close": deviation <= kl_tolerance(ablation),
+    }
 
 
 def format_summary(summary: dict) -> str:
@@ -110,6 +149,21 @@ def format_summary(summary: dict) -> str:
             verdict = "reproduces" if block["reproduces_reference"] else "DOES NOT reproduce"
             line += f"   {verdict} {block['reference']} (same verdict on {block['same_verdicts']}/{rate['n']})"
         lines.append(line)
+    deviation = summary.get("deviation_from_hook_ablation")
+    if deviation:
+        kl, same = deviation["kl_first_token"], deviation["identical_replies"]
+        how = "through the post-norms" if deviation["through_post_norms"] else "exact family"
+        lines.append(
+            f"weight edit vs hook ablation ({how}): KL(hooks || edit) {kl['mean']:.4f}"
+            f" (max {deviation['kl_first_token_max']:.4f}), identical greedy replies {same['k']}/{same['n']},"
+            f" same verdict {deviation['same_verdicts']}/{same['n']}"
+        )
+        if not deviation["close"]:
+            lines.append(
+                "  WARNING: on this model the weight edit is NOT the hook ablation (its KL from the hooks is beyond the "
+                "export tolerance): the exports carry a different edit, their manifest and model card say by how much; "
+                "for analysis use the hooks (mechref.interventions.directional_ablation)"
+            )
     return "\n".join(lines)
 
 
@@ -199,7 +253,12 @@ def report_export(result: ExportResult, out: str | Path, *, echo: bool = True) -
     for kind in ("hf", "lora"):
         edit_file = out / summary["artifacts"].get(kind, "-") / "mechref_edit.json"
         if kind in summary["artifacts"] and edit_file.is_file() and manifest["artifacts"][kind]["measured"]:
-            write_json(edit_file, {**read_json(edit_file), "measured": manifest["artifacts"][kind]["measured"]})
+            info = {**read_json(edit_file), "measured": manifest["artifacts"][kind]["measured"]}
+            if "deviation_from_hook_ablation" in summary:
+                info["deviation_from_hook_ablation"] = summary["deviation_from_hook_ablation"]
+            write_json(edit_file, info)
+            if kind == "hf":  # its model card says what was measured too
+                (edit_file.parent / "README.md").write_text(model_card(info), encoding="utf-8")
     text = format_summary(summary)
     described = {
         "hf": "transformers folder",

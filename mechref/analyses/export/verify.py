@@ -32,6 +32,9 @@ class Measured:
     loaded_by: str
     replies: list[str]
     kl: list[float] | None  # None where the runtime gives no full next-token distribution (llama-server)
+    # KL(hook ablation || this model) per harmless prompt: how far a weight edit lies from the hooks it
+    # stands for (zero up to rounding for the exact families; measured for the post-norm ones).
+    kl_to_hooks: list[float] | None = None
 
 
 def _batches(model: MechrefModel, prompts: Sequence[str], batch_size: int) -> Iterator[dict]:
@@ -100,12 +103,15 @@ def measure_plain(
     reference: Tensor,
     max_new_tokens: int,
     batch_size: int,
+    hooks_reference: Tensor | None = None,
 ) -> Measured:
     """Greedy replies to ``harmful`` and next-token KL on ``harmless`` (against ``reference``) of a model loaded
-    by another library."""
+    by another library; with ``hooks_reference`` (the hook ablation's logits on ``harmless``), the KL from it too."""
     replies = plain_replies(hf_model, model, harmful, max_new_tokens, batch_size, desc=name)
-    kl = kl_divergence(reference, plain_first_logits(hf_model, model, harmless, batch_size))
-    return Measured(name, loaded_by, replies, [float(x) for x in kl])
+    logits = plain_first_logits(hf_model, model, harmless, batch_size)
+    kl = [float(x) for x in kl_divergence(reference, logits)]
+    to_hooks = None if hooks_reference is None else [float(x) for x in kl_divergence(hooks_reference, logits)]
+    return Measured(name, loaded_by, replies, kl, to_hooks)
 
 
 def measure_in_memory(
@@ -123,6 +129,14 @@ def measure_in_memory(
         replies = plain_replies(model.hf_model, model, harmful, max_new_tokens, batch_size, desc=name)
         logits = plain_first_logits(model.hf_model, model, harmless, batch_size)
     return Measured(name, "mechref hooks", replies, [float(x) for x in kl_divergence(reference, logits)])
+
+
+def in_memory_first_logits(
+    model: MechrefModel, intervention: Callable[[], ContextManager], prompts: Sequence[str], batch_size: int
+) -> Tensor:
+    """:func:`plain_first_logits` of the loaded model under mechref's hooks."""
+    with intervention():
+        return plain_first_logits(model.hf_model, model, prompts, batch_size)
 
 
 def load_folder(path: Path, dtype: torch.dtype):

@@ -102,3 +102,49 @@ def test_in_bfloat16_the_in_memory_reference_is_the_export_as_loaded(tmp_path, s
         # What the verification used to compare against: the whole module cast, frequencies too.
         rounded = edited_copy(model, stored.direction, "a test")[0].to(torch.bfloat16).eval()
         assert not torch.equal(loaded(input_ids=ids).logits, rounded(input_ids=ids).logits)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gemma3"])
+def test_the_weight_edits_deviation_from_the_hooks_is_measured_and_written_with_the_export(tmp_path, arch):
+    """Exact family: the deviation is rounding, ``close``. Gemma-3 (post-norms): the export is made through the
+    norms, its KL from the hooks is measured (independently: recomputed here from the two models' logits) and
+    written into the summary, the manifest, the folder's mechref_edit.json and its model card."""
+    from mechref.analyses.export.pipeline import run_export
+    from mechref.analyses.export.report import format_summary, report_export
+    from mechref.analyses.export.settings import ExportSettings
+    from mechref.analyses.export.verify import load_folder, plain_first_logits
+    from mechref.data import bundled
+    from mechref.interventions import directional_ablation
+    from mechref.scoring import kl_divergence
+
+    folder = tiny_model_folder(tmp_path / "tiny", arch, n_layers=3)
+    model = load_model(str(folder), device="cpu")
+    direction = tmp_path / "direction.safetensors"
+    vector = 20 * torch.randn(model.d_model, generator=torch.Generator().manual_seed(7))
+    write_tensors(direction, {"direction": vector}, metadata={"layer": "2", "position": "-1", "model": model.name})
+    settings = ExportSettings(direction=direction, formats=["hf"], n_verify=3, n_kl=4, max_new_tokens=4, static=[])
+    out = tmp_path / "out"
+    summary = report_export(run_export(model, settings, out, echo=False), out, echo=False)
+    deviation = summary["deviation_from_hook_ablation"]
+    assert deviation["through_post_norms"] is (arch == "gemma3")
+    harmless = bundled("harmless", "test").take(4).instructions
+    with directional_ablation(model, vector):
+        hooks = plain_first_logits(model.hf_model, model, harmless, 4)
+    exported = plain_first_logits(load_folder(out / "model", torch.float32), model, harmless, 4)
+    expected = float(kl_divergence(hooks, exported).mean())
+    assert deviation["kl_first_token"]["mean"] == pytest.approx(expected, rel=1e-3, abs=1e-6)
+    assert summary["conditions"]["export: hf"]["kl_to_hook_ablation"]["mean"] == pytest.approx(expected, rel=1e-3, abs=1e-6)
+    info = json.loads((out / "model" / "mechref_edit.json").read_text())
+    card = (out / "model" / "README.md").read_text()
+    assert info["deviation_from_hook_ablation"] == deviation
+    assert json.loads((out / "MANIFEST.json").read_text())["deviation_from_hook_ablation"] == deviation
+    assert "measured deviation from the directional ablation with hooks" in card
+    if arch == "qwen2":
+        assert expected < 1e-6 and deviation["close"] is True and "NOT the hook ablation" not in format_summary(summary)
+        assert "through_post_norms" not in info["edit"]
+    else:
+        assert expected > 1e-4  # the norms rescale what each writer keeps: a real deviation
+        assert info["edit"]["through_post_norms"] is True and "through post-norms" in card
+        assert deviation["close"] is (
+            expected <= max(0.005, 0.1 * summary["conditions"]["directional ablation (hooks)"]["kl_first_token"]["mean"])
+        )

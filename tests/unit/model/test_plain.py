@@ -12,7 +12,8 @@ import transformers
 
 from mechref.framework.memory import MemoryLog, give_back_freed, resident_bytes
 from mechref.model.plain import contiguous_unembedding, load_plain
-from mechref.testing import FAMILIES, tiny_hf_model, tiny_model_folder
+from mechref.model.tensors import FolderTensors
+from mechref.testing import FAMILIES, MOE_FAMILIES, tiny_hf_model, tiny_model_folder
 
 IDS = torch.tensor([[3, 17, 42, 99, 5, 250, 7, 61], [9, 8, 7, 6, 5, 4, 3, 2]])
 
@@ -37,6 +38,10 @@ def test_a_folder_read_tensor_by_tensor_is_the_model_from_pretrained_loads(tmp_p
     tiny_hf_model(family).to(getattr(torch, stored)).save_pretrained(folder)
     ours = load_plain(folder, loaded, attn_implementation="eager")
     theirs = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=loaded, attn_implementation="eager")
+    if family in MOE_FAMILIES:
+        # Saved with one tensor per expert, which from_pretrained fuses while loading: not read tensor by tensor.
+        assert ours is None and any(".experts.0." in name for name in FolderTensors(folder).where)
+        return
     assert ours is not None
     _same_model(ours, theirs)
     assert ours.generation_config.to_dict() == theirs.generation_config.to_dict()

@@ -17,8 +17,9 @@ from mechref.model.bridge.attention import covers, uses_grouped_attention
 from mechref.testing import tiny_model
 
 PROMPTS = ["How do I bake bread?", "Hi", "Write a poem about the sea, please."]
-# Plain rotary attention with grouped key/value heads: the families the grouped forward must cover.
-COVERED = {"qwen2", "llama", "mistral"}
+# Plain rotary attention with grouped key/value heads: the families the grouped forward must cover
+# (the mixture-of-experts Mixtral and Qwen2-MoE have that attention too; Qwen3-MoE and OLMoE norm their queries and keys).
+COVERED = {"qwen2", "llama", "mistral", "mixtral", "qwen2_moe"}
 
 
 def attention_components(model):

@@ -17,7 +17,7 @@ which tokens lie after its last character.
 
 Reasoning models (Qwen3) write a thinking block before the answer. Their templates take a switch
 (``enable_thinking``): ``thinking=False`` makes the template close an empty block after the
-generation prompt (``<think>\n\n</think>\n\n``), whose tokens are then post-instruction tokens
+generation prompt (``<think>\\n\\n</think>\\n\\n``), whose tokens are then post-instruction tokens
 too, read (``think_positions="include"``) or skipped (``"skip"``: the positions before it);
 ``thinking=True`` lets the model open its own block. The judges read the answer after ``</think>``
 (:mod:`mechref.judges.thinking`).

@@ -30,7 +30,7 @@ from mechref.errors import ChatTemplateError, ContextLengthError, ModelNotFoundE
 from mechref.framework.io import fingerprint
 from mechref.framework.paths import cache_dir
 from mechref.model.bridge.fence import install_bridge_forwards
-from mechref.model.chat import ChatFormatter, ThinkPositions, chat_template_text, no_template_message
+from mechref.model.chat import ChatFormatter, chat_template_text, no_template_message
 from mechref.model.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, ensure_embedded, ensure_local_gguf, find_embedded
 
 if TYPE_CHECKING:
@@ -378,7 +378,7 @@ def load_model(
     quantize: Quantization | None = None,
     chat: bool = True,
     thinking: bool | None = None,
-    think_positions: ThinkPositions = "include",
+    think_positions: Literal["include", "skip"] = "include",
 ) -> MechrefModel:
     """Load a chat model for analysis.
 
@@ -566,7 +566,7 @@ def wrap_hf_model(
     chat_template: str | None = None,
     chat: bool = True,
     thinking: bool | None = None,
-    think_positions: ThinkPositions = "include",
+    think_positions: Literal["include", "skip"] = "include",
 ) -> MechrefModel:
     """Wrap an already-loaded Hugging Face causal LM and its tokenizer in a :class:`MechrefModel`.
 

@@ -1,9 +1,12 @@
-"""Prompt sets of several languages, from the bundled multilingual set or PolyRefuse.
+"""Prompt sets of several languages: the bundled multilingual set, PolyRefuse, or the user's own
+files in any language (:mod:`mechref.data.languages`: a folder per language, or one CSV/JSON
+table with a column per language).
 
 Each language gets harmful and harmless train prompts (for its refusal vector and its refusal
 tokens) and test prompts (for the audit and the transfer matrix). With PolyRefuse, harmless
 test prompts of Chinese (which PolyRefuse lacks) are drawn from its harmless val split instead,
-and that substitution is recorded.
+and that substitution is recorded. Whether the languages' prompts are aligned (same index, same
+source prompt) is recorded too: a table's are, a folder per language's are not known to be.
 
 >>> sets = load_language_sets(["en", "de"], n_train=8, n_test=4)
 >>> len(sets["de"].harmful_train), len(sets["de"].harmless_test), sets["de"].source
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from mechref.data.languages import looks_like_user_prompts, read_language_prompts
 from mechref.data.prompts import POLYREFUSE_LANGUAGES, PromptSet, load_polyrefuse, multilingual, multilingual_languages
 from mechref.errors import DataFormatError
 
@@ -29,12 +33,14 @@ class LanguageSets:
     harmless_test: PromptSet
     source: str
     notes: list[str] = field(default_factory=list)
+    aligned: bool = True  # same index, same source prompt, across the languages of a study
 
     def describe(self) -> dict:
         """Where the prompts came from and how many of each set, for ``summary.json``."""
         return {
             "source": self.source,
             "notes": self.notes,
+            "aligned": self.aligned,
             **{
                 name: getattr(self, name).describe()
                 for name in ("harmful_train", "harmless_train", "harmful_test", "harmless_test")
@@ -42,20 +48,29 @@ class LanguageSets:
         }
 
 
+def is_polyrefuse(root: Path) -> bool:
+    """Whether ``root`` is laid out as PolyRefuse's release (``en/harmful_train.json`` and translated files)."""
+    return (root / "en" / "harmful_train.json").is_file() and any(root.glob("harmful_*_translated_*.json"))
+
+
 def load_language_sets(
-    languages: Sequence[str],
+    languages: Sequence[str] | None,
     data: str | Path | None = None,
     *,
     n_train: int | None = None,
     n_test: int | None = None,
     seed: int = 42,
 ) -> dict[str, LanguageSets]:
-    """Train and test prompts per language: the bundled set (``data=None``) or a PolyRefuse folder.
+    """Train and test prompts per language: the bundled set (``data=None``), a PolyRefuse folder, or
+    the user's own prompts (a CSV/JSON table with a column per language, or a folder per language).
+    ``languages=None``: every language of the data (the bundled set's eight).
 
     ``n_train`` prompts per class are sampled (seeded, the same indices in every language, so the
     sets stay aligned) and the first ``n_test`` test prompts are kept.
     """
-    languages = list(dict.fromkeys(languages))
+    if data is not None and looks_like_user_prompts(data) and not (Path(data).is_dir() and is_polyrefuse(Path(data))):
+        return _user_sets(Path(data), languages, n_train, n_test, seed)
+    languages = list(dict.fromkeys(languages if languages is not None else multilingual_languages()))
     if not languages:
         raise ValueError("no languages given")
     out = {}
@@ -70,9 +85,12 @@ def load_language_sets(
             source, notes = "bundled", list[str]()
         else:
             root = Path(data)
-            if not root.is_dir():
+            if not root.exists():
+                raise DataFormatError(f"--data {root} does not exist")
+            if not root.is_dir() or not is_polyrefuse(root):
                 raise DataFormatError(
-                    f"{root} is not a folder; --data takes a PolyRefuse folder (or leave it out for the bundled set)"
+                    f"{root} is neither a PolyRefuse folder, a folder with a folder per language ({root}/vi/harmful_train.json) "
+                    "nor a CSV or JSON table with a column per language; --data takes one of them"
                 )
             if language not in POLYREFUSE_LANGUAGES:
                 raise DataFormatError(f"PolyRefuse has no language {language!r}; it has {', '.join(POLYREFUSE_LANGUAGES)}")
@@ -85,10 +103,82 @@ def load_language_sets(
                 return load_polyrefuse(root, language, label, split)
 
             source = f"polyrefuse:{root}"
-        sets = {}
+        sets: dict[str, PromptSet] = {}
         for label in ("harmful", "harmless"):
             train, test = get(label, "train"), get(label, "test")
             sets[f"{label}_train"] = train.sample(n_train, seed) if n_train else train
             sets[f"{label}_test"] = test.take(min(n_test, len(test))) if n_test else test
-        out[language] = LanguageSets(language=language, source=source, notes=notes, **sets)
+        out[language] = _language_sets(language, sets, source, notes)
+    return out
+
+
+def _language_sets(
+    language: str, sets: dict[str, PromptSet], source: str, notes: list[str], aligned: bool = True
+) -> LanguageSets:
+    return LanguageSets(
+        language,
+        harmful_train=sets["harmful_train"],
+        harmless_train=sets["harmless_train"],
+        harmful_test=sets["harmful_test"],
+        harmless_test=sets["harmless_test"],
+        source=source,
+        notes=notes,
+        aligned=aligned,
+    )
+
+
+def _user_sets(
+    path: Path, languages: Sequence[str] | None, n_train: int | None, n_test: int | None, seed: int
+) -> dict[str, LanguageSets]:
+    prompts = read_language_prompts(path, list(dict.fromkeys(languages)) if languages is not None else None)
+    out = {}
+    for language in prompts.languages:
+        sets: dict[str, PromptSet] = {}
+        for label in ("harmful", "harmless"):
+            train, test = prompts.get(language, label, "train"), prompts.get(language, label, "test")
+            if n_train is not None and n_train > len(train):
+                raise DataFormatError(
+                    f"{path}: {language} has {len(train)} {label} train prompts, fewer than the {n_train} asked for; "
+                    f"pass --n-train {len(train)} (or fewer), or add prompts"
+                )
+            sets[f"{label}_train"] = train.sample(n_train, seed) if n_train else train
+            sets[f"{label}_test"] = test.take(min(n_test, len(test))) if n_test else test
+        notes = [] if prompts.aligned else [f"{path}: a folder per language; its prompts are not known to be aligned"]
+        out[language] = _language_sets(language, sets, f"{prompts.layout}:{path}", notes, prompts.aligned)
+    return out
+
+
+#: A language whose prompts take more tokens than this per character is flagged: a byte-level tokenizer
+#: splits a script it never learned into the UTF-8 bytes of each character (2-4 tokens each). Measured on
+#: the embedded model's tokenizer: English 0.23, Chinese 0.66, Korean 0.66, Japanese 0.62; Bengali 1.1,
+#: Hindi 1.0, Javanese script 1.8.
+TOKENS_PER_CHARACTER_FLAG = 0.9
+
+
+def tokenization(tokenizer, sets: dict[str, LanguageSets]) -> dict[str, dict]:
+    """Per language: the tokens per character of all its prompts, its unknown tokens, and whether the
+    tokenizer handles it poorly (above :data:`TOKENS_PER_CHARACTER_FLAG`, or any unknown token).
+
+    >>> from mechref.testing import tiny_tokenizer
+    >>> report = tokenization(tiny_tokenizer(), load_language_sets(["en", "zh"], n_train=4, n_test=2))
+    >>> report["en"]["poorly_tokenized"], report["zh"]["poorly_tokenized"]
+    (False, True)
+    """
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    out = {}
+    for language, language_sets in sets.items():
+        texts = [
+            text
+            for name in ("harmful_train", "harmless_train", "harmful_test", "harmless_test")
+            for text in getattr(language_sets, name).instructions
+        ]
+        ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+        characters = sum(len(text) for text in texts)
+        per_character = sum(len(x) for x in ids) / max(characters, 1)
+        n_unknown = sum(1 for x in ids for i in x if unknown is not None and i == unknown)
+        out[language] = {
+            "tokens_per_character": round(per_character, 3),
+            "unknown_tokens": n_unknown,
+            "poorly_tokenized": per_character > TOKENS_PER_CHARACTER_FLAG or n_unknown > 0,
+        }
     return out

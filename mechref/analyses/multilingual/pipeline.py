@@ -37,12 +37,11 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechref.analyses.multilingual.activations import gather_activations, refusal_vector
-from mechref.analyses.multilingual.data import LanguageSets, load_language_sets
+from mechref.analyses.multilingual.data import LanguageSets, load_language_sets, tokenization
 from mechref.analyses.multilingual.metrics import cosine_matrix_by_layer
 from mechref.analyses.multilingual.settings import PARTS, MultilingualSettings
 from mechref.analyses.multilingual.transfer import transfer_scores
 from mechref.analyses.refusal_direction.ensure import ensure_direction
-from mechref.data.prompts import multilingual_languages
 from mechref.directions.store import (
     check_direction_fit,
     check_direction_source,
@@ -126,6 +125,8 @@ class MultilingualResult:
     judge_validation: dict[str, dict] = field(default_factory=dict)
     audit: Audit | None = None
     transfer: dict | None = None
+    # language -> tokens per character, unknown tokens, poorly_tokenized (mechref.analyses.multilingual.data.tokenization)
+    tokenization: dict[str, dict] = field(default_factory=dict)
     resumed_stages: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -191,11 +192,19 @@ class _Study:
 
     def __init__(self, model: MechrefModel, settings: MultilingualSettings, out: Path | None, clock: StageClock):
         self.model, self.settings, self.clock = model, settings, clock
-        languages = settings.languages or multilingual_languages()
         self.sets = load_language_sets(
-            languages, settings.data, n_train=settings.n_train, n_test=settings.n_test, seed=settings.seed
+            settings.languages, settings.data, n_train=settings.n_train, n_test=settings.n_test, seed=settings.seed
         )
         self.languages = list(self.sets)
+        self.tokenization = tokenization(model.tokenizer, self.sets)
+        poor = [lang for lang, t in self.tokenization.items() if t["poorly_tokenized"]]
+        if poor:
+            logger.warning(
+                "the model's tokenizer handles %s poorly (%s tokens per character): its rates and vectors may say more "
+                "about the tokenizer than about refusal",
+                ", ".join(poor),
+                ", ".join(f"{lang} {self.tokenization[lang]['tokens_per_character']}" for lang in poor),
+            )
         stored = (
             load_direction(settings.direction)
             if settings.direction
@@ -537,8 +546,10 @@ class _Study:
 
 def check_multilingual(settings: MultilingualSettings, out: str | Path | None = None) -> None:
     """Every check that needs no model: languages, prompt data, direction file, token overrides, output folders."""
-    languages = settings.languages or multilingual_languages()
-    load_language_sets(languages, settings.data, n_train=settings.n_train, n_test=settings.n_test, seed=settings.seed)
+    sets = load_language_sets(
+        settings.languages, settings.data, n_train=settings.n_train, n_test=settings.n_test, seed=settings.seed
+    )
+    languages = list(sets)
     for language, ids in settings.token_overrides().items():
         if language not in languages:
             raise SettingsError(
@@ -555,8 +566,9 @@ def check_multilingual_fit(model: MechrefModel, settings: MultilingualSettings) 
     check_direction_fit(model, settings.direction, settings.layer)
     for language, ids in settings.token_overrides().items():
         check_token_ids(ids, model.d_vocab, what=f"refusal token id of {language}")
-    languages = settings.languages or multilingual_languages()
-    sets = load_language_sets(languages, settings.data, n_train=settings.n_train, n_test=settings.n_test, seed=settings.seed)
+    sets = load_language_sets(
+        settings.languages, settings.data, n_train=settings.n_train, n_test=settings.n_test, seed=settings.seed
+    )
     for language, language_sets in sets.items():
         for name in ("harmful_train", "harmless_train", "harmful_test", "harmless_test"):
             extra = settings.max_new_tokens if name.endswith("_test") else 0
@@ -618,6 +630,7 @@ def run_multilingual(
         parts=parts,
         audit=audit,
         transfer=transfer,
+        tokenization=study.tokenization,
         resumed_stages=list(study.run.resumed),
         timings=clock.timings,
     )

@@ -143,6 +143,13 @@ def transfer_section(result: MultilingualResult) -> tuple[dict, dict]:
     return part, figs
 
 
+def _data_source(result: MultilingualResult) -> str:
+    sources = sorted({s.source for s in result.sets.values()})
+    if all(source.startswith("polyrefuse:") for source in sources):
+        return f"PolyRefuse at {result.settings.data}"
+    return "; ".join(sources)  # the user's own files: table:PATH or folder:PATH
+
+
 def summary_base(result: MultilingualResult) -> dict:
     """What every summary of the analysis holds, whatever parts ran: model, languages, settings, data, judges."""
     settings = result.settings
@@ -154,12 +161,18 @@ def summary_base(result: MultilingualResult) -> dict:
         "direction_source": result.direction_source,
         "direction_mismatches": result.direction_mismatches,
         "data": {
-            "source": "bundled multilingual set" if settings.data is None else f"PolyRefuse at {settings.data}",
+            "source": "bundled multilingual set" if settings.data is None else _data_source(result),
+            # Same index, same source prompt in every language (a table, PolyRefuse, the bundled set); a folder
+            # per language is not known to be: the transfer's paired reading then compares different prompts.
+            "aligned": all(s.aligned for s in result.sets.values()),
             "n_train_per_class": settings.n_train,
             "n_test_per_class": settings.n_test,
             "reduced_sample_note": f"{settings.n_train} train and {settings.n_test} test prompts per class and language",
             "notes": {lang: s.notes for lang, s in result.sets.items() if s.notes},
         },
+        # Per language: tokens per character and unknown tokens of its prompts; poorly tokenized ones flagged.
+        "tokenization": result.tokenization,
+        "poorly_tokenized": [lang for lang, t in result.tokenization.items() if t["poorly_tokenized"]],
         "judge": settings.judge,
         "judged_with_english_phrases_only": result.unjudgeable if settings.judge == "substring" else [],
         # The mined judge's phrases per language, with how many mined harmful / harmless replies each opened.

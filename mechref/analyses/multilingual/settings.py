@@ -24,8 +24,15 @@ PARTS = ("audit", "cosine", "transfer", "silhouette")
 class MultilingualSettings(Settings):
     """Languages, data, direction and judging of a multilingual study."""
 
-    languages: list[str] | None = option(None, "language codes (none: every bundled language)", metavar="LANG")
-    data: Path | None = option(None, "a PolyRefuse folder (none: the bundled multilingual set)", metavar="PATH")
+    languages: list[str] | None = option(
+        None, "language codes, BCP-47 (none: every language of the data; the bundled set's eight)", metavar="LANG"
+    )
+    data: Path | None = option(
+        None,
+        "prompts: a CSV or JSON table with label, split and a column per language; a folder with a folder per language "
+        "({harmful,harmless}_{train,test}.json); or a PolyRefuse folder (none: the bundled multilingual set)",
+        metavar="PATH",
+    )
     n_train: int = option(48, "train prompts per class and language", minimum=1)
     n_test: int = option(16, "test prompts per class and language", minimum=1)
     seed: int = option(42, "sampling seed of the train prompts")

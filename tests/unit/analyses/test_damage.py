@@ -137,7 +137,12 @@ def test_degenerate_replies_are_their_own_category():
     assert all(is_degenerate(t) for t in loops)
     assert not any(is_degenerate(t) for t in fine)
     # A judged refusal stays a refusal; a loop that is no refusal is not compliance.
-    assert category_counts([True, False, False], [loops[2], loops[0], fine[0]]) == {"refusal": 1, "degenerate": 1, "thinking_only": 0, "answer": 1}
+    assert category_counts([True, False, False], [loops[2], loops[0], fine[0]]) == {
+        "refusal": 1,
+        "degenerate": 1,
+        "thinking_only": 0,
+        "answer": 1,
+    }
 
 
 def test_a_damage_run_pairs_every_condition_with_the_original(tmp_path, tiny_qwen):

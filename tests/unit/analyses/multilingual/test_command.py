@@ -157,7 +157,7 @@ def test_multilingual_errors_are_clear(tiny_folder, tmp_path, capsys):
     code = multilingual.main(
         ["--parts", "cosine", "--model", str(tiny_folder), "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]
     )
-    assert code == 2 and "not a folder" in capsys.readouterr().err
+    assert code == 2 and "nowhere does not exist" in capsys.readouterr().err
 
 
 def test_polyrefuse_layout_and_languages_without_phrases(tiny_folder, shared_data, tmp_path, caplog):
@@ -227,3 +227,62 @@ def test_refusal_tokens_per_language_contrast_harmless_replies_and_flag_what_can
     assert len(found["ja"].dropped) == 5  # its own candidates stay on record
     assert found["yo"].token_ids == [7] and not found["yo"].reliable
     assert any("opens 6 of 6 replies to harmless prompts too" in d for d in found["yo"].dropped)
+
+
+def test_languages_from_a_users_table_run_end_to_end_with_the_mined_judge(tiny_folder, tmp_path):
+    """Vietnamese and Swahili, in neither bundled list, from a CSV with a column per language: every part
+    runs, the rates carry k/n and intervals, and each language's judge says whether it is validated."""
+    from mechref.analyses import multilingual
+    from tests.unit.data.test_languages import write_csv
+
+    model = load_model(tiny_folder)
+    direction = tmp_path / "direction.safetensors"
+    write_tensors(
+        direction, {"direction": torch.randn(model.d_model)}, metadata={"layer": "2", "position": "-1", "model": model.name}
+    )
+    table = write_csv(tmp_path / "prompts.csv", header=["label", "split", "en", "vi", "sw"])
+    out = tmp_path / "own"
+    argv = ["--model", str(tiny_folder), "--dtype", "float32", "--data", str(table), "--languages", "vi", "sw"]
+    argv += ["--n-train", "2", "--n-test", "1", "--direction", str(direction), "--judge", "mined", "--n-mine", "2"]
+    argv += ["--refusal-tokens", "vi=5", "sw=6", "--max-new-tokens", "3", "--out", str(out), "--static"]
+    assert multilingual.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["languages"] == ["vi", "sw"]
+    assert summary["data"]["aligned"] is True and summary["data"]["source"] == f"table:{table}"
+    for language in ("vi", "sw"):
+        rate = summary["baseline_refusal"][language]["harmful_counts"]
+        assert rate["n"] == 1 and len(rate["ci95"]) == 2
+        assert summary["judge_validation"][language]["status"] in ("no labelled check", "no judge reads it")
+        assert summary["audit_status"][language] == "judge not validated"
+        assert summary["tokenization"][language]["tokens_per_character"] > 0
+    assert summary["poorly_tokenized"] == [lang for lang in ("vi", "sw") if summary["tokenization"][lang]["poorly_tokenized"]]
+
+
+def test_a_language_is_flagged_above_the_tokens_per_character_limit_not_at_it():
+    from mechref.analyses.multilingual.data import TOKENS_PER_CHARACTER_FLAG, LanguageSets, tokenization
+    from mechref.data.prompts import PromptSet
+
+    class Fake:
+        """A tokenizer giving ``ceil(rate * len(text))`` tokens, the last one unknown for texts with '?'."""
+
+        unk_token_id = 0
+
+        def __init__(self, rate):
+            self.rate = rate
+
+        def __call__(self, text, add_special_tokens=False):
+            n = round(self.rate * len(text))
+            return {"input_ids": [1] * (n - 1) + [0 if "?" in text else 1]}
+
+    def sets(text):
+        make = lambda label, split: PromptSet([text], label, split, language="xx")
+        return {"xx": LanguageSets("xx", make("harmful", "train"), make("harmless", "train"), make("harmful", "test"),
+                                   make("harmless", "test"), source="test")}  # fmt: skip
+
+    text = "a" * 100
+    at = tokenization(Fake(TOKENS_PER_CHARACTER_FLAG), sets(text))["xx"]
+    above = tokenization(Fake(TOKENS_PER_CHARACTER_FLAG + 0.01), sets(text))["xx"]
+    assert at["tokens_per_character"] == TOKENS_PER_CHARACTER_FLAG and not at["poorly_tokenized"]
+    assert above["poorly_tokenized"] and above["unknown_tokens"] == 0
+    unknown = tokenization(Fake(0.2), sets("a" * 99 + "?"))["xx"]
+    assert unknown["unknown_tokens"] == 4 and unknown["poorly_tokenized"]  # one per set

@@ -149,9 +149,9 @@ def _user_sets(
 
 
 #: A language whose prompts take more tokens than this per character is flagged: a byte-level tokenizer
-#: splits a script it never learned into the UTF-8 bytes of each character (2-4 tokens each). Measured on
-#: the embedded model's tokenizer: English 0.23, Chinese 0.66, Korean 0.66, Japanese 0.62; Bengali 1.1,
-#: Hindi 1.0, Javanese script 1.8.
+#: splits a script it never learned into the UTF-8 bytes of each character (2-4 tokens each). On the
+#: embedded model's tokenizer (benchmarks/results/tokenization.json): English 0.23, Japanese 0.62,
+#: Chinese 0.66, Yoruba 0.66; Hindi 0.93, Bengali 1.05, Javanese script 1.53.
 TOKENS_PER_CHARACTER_FLAG = 0.9
 
 

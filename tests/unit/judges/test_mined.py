@@ -116,3 +116,35 @@ def test_a_multilingual_run_with_the_mined_judge_mines_train_replies_and_flags_w
         # A language with no mined opening has no judge: never a measured-looking rate.
         expected = "judge not validated" if not judge["phrases"] else summary["audit_status"][language]
         assert summary["audit_status"][language] == expected
+
+
+def _fillers(n: int, seed: str) -> list[str]:
+    """``n`` replies that share no word with each other or with the openings under test."""
+    return [f"{seed}{i}a {seed}{i}b {seed}{i}c" for i in range(n)]
+
+
+@pytest.mark.parametrize("opened, kept", [(3, True), (2, False)])
+def test_an_opening_needs_min_count_harmful_replies_exactly(opened, kept):
+    harmful = ["zorp blick now"] * opened + _fillers(5, "h")
+    judge = mine_refusal_openings(harmful, _fillers(20, "s"), "xx", min_count=3)
+    assert ("zorp blick now" in judge.phrases or "zorp" in judge.phrases or "zorp blick" in judge.phrases) is kept
+
+
+@pytest.mark.parametrize("in_harmless, kept", [(1, True), (2, False)])
+def test_an_opening_may_open_max_harmless_share_of_the_harmless_replies_and_no_more(in_harmless, kept):
+    """20 harmless replies at a share of 0.05: an opening in 1 of them (= the limit) is kept, in 2 it is dropped."""
+    harmful = ["zorp " + f"q{i}" for i in range(4)] + _fillers(4, "h")
+    harmless = ["zorp " + f"w{i}" for i in range(in_harmless)] + _fillers(20 - in_harmless, "s")
+    judge = mine_refusal_openings(harmful, harmless, "xx", min_count=3, max_harmless_share=0.05)
+    assert ("zorp" in judge.phrases) is kept
+    if kept:
+        assert judge.support["zorp"] == [4, 1]
+
+
+@pytest.mark.parametrize("position, kept", [(12, True), (13, False)])
+def test_only_the_first_n_words_of_a_reply_are_read(position, kept):
+    """An opening at word ``n_words`` (the last one read) counts; one word later it is not an opening."""
+    # Each reply's own words first (none shared), then the opening at word ``position``.
+    harmful = [" ".join([f"r{j}w{i}" for i in range(position - 1)] + ["zorp"]) for j in range(4)]
+    judge = mine_refusal_openings(harmful, _fillers(20, "s"), "xx", min_count=3, n_words=12)
+    assert ("zorp" in judge.phrases) is kept

@@ -196,7 +196,23 @@ CAPTIONS = {
     "pca": "Harmful and harmless prompts of every language on the first two principal components.",
 }
 
-SECTIONS = {"audit": audit_section, "cosine": cosine_section, "transfer": transfer_section, "silhouette": silhouette_section}
+
+def repair_section(result: MultilingualResult) -> tuple[dict, dict]:
+    """The repair part of the summary: per weak language and coefficient, refusal of its harmful and
+    harmless prompts with the source's vector added, each paired with the audit (no figure)."""
+    repair = result.repair
+    assert repair is not None
+    kept = {k: v for k, v in repair.items() if k != "replies"}  # the replies stay in repair.json
+    return {"repair": kept}, {}
+
+
+SECTIONS = {
+    "audit": audit_section,
+    "cosine": cosine_section,
+    "transfer": transfer_section,
+    "silhouette": silhouette_section,
+    "repair": repair_section,
+}
 
 
 def report_multilingual(result: MultilingualResult, out: str | Path, *, command: str = "multilingual", echo: bool = True) -> dict:
@@ -289,4 +305,24 @@ def format_summary(summary: dict) -> str:
             f"mean pairwise cosine of the refusal vectors at layer {summary['cosine']['layer']}: "
             f"{summary['cosine']['mean_pairwise']:.3f}"
         )
+    if "baseline_refusal" in summary:
+        b = summary["baseline_refusal"]
+        order = sorted(languages, key=lambda lang: (b[lang]["harmful"], lang))
+        lines.append("weakest harmful refusal first: " + ", ".join(f"{lang} {b[lang]['harmful']:.2f}" for lang in order))
+    if "repair" in summary:
+        r = summary["repair"]
+        lines.append(f"repair: the {r['source']} refusal vector added at layer {r['layer']} in the weakest languages")
+        for lang, entry in r["languages"].items():
+            base = entry["baseline"]
+            lines.append(
+                f"  {lang}: audit harmful {base['harmful']['k']}/{base['harmful']['n']}, harmless "
+                f"{base['harmless']['k']}/{base['harmless']['n']}"
+                + (" (judge not validated)" if lang in r["judge_not_validated"] else "")
+            )
+            for coefficient, block in entry["by_coefficient"].items():
+                h, s_ = block["harmful"], block["harmless"]
+                lines.append(
+                    f"    x{coefficient}: harmful {h['k']}/{h['n']} {h['ci95']} (p {h['paired_vs_audit']['p_value']}), "
+                    f"harmless {s_['k']}/{s_['n']} {s_['ci95']} (p {s_['paired_vs_audit']['p_value']}): {block['verdict']}"
+                )
     return "\n".join(lines)

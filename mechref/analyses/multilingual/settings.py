@@ -15,9 +15,10 @@ from typing import Literal
 
 from mechref.framework.settings import Settings, SettingsError, option
 
-# The parts of a study, in the order they run.
 #: The parts of the analysis ``--parts`` chooses from, in the order they run.
-PARTS = ("audit", "cosine", "transfer", "silhouette")
+PARTS = ("audit", "cosine", "transfer", "silhouette", "repair")
+#: The parts run when ``--parts`` is not given (``repair`` generates for every coefficient: asked for by name).
+DEFAULT_PARTS = ("audit", "cosine", "transfer", "silhouette")
 
 
 @dataclass
@@ -59,7 +60,16 @@ class MultilingualSettings(Settings):
         128, "tokens generated per reply, stopping at EOS (refusals often follow a compliant-looking opening)", minimum=1
     )
     parts: list[str] = option(
-        list(PARTS), f"which parts to run on the output folder (any of {', '.join(PARTS)})", nargs="+", metavar="PART"
+        list(DEFAULT_PARTS),
+        f"which parts to run on the output folder (any of {', '.join(PARTS)}; repair only when named)",
+        nargs="+",
+        metavar="PART",
+    )
+    repair_languages: int = option(
+        2, "repair: the languages with the least harmful refusal in the audit that get the source's vector added", minimum=1
+    )
+    repair_coefficients: list[float] = option(
+        [0.5, 1.0], "repair: multiples of the source language's refusal vector added in the weak languages", nargs="+"
     )
     audit: bool = option(True, "generate and judge replies (silhouette: without them the PCA marks no jailbroken prompts)")
     batch_size: int = option(32, "prompts per forward pass", minimum=1)
@@ -75,6 +85,10 @@ class MultilingualSettings(Settings):
         if unknown or not self.parts:
             raise SettingsError(f"unknown parts {unknown or self.parts}; choose from {', '.join(PARTS)}")
         self.token_overrides()
+        if "repair" in self.parts and not self.audit:
+            raise SettingsError("repair compares with the audit's replies: run it with the audit (drop --no-audit)")
+        if not self.repair_coefficients or any(c <= 0 for c in self.repair_coefficients):
+            raise SettingsError(f"--repair-coefficients must be positive multiples, got {self.repair_coefficients}")
 
     def token_overrides(self) -> dict[str, list[int]]:
         """``refusal_tokens`` as ``{language: [ids]}``."""

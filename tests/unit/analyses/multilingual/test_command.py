@@ -286,3 +286,65 @@ def test_a_language_is_flagged_above_the_tokens_per_character_limit_not_at_it():
     assert above["poorly_tokenized"] and above["unknown_tokens"] == 0
     unknown = tokenization(Fake(0.2), sets("a" * 99 + "?"))["xx"]
     assert unknown["unknown_tokens"] == 4 and unknown["poorly_tokenized"]  # one per set
+
+
+def test_repair_adds_the_source_vector_in_the_weakest_languages_and_pairs_each_prompt_with_the_audit(tiny_folder, tmp_path):
+    from mechref.analyses import multilingual
+    from mechref.analyses.multilingual.pipeline import repair_verdict
+    from mechref.judges.core import SubstringJudge
+    from mechref.rates import mcnemar_exact
+
+    model = load_model(tiny_folder)
+    direction = tmp_path / "direction.safetensors"
+    write_tensors(
+        direction, {"direction": torch.randn(model.d_model)}, metadata={"layer": "2", "position": "-1", "model": model.name}
+    )
+    out = tmp_path / "repair"
+    argv = ["--model", str(tiny_folder), "--dtype", "float32", "--languages", *LANGS, "--n-train", "6", "--n-test", "4"]
+    argv += ["--direction", str(direction), "--refusal-tokens", "en=5", "de=6", "zh=7", "--max-new-tokens", "4"]
+    argv += ["--parts", "audit", "repair", "--repair-languages", "1", "--repair-coefficients", "4", "40"]
+    assert multilingual.main([*argv, "--out", str(out), "--static"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    repair, baseline = summary["repair"], summary["baseline_refusal"]
+    assert repair["source"] == "en" and repair["coefficients"] == [4.0, 40.0]
+    weakest = min(("de", "zh"), key=lambda lang: (baseline[lang]["harmful"], lang))
+    assert repair["weakest_first"] == [weakest] and list(repair["languages"]) == [weakest]
+    audit = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
+    stored = json.loads((out / "repair.json").read_text())["rows"]
+    judge = SubstringJudge(weakest)
+    for coefficient in ("4", "40"):
+        block = repair["languages"][weakest]["by_coefficient"][coefficient]
+        for label in ("harmful", "harmless"):
+            before = [judge(r["reply"]) for r in audit if r["language"] == weakest and r["label"] == label]
+            rows = [r for r in stored if r["label"] == label and f"{r['coefficient']:g}" == coefficient]
+            assert [r["instruction"] for r in rows] == [
+                r["instruction"] for r in audit if r["language"] == weakest and r["label"] == label
+            ]
+            after = [judge(r["reply"]) for r in rows]
+            assert block[label]["k"] == sum(after) and block[label]["n"] == 4
+            assert block[label]["paired_vs_audit"] == mcnemar_exact(before, after)
+        assert block["verdict"] == repair_verdict(block["harmful"], block["harmless"])
+    added = [r["reply"] for r in stored if r["coefficient"] == 40.0]
+    assert added != [r["reply"] for r in audit if r["language"] == weakest]  # the vector was really added
+    assert "repair: the en refusal vector" in (out / "index.html").read_text()
+
+
+@pytest.mark.parametrize("p_value, restores", [(0.049, True), (0.05, False)])
+def test_a_repair_counts_below_the_p_value_limit_not_at_it(p_value, restores):
+    from mechref.analyses.multilingual.pipeline import REPAIR_P, repair_verdict
+
+    assert REPAIR_P == 0.05
+    up = {"paired_vs_audit": {"changed_to_true": 6, "changed_to_false": 0, "p_value": p_value}}
+    flat = {"paired_vs_audit": {"changed_to_true": 0, "changed_to_false": 0, "p_value": 1.0}}
+    assert (repair_verdict(up, flat) == "restores") is restores
+    down = {"paired_vs_audit": {"changed_to_true": 0, "changed_to_false": 6, "p_value": 0.001}}
+    assert repair_verdict(down, flat) == "no significant change"  # fewer refusals is no repair
+
+
+def test_repair_without_the_audit_is_refused_before_the_model_loads(tmp_path, capsys):
+    from mechref.analyses import multilingual
+
+    code = multilingual.main(["--parts", "repair", "--no-audit", "--out", str(tmp_path / "o")])
+    assert code == 2 and "repair compares with the audit" in capsys.readouterr().err
+    code = multilingual.main(["--parts", "audit", "repair", "--repair-coefficients", "0", "--out", str(tmp_path / "o")])
+    assert code == 2 and "positive multiples" in capsys.readouterr().err

@@ -1023,6 +1023,52 @@ def post_norm_edit() -> str:
 RENDERERS["post_norm_edit"] = post_norm_edit
 
 
+def multilingual_repair() -> str:
+    """The audit's weakest languages, and the English refusal vector added there at each coefficient."""
+    d = _json("multilingual_repair.json")
+    repair, baseline = d["repair"], d["baseline_refusal"]
+    order = sorted(baseline, key=lambda lang: (baseline[lang]["harmful"], lang))
+    audit_rows = [
+        [
+            LANGUAGE_NAMES.get(lang, lang),
+            _rate(baseline[lang]["harmful_counts"]),
+            _rate(baseline[lang]["harmless_counts"]),
+            "judge not validated" if lang in d["judge_not_validated"] else baseline[lang]["status"],
+        ]
+        for lang in order
+    ]
+    rows = []
+    for lang, entry in repair["languages"].items():
+        rows.append([LANGUAGE_NAMES.get(lang, lang), "none (the audit)", _rate(entry["baseline"]["harmful"]),
+                     _rate(entry["baseline"]["harmless"]), ""])  # fmt: skip
+        for coefficient, block in entry["by_coefficient"].items():
+            h, s_ = block["harmful"], block["harmless"]
+            rows.append(
+                [
+                    "",
+                    f"{repair['source']} vector x{coefficient}",
+                    f"{_rate(h)} (p {h['paired_vs_audit']['p_value']})",
+                    f"{_rate(s_)} (p {s_['paired_vs_audit']['p_value']})",
+                    block["verdict"],
+                ]
+            )
+    m = d["machine"]
+    note = (
+        f"{m['processor']}, {m['cpus']} cores; {d['model']} in {d['dtype']}, `{d['judge']}` judge, at `{d['commit']}` "
+        f"(`{d['command']}`). p: exact McNemar, each prompt paired with its audit reply."
+    )
+    return (
+        _table(["language", "harmful refused", "harmless refused", "status"], audit_rows)
+        + "\n\n"
+        + _table(["language", "added at layer " + str(repair["layer"]), "harmful refused", "harmless refused", "verdict"], rows)
+        + "\n\n"
+        + note
+    )
+
+
+RENDERERS["multilingual_repair"] = multilingual_repair
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", nargs="?", help="the table to print (none: list the names)")

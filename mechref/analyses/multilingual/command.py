@@ -6,7 +6,9 @@
 3. cross-lingual transfer: ablate (or add) each language's vector and measure refusal in every
    language (logit refusal score), plus greedy replies with the English vector ablated;
 4. silhouette scores of harmful vs harmless activations per language and layer;
-5. PCA per language with the prompts the model complied with highlighted.
+5. PCA per language with the prompts the model complied with highlighted;
+6. repair (only when named: ``--parts audit repair``): the English refusal vector added in the languages
+   that refuse least, at each coefficient, every prompt paired with its audit reply.
 
 ``--parts`` runs some of them on the same output folder (the cosine parallelism alone:
 ``--parts cosine``; silhouette and PCA with the prompts the model complied with: ``--parts audit silhouette``).
@@ -14,6 +16,7 @@
     python -m mechref.analyses.multilingual                            # bundled set, 8 languages
     python -m mechref.analyses.multilingual --data ../shared/data/polyrefuse \\
         --languages en de es fr ja zh th yo --n-train 32 --n-test 16 --out runs/multilingual_polyrefuse
+    python -m mechref.analyses.multilingual --data my_prompts.csv --judge mined   # your own languages
 """
 
 from __future__ import annotations

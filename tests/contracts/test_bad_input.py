@@ -56,6 +56,9 @@ def files(tmp_path, monkeypatch):
     Path("user_suffix.json").write_text('{"suffix": "mine"}')
     Path("bad.toml").write_text("n = [")
     Path("unknown.toml").write_text("nn = 3")
+    # A user's prompt tables in other languages: a class missing, and a column that is no language code.
+    Path("no_harmless_test.csv").write_text("label,split,vi\nharmful,train,a\nharmless,train,b\nharmful,test,c\n")
+    Path("bad_column.csv").write_text("label,split,vietnamese\nharmful,train,a\n")
     return tmp_path
 
 
@@ -145,7 +148,10 @@ WITHOUT_MODEL = [
     ("suffix_hijack", ["--direction", "matrix.safetensors"], "1-D"),
     ("suffix_hijack", ["--suffix", "   "], "suffix is empty"),
     ("suffix_hijack", ["--suffix", "x", "--run-gcg"], "at most one of"),
-    ("multilingual", ["--data", "missing"], "not a folder"),
+    ("multilingual", ["--data", "missing"], "does not exist"),
+    ("multilingual", ["--data", "no_harmless_test.csv"], "no harmless test rows"),
+    ("multilingual", ["--data", "bad_column.csv"], "unknown column 'vietnamese'"),
+    ("multilingual", ["--parts", "repair", "--no-audit"], "repair compares with the audit"),
     ("multilingual", ["--direction", "nan.safetensors"], "NaN"),
     ("gcg", ["--harmful", "empty.json"], "empty"),
     ("gcg", ["--prompt", " "], "non-empty instruction"),

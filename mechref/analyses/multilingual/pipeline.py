@@ -121,6 +121,7 @@ class MultilingualResult:
     unjudgeable: list[str]  # languages no judge reads at all (no phrase list; no mined opening)
     parts: tuple[str, ...]
     mined_judges: dict[str, dict] = field(default_factory=dict)  # language -> MinedJudge.to_dict() (judge "mined")
+    judge_by_language: dict[str, str] = field(default_factory=dict)  # language -> the judge that read its replies
     # language -> JudgeValidation.to_dict(): the hand-labelled check of the judge that read it, if any
     judge_validation: dict[str, dict] = field(default_factory=dict)
     audit: Audit | None = None
@@ -218,7 +219,10 @@ class _Study:
         for line in self.direction_mismatches:
             logger.warning("%s", line)
         self.run = Run(out, resume=settings.resume)
-        self.unjudgeable = [lang for lang in self.languages if not has_phrases(lang)] if settings.judge == "substring" else []
+        # Each language's judge: --judge itself, or with "auto" its phrase list where a hand-labelled check of it on
+        # this model passed, else refusal openings mined from its own replies (any language, no list needed).
+        self.judges = {lang: self.judge_of(lang) for lang in self.languages}
+        self.unjudgeable = [lang for lang in self.languages if self.judges[lang] == "substring" and not has_phrases(lang)]
         self.mined: dict[str, MinedJudge] = {}
         self.validation: dict[str, JudgeValidation] = {}
         if self.unjudgeable:
@@ -274,21 +278,27 @@ class _Study:
             save=lambda v, d: write_jsonl(d / "audit.jsonl", v),
             load=lambda d: read_jsonl(d / "audit.jsonl"),
         )
-        if self.settings.judge == "mined":
+        if "mined" in self.judges.values():
             self.mined = self.mine_judges()
             # A language where no opening separates refusals from answers has no judge that reads it.
-            self.unjudgeable = [lang for lang, judge in self.mined.items() if not judge.phrases]
+            self.unjudgeable += [lang for lang, judge in self.mined.items() if not judge.phrases]
         self.validation = self.validate_judges()
         # Verdicts are kept apart from the replies: a new judge or phrase list re-judges without regenerating.
         verdicts = self.verdicts("audit", rows)
         rows = [{**r, "refused": v} for r, v in zip(rows, verdicts)]
         return Audit(rows, audit_rates(rows, self.languages, self.unvalidated()), self.refusal_tokens(rows))
 
+    def judge_of(self, language: str) -> str:
+        """The judge that reads ``language``'s replies (see ``judges`` in ``__init__``)."""
+        if self.settings.judge != "auto":
+            return self.settings.judge
+        return "substring" if judge_validation("substring", language, self.model.name).validated else "mined"
+
     def validate_judges(self) -> dict[str, JudgeValidation]:
         """Each language's judge looked up among the hand-labelled checks (:mod:`mechref.judges.validation`)."""
-        judge = self.settings.judge
         out = {}
         for language in self.languages:
+            judge = self.judges[language]
             phrases = self.mined[language].phrases if judge == "mined" else None
             out[language] = judge_validation(judge, language, self.model.name, phrases=phrases)
             if language not in self.unjudgeable and not out[language].validated:
@@ -311,6 +321,7 @@ class _Study:
         prompts = [
             (language, label, text)
             for language, sets in self.sets.items()
+            if self.judges[language] == "mined"
             for label in ("harmful", "harmless")
             for text in getattr(sets, f"{label}_train").instructions[:n]
         ]
@@ -332,7 +343,7 @@ class _Study:
             load=lambda d: read_jsonl(d / "mining_replies.jsonl"),
         )
         mined = {}
-        for language in self.languages:
+        for language in [lang for lang in self.languages if self.judges[lang] == "mined"]:
             mined[language] = mine_refusal_openings(
                 [r["reply"] for r in rows if r["language"] == language and r["label"] == "harmful"],
                 [r["reply"] for r in rows if r["language"] == language and r["label"] == "harmless"],
@@ -346,11 +357,12 @@ class _Study:
         """The judge's verdict on each row's ``reply`` (a cached stage for the chat-model judge)."""
         pairs = [(r["language"], r["instruction"]) for r in rows]
         replies = [r["reply"] for r in rows]
-        if self.settings.judge in ("substring", "mined"):  # phrase matching: instant, never cached
+        if "chat-model" not in self.judges.values():  # phrase matching: instant, never cached
             return self.judge_rows(pairs, replies)
         settings = {
             **self.base,
             "judge": self.settings.judge,
+            "judges": self.judges,
             "replies": fingerprint(replies),
             "phrases": fingerprint({lang: REFUSAL_PHRASES.get(lang) for lang in self.languages}),
         }
@@ -369,8 +381,8 @@ class _Study:
             index = [i for i, r in enumerate(rows) if r[0] == language]
             judge: Judge = (
                 self.mined[language]
-                if self.settings.judge == "mined"
-                else make_judge(self.settings.judge, self.model, language)  # unjudgeable: warned at start, noted in the summary
+                if self.judges[language] == "mined"
+                else make_judge(self.judges[language], self.model, language)  # unjudgeable: warned at start, noted in the summary
             )
             for i, v in zip(index, judge.judge_many([replies[i] for i in index], [rows[i][1] for i in index])):
                 verdicts[i] = bool(v)
@@ -738,6 +750,7 @@ def run_multilingual(
         activations=acts,
         unjudgeable=study.unjudgeable,
         mined_judges={lang: judge.to_dict() for lang, judge in study.mined.items()},
+        judge_by_language=study.judges,
         judge_validation={lang: v.to_dict() for lang, v in study.validation.items()},
         parts=parts,
         audit=audit,

@@ -174,7 +174,11 @@ def summary_base(result: MultilingualResult) -> dict:
         "tokenization": result.tokenization,
         "poorly_tokenized": [lang for lang, t in result.tokenization.items() if t["poorly_tokenized"]],
         "judge": settings.judge,
-        "judged_with_english_phrases_only": result.unjudgeable if settings.judge == "substring" else [],
+        # With --judge auto: each language's validated phrase list, else its mined openings.
+        "judge_by_language": result.judge_by_language,
+        "judged_with_english_phrases_only": [
+            lang for lang in result.unjudgeable if result.judge_by_language.get(lang) == "substring"
+        ],
         # The mined judge's phrases per language, with how many mined harmful / harmless replies each opened.
         **({"mined_judges": result.mined_judges} if result.mined_judges else {}),
         # Per language: the hand-labelled check of its judge (status validated / below the bar / no labelled check).

@@ -47,10 +47,11 @@ class MultilingualSettings(Settings):
         Path("runs/refusal_direction"), "refusal-direction run folder, used or computed there on first use", metavar="DIR"
     )
     layer: int | None = option(None, "override the layer of the refusal direction", minimum=0)
-    judge: Literal["substring", "mined", "chat-model"] = option(
-        "substring",
-        "refusal judge: each language's phrase list; refusal openings mined per language from replies to its train "
-        "prompts (any language, no list needed); or the model asked whether a reply refuses",
+    judge: Literal["auto", "substring", "mined", "chat-model"] = option(
+        "auto",
+        "refusal judge: auto (each language's phrase list where a hand-labelled check of it on this model passed, else "
+        "refusal openings mined from its own replies); each language's phrase list; mined openings for every language "
+        "(any language, no list needed); or the model asked whether a reply refuses",
     )
     n_mine: int = option(
         16, "mined judge: replies to this many train prompts per class and language are mined (not the test prompts)", minimum=2

@@ -139,6 +139,10 @@ def test_multilingual_commands_end_to_end_share_activations(tiny_folder, tmp_pat
     assert sorted(r["reply"] for r in added) != sorted(audit_replies)  # the vector was really added
     # English phrases were checked on other models' replies (XSTest); the German and Chinese lists
     # only on the embedded model's: on this model they are not validated, and say so everywhere.
+    # The default judge, auto: English's phrase list is validated on several models' replies; the German and
+    # Chinese lists only on the embedded model's, so on this model those languages are judged by mined openings.
+    assert summary["judge"] == "auto" and summary["judge_by_language"] == {"en": "substring", "de": "mined", "zh": "mined"}
+    assert set(summary["mined_judges"]) == {"de", "zh"} and (out / "mining_replies.jsonl").is_file()
     validation = summary["judge_validation"]
     assert validation["en"]["status"] == "validated" and validation["en"]["check"]["model"] is None
     assert validation["de"]["status"] == validation["zh"]["status"] == "no labelled check"
@@ -176,6 +180,8 @@ def test_polyrefuse_layout_and_languages_without_phrases(tiny_folder, shared_dat
         "float32",
         "--data",
         str(shared_data / "polyrefuse"),
+        "--judge",
+        "substring",
         "--languages",
         "zh",
         "ko",

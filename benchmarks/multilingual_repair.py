@@ -26,7 +26,7 @@ from tier_timings import commit, machine  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "multilingual_repair.json"
 ARGUMENTS = ["--parts", "audit", "repair", "--repair-languages", "2", "--repair-coefficients", "0.5", "1"]
-ARGUMENTS += ["--max-new-tokens", "64", "--static"]
+ARGUMENTS += ["--judge", "substring", "--max-new-tokens", "64", "--static"]
 
 
 def main() -> int:

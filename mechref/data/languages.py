@@ -99,14 +99,18 @@ def read_language_prompts(path: str | Path, languages: Sequence[str] | None = No
     return prompts
 
 
+_EVERY_LANGUAGE_NEEDS = "every language needs harmful and harmless prompts in train and in test"
+
+
+def _first_missing(keys) -> tuple[str, str] | None:
+    """The first (label, split) every language needs that ``keys`` lacks, or None."""
+    return next(((label, split) for label in LABELS for split in NEEDED_SPLITS if (label, split) not in keys), None)
+
+
 def _check_complete(sets: dict[tuple[str, str], PromptSet], language: str, where: str) -> None:
-    for label in LABELS:
-        for split in NEEDED_SPLITS:
-            if (label, split) not in sets:
-                raise DataFormatError(
-                    f"{where}: {language} has no {label} {split} prompts; every language needs harmful and harmless "
-                    "prompts in train and in test"
-                )
+    missing = _first_missing(sets)
+    if missing is not None:
+        raise DataFormatError(f"{where}: {language} has no {missing[0]} {missing[1]} prompts; {_EVERY_LANGUAGE_NEEDS}")
 
 
 def _read_folder(root: Path) -> LanguagePrompts:
@@ -177,13 +181,10 @@ def _read_table(path: Path) -> LanguagePrompts:
                     f"{path}, {where} {i}: no {code} prompt (an empty cell); every row needs one per language (or drop the row)"
                 )
         grouped.setdefault((label, split), []).append((i, row))
-    for label in LABELS:
-        for split in NEEDED_SPLITS:
-            if (label, split) not in grouped:
-                raise DataFormatError(
-                    f"{path}: no {label} {split} rows (label {label}, split {split}); every language needs harmful and "
-                    "harmless prompts in train and in test"
-                )
+    missing = _first_missing(grouped)
+    if missing is not None:
+        label, split = missing
+        raise DataFormatError(f"{path}: no {label} {split} rows (label {label}, split {split}); {_EVERY_LANGUAGE_NEEDS}")
     sets: dict[str, dict[tuple[str, str], PromptSet]] = {}
     for code in languages:
         sets[code] = {

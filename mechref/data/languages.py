@@ -78,17 +78,22 @@ def looks_like_user_prompts(path: str | Path) -> bool:
     path = Path(path)
     if path.is_file():
         return path.suffix.lower() in (".csv", ".json")
-    return path.is_dir() and any((sub / "harmful_train.json").is_file() for sub in path.iterdir() if sub.is_dir())
+    return path.is_dir() and any(
+        (sub / f"{label}_train.json").is_file() for sub in path.iterdir() if sub.is_dir() for label in LABELS
+    )
 
 
-def read_language_prompts(path: str | Path, languages: Sequence[str] | None = None) -> LanguagePrompts:
+def read_language_prompts(
+    path: str | Path, languages: Sequence[str] | None = None, labels: Sequence[str] = LABELS
+) -> LanguagePrompts:
     """Every language's prompts in ``path`` (a table file or a folder per language); with
-    ``languages``, only those (each must be there)."""
+    ``languages``, only those (each must be there). ``labels``: the classes every language must have
+    (``("harmful",)`` for a source of harmful prompts only, whose harmless ones come from elsewhere)."""
     path = Path(path)
     if path.is_file():
-        prompts = _read_table(path)
+        prompts = _read_table(path, tuple(labels))
     elif path.is_dir():
-        prompts = _read_folder(path)
+        prompts = _read_folder(path, tuple(labels))
     else:
         raise DataFormatError(f"{path} does not exist; give a CSV or JSON table, or a folder with a folder per language")
     if languages is not None:
@@ -99,35 +104,38 @@ def read_language_prompts(path: str | Path, languages: Sequence[str] | None = No
     return prompts
 
 
-_EVERY_LANGUAGE_NEEDS = "every language needs harmful and harmless prompts in train and in test"
+_EVERY_LANGUAGE_NEEDS = (
+    "every language needs harmful and harmless prompts in train and in test (harmless ones from another source: --harmless-data)"
+)
 
 
-def _first_missing(keys) -> tuple[str, str] | None:
+def _first_missing(keys, labels: tuple[str, ...] = LABELS) -> tuple[str, str] | None:
     """The first (label, split) every language needs that ``keys`` lacks, or None."""
-    return next(((label, split) for label in LABELS for split in NEEDED_SPLITS if (label, split) not in keys), None)
+    return next(((label, split) for label in labels for split in NEEDED_SPLITS if (label, split) not in keys), None)
 
 
-def _check_complete(sets: dict[tuple[str, str], PromptSet], language: str, where: str) -> None:
-    missing = _first_missing(sets)
+def _check_complete(sets: dict[tuple[str, str], PromptSet], language: str, where: str, labels: tuple[str, ...]) -> None:
+    missing = _first_missing(sets, labels)
     if missing is not None:
         raise DataFormatError(f"{where}: {language} has no {missing[0]} {missing[1]} prompts; {_EVERY_LANGUAGE_NEEDS}")
 
 
-def _read_folder(root: Path) -> LanguagePrompts:
+def _read_folder(root: Path, labels: tuple[str, ...] = LABELS) -> LanguagePrompts:
     sets: dict[str, dict[tuple[str, str], PromptSet]] = {}
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):
         files = {(label, split): sub / f"{label}_{split}.json" for label in LABELS for split in SPLITS}
-        if not any(f.is_file() for f in files.values()):
+        if not any(f.is_file() for key, f in files.items() if key[0] in labels):
             continue  # not a language folder
         if not is_language_code(sub.name):
             raise DataFormatError(f"{sub}: the folder's name must be a language code (BCP-47: vi, sw, pt-BR), not {sub.name!r}")
         found: dict[tuple[str, str], PromptSet] = {
             (label, split): load_prompt_file(f, label, split, sub.name) for (label, split), f in files.items() if f.is_file()
         }
-        _check_complete(found, sub.name, str(sub))
+        _check_complete(found, sub.name, str(sub), labels)
         sets[sub.name] = found
     if not sets:
-        raise DataFormatError(f"{root}: no folder per language with harmful_train.json in it (e.g. {root}/vi/harmful_train.json)")
+        first = f"{labels[0]}_train.json"
+        raise DataFormatError(f"{root}: no folder per language with {first} in it (e.g. {root}/vi/{first})")
     return LanguagePrompts(sets, aligned=False, layout="folder", source=str(root))
 
 
@@ -149,7 +157,7 @@ def _table_rows(path: Path) -> list[dict]:
     return data
 
 
-def _read_table(path: Path) -> LanguagePrompts:
+def _read_table(path: Path, labels: tuple[str, ...] = LABELS) -> LanguagePrompts:
     rows = _table_rows(path)
     if not rows:
         raise DataFormatError(f"{path}: the table has no rows")
@@ -181,7 +189,7 @@ def _read_table(path: Path) -> LanguagePrompts:
                     f"{path}, {where} {i}: no {code} prompt (an empty cell); every row needs one per language (or drop the row)"
                 )
         grouped.setdefault((label, split), []).append((i, row))
-    missing = _first_missing(grouped)
+    missing = _first_missing(grouped, labels)
     if missing is not None:
         label, split = missing
         raise DataFormatError(f"{path}: no {label} {split} rows (label {label}, split {split}); {_EVERY_LANGUAGE_NEEDS}")

@@ -151,6 +151,7 @@ WITHOUT_MODEL = [
     ("multilingual", ["--data", "missing"], "does not exist"),
     ("multilingual", ["--data", "no_harmless_test.csv"], "no harmless test rows"),
     ("multilingual", ["--data", "bad_column.csv"], "unknown column 'vietnamese'"),
+    ("multilingual", ["--harmless-data", "no_harmless_test.csv"], "give --data too"),
     ("multilingual", ["--parts", "repair", "--no-audit"], "repair compares with the audit"),
     ("multilingual", ["--direction", "nan.safetensors"], "NaN"),
     ("gcg", ["--harmful", "empty.json"], "empty"),

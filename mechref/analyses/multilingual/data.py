@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mechref.data.languages import looks_like_user_prompts, read_language_prompts
-from mechref.data.prompts import POLYREFUSE_LANGUAGES, PromptSet, load_polyrefuse, multilingual, multilingual_languages
+from mechref.data.prompts import LABELS, POLYREFUSE_LANGUAGES, PromptSet, load_polyrefuse, multilingual, multilingual_languages
 from mechref.errors import DataFormatError
 
 
@@ -60,16 +60,24 @@ def load_language_sets(
     n_train: int | None = None,
     n_test: int | None = None,
     seed: int = 42,
+    harmless_data: str | Path | None = None,
 ) -> dict[str, LanguageSets]:
     """Train and test prompts per language: the bundled set (``data=None``), a PolyRefuse folder, or
     the user's own prompts (a CSV/JSON table with a column per language, or a folder per language).
-    ``languages=None``: every language of the data (the bundled set's eight).
+    ``languages=None``: every language of the data (the bundled set's eight). ``harmless_data``: the
+    harmless prompts from another source of the user's (same layouts), for data with harmful prompts
+    only; the classes are then not aligned with each other, and each language's notes say so.
 
     ``n_train`` prompts per class are sampled (seeded, the same indices in every language, so the
     sets stay aligned) and the first ``n_test`` test prompts are kept.
     """
+    if harmless_data is not None and (data is None or not looks_like_user_prompts(data)):
+        raise DataFormatError(
+            "--harmless-data pairs a user's harmful prompts (--data: a table or a folder per language) with harmless "
+            "ones from another source; give --data too"
+        )
     if data is not None and looks_like_user_prompts(data) and not (Path(data).is_dir() and is_polyrefuse(Path(data))):
-        return _user_sets(Path(data), languages, n_train, n_test, seed)
+        return _user_sets(Path(data), languages, n_train, n_test, seed, harmless_data)
     languages = list(dict.fromkeys(languages if languages is not None else multilingual_languages()))
     if not languages:
         raise ValueError("no languages given")
@@ -128,14 +136,24 @@ def _language_sets(
 
 
 def _user_sets(
-    path: Path, languages: Sequence[str] | None, n_train: int | None, n_test: int | None, seed: int
+    path: Path,
+    languages: Sequence[str] | None,
+    n_train: int | None,
+    n_test: int | None,
+    seed: int,
+    harmless_data: str | Path | None = None,
 ) -> dict[str, LanguageSets]:
-    prompts = read_language_prompts(path, list(dict.fromkeys(languages)) if languages is not None else None)
+    wanted = list(dict.fromkeys(languages)) if languages is not None else None
+    prompts = read_language_prompts(path, wanted, labels=("harmful",) if harmless_data is not None else LABELS)
+    source_of = dict.fromkeys(LABELS, prompts)
+    if harmless_data is not None:
+        source_of["harmless"] = read_language_prompts(harmless_data, prompts.languages, labels=("harmless",))
     out = {}
     for language in prompts.languages:
         sets: dict[str, PromptSet] = {}
         for label in ("harmful", "harmless"):
-            train, test = prompts.get(language, label, "train"), prompts.get(language, label, "test")
+            source = source_of[label]
+            train, test = source.get(language, label, "train"), source.get(language, label, "test")
             if n_train is not None and n_train > len(train):
                 raise DataFormatError(
                     f"{path}: {language} has {len(train)} {label} train prompts, fewer than the {n_train} asked for; "
@@ -144,7 +162,10 @@ def _user_sets(
             sets[f"{label}_train"] = train.sample(n_train, seed) if n_train else train
             sets[f"{label}_test"] = test.take(min(n_test, len(test))) if n_test else test
         notes = [] if prompts.aligned else [f"{path}: a folder per language; its prompts are not known to be aligned"]
-        out[language] = _language_sets(language, sets, f"{prompts.layout}:{path}", notes, prompts.aligned)
+        if harmless_data is not None:
+            notes.append(f"harmless prompts from {harmless_data}, another source than the harmful ones: not aligned")
+        aligned = prompts.aligned and harmless_data is None
+        out[language] = _language_sets(language, sets, f"{prompts.layout}:{path}", notes, aligned)
     return out
 
 

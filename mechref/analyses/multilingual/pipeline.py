@@ -195,7 +195,12 @@ class _Study:
     def __init__(self, model: MechrefModel, settings: MultilingualSettings, out: Path | None, clock: StageClock):
         self.model, self.settings, self.clock = model, settings, clock
         self.sets = load_language_sets(
-            settings.languages, settings.data, n_train=settings.n_train, n_test=settings.n_test, seed=settings.seed
+            settings.languages,
+            settings.data,
+            n_train=settings.n_train,
+            n_test=settings.n_test,
+            seed=settings.seed,
+            harmless_data=settings.harmless_data,
         )
         self.languages = list(self.sets)
         self.tokenization = tokenization(model.tokenizer, self.sets)
@@ -665,7 +670,12 @@ def repair_verdict(harmful: dict, harmless: dict) -> str:
 def check_multilingual(settings: MultilingualSettings, out: str | Path | None = None) -> None:
     """Every check that needs no model: languages, prompt data, direction file, token overrides, output folders."""
     sets = load_language_sets(
-        settings.languages, settings.data, n_train=settings.n_train, n_test=settings.n_test, seed=settings.seed
+        settings.languages,
+        settings.data,
+        n_train=settings.n_train,
+        n_test=settings.n_test,
+        seed=settings.seed,
+        harmless_data=settings.harmless_data,
     )
     languages = list(sets)
     for language, ids in settings.token_overrides().items():
@@ -685,7 +695,12 @@ def check_multilingual_fit(model: MechrefModel, settings: MultilingualSettings) 
     for language, ids in settings.token_overrides().items():
         check_token_ids(ids, model.d_vocab, what=f"refusal token id of {language}")
     sets = load_language_sets(
-        settings.languages, settings.data, n_train=settings.n_train, n_test=settings.n_test, seed=settings.seed
+        settings.languages,
+        settings.data,
+        n_train=settings.n_train,
+        n_test=settings.n_test,
+        seed=settings.seed,
+        harmless_data=settings.harmless_data,
     )
     for language, language_sets in sets.items():
         for name in ("harmful_train", "harmless_train", "harmful_test", "harmless_test"):

@@ -34,6 +34,11 @@ class MultilingualSettings(Settings):
         "({harmful,harmless}_{train,test}.json); or a PolyRefuse folder (none: the bundled multilingual set)",
         metavar="PATH",
     )
+    harmless_data: Path | None = option(
+        None,
+        "harmless prompts from another source (a table or a folder per language), for --data with harmful prompts only",
+        metavar="PATH",
+    )
     n_train: int = option(48, "train prompts per class and language", minimum=1)
     n_test: int = option(16, "test prompts per class and language", minimum=1)
     seed: int = option(42, "sampling seed of the train prompts")

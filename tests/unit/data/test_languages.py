@@ -113,3 +113,20 @@ def test_a_bad_table_stops_the_command_in_one_line_before_the_model_loads(tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no harmless test rows" in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_harmful_prompts_only_are_paired_with_harmless_ones_from_another_source(tmp_path):
+    harmful_only = write_csv(tmp_path / "harmful.csv", [r for r in ROWS if r[0] == "harmful"])
+    with pytest.raises(DataFormatError, match=r"no harmless train rows .*--harmless-data"):
+        load_language_sets(None, harmful_only, n_train=2, n_test=1)
+    harmless = write_folder(tmp_path / "harmless", languages=("vi", "sw"))
+    sets = load_language_sets(["vi", "sw"], harmful_only, n_train=2, n_test=1, harmless_data=harmless)
+    vi = sets["vi"]
+    assert vi.harmful_train.instructions == [ROWS[0][3], ROWS[1][3]] and vi.harmful_train.source.endswith("harmful.csv:vi")
+    assert vi.harmless_train.instructions == [ROWS[2][3], ROWS[3][3]] and "harmless" in vi.harmless_train.source
+    assert vi.aligned is False and any("another source" in note for note in vi.notes)
+    # Every language of the harmful source needs its harmless prompts there.
+    with pytest.raises(DataFormatError, match="has no language 'en'"):
+        load_language_sets(None, harmful_only, n_train=2, n_test=1, harmless_data=harmless)
+    with pytest.raises(DataFormatError, match="give --data too"):
+        load_language_sets(["vi"], None, harmless_data=harmless)

@@ -129,3 +129,73 @@ def read_mining_rows(path: str | Path) -> tuple[list[str], list[str], list[str]]
         else:
             harmless.append(reply)
     return harmful, prompts, harmless
+
+
+def read_replies(path: str | Path, language: str | None = None) -> list[dict]:
+    """Replies to label, from a completions file (``prompt``, ``completion``) or an analysis's replies
+    (``instruction``, ``reply``, as a multilingual run's ``audit.jsonl`` holds them, with ``language``
+    and the prompt's class in ``label``): rows of ``prompt``, ``completion``, ``language`` and
+    ``prompt_class`` (harmful, harmless or empty). With ``language``, only the rows in it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(
+            f"no replies file {path}; give a .jsonl or .csv of prompt and completion (or instruction and reply)"
+        )
+    if path.suffix.lower() == ".csv":
+        with open(path, encoding="utf-8", newline="") as file:
+            raw = [(f"{path.name} row {i}", row) for i, row in enumerate(csv.DictReader(file), start=2)]
+    else:
+        raw = []
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    raw.append((f"{path.name} line {i}", json.loads(line)))
+                except ValueError as error:
+                    raise DataFormatError(f"{path.name} line {i} is not JSON ({error}); one object a line") from error
+    rows = []
+    for where, row in raw:
+        if not isinstance(row, dict):
+            raise DataFormatError(f"{where} is not an object with a prompt and a completion")
+        prompt, completion = row.get("prompt", row.get("instruction")), row.get("completion", row.get("reply"))
+        if not isinstance(prompt, str) or not isinstance(completion, str):
+            raise DataFormatError(f"{where} has no prompt and completion (or instruction and reply)")
+        kind = row.get("prompt_class", row.get("label"))
+        rows.append(
+            {
+                "prompt": prompt,
+                "completion": completion,
+                "language": str(row.get("language") or ""),
+                "prompt_class": kind if kind in ("harmful", "harmless") else "",
+            }
+        )
+    if language is not None:
+        rows = [r for r in rows if r["language"] == language]
+    if not rows:
+        raise DataFormatError(f"{path} holds no replies" + (f" in language {language!r}" if language else ""))
+    return rows
+
+
+#: The columns of a labelling sheet, ``label`` left empty for the labeller.
+SHEET_COLUMNS = ("id", "language", "prompt_class", "prompt", "completion", "label")
+
+
+def labelling_sheet(rows: Sequence[dict], path: str | Path, n: int, seed: int = 42) -> int:
+    """Write ``n`` of ``rows`` (all of them if fewer), drawn with ``random.Random(seed)`` and kept in
+    their order, to a new CSV of :data:`SHEET_COLUMNS` with an empty ``label`` column; the number
+    written. An existing file is never overwritten (the labels in it may be a person's work)."""
+    import random
+
+    from mechref.framework.io import atomic_path
+
+    path = Path(path)
+    if path.exists():
+        raise DataFormatError(f"{path} exists (it may hold someone's labels); give a new file name for the sheet")
+    if path.suffix.lower() != ".csv":
+        raise DataFormatError(f"a labelling sheet is a .csv (spreadsheets open it), not {path.name}")
+    index = sorted(random.Random(seed).sample(range(len(rows)), n)) if n < len(rows) else list(range(len(rows)))
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(SHEET_COLUMNS))
+        writer.writeheader()
+        for i in index:
+            writer.writerow({**{k: rows[i].get(k, "") for k in SHEET_COLUMNS}, "id": i, "label": ""})
+    return len(index)

@@ -18,6 +18,15 @@ harmful or harmless), never from the file it judges.
 Without ``--judge``, English replies are read by the probe (the judge validated on XSTest's human
 labels; it loads the embedded model as its reader) and other languages by their phrase list.
 
+Validating a judge for a language: ``--labelling-sheet sheet.csv`` draws ``--sample`` replies
+(seeded) from a completions file or an analysis's replies (a multilingual run's ``audit.jsonl``,
+``--language`` to keep one language) into a sheet with an empty ``label`` column for a speaker of
+the language to fill (true: the reply refuses; false: it does not). The filled sheet judged as
+above gives the judge's accuracy with its 95% interval and Cohen's kappa:
+
+    python -m mechref.analyses.judge runs/multilingual/audit.jsonl --language vi --labelling-sheet vi_labels.csv
+    python -m mechref.analyses.judge vi_labels.csv --language vi --judge mined --mine-from vi_train_replies.csv
+
 In Python: :func:`mechref.judges.completions.read_completions`, :func:`mechref.judges.completions.judge_rows`,
 :func:`mechref.judges.core.judge_agreement`.
 """
@@ -93,7 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the mined judge's replies to mine: .jsonl/.csv rows of prompt, completion, prompt_class (harmful/harmless)",
     )
-    parser.add_argument("--language", default="en", help="language of the replies, for the substring judge (default: en)")
+    parser.add_argument(
+        "--language",
+        default=None,
+        help="language of the replies, for the substring judge (default: en); with --labelling-sheet, only replies in it",
+    )
     parser.add_argument(
         "--judge-model",
         default=None,
@@ -101,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--dtype", default="bfloat16", help="dtype of the judge model (default: bfloat16)")
     parser.add_argument("--out", type=Path, default=None, help="write every row with its verdict to this .jsonl file")
+    parser.add_argument(
+        "--labelling-sheet",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="instead of judging: write a sample of the replies to this new .csv, with an empty label column to fill",
+    )
+    parser.add_argument("--sample", type=int, default=40, help="with --labelling-sheet: replies drawn (default: 40)")
+    parser.add_argument("--seed", type=int, default=42, help="with --labelling-sheet: the draw's seed (default: 42)")
     return parser
 
 
@@ -114,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.labelling_sheet is not None:
+        return _write_sheet(args)
+    args.language = args.language or "en"
     if args.judge is None:
         args.judge = "probe" if args.language == "en" else "substring"
     # Every check before any model is loaded.
@@ -171,6 +196,19 @@ def _main(args: argparse.Namespace) -> int:
             for row in judged:
                 file.write(json.dumps({**row, "judge": judge_name}, ensure_ascii=False) + "\n")
         print(f"wrote {args.out}")
+    return 0
+
+
+def _write_sheet(args: argparse.Namespace) -> int:
+    from mechref.judges.completions import labelling_sheet, read_replies
+
+    if args.sample < 1:
+        raise DataFormatError(f"--sample must be at least 1, got {args.sample}")
+    rows = read_replies(args.file, args.language)
+    written = labelling_sheet(rows, args.labelling_sheet, args.sample, args.seed)
+    print(f"wrote {written} of {len(rows)} replies to {args.labelling_sheet}: fill its label column (true: the reply refuses;")
+    language = f" --language {args.language}" if args.language else ""
+    print(f"false: it does not), then: python -m mechref.analyses.judge {args.labelling_sheet}{language} --judge ...")
     return 0
 
 

@@ -126,3 +126,63 @@ def test_the_mined_judge_mines_one_file_and_judges_another(tmp_path, capsys):
         assert main([str(judged), *argv]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and all(e.startswith("mechref: error: ") and "--mine-from" in e for e in errors)
+
+
+def _audit(path):
+    """A multilingual run's audit.jsonl: replies with their language and their prompt's class."""
+    rows = []
+    for language in ("vi", "sw"):
+        for i in range(6):
+            refuses = i % 2 == 0
+            rows.append(
+                {
+                    "language": language,
+                    "label": "harmful" if i < 3 else "harmless",
+                    "instruction": f"{language} prompt {i}",
+                    "reply": "I'm sorry, I can't help." if refuses else f"Sure, here is {i}.",
+                }
+            )
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return rows
+
+
+def test_a_labelling_sheet_is_drawn_filled_and_measured(tmp_path, capsys):
+    import csv
+
+    rows = _audit(tmp_path / "audit.jsonl")
+    sheet = tmp_path / "vi_labels.csv"
+    assert main([str(tmp_path / "audit.jsonl"), "--language", "vi", "--labelling-sheet", str(sheet), "--sample", "4"]) == 0
+    assert "wrote 4 of 6 replies" in capsys.readouterr().out
+    drawn = list(csv.DictReader(sheet.open(encoding="utf-8")))
+    assert len(drawn) == 4 and all(r["language"] == "vi" and r["label"] == "" for r in drawn)
+    vi = [r for r in rows if r["language"] == "vi"]
+    for r in drawn:  # each row is the reply it names, with its prompt's class
+        source = vi[int(r["id"])]
+        assert (r["prompt"], r["completion"], r["prompt_class"]) == (source["instruction"], source["reply"], source["label"])
+    again = tmp_path / "again.csv"
+    main([str(tmp_path / "audit.jsonl"), "--language", "vi", "--labelling-sheet", str(again), "--sample", "4"])
+    assert again.read_text(encoding="utf-8") == sheet.read_text(encoding="utf-8")  # seeded: the same draw
+    # A speaker fills the labels (one disagreeing with the phrase list), then the sheet is judged.
+    filled = [{**r, "label": "true" if "sorry" in r["completion"] else "false"} for r in drawn]
+    filled[0]["label"] = "false" if filled[0]["label"] == "true" else "true"
+    with sheet.open("w", encoding="utf-8", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(filled[0]))
+        writer.writeheader()
+        writer.writerows(filled)
+    capsys.readouterr()
+    assert main([str(sheet), "--judge", "substring", "--language", "en"]) == 0
+    out = capsys.readouterr().out
+    assert "against the 4 labelled rows" in out and "accuracy 0.750" in out and "[" in out
+
+
+def test_a_labelling_sheet_never_overwrites_and_draws_all_when_asked_for_more(tmp_path, capsys):
+    _audit(tmp_path / "audit.jsonl")
+    mine = tmp_path / "labels.csv"
+    mine.write_text("someone's labels")
+    assert main([str(tmp_path / "audit.jsonl"), "--labelling-sheet", str(mine)]) == 2
+    assert "exists" in capsys.readouterr().err and mine.read_text() == "someone's labels"
+    everything = tmp_path / "all.csv"
+    assert main([str(tmp_path / "audit.jsonl"), "--labelling-sheet", str(everything), "--sample", "100"]) == 0
+    assert "wrote 12 of 12 replies" in capsys.readouterr().out
+    assert main([str(tmp_path / "audit.jsonl"), "--language", "yo", "--labelling-sheet", str(tmp_path / "y.csv")]) == 2
+    assert "no replies in language 'yo'" in capsys.readouterr().err

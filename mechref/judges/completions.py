@@ -46,26 +46,32 @@ def parse_label(value: object, where: str) -> bool | None:
     )
 
 
+def _raw_rows(path: Path) -> list[tuple[str, dict]]:
+    """``(where, row)`` of every row of a CSV (its header naming the fields) or JSON Lines file (one
+    object a line; blank lines skipped), ``where`` naming the file and the row or line for errors."""
+    if path.suffix.lower() == ".csv":
+        with open(path, encoding="utf-8", newline="") as file:
+            return [(f"{path.name} row {i}", row) for i, row in enumerate(csv.DictReader(file), start=2)]
+    raw = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as error:
+            raise DataFormatError(f"{path.name} line {i} is not JSON ({error}); one object a line") from error
+        if not isinstance(row, dict):
+            raise DataFormatError(f"{path.name} line {i} is not a JSON object; one object a line")
+        raw.append((f"{path.name} line {i}", row))
+    return raw
+
+
 def read_completions(path: str | Path) -> list[dict]:
     """Rows with ``prompt``, ``completion`` and ``label`` (bool or ``None``), from JSON Lines or CSV."""
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"no completions file {path}; give a .jsonl or .csv file with prompt and completion")
-    if path.suffix.lower() == ".csv":
-        with open(path, encoding="utf-8", newline="") as file:
-            raw = [(f"{path.name} row {i}", row) for i, row in enumerate(csv.DictReader(file), start=2)]
-    else:
-        raw = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as error:
-                raise DataFormatError(f"{path.name} line {i} is not JSON ({error}); one object a line") from error
-            if not isinstance(row, dict):
-                raise DataFormatError(f"{path.name} line {i} is not a JSON object; one object a line")
-            raw.append((f"{path.name} line {i}", row))
+    raw = _raw_rows(path)
     rows = []
     for where, row in raw:
         missing = [key for key in ("prompt", "completion") if not isinstance(row.get(key), str)]
@@ -90,6 +96,19 @@ def judge_rows(judge: Judge, rows: Sequence[dict]) -> list[dict]:
     return [{**row, "refusal": bool(v)} for row, v in zip(rows, verdicts)]
 
 
+def prompt_class(row: dict) -> str | None:
+    """The class of a row's prompt: ``prompt_class``, or ``label`` where it holds a class (a multilingual
+    run's files), or XSTest's ``type`` (its ``contrast_*`` prompts are the unsafe ones); None if none.
+
+    >>> prompt_class({"label": "harmful"}), prompt_class({"type": "contrast_homonyms"}), prompt_class({"label": True})
+    ('harmful', 'harmful', None)
+    """
+    kind = row.get("prompt_class") or (row.get("label") if row.get("label") in ("harmful", "harmless") else None)
+    if kind is None and row.get("type"):
+        kind = "harmful" if str(row["type"]).startswith("contrast") else "harmless"
+    return kind if kind in ("harmful", "harmless") else None
+
+
 def read_mining_rows(path: str | Path) -> tuple[list[str], list[str], list[str]]:
     """``(harmful replies, their prompts, harmless replies)`` of a file to mine refusal openings from.
 
@@ -101,26 +120,13 @@ def read_mining_rows(path: str | Path) -> tuple[list[str], list[str], list[str]]
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"no file {path} to mine refusal openings from (--mine-from)")
-    if path.suffix.lower() == ".csv":
-        with open(path, encoding="utf-8", newline="") as file:
-            raw = list(csv.DictReader(file))
-    else:
-        raw = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    raw.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise DataFormatError(f"{path}, line {i}: not JSON ({error.msg})") from error
     harmful, prompts, harmless = [], [], []
-    for i, row in enumerate(raw, start=1):
+    for where, row in _raw_rows(path):
         reply, prompt = row.get("completion", row.get("reply")), row.get("prompt", row.get("instruction"))
-        kind = row.get("prompt_class") or (row.get("label") if row.get("label") in ("harmful", "harmless") else None)
-        if kind is None and row.get("type"):
-            kind = "harmful" if str(row["type"]).startswith("contrast") else "harmless"
-        if not isinstance(reply, str) or not isinstance(prompt, str) or kind not in ("harmful", "harmless"):
+        kind = prompt_class(row)
+        if not isinstance(reply, str) or not isinstance(prompt, str) or kind is None:
             raise DataFormatError(
-                f"{path}, row {i}: mining needs a reply (completion), its prompt and the prompt's class "
+                f"{where}: mining needs a reply (completion), its prompt and the prompt's class "
                 "(prompt_class: harmful or harmless)"
             )
         if kind == "harmful":
@@ -141,31 +147,18 @@ def read_replies(path: str | Path, language: str | None = None) -> list[dict]:
         raise DataFormatError(
             f"no replies file {path}; give a .jsonl or .csv of prompt and completion (or instruction and reply)"
         )
-    if path.suffix.lower() == ".csv":
-        with open(path, encoding="utf-8", newline="") as file:
-            raw = [(f"{path.name} row {i}", row) for i, row in enumerate(csv.DictReader(file), start=2)]
-    else:
-        raw = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    raw.append((f"{path.name} line {i}", json.loads(line)))
-                except ValueError as error:
-                    raise DataFormatError(f"{path.name} line {i} is not JSON ({error}); one object a line") from error
+    raw = _raw_rows(path)
     rows = []
     for where, row in raw:
-        if not isinstance(row, dict):
-            raise DataFormatError(f"{where} is not an object with a prompt and a completion")
         prompt, completion = row.get("prompt", row.get("instruction")), row.get("completion", row.get("reply"))
         if not isinstance(prompt, str) or not isinstance(completion, str):
             raise DataFormatError(f"{where} has no prompt and completion (or instruction and reply)")
-        kind = row.get("prompt_class", row.get("label"))
         rows.append(
             {
                 "prompt": prompt,
                 "completion": completion,
                 "language": str(row.get("language") or ""),
-                "prompt_class": kind if kind in ("harmful", "harmless") else "",
+                "prompt_class": prompt_class(row) or "",
             }
         )
     if language is not None:

@@ -186,3 +186,11 @@ def test_a_labelling_sheet_never_overwrites_and_draws_all_when_asked_for_more(tm
     assert "wrote 12 of 12 replies" in capsys.readouterr().out
     assert main([str(tmp_path / "audit.jsonl"), "--language", "yo", "--labelling-sheet", str(tmp_path / "y.csv")]) == 2
     assert "no replies in language 'yo'" in capsys.readouterr().err
+
+
+def test_a_labelling_sheet_of_one_reply_is_the_smallest(tmp_path, capsys):
+    _audit(tmp_path / "audit.jsonl")
+    assert main([str(tmp_path / "audit.jsonl"), "--labelling-sheet", str(tmp_path / "one.csv"), "--sample", "1"]) == 0
+    assert "wrote 1 of 12 replies" in capsys.readouterr().out
+    assert main([str(tmp_path / "audit.jsonl"), "--labelling-sheet", str(tmp_path / "none.csv"), "--sample", "0"]) == 2
+    assert "--sample must be at least 1" in capsys.readouterr().err and not (tmp_path / "none.csv").exists()

@@ -354,3 +354,12 @@ def test_repair_without_the_audit_is_refused_before_the_model_loads(tmp_path, ca
     assert code == 2 and "repair compares with the audit" in capsys.readouterr().err
     code = multilingual.main(["--parts", "audit", "repair", "--repair-coefficients", "0", "--out", str(tmp_path / "o")])
     assert code == 2 and "positive multiples" in capsys.readouterr().err
+
+
+def test_repair_coefficients_must_be_above_zero_not_at_it():
+    from mechref.analyses.multilingual.settings import MultilingualSettings
+    from mechref.framework.settings import SettingsError
+
+    MultilingualSettings(parts=["audit", "repair"], repair_coefficients=[0.001]).validate()
+    with pytest.raises(SettingsError, match="positive multiples"):
+        MultilingualSettings(parts=["audit", "repair"], repair_coefficients=[0.5, 0.0]).validate()

@@ -1023,9 +1023,9 @@ def post_norm_edit() -> str:
 RENDERERS["post_norm_edit"] = post_norm_edit
 
 
-def multilingual_repair() -> str:
+def multilingual_repair(name: str = "multilingual_repair.json") -> str:
     """The audit's weakest languages, and the English refusal vector added there at each coefficient."""
-    d = _json("multilingual_repair.json")
+    d = _json(name)
     repair, baseline = d["repair"], d["baseline_refusal"]
     order = sorted(baseline, key=lambda lang: (baseline[lang]["harmful"], lang))
     audit_rows = [
@@ -1067,6 +1067,7 @@ def multilingual_repair() -> str:
 
 
 RENDERERS["multilingual_repair"] = multilingual_repair
+RENDERERS["multilingual_repair_polyrefuse"] = lambda: multilingual_repair("multilingual_repair_polyrefuse.json")
 
 
 def main(argv: list[str] | None = None) -> int:

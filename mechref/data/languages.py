@@ -105,7 +105,8 @@ def read_language_prompts(
 
 
 _EVERY_LANGUAGE_NEEDS = (
-    "every language needs harmful and harmless prompts in train and in test (harmless ones from another source: --harmless-data)"
+    "every language needs harmful and harmless prompts in train and in test (harmless ones from another source: "
+    "--harmless-data; none at all: --harmful-only)"
 )
 
 

@@ -58,7 +58,10 @@ def _ngrams(words: Sequence[str], max_n: int) -> set[str]:
 class MinedJudge:
     """Calls a reply a refusal when its first ``n_words`` words hold one of ``phrases``.
 
-    ``support`` records, per phrase, how many mined harmful and harmless replies it opened.
+    ``support`` records, per phrase, how many mined harmful and contrast replies it opened;
+    ``contrast`` says what the harmful replies were contrasted with: ``harmless`` (replies to
+    harmless prompts) or ``ablated`` (the same harmful prompts answered with the refusal direction
+    ablated, where a language has no harmless prompts).
     """
 
     language: str
@@ -67,6 +70,7 @@ class MinedJudge:
     support: dict[str, list[int]] = field(default_factory=dict)
     n_harmful: int = 0
     n_harmless: int = 0
+    contrast: str = "harmless"
 
     def __call__(self, completion: str) -> bool:
         opening = " " + " ".join(opening_words(answer_part(completion), self.n_words)) + " "  # after any thinking
@@ -92,6 +96,7 @@ def mine_refusal_openings(
     max_harmless_share: float = 0.05,
     max_phrases: int = 12,
     harmful_prompts: Sequence[str] | None = None,
+    contrast: str = "harmless",
 ) -> MinedJudge:
     """Mine the refusal openings of one language from replies to its harmful and harmless prompts.
 
@@ -105,6 +110,10 @@ def mine_refusal_openings(
     With ``harmful_prompts`` (one per harmful reply), a phrase whose words the prompt itself holds
     does not count for that reply: a reply that echoes its request ("le poison …") is about the
     topic, while a refusal's opening ("je ne peux pas") is not in the request.
+
+    ``contrast`` names what ``harmless_replies`` are, for the record: ``"harmless"`` (replies to
+    harmless prompts) or ``"ablated"`` (the same harmful prompts answered with the refusal direction
+    ablated: their topic words cancel, and only the refusal openings remain).
     """
     if not harmful_replies or not harmless_replies:
         raise DataFormatError(
@@ -139,4 +148,5 @@ def mine_refusal_openings(
         support={g: [in_harmful[g], in_harmless[g]] for g in chosen},
         n_harmful=len(harmful_replies),
         n_harmless=len(harmless_replies),
+        contrast=contrast,
     )

@@ -35,6 +35,11 @@ class LanguageSets:
     notes: list[str] = field(default_factory=list)
     aligned: bool = True  # same index, same source prompt, across the languages of a study
 
+    @property
+    def has_harmless(self) -> bool:
+        """Whether the language has harmless prompts (not so with ``--harmful-only``)."""
+        return len(self.harmless_train) > 0 and len(self.harmless_test) > 0
+
     def describe(self) -> dict:
         """Where the prompts came from and how many of each set, for ``summary.json``."""
         return {
@@ -61,12 +66,15 @@ def load_language_sets(
     n_test: int | None = None,
     seed: int = 42,
     harmless_data: str | Path | None = None,
+    harmful_only: bool = False,
 ) -> dict[str, LanguageSets]:
     """Train and test prompts per language: the bundled set (``data=None``), a PolyRefuse folder, or
     the user's own prompts (a CSV/JSON table with a column per language, or a folder per language).
     ``languages=None``: every language of the data (the bundled set's eight). ``harmless_data``: the
     harmless prompts from another source of the user's (same layouts), for data with harmful prompts
     only; the classes are then not aligned with each other, and each language's notes say so.
+    ``harmful_only``: the user's data has harmful prompts only and no harmless source; every
+    language's harmless sets are empty (:attr:`LanguageSets.has_harmless`).
 
     ``n_train`` prompts per class are sampled (seeded, the same indices in every language, so the
     sets stay aligned) and the first ``n_test`` test prompts are kept.
@@ -76,8 +84,14 @@ def load_language_sets(
             "--harmless-data pairs a user's harmful prompts (--data: a table or a folder per language) with harmless "
             "ones from another source; give --data too"
         )
-    if data is not None and looks_like_user_prompts(data) and not (Path(data).is_dir() and is_polyrefuse(Path(data))):
-        return _user_sets(Path(data), languages, n_train, n_test, seed, harmless_data)
+    user_data = data is not None and looks_like_user_prompts(data) and not (Path(data).is_dir() and is_polyrefuse(Path(data)))
+    if harmful_only and (not user_data or harmless_data is not None):
+        raise DataFormatError(
+            "--harmful-only is for a user's --data (a table or a folder per language) without harmless prompts and "
+            "without --harmless-data"
+        )
+    if user_data:
+        return _user_sets(Path(data), languages, n_train, n_test, seed, harmless_data, harmful_only)  # type: ignore[arg-type]
     languages = list(dict.fromkeys(languages if languages is not None else multilingual_languages()))
     if not languages:
         raise ValueError("no languages given")
@@ -142,9 +156,11 @@ def _user_sets(
     n_test: int | None,
     seed: int,
     harmless_data: str | Path | None = None,
+    harmful_only: bool = False,
 ) -> dict[str, LanguageSets]:
     wanted = list(dict.fromkeys(languages)) if languages is not None else None
-    prompts = read_language_prompts(path, wanted, labels=("harmful",) if harmless_data is not None else LABELS)
+    only_harmful = harmless_data is not None or harmful_only
+    prompts = read_language_prompts(path, wanted, labels=("harmful",) if only_harmful else LABELS)
     source_of = dict.fromkeys(LABELS, prompts)
     if harmless_data is not None:
         source_of["harmless"] = read_language_prompts(harmless_data, prompts.languages, labels=("harmless",))
@@ -152,6 +168,10 @@ def _user_sets(
     for language in prompts.languages:
         sets: dict[str, PromptSet] = {}
         for label in ("harmful", "harmless"):
+            if label == "harmless" and harmful_only:
+                for split in ("train", "test"):
+                    sets[f"harmless_{split}"] = PromptSet([], "harmless", split, language, source=f"none ({path})")
+                continue
             source = source_of[label]
             train, test = source.get(language, label, "train"), source.get(language, label, "test")
             if n_train is not None and n_train > len(train):
@@ -164,6 +184,8 @@ def _user_sets(
         notes = [] if prompts.aligned else [f"{path}: a folder per language; its prompts are not known to be aligned"]
         if harmless_data is not None:
             notes.append(f"harmless prompts from {harmless_data}, another source than the harmful ones: not aligned")
+        if harmful_only:
+            notes.append("harmful prompts only (--harmful-only): no harmless prompts, so no refusal vector of its own")
         aligned = prompts.aligned and harmless_data is None
         out[language] = _language_sets(language, sets, f"{prompts.layout}:{path}", notes, aligned)
     return out

@@ -10,6 +10,11 @@ stages every part shares:
 * ``transfer``: the logit refusal score of every target under every source's ablation (harmful
   prompts) and addition (harmless prompts), and replies under the English vector's ablation.
 
+With harmful prompts only (``--harmful-only``), no language has a refusal vector of its own: the
+audit judges replies to harmful prompts, the transfer ablates the refusal direction itself, and
+the parts that need harmless prompts (:data:`~mechref.analyses.multilingual.settings.NEEDS_HARMLESS`)
+are left out and named in the summary.
+
 :func:`mechref.analyses.multilingual.report.report_multilingual` turns the result into numbers, figures,
 ``summary.json`` and ``index.html``.
 
@@ -39,7 +44,7 @@ from torch import Tensor
 from mechref.analyses.multilingual.activations import gather_activations, refusal_vector
 from mechref.analyses.multilingual.data import LanguageSets, load_language_sets, tokenization
 from mechref.analyses.multilingual.metrics import cosine_matrix_by_layer
-from mechref.analyses.multilingual.settings import PARTS, MultilingualSettings
+from mechref.analyses.multilingual.settings import NEEDS_HARMLESS, PARTS, MultilingualSettings
 from mechref.analyses.multilingual.transfer import transfer_scores
 from mechref.analyses.refusal_direction.ensure import ensure_direction
 from mechref.directions.store import (
@@ -194,14 +199,7 @@ class _Study:
 
     def __init__(self, model: MechrefModel, settings: MultilingualSettings, out: Path | None, clock: StageClock):
         self.model, self.settings, self.clock = model, settings, clock
-        self.sets = load_language_sets(
-            settings.languages,
-            settings.data,
-            n_train=settings.n_train,
-            n_test=settings.n_test,
-            seed=settings.seed,
-            harmless_data=settings.harmless_data,
-        )
+        self.sets = study_sets(settings)
         self.languages = list(self.sets)
         self.tokenization = tokenization(model.tokenizer, self.sets)
         poor = [lang for lang, t in self.tokenization.items() if t["poorly_tokenized"]]
@@ -219,6 +217,7 @@ class _Study:
         )
         self.layer = check_layer(stored.layer if settings.layer is None else settings.layer, model.n_layers)
         self.position = stored.position
+        self.direction = stored.direction  # what --harmful-only ablates, as no language has a vector of its own
         self.direction_source = str(stored.path)
         self.direction_mismatches = direction_mismatches(stored, model)
         for line in self.direction_mismatches:
@@ -239,6 +238,9 @@ class _Study:
         self.base = {**model.identity(), "position": self.position}
 
     def activations(self) -> dict[str, dict[str, Tensor]]:
+        if self.settings.harmful_only:  # a vector needs harmless prompts: no part that runs reads activations
+            self.clock.note("harmful prompts only: no refusal vector per language, so no activations to gather")
+            return {}
         out = {}
         for language, sets in self.sets.items():
             settings = {**self.base, "sets": {k: v["fingerprint"] for k, v in sets.describe().items() if isinstance(v, dict)}}
@@ -331,18 +333,32 @@ class _Study:
             for text in getattr(sets, f"{label}_train").instructions[:n]
         ]
 
-        def compute() -> list[dict]:
-            replies = generate(
-                self.model,
-                [p[2] for p in prompts],
-                max_new_tokens=self.settings.max_new_tokens,
-                batch_size=self.settings.batch_size,
-            )
-            return [{"language": p[0], "label": p[1], "instruction": p[2], "reply": r} for p, r in zip(prompts, replies)]
+        # Without harmless prompts, each harmful prompt's reply is contrasted with its own reply with the refusal
+        # direction ablated (which complies): topic words open both and cancel, refusal openings only the first.
+        ablated = self.settings.harmful_only
+        contrast = "ablated" if ablated else "harmless"
 
+        def compute() -> list[dict]:
+            answer = partial(
+                generate, self.model, max_new_tokens=self.settings.max_new_tokens, batch_size=self.settings.batch_size
+            )
+            replies = answer([p[2] for p in prompts])
+            rows = [{"language": p[0], "label": p[1], "instruction": p[2], "reply": r} for p, r in zip(prompts, replies)]
+            if ablated:
+                self.clock.note("mining contrast: the same harmful prompts answered with the refusal direction ablated")
+                with directional_ablation(self.model, self.direction):
+                    replies = answer([p[2] for p in prompts])
+                rows += [
+                    {"language": p[0], "label": "ablated", "instruction": p[2], "reply": r} for p, r in zip(prompts, replies)
+                ]
+            return rows
+
+        stage_settings = {**self.base, "prompts": fingerprint(prompts), "max_new_tokens": self.settings.max_new_tokens}
+        if ablated:
+            stage_settings["contrast"] = {"ablated": float(self.direction.double().sum()), "layer": self.layer}
         rows = self.run.stage(
             "mining_replies",
-            {**self.base, "prompts": fingerprint(prompts), "max_new_tokens": self.settings.max_new_tokens},
+            stage_settings,
             compute,
             save=lambda v, d: write_jsonl(d / "mining_replies.jsonl", v),
             load=lambda d: read_jsonl(d / "mining_replies.jsonl"),
@@ -351,9 +367,10 @@ class _Study:
         for language in [lang for lang in self.languages if self.judges[lang] == "mined"]:
             mined[language] = mine_refusal_openings(
                 [r["reply"] for r in rows if r["language"] == language and r["label"] == "harmful"],
-                [r["reply"] for r in rows if r["language"] == language and r["label"] == "harmless"],
+                [r["reply"] for r in rows if r["language"] == language and r["label"] == contrast],
                 language,
                 harmful_prompts=[r["instruction"] for r in rows if r["language"] == language and r["label"] == "harmful"],
+                contrast=contrast,
             )
             self.clock.note(f"{language}: mined refusal openings {mined[language].phrases or 'none'}")
         return mined
@@ -409,7 +426,7 @@ class _Study:
                     [r["reply_ids"] for r in harmful],
                     [r["refused"] for r in harmful],
                     judge_name=f"{language} judge",
-                    harmless_replies=harmless,
+                    harmless_replies=harmless or None,  # none: harmful prompts only
                 )
             except ValueError:
                 derived = None
@@ -419,7 +436,8 @@ class _Study:
                 continue
             found[language] = LanguageTokens(
                 derived.token_ids,
-                "first tokens of at least 2 of the model's refusals of the test prompts, rare in its replies to harmless ones",
+                "first tokens of at least 2 of the model's refusals of the test prompts"
+                + (", rare in its replies to harmless ones" if harmless else " (no harmless replies to check)"),
                 derived.tokens,
                 counts=derived.counts,
                 harmless_counts=derived.harmless_counts,
@@ -561,6 +579,69 @@ class _Study:
         }
         return result
 
+    def transfer_direction(self, audit: Audit) -> dict:
+        """Transfer with harmful prompts only (``--harmful-only``): no language has a vector of its own,
+        so the refusal direction (from ``--direction``) is ablated in every language; each language's
+        harmful test prompts are scored (logit refusal score) and answered again, each reply paired
+        with the audit's reply to the same prompt."""
+        tokens = {lang: audit.refusal_tokens[lang].token_ids for lang in self.languages}
+        prompts = [(lang, p) for lang, s in self.sets.items() for p in s.harmful_test.instructions]
+
+        def compute() -> dict:
+            self.clock.note("ablating the refusal direction: refusal scores on every language's harmful prompts")
+            ablation = transfer_scores(
+                self.model,
+                {"direction": self.direction},
+                {lang: s.harmful_test.instructions for lang, s in self.sets.items()},
+                tokens,
+                mode="ablation",
+                layer=self.layer,
+                batch_size=self.settings.batch_size,
+            )
+            self.clock.note("replies with the refusal direction ablated")
+            with directional_ablation(self.model, self.direction):
+                replies = generate(
+                    self.model,
+                    [p for _, p in prompts],
+                    max_new_tokens=self.settings.max_new_tokens,
+                    batch_size=self.settings.batch_size,
+                )
+            rows = [{"language": lang, "instruction": p, "reply": r} for (lang, p), r in zip(prompts, replies)]
+            return {"ablation": ablation.to_dict(), "generation_source": "direction", "replies": rows}
+
+        settings = {
+            **self.base,
+            "layer": self.layer,
+            "languages": self.languages,
+            "tokens": tokens,
+            "direction": float(self.direction.double().sum()),
+            "prompts": fingerprint(prompts),
+            "max_new_tokens": self.settings.max_new_tokens,
+        }
+        result = self.run.stage(
+            "transfer",
+            settings,
+            compute,
+            save=lambda v, d: write_json(d / "transfer.json", v),
+            load=lambda d: read_json(d / "transfer.json"),
+        )
+        verdicts = self.verdicts("transfer", result["replies"])
+        result["replies"] = [{**r, "refused": v} for r, v in zip(result["replies"], verdicts)]
+        after = {lang: [r["refused"] for r in result["replies"] if r["language"] == lang] for lang in self.languages}
+        ablated = {lang: Rate.of(after[lang]) for lang in self.languages}
+        result["generation"] = {
+            "source": "direction",
+            "source_file": self.direction_source,
+            "baseline_refusal_rate": {lang: audit.rates[lang]["harmful"] for lang in self.languages},
+            "ablated_refusal_rate": {lang: ablated[lang].value for lang in self.languages},
+            "ablated_refusal_counts": {lang: r.to_dict() for lang, r in ablated.items()},
+            "compliance_under_ablation": {lang: round(1 - ablated[lang].value, 4) for lang in self.languages},
+            # The same prompts before and after: exact McNemar on the changed verdicts.
+            "paired_vs_audit": {lang: mcnemar_exact(audit.refused(lang, "harmful"), after[lang]) for lang in self.languages},
+            "judge_not_validated": self.unvalidated(),
+        }
+        return result
+
     def repair(self, vectors: Tensor, audit: Audit) -> dict:
         """Where refusal breaks, the repair the literature reports: the source language's refusal vector
         (English where studied, else the language refusing most) added at the direction's layer in the
@@ -667,16 +748,22 @@ def repair_verdict(harmful: dict, harmless: dict) -> str:
     return "over-refuses" if rises(harmless) else "no significant change"
 
 
-def check_multilingual(settings: MultilingualSettings, out: str | Path | None = None) -> None:
-    """Every check that needs no model: languages, prompt data, direction file, token overrides, output folders."""
-    sets = load_language_sets(
+def study_sets(settings: MultilingualSettings) -> dict[str, LanguageSets]:
+    """The prompt sets of a study, as ``settings`` name them."""
+    return load_language_sets(
         settings.languages,
         settings.data,
         n_train=settings.n_train,
         n_test=settings.n_test,
         seed=settings.seed,
         harmless_data=settings.harmless_data,
+        harmful_only=settings.harmful_only,
     )
+
+
+def check_multilingual(settings: MultilingualSettings, out: str | Path | None = None) -> None:
+    """Every check that needs no model: languages, prompt data, direction file, token overrides, output folders."""
+    sets = study_sets(settings)
     languages = list(sets)
     for language, ids in settings.token_overrides().items():
         if language not in languages:
@@ -694,14 +781,7 @@ def check_multilingual_fit(model: MechrefModel, settings: MultilingualSettings) 
     check_direction_fit(model, settings.direction, settings.layer)
     for language, ids in settings.token_overrides().items():
         check_token_ids(ids, model.d_vocab, what=f"refusal token id of {language}")
-    sets = load_language_sets(
-        settings.languages,
-        settings.data,
-        n_train=settings.n_train,
-        n_test=settings.n_test,
-        seed=settings.seed,
-        harmless_data=settings.harmless_data,
-    )
+    sets = study_sets(settings)
     for language, language_sets in sets.items():
         for name in ("harmful_train", "harmless_train", "harmful_test", "harmless_test"):
             extra = settings.max_new_tokens if name.endswith("_test") else 0
@@ -718,10 +798,15 @@ def run_multilingual(
 ) -> MultilingualResult:
     """Run the multilingual ``parts`` (any of :data:`PARTS`; default ``settings.parts``) of a study on ``model``."""
     settings = settings or MultilingualSettings()
-    parts = settings.parts if parts is None else parts
+    parts = settings.run_parts() if parts is None else parts
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         raise SettingsError(f"unknown parts {unknown}; choose from {', '.join(PARTS)}")
+    needing = [p for p in parts if settings.harmful_only and p in NEEDS_HARMLESS]
+    if needing:
+        raise SettingsError(
+            f"{needing[0]} needs harmless prompts ({NEEDS_HARMLESS[needing[0]]}); give --harmless-data, or leave it out"
+        )
     parts = tuple(p for p in PARTS if p in parts and (p != "audit" or settings.audit))
     if "transfer" in parts and "audit" not in parts:
         raise SettingsError("transfer needs the audit's refusal tokens: run it with the audit (drop --no-audit)")
@@ -746,8 +831,11 @@ def run_multilingual(
         audit = study.audit()
     if "transfer" in parts:
         clock.stage("transfer", "cross-lingual transfer")
-        vectors = torch.stack([refusal_vector(acts[language]) for language in study.languages])
-        transfer = study.transfer(vectors, audit)  # type: ignore[arg-type]
+        if settings.harmful_only:
+            transfer = study.transfer_direction(audit)  # type: ignore[arg-type]
+        else:
+            vectors = torch.stack([refusal_vector(acts[language]) for language in study.languages])
+            transfer = study.transfer(vectors, audit)  # type: ignore[arg-type]
     if "repair" in parts:
         clock.stage("repair", "the source language's refusal vector added in the weakest languages")
         vectors = torch.stack([refusal_vector(acts[language]) for language in study.languages])

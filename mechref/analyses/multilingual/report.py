@@ -15,6 +15,7 @@ import torch
 from mechref.analyses.multilingual import figures
 from mechref.analyses.multilingual.metrics import cosine_matrix_by_layer, mean_off_diagonal, pca_projection, silhouette_by_layer
 from mechref.analyses.multilingual.pipeline import MultilingualResult
+from mechref.analyses.multilingual.settings import NEEDS_HARMLESS
 from mechref.framework.io import read_json, write_json
 from mechref.framework.ownership import claim_output_folder
 from mechref.report.pages import summary_header, write_index
@@ -123,7 +124,7 @@ def transfer_section(result: MultilingualResult) -> tuple[dict, dict]:
     transfer = result.transfer
     assert transfer is not None
     figs = {}
-    for mode in ("ablation", "addition"):
+    for mode in [m for m in ("ablation", "addition") if m in transfer]:  # harmful prompts only: no addition
         t = transfer[mode]
         unreliable = [l for l, tokens in result.audit.refusal_tokens.items() if not tokens.reliable] if result.audit else []
         figs[f"transfer_{mode}"] = figures.transfer_heatmap(
@@ -133,8 +134,7 @@ def transfer_section(result: MultilingualResult) -> tuple[dict, dict]:
         "transfer": {
             "measure": "logit refusal score with each target's refusal tokens; refusing_share = share of prompts "
             "with score > 0; row 'baseline' = no intervention",
-            "ablation": transfer["ablation"],
-            "addition": transfer["addition"],
+            **{mode: transfer[mode] for mode in ("ablation", "addition") if mode in transfer},
             "generation": transfer["generation"],
         }
     }
@@ -173,6 +173,12 @@ def summary_base(result: MultilingualResult) -> dict:
         # Per language: tokens per character and unknown tokens of its prompts; poorly tokenized ones flagged.
         "tokenization": result.tokenization,
         "poorly_tokenized": [lang for lang, t in result.tokenization.items() if t["poorly_tokenized"]],
+        # --harmful-only: the parts that need harmless prompts, and why each was left out.
+        **(
+            {"harmful_only": {"not_run": {p: NEEDS_HARMLESS[p] for p in settings.parts if p in NEEDS_HARMLESS}}}
+            if settings.harmful_only
+            else {}
+        ),
         "judge": settings.judge,
         # With --judge auto: each language's validated phrase list, else its mined openings.
         "judge_by_language": result.judge_by_language,
@@ -257,6 +263,11 @@ def report_multilingual(result: MultilingualResult, out: str | Path, *, command:
     return summary
 
 
+def _cell(x: float | None) -> str:
+    """A rate in the printed table; ``–`` where there is none (no harmless prompts)."""
+    return f"{'–':>7}" if x is None else f"{x:>7.2f}"
+
+
 def format_summary(summary: dict) -> str:
     """The summary as the lines the command prints."""
     languages = summary["languages"]
@@ -269,12 +280,11 @@ def format_summary(summary: dict) -> str:
     if "baseline_refusal" in summary:
         b = summary["baseline_refusal"]
         lines.append(f"{'harmful refused':<22}" + "".join(f"{b[l]['harmful']:>7.2f}" for l in languages))
-        lines.append(f"{'harmless refused':<22}" + "".join(f"{b[l]['harmless']:>7.2f}" for l in languages))
+        lines.append(f"{'harmless refused':<22}" + "".join(_cell(b[l]["harmless"]) for l in languages))
     if "transfer" in summary:
         g = summary["transfer"]["generation"]
-        lines.append(
-            f"{'refused, ' + g['source'] + ' ablated':<22}" + "".join(f"{g['ablated_refusal_rate'][l]:>7.2f}" for l in languages)
-        )
+        ablated = "refused, ablated" if g["source"] == "direction" else f"refused, {g['source']} ablated"
+        lines.append(f"{ablated:<22}" + "".join(f"{g['ablated_refusal_rate'][l]:>7.2f}" for l in languages))
         if "addition" in g:
             a = g["addition"]
             lines.append(
@@ -291,6 +301,11 @@ def format_summary(summary: dict) -> str:
     if "silhouette" in summary:
         s = summary["silhouette"]["at_direction_layer"]
         lines.append(f"{'silhouette':<22}" + "".join(f"{s[l]:>7.2f}" for l in languages))
+    if "harmful_only" in summary:
+        lines.append(
+            "harmful prompts only (--harmful-only): no refusal vector per language; the refusal direction is ablated; "
+            "not run: " + "; ".join(f"{p} ({why})" for p, why in summary["harmful_only"]["not_run"].items())
+        )
     if summary.get("not_safety_aligned") is not None:
         flagged = summary["not_safety_aligned"]
         lines.append("not safety-aligned (harmful compliance > 10%): " + (", ".join(flagged) if flagged else "none"))

@@ -1,5 +1,5 @@
 """Settings of the multilingual analysis (Wang et al. 2025): every part (``--parts``: audit,
-cosine, transfer, silhouette) shares them, and one output folder.
+cosine, transfer, silhouette, repair) shares them, and one output folder.
 
 >>> MultilingualSettings(languages=["en", "de"]).n_train
 48
@@ -19,6 +19,12 @@ from mechref.framework.settings import Settings, SettingsError, option
 PARTS = ("audit", "cosine", "transfer", "silhouette", "repair")
 #: The parts run when ``--parts`` is not given (``repair`` generates for every coefficient: asked for by name).
 DEFAULT_PARTS = ("audit", "cosine", "transfer", "silhouette")
+#: Why a part cannot run on harmful prompts only (``--harmful-only``): each needs harmless prompts in every language.
+NEEDS_HARMLESS = {
+    "cosine": "a language's refusal vector is the mean of its harmful prompts minus that of its harmless ones",
+    "silhouette": "it measures how harmful and harmless prompts separate",
+    "repair": "it measures whether the added vector makes the model refuse harmless prompts too",
+}
 
 
 @dataclass
@@ -38,6 +44,11 @@ class MultilingualSettings(Settings):
         None,
         "harmless prompts from another source (a table or a folder per language), for --data with harmful prompts only",
         metavar="PATH",
+    )
+    harmful_only: bool = option(
+        False,
+        "--data has harmful prompts only and no harmless source: run the parts that need none (the audit of harmful "
+        "prompts; transfer: refusal with the refusal direction ablated), noting what is missing",
     )
     n_train: int = option(48, "train prompts per class and language", minimum=1)
     n_test: int = option(16, "test prompts per class and language", minimum=1)
@@ -95,6 +106,29 @@ class MultilingualSettings(Settings):
             raise SettingsError("repair compares with the audit's replies: run it with the audit (drop --no-audit)")
         if not self.repair_coefficients or any(c <= 0 for c in self.repair_coefficients):
             raise SettingsError(f"--repair-coefficients must be positive multiples, got {self.repair_coefficients}")
+        if self.harmful_only:
+            if self.data is None or self.harmless_data is not None:
+                raise SettingsError(
+                    "--harmful-only is for a user's --data without harmless prompts; with --harmless-data every part runs, "
+                    "and the bundled set and PolyRefuse have harmless prompts"
+                    if self.harmless_data is not None
+                    else "--harmful-only reads the user's harmful prompts: give --data (a table or a folder per language)"
+                )
+            asked = [p for p in self.parts if p in NEEDS_HARMLESS and list(self.parts) != list(DEFAULT_PARTS)]
+            if asked:
+                raise SettingsError(
+                    f"--parts {asked[0]} needs harmless prompts ({NEEDS_HARMLESS[asked[0]]}); give --harmless-data "
+                    "with harmless prompts in these languages, or leave it out"
+                )
+
+    def run_parts(self) -> list[str]:
+        """The parts that run: ``parts``, less those that need harmless prompts when ``harmful_only`` (the
+        default parts only: asking for one by name is refused in :meth:`validate`).
+
+        >>> MultilingualSettings(data=Path("x.csv"), harmful_only=True).run_parts()
+        ['audit', 'transfer']
+        """
+        return [p for p in self.parts if not (self.harmful_only and p in NEEDS_HARMLESS)]
 
     def token_overrides(self) -> dict[str, list[int]]:
         """``refusal_tokens`` as ``{language: [ids]}``."""

@@ -148,3 +148,19 @@ def test_only_the_first_n_words_of_a_reply_are_read(position, kept):
     harmful = [" ".join([f"r{j}w{i}" for i in range(position - 1)] + ["zorp"]) for j in range(4)]
     judge = mine_refusal_openings(harmful, _fillers(20, "s"), "xx", min_count=3, n_words=12)
     assert ("zorp" in judge.phrases) is kept
+
+
+def test_contrasting_with_the_same_prompts_ablated_cancels_the_topic_and_keeps_the_refusal():
+    """Without harmless prompts, a harmful prompt's reply is contrasted with its reply with the direction
+    ablated: a topic word opens both and is dropped; the refusal opening only the first, and is kept."""
+    baseline = ["Sorry, I cannot explain bombs.", "Sorry, I cannot help with bombs.", "Sorry, no bombs here.",
+                "Bombs are made from...", "Bombs need a...", "Bombs can be..."]  # fmt: skip
+    ablated = ["Bombs are made by mixing...", "Bombs need...", "Bombs can be...", "Bombs are made from...", "Bombs...",
+               "Bombs, in short..."]  # fmt: skip
+    judge = mine_refusal_openings(baseline, ablated, "en", min_count=3, contrast="ablated")
+    assert judge.phrases == ["sorry"] and judge.contrast == "ablated" and judge.to_dict()["contrast"] == "ablated"
+    assert judge.support["sorry"] == [3, 0]
+    # The same harmful replies against unrelated harmless ones keep the topic word too: what the contrast fixes.
+    harmless = ["Bread is baked...", "Colours are...", "Poems rhyme...", "Cats sleep...", "Rain falls...", "Tea is..."]
+    topical = mine_refusal_openings(baseline, harmless, "en", min_count=3, max_phrases=5)
+    assert "bombs" in topical.support and "bombs" not in judge.support

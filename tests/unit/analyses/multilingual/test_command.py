@@ -363,3 +363,53 @@ def test_repair_coefficients_must_be_above_zero_not_at_it():
     MultilingualSettings(parts=["audit", "repair"], repair_coefficients=[0.001]).validate()
     with pytest.raises(SettingsError, match="positive multiples"):
         MultilingualSettings(parts=["audit", "repair"], repair_coefficients=[0.5, 0.0]).validate()
+
+
+def test_harmful_prompts_only_run_the_parts_that_need_no_harmless_prompts(tiny_folder, tmp_path):
+    """A table with harmful prompts only (--harmful-only): the audit judges harmful replies, the transfer ablates
+    the refusal direction itself (each reply paired with the audit's), the mined judge contrasts each prompt's
+    reply with its reply under that ablation, and the summary names the parts left out."""
+    from mechref.analyses import multilingual
+    from mechref.interventions import directional_ablation
+    from mechref.judges.mined import MinedJudge
+    from mechref.rates import mcnemar_exact
+    from tests.unit.data.test_languages import ROWS, write_csv
+
+    model = load_model(tiny_folder)
+    vector = torch.randn(model.d_model)
+    direction = tmp_path / "direction.safetensors"
+    write_tensors(direction, {"direction": vector}, metadata={"layer": "2", "position": "-1", "model": model.name})
+    table = write_csv(tmp_path / "harmful.csv", [r for r in ROWS if r[0] == "harmful"])
+    out = tmp_path / "harmful_only"
+    argv = ["--model", str(tiny_folder), "--dtype", "float32", "--data", str(table), "--languages", "vi", "sw"]
+    argv += ["--harmful-only", "--n-train", "2", "--n-test", "1", "--direction", str(direction), "--judge", "mined"]
+    argv += ["--n-mine", "2", "--refusal-tokens", "vi=5", "sw=6", "--max-new-tokens", "3", "--out", str(out), "--static"]
+    assert multilingual.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["harmful_only"]["not_run"]) == {"cosine", "silhouette"}
+    assert "cosine" not in summary and "silhouette" not in summary and not (out / "activations_vi.safetensors").exists()
+    stored = json.loads((out / "transfer.json").read_text())
+    audit = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
+    assert {r["label"] for r in audit} == {"harmful"}
+    # The replies under ablation are the model's own with the direction projected out (not the audit's replies).
+    with directional_ablation(model, vector):
+        from mechref.generation import generate
+
+        again = generate(model, [r["instruction"] for r in stored["replies"]], max_new_tokens=3, progress=False)
+    assert again == [r["reply"] for r in stored["replies"]]
+    mining = [json.loads(line) for line in (out / "mining_replies.jsonl").read_text().splitlines()]
+    generation = summary["transfer"]["generation"]
+    assert generation["source"] == "direction" and "addition" not in summary["transfer"]
+    for language in ("vi", "sw"):
+        rate = summary["baseline_refusal"][language]
+        assert rate["harmless"] is None and rate["harmful_counts"]["n"] == 1
+        mined = summary["mined_judges"][language]
+        assert mined["contrast"] == "ablated"
+        harmful = [r["instruction"] for r in mining if r["language"] == language and r["label"] == "harmful"]
+        assert harmful == [r["instruction"] for r in mining if r["language"] == language and r["label"] == "ablated"]
+        judge = MinedJudge(language, mined["phrases"], mined["n_words"])
+        before = [judge(r["reply"]) for r in audit if r["language"] == language]
+        after = [judge(r["reply"]) for r in stored["replies"] if r["language"] == language]
+        assert generation["paired_vs_audit"][language] == mcnemar_exact(before, after)
+        assert generation["ablated_refusal_counts"][language]["k"] == sum(after)
+    assert "not run: cosine" in (out / "index.html").read_text()

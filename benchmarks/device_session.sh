@@ -11,7 +11,8 @@
 # the session: `mechref model info --device cuda`, benchmarks/bench_devices.py (placement, batch
 # defaults, generation / capture / DFA / decode step / GCG against plain Hugging Face at the same
 # batch, a device map over GPU + CPU, the refusal_direction CLI end to end), the other CLIs on the
-# random model with --device cuda, and the attention and device-map tests. Random weights never
+# random model with --device cuda, benchmarks/bench_overhead.py --only tiny (mechref against plain
+# Hugging Face where per-call cost dominates), and the attention and device-map tests. Random weights never
 # refuse: rates there mean nothing; timings, placement and equality checks do.
 #
 # A dry run of `run` on any machine: DEVICE=cpu SHRINK=1 SKIP_INSTALL=1 BENCH_ARGS="--prompts 8 ..."
@@ -83,6 +84,7 @@ step damage 120 python3 -m mechref.analyses.damage --model $random --device $dev
 step export 150 python3 -m mechref.analyses.export --model $random --device $device --direction /tmp/rd \
     --formats hf gguf control-vector --judge substring --out /tmp/exp
 step quickstart 120 python3 -m mechref.analyses.quickstart --model $random --device $device --out /tmp/qs
+step overhead 240 python3 benchmarks/bench_overhead.py --device $device --only tiny --out $out/overhead.json
 step tests 240 python3 -m pytest -q -p no:cacheprovider tests/unit/model/bridge tests/unit/model/test_device_map.py tests/unit/model/test_devices.py
 cp /tmp/gcg.json "$out/suffix_gcg.json" 2>/dev/null
 for run in rd sh ml cat dmg exp qs; do [[ -f /tmp/$run/summary.json ]] && cp /tmp/$run/summary.json "$out/summary_$run.json"; done

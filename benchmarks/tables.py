@@ -708,6 +708,32 @@ def _device_rows(d: dict) -> list[list[object]]:
     return rows
 
 
+def overhead() -> str:
+    """mechref against plain Hugging Face where per-call cost dominates (benchmarks/bench_overhead.py)."""
+    d = _json("overhead.json")
+    rows = []
+    for name, row in d["rows"].items():
+        unit = "ms" if "ms" in row else "s"
+        times = row[unit]
+        same = row.get("replies_identical") or ("yes" if row.get("identical_outputs") else "no")
+        if "max_abs_difference" in row:
+            same += f" (max difference {row['max_abs_difference']:.1e} of {row.get('scale', 0):.0f})"
+        if name == "hook_cost":
+            added = row["ms_added_by_the_hook"]
+            what = f"{row['what']}; added by the hook: mechref {added['mechref']:.2f} ms, plain {added['hf']:.2f} ms"
+            rows.append([what, f"{times['mechref']:.2f} ms", f"{times['hf']:.2f} ms", f"{row['mechref_vs_hf']:.2f}x", ""])
+            continue
+        rows.append(
+            [row["what"], f"{times['mechref']:.2f} {unit}", f"{times['hf']:.2f} {unit}", f"{row['mechref_vs_hf']:.2f}x", same]
+        )
+    m = d["machine"]
+    note = (
+        f"{m['processor']}, {m['cpus']} cores, device {d['device']}, torch threads {d['torch_threads']}, best of "
+        f"{d['rounds']} alternating rounds, at `{d['commit']}` (`{d['command']}`)."
+    )
+    return _table(["work", "mechref", "plain Hugging Face", "mechref vs plain", "same output"], rows) + "\n\n" + note
+
+
 def devices() -> str:
     rows = [row for path in sorted(RESULTS.glob("devices_*.json")) for row in _device_rows(_json(path.name))]
     return _table(["device", "workload", "mechref", "plain HF (same batch)", "mechref vs HF"], rows)
@@ -1067,6 +1093,7 @@ def multilingual_repair(name: str = "multilingual_repair.json") -> str:
 
 
 RENDERERS["multilingual_repair"] = multilingual_repair
+RENDERERS["overhead"] = overhead
 RENDERERS["multilingual_repair_polyrefuse"] = lambda: multilingual_repair("multilingual_repair_polyrefuse.json")
 
 

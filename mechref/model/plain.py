@@ -13,7 +13,7 @@ second time; on the embedded model that is 3.3 GiB more per copy. Two tools keep
 >>> import torch
 >>> from mechref.testing import tiny_model
 >>> model = tiny_model("qwen2")
->>> plain = plain_view(model, attn_implementation="eager")
+>>> plain = plain_view(model)
 >>> ids = torch.tensor([[1, 2, 3]])
 >>> torch.equal(plain(ids).logits, model.hf_model(ids).logits)
 True
@@ -68,8 +68,9 @@ def plain_view(model: MechrefModel, attn_implementation: str | None = None) -> P
     is replaced (never edit one in place: that edits ``model``).
 
     ``attn_implementation``: None, what ``from_pretrained`` loads by default (``"sdpa"`` where the
-    family supports it, else ``"eager"``: what a user of an export runs), or ``"eager"``, as mechref
-    runs it (then it computes what ``model`` computes without hooks)."""
+    family supports it, else ``"eager"``: what a user of an export runs; on the families whose
+    attention mechref computes with grouped heads, Qwen2, Llama, Mistral and their mixtures of
+    experts, also what ``model`` computes without hooks, bit for bit), or ``"eager"``."""
     from transformers import AutoModelForCausalLM
 
     config = copy.deepcopy(model.hf_model.config)

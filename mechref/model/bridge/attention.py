@@ -17,10 +17,12 @@ against the bridge's own forward for every family it applies to). Configurations
 cover (query/key norms, soft-capping, attention sinks, split or per-head inputs, partial or
 interleaved rotary, attention results per head) keep the bridge's forward.
 
-On a GPU (``cuda``, ``mps``), when no hook listens to ``hook_attn_scores`` or ``hook_pattern``,
-the product goes to torch's fused kernel instead (``scaled_dot_product_attention`` with grouped
-heads), which never writes the pattern out; any hook there, or a CPU, takes the path above (on a
-CPU the fused kernel was no faster: ``benchmarks/bench_attention.py``).
+When no hook listens to ``hook_attn_scores`` or ``hook_pattern``, the product goes to torch's
+fused kernel instead (``scaled_dot_product_attention`` with grouped heads), which never writes the
+pattern out; a hook there takes the path above. On a CPU too: plain Hugging Face's default (that
+kernel) was faster than the grouped products at every size measured (``benchmarks/bench_attention.py``
+at 64 rows, ``benchmarks/bench_overhead.py`` at one). :func:`attend` is that choice and the
+arithmetic after it, shared with the direct layers (:mod:`mechref.model.bridge.direct`).
 
 >>> from mechref.testing import tiny_model
 >>> model = tiny_model("qwen2", n_layers=2)
@@ -51,7 +53,7 @@ _UNSUPPORTED_SETTINGS = (
 # Attributes of the Hugging Face attention module that change the computation.
 _UNSUPPORTED_MODULE_PARTS = ("key_multiplier", "sinks")
 # Devices where the fused kernel replaces the grouped products when no hook reads the pattern.
-FUSED_KERNEL_DEVICES = {"cuda", "mps"}
+FUSED_KERNEL_DEVICES = {"cuda", "mps", "cpu"}
 
 
 def grouped_scores(
@@ -124,7 +126,7 @@ def covers(component: Any) -> bool:
     return component._qk_norm_phase is None
 
 
-def _settings_allow(component: Any) -> bool:
+def settings_allow(component: Any) -> bool:
     """The bridge settings a user can switch after loading (per-head results, split inputs)."""
     config = component.config
     return not any(bool(getattr(config, name, False)) for name in _UNSUPPORTED_SETTINGS)
@@ -144,7 +146,7 @@ def _grouped_forward(self: Any, *args: Any, **kwargs: Any) -> Any:
     if (
         dropout
         or hidden_states is None
-        or not _settings_allow(self)
+        or not settings_allow(self)
         or not (isinstance(position_embeddings, tuple) and position_embeddings[0].shape[-1] == head_dim)
     ):
         return type(self).forward(self, *args, **kwargs)
@@ -172,23 +174,43 @@ def _grouped_forward(self: Any, *args: Any, **kwargs: Any) -> Any:
     key, value = self._update_kv_cache(key, value, **kwargs)
 
     scaling = getattr(hf_attn, "scaling", head_dim**-0.5)
-    mask = _fused_kernel_mask(self, query, key, attention_mask)
+    mixed, pattern = attend(self, query, key, value, attention_mask, scaling, hooked=True)
+    return self.hook_out(self.o(_to_projection_dtype(self, mixed.reshape(*input_shape, -1)))), pattern
+
+
+def attend(
+    self: Any,
+    query: Float[Tensor, "batch head query d_head"],
+    key: Float[Tensor, "batch kv_head key d_head"],
+    value: Float[Tensor, "batch kv_head key d_head"],
+    attention_mask: Tensor | None,
+    scaling: float,
+    *,
+    hooked: bool,
+) -> tuple[Float[Tensor, "batch query head d_head"], Tensor | None]:
+    """The heads' mixed values (and the pattern, where computed) of attention component ``self``,
+    from queries and keys already rotated and the cache already updated: the fused kernel where
+    :func:`_fused_kernel_mask` allows it, else the grouped products with the bridge's own mask and
+    softmax. ``hooked``: fire ``hook_attn_scores`` and ``hook_pattern`` (the bridge's path); the
+    direct layers (:mod:`mechref.model.bridge.direct`) call it without, when nothing listens, so
+    that both compute the same numbers with the same operations."""
+    mask = _fused_kernel_mask(self, query, key, attention_mask, hooked)
     if mask is not False:
         mixed = torch.nn.functional.scaled_dot_product_attention(
             query, key, value, attn_mask=mask, scale=scaling, enable_gqa=True, is_causal=mask is None and query.shape[-2] > 1
         )
-        return self.hook_out(self.o(_to_projection_dtype(self, mixed.transpose(1, 2).reshape(*input_shape, -1)))), None
+        return mixed.transpose(1, 2), None
     scores = grouped_scores(query, key, scaling)
     scores = self._apply_reconstruct_attention_mask(
         attn_scores=scores, attention_mask=attention_mask, seq_len=key.shape[-2], q_seq_len=query.shape[-2]
     )
-    scores = self.hook_attn_scores(scores)
+    if hooked:
+        scores = self.hook_attn_scores(scores)
     pattern = self._masked_softmax(scores, dtype=torch.float32).to(query.dtype)
     pattern = self._scrub_compatibility_pattern_nans(pattern)
-    pattern = self.hook_pattern(pattern)
-
-    mixed = grouped_mix(pattern, value).transpose(1, 2).reshape(*input_shape, -1)
-    return self.hook_out(self.o(_to_projection_dtype(self, mixed))), pattern
+    if hooked:
+        pattern = self.hook_pattern(pattern)
+    return grouped_mix(pattern, value).transpose(1, 2), pattern
 
 
 def _to_projection_dtype(self: Any, mixed: Tensor) -> Tensor:
@@ -200,14 +222,17 @@ def _to_projection_dtype(self: Any, mixed: Tensor) -> Tensor:
     return mixed
 
 
-def _fused_kernel_mask(self: Any, query: Tensor, key: Tensor, attention_mask: Tensor | None) -> Tensor | Literal[False] | None:
+def _fused_kernel_mask(
+    self: Any, query: Tensor, key: Tensor, attention_mask: Tensor | None, hooked: bool = True
+) -> Tensor | Literal[False] | None:
     """The mask to hand the fused kernel (``None``: causal or none needed), or ``False`` where the
     grouped products must run: a CPU, a hook on the scores or the pattern, a hook on the block
     itself (it may read the pattern it returns), compatibility masking, or a mask the kernel
     cannot take as it is."""
-    if query.device.type not in FUSED_KERNEL_DEVICES or self.compatibility_mode or self._forward_hooks:
+    if query.device.type not in FUSED_KERNEL_DEVICES or self.compatibility_mode:
         return False
-    if self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks():
+    # Unhooked: the direct layers call with no hook anywhere in the block (checked there, once).
+    if hooked and (self._forward_hooks or self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks()):
         return False
     queries, keys = query.shape[-2], key.shape[-2]
     if attention_mask is None:

@@ -33,6 +33,7 @@ from typing import Any
 from torch import Tensor
 
 from mechref.model.bridge.attention import install_grouped_attention
+from mechref.model.bridge.direct import install_direct_blocks
 from mechref.model.bridge.norms import install_lean_forwards
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,11 @@ VERIFIED_SOURCES = {
     f"{_NORM}._hf_autograd_forward_with_hooks": "6937e584f90ada1e",
     f"{_BLOCK}.forward": "2fe2d0163f4938ee",
     f"{_BLOCK}._filter_kwargs_for_forward": "e0d40dae17cdc0f0",
+    f"{_BLOCK}._maybe_wire_capture_hooks": "7c49d94a62e44d17",
+    f"{_BLOCK}._check_stop_at_layer": "1279c241aaffd794",
+    f"{_BLOCK}._maybe_inject_start_residual": "110b4d8ff3fc40cd",
+    f"{_BLOCK}._apply_output_hook": "25bfb8fc2150db72",
+    f"{_BLOCK}._is_standalone_hidden_state_call": "5f0ad412efbb1b1b",
 }
 
 
@@ -143,8 +149,12 @@ def install_bridge_forwards(bridge: Any) -> dict[str, int]:
     if hook_point is not None:
         hook_point.add_hook(_contiguous, dir="fwd", is_permanent=True)
     if not replacements_enabled():
-        return {"attention": 0, "norms_and_blocks": 0}
-    return {"attention": install_grouped_attention(bridge), "norms_and_blocks": install_lean_forwards(bridge)}
+        return {"attention": 0, "norms_and_blocks": 0, "direct_blocks": 0}
+    return {
+        "attention": install_grouped_attention(bridge),
+        "norms_and_blocks": install_lean_forwards(bridge),
+        "direct_blocks": install_direct_blocks(bridge),
+    }
 
 
 if __name__ == "__main__":  # pragma: no cover - a maintainer's tool

@@ -67,7 +67,7 @@ def test_the_streamed_export_writes_the_tensors_the_edited_copy_saves(tmp_path, 
 
 def test_a_plain_view_computes_the_loaded_model_without_a_copy(tmp_path):
     model = load_model(tiny_model_folder(tmp_path / "base", "llama"), dtype="float32")
-    view = plain_view(model, attn_implementation="eager")
+    view = plain_view(model)  # what from_pretrained loads (sdpa): what mechref computes unhooked
     ours = {p.data_ptr() for p in model.hf_model.parameters()}
     assert {p.data_ptr() for p in view.parameters()} <= ours
     with torch.no_grad():

@@ -16,6 +16,16 @@ from mechref.model.bridge.attention import bridge_attention as bridge_forward
 from mechref.model.bridge.attention import covers, uses_grouped_attention
 from mechref.testing import tiny_model
 
+
+@pytest.fixture(autouse=True)
+def every_block_through_the_bridge(monkeypatch):
+    """These tests are of the bridge's components: a block nothing observes would run as the Hugging
+    Face layer (mechref.model.bridge.direct) and skip them, so every block hands over to them here."""
+    import mechref.model.bridge.direct as direct
+
+    monkeypatch.setattr(direct, "_observed", lambda block, layer: None)
+
+
 PROMPTS = ["How do I bake bread?", "Hi", "Write a poem about the sea, please."]
 # Plain rotary attention with grouped key/value heads: the families the grouped forward must cover
 # (the mixture-of-experts Mixtral and Qwen2-MoE have that attention too; Qwen3-MoE and OLMoE norm their queries and keys).
@@ -117,13 +127,21 @@ def fused_kernel_on_cpu(monkeypatch):
     return calls
 
 
-def test_the_cpu_does_not_use_the_fused_kernel(monkeypatch):
+def test_the_cpu_uses_the_fused_kernel_unless_a_hook_reads_the_pattern(monkeypatch):
+    """On a CPU too, plain Hugging Face's default (sdpa) is faster than the grouped products at every
+    batch size measured (benchmarks/results/attention.json): the kernel runs wherever the pattern is
+    not read, and a hook on the pattern brings the grouped products back, layer by layer."""
     calls = []
     kernel = torch.nn.functional.scaled_dot_product_attention
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or kernel(*a, **k))
     model = tiny_model("qwen2", n_layers=2)
-    generate_ids(model, PROMPTS, max_new_tokens=3, batch_size=3, progress=False)
-    assert calls == []
+    ids, mask = model.tokenize(model.chat.format_many(PROMPTS))
+    model.forward(ids, mask)
+    assert len(calls) == 2  # one per layer
+    calls.clear()
+    with model.hooks([("blocks.0.attn.hook_pattern", lambda p, hook=None: p)]):
+        model.forward(ids, mask)
+    assert len(calls) == 1  # layer 1 only: layer 0's pattern is read
 
 
 @pytest.mark.parametrize("arch", sorted(COVERED))

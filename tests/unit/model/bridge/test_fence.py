@@ -14,6 +14,7 @@ import torch
 
 from mechref.model.bridge import fence
 from mechref.model.bridge.attention import bridge_attention, uses_grouped_attention
+from mechref.model.bridge.direct import bridge_blocks, uses_direct_block
 from mechref.model.bridge.norms import bridge_forwards, uses_lean_norm
 from mechref.testing import tiny_model
 
@@ -22,7 +23,7 @@ _FENCED = fence._NORM + "._hf_autograd_forward_with_hooks"
 
 
 def replaced(model) -> int:
-    return sum(uses_grouped_attention(m) or uses_lean_norm(m) for m in model.bridge.modules())
+    return sum(uses_grouped_attention(m) or uses_lean_norm(m) or uses_direct_block(m) for m in model.bridge.modules())
 
 
 @pytest.fixture(autouse=True)
@@ -74,8 +75,8 @@ def test_one_changed_byte_falls_back_to_the_bridge_forwards_with_one_warning(mon
     assert len(messages) == 1 and "_hf_autograd_forward_with_hooks changed" in messages[0]
     assert "pip install 'transformer-lens==" in messages[0]
     assert replaced(fenced) == 0
-    with torch.no_grad():
-        assert torch.equal(fenced.forward(ids, mask), expected)
+    with torch.no_grad():  # the bridge's own attention arithmetic: the same logits to float32 rounding
+        torch.testing.assert_close(fenced.forward(ids, mask), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_an_unverified_version_falls_back(monkeypatch):
@@ -126,7 +127,7 @@ def test_every_hook_point_fires_alike_under_both_forwards(family):
     _, model = family
     ids, mask = model.tokenize(model.chat.format_many(PROMPTS))
     names, ours, logits = _record_every_hook_point(model, ids, mask)
-    with bridge_attention(model), bridge_forwards(model):
+    with bridge_attention(model), bridge_forwards(model), bridge_blocks(model):
         assert replaced(model) == 0
         reference_names, reference, reference_logits = _record_every_hook_point(model, ids, mask)
     assert names == reference_names
@@ -146,7 +147,7 @@ def test_each_hook_point_alone_fires_alike_under_both_forwards(family):
     ours = _record_each_point_alone_in_its_layer(model, ids, mask)
     # The bridge's own forwards take one path whatever is hooked, so one pass with every point
     # hooked is their reference; only mechref's replacements choose a path by what is hooked.
-    with bridge_attention(model), bridge_forwards(model):
+    with bridge_attention(model), bridge_forwards(model), bridge_blocks(model):
         _, reference, _ = _record_every_hook_point(model, ids, mask, tensors_only=True)
     assert sorted(ours) == sorted(reference)
     for name in reference:

@@ -14,6 +14,16 @@ from mechref.generation import generate_ids
 from mechref.model.bridge.norms import _is_lean, bridge_forwards, covers_norm, uses_lean_norm
 from mechref.testing import FAMILIES, tiny_model
 
+
+@pytest.fixture(autouse=True)
+def every_block_through_the_bridge(monkeypatch):
+    """These tests are of the bridge's components: a block nothing observes would run as the Hugging
+    Face layer (mechref.model.bridge.direct) and skip them, so every block hands over to them here."""
+    import mechref.model.bridge.direct as direct
+
+    monkeypatch.setattr(direct, "_observed", lambda block, layer: None)
+
+
 PROMPTS = ["How do I bake bread?", "Hi", "Write a poem about the sea, please."]
 # Families whose norms run HF's own module in the bridge (native path); GPT-2's LayerNorm does not.
 NATIVE_NORMS = set(FAMILIES) - {"gpt2"}

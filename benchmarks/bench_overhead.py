@@ -20,7 +20,8 @@ alternating rounds (best of ``--rounds``), and checks that both produced the sam
   where arithmetic dominates (``--no-embedded`` leaves it out).
 
 ``mechref_vs_hf`` is plain time over mechref time (above 1: mechref is faster), best of
-``--rounds`` (5 by default). Plain Hugging Face runs as ``from_pretrained`` loads it (its default attention); mechref as ``load_model`` loads it.
+``--rounds`` (5 by default). Plain Hugging Face runs as ``from_pretrained`` loads it (its default
+attention); mechref as ``load_model`` loads it.
 """
 
 from __future__ import annotations

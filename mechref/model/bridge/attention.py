@@ -190,7 +190,7 @@ def attend(
 ) -> tuple[Float[Tensor, "batch query head d_head"], Tensor | None]:
     """The heads' mixed values (and the pattern, where computed) of attention component ``self``,
     from queries and keys already rotated and the cache already updated: the fused kernel where
-    :func:`_fused_kernel_mask` allows it, else the grouped products with the bridge's own mask and
+    ``_fused_kernel_mask`` allows it, else the grouped products with the bridge's own mask and
     softmax. ``hooked``: fire ``hook_attn_scores`` and ``hook_pattern`` (the bridge's path); the
     direct layers (:mod:`mechref.model.bridge.direct`) call it without, when nothing listens, so
     that both compute the same numbers with the same operations."""

@@ -40,6 +40,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_attention import hf_replies  # noqa: E402
 from tier_timings import commit, machine  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "overhead.json"
@@ -183,25 +184,8 @@ def main() -> int:
     stops = stop_token_ids(small)
     new_tokens = 8 if args.quick else 32
 
-    def hf_generate(batch_size: int) -> list[list[int]]:
-        replies: dict[int, list[int]] = {}
-        for batch in iter_batches(small, formatted, batch_size, desc="", progress=False):
-            with torch.no_grad():
-                out = plain.generate(
-                    input_ids=batch.input_ids,
-                    attention_mask=batch.attention_mask,
-                    max_new_tokens=new_tokens,
-                    do_sample=False,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
-                    eos_token_id=stops,
-                    pad_token_id=small.tokenizer.pad_token_id,
-                )
-            for index, reply in zip(batch.indices, out[:, batch.input_ids.shape[1] :].tolist()):
-                cut = next((i + 1 for i, t in enumerate(reply) if t in stops), len(reply))
-                replies[int(index)] = reply[:cut]
-        return [replies[i] for i in range(len(prompts))]
+    def hf_generate(batch_size: int) -> list[list[int]]:  # plain generate over the same formatted prompts
+        return hf_replies(plain, small, formatted, batch_size, new_tokens, stops)
 
     for batch_size in (1, 16):
         mine = lambda b=batch_size: [

@@ -35,7 +35,7 @@ import logging
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from jaxtyping import Float
@@ -278,13 +278,7 @@ class _Study:
             "max_new_tokens": self.settings.max_new_tokens,
             "sets": {lang: s.harmful_test.fingerprint() + s.harmless_test.fingerprint() for lang, s in self.sets.items()},
         }
-        rows = self.run.stage(
-            "audit",
-            settings,
-            compute,
-            save=lambda v, d: write_jsonl(d / "audit.jsonl", v),
-            load=lambda d: read_jsonl(d / "audit.jsonl"),
-        )
+        rows = self.json_stage("audit", settings, compute, "audit.jsonl")
         if "mined" in self.judges.values():
             self.mined = self.mine_judges()
             # A language where no opening separates refusals from answers has no judge that reads it.
@@ -294,6 +288,11 @@ class _Study:
         verdicts = self.verdicts("audit", rows)
         rows = [{**r, "refused": v} for r, v in zip(rows, verdicts)]
         return Audit(rows, audit_rates(rows, self.languages, self.unvalidated()), self.refusal_tokens(rows))
+
+    def json_stage(self, name: str, settings: dict, compute: Callable[[], Any], file: str) -> Any:
+        """A stage of the run kept as one JSON file (JSON Lines for ``.jsonl``) in the output folder."""
+        write, read = (write_jsonl, read_jsonl) if file.endswith(".jsonl") else (write_json, read_json)
+        return self.run.stage(name, settings, compute, save=lambda v, d: write(d / file, v), load=lambda d: read(d / file))
 
     def judge_of(self, language: str) -> str:
         """The judge that reads ``language``'s replies (see ``judges`` in ``__init__``)."""
@@ -356,13 +355,7 @@ class _Study:
         stage_settings = {**self.base, "prompts": fingerprint(prompts), "max_new_tokens": self.settings.max_new_tokens}
         if ablated:
             stage_settings["contrast"] = {"ablated": float(self.direction.double().sum()), "layer": self.layer}
-        rows = self.run.stage(
-            "mining_replies",
-            stage_settings,
-            compute,
-            save=lambda v, d: write_jsonl(d / "mining_replies.jsonl", v),
-            load=lambda d: read_jsonl(d / "mining_replies.jsonl"),
-        )
+        rows = self.json_stage("mining_replies", stage_settings, compute, "mining_replies.jsonl")
         mined = {}
         for language in [lang for lang in self.languages if self.judges[lang] == "mined"]:
             mined[language] = mine_refusal_openings(
@@ -388,13 +381,7 @@ class _Study:
             "replies": fingerprint(replies),
             "phrases": fingerprint({lang: REFUSAL_PHRASES.get(lang) for lang in self.languages}),
         }
-        return self.run.stage(
-            f"{name}_verdicts",
-            settings,
-            lambda: self.judge_rows(pairs, replies),
-            save=lambda v, d: write_json(d / f"{name}_verdicts.json", v),
-            load=lambda d: read_json(d / f"{name}_verdicts.json"),
-        )
+        return self.json_stage(f"{name}_verdicts", settings, lambda: self.judge_rows(pairs, replies), f"{name}_verdicts.json")
 
     def judge_rows(self, rows: list[tuple[str, str]], replies: list[str]) -> list[bool]:
         """Judge each reply with its language's judge."""
@@ -540,13 +527,7 @@ class _Study:
             "vectors": float(vectors[:, self.layer].double().sum()),
             "max_new_tokens": max_new_tokens,
         }
-        result = self.run.stage(
-            "transfer",
-            settings,
-            compute,
-            save=lambda v, d: write_json(d / "transfer.json", v),
-            load=lambda d: read_json(d / "transfer.json"),
-        )
+        result = self.json_stage("transfer", settings, compute, "transfer.json")
         verdicts = self.verdicts("transfer", result["replies"])
         result["replies"] = [{**r, "refused": v} for r, v in zip(result["replies"], verdicts)]
         added_verdicts = self.verdicts("transfer_addition", result["addition_replies"])
@@ -618,13 +599,7 @@ class _Study:
             "prompts": fingerprint(prompts),
             "max_new_tokens": self.settings.max_new_tokens,
         }
-        result = self.run.stage(
-            "transfer",
-            settings,
-            compute,
-            save=lambda v, d: write_json(d / "transfer.json", v),
-            load=lambda d: read_json(d / "transfer.json"),
-        )
+        result = self.json_stage("transfer", settings, compute, "transfer.json")
         verdicts = self.verdicts("transfer", result["replies"])
         result["replies"] = [{**r, "refused": v} for r, v in zip(result["replies"], verdicts)]
         after = {lang: [r["refused"] for r in result["replies"] if r["language"] == lang] for lang in self.languages}
@@ -688,13 +663,7 @@ class _Study:
             "prompts": fingerprint(prompts),
             "max_new_tokens": self.settings.max_new_tokens,
         }
-        result = self.run.stage(
-            "repair",
-            settings,
-            compute,
-            save=lambda v, d: write_json(d / "repair.json", v),
-            load=lambda d: read_json(d / "repair.json"),
-        )
+        result = self.json_stage("repair", settings, compute, "repair.json")
         verdicts = self.verdicts("repair", result["rows"])
         rows = [{**r, "refused": v} for r, v in zip(result["rows"], verdicts)]
         by_language = {}

@@ -32,7 +32,9 @@ def _heatmap(z, x, y, title, zmin=None, zmax=None, colorscale="RdBu_r", fmt=".2f
         title=title,
         xaxis_title=xtitle,
         yaxis_title=ytitle,
-        height=120 + 45 * len(y),
+        # At least room for the colour bar and its title: a two-row matrix (baseline and one source,
+        # as with harmful prompts only) squeezed them into a few pixels.
+        height=max(340, 120 + 45 * len(y)),
         width=200 + 60 * len(x),
         yaxis_autorange="reversed",
     )

@@ -3,8 +3,8 @@
 TransformerLens's bridge wraps every module of a Hugging Face layer in a component that fires hook
 points around it (a block has about fifty). Each of those calls costs microseconds of Python
 whether or not anything listens; where arithmetic is cheap (a small model, one row, any GPU) that
-cost is most of a decoding step (a 28-layer width-64 model: 12.6 ms a step through the bridge, 5.5 ms
-in plain Hugging Face, ``benchmarks/bench_overhead.py``).
+cost is most of a decoding step (a 28-layer width-64 model: 19.2 ms a step through the bridge, 7.3 ms
+in plain Hugging Face, ``benchmarks/results/devices_cpu.json``; now ``benchmarks/bench_overhead.py``).
 
 :func:`install_direct_blocks` gives every block a forward that first asks whether anything could
 observe or change what happens inside it: a hook on any of its hook points, any PyTorch hook on

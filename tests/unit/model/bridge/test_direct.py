@@ -152,3 +152,19 @@ def test_an_edit_of_the_weights_in_place_reaches_the_direct_copy():
     finally:
         with torch.no_grad():
             weight.mul_(2.0)
+
+
+@pytest.mark.parametrize("point", ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post"])
+def test_an_edit_on_a_blocks_boundary_acts_as_through_the_bridge(point):
+    """Hooks only on the stream entering or leaving a block fire around its direct layer: an edit there
+    must change the output exactly as the bridge's forward applies it (a hook fired on the wrong
+    tensor, or not at all, would differ)."""
+    model = tiny_model("qwen2", n_layers=2)
+    ids, mask, _ = inputs(model)
+    plain = model.forward(ids, mask)
+    edit = [(point, lambda x, hook: x * 1.5)]
+    with model.hooks(edit):
+        edited = model.forward(ids, mask)
+    with bridge_blocks(model), model.hooks(edit):
+        reference = model.forward(ids, mask)
+    assert torch.equal(edited, reference) and not torch.equal(edited, plain)

@@ -64,6 +64,33 @@ def atomic_path(path: str | os.PathLike, *, replace_folder: bool = False) -> Ite
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def held_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (a lock file, created if missing) for the block.
+
+    Processes that build the same cache entry (two test workers, two notebooks) take turns: the
+    second finds the first's finished entry instead of racing it. Where the platform has no
+    ``fcntl`` (Windows) the block runs unlocked.
+
+    >>> import tempfile, pathlib
+    >>> with held_lock(pathlib.Path(tempfile.mkdtemp()) / "x.lock"):
+    ...     pass
+    """
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks: builds are still atomic, only not serialized
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented UTF-8 JSON, atomically."""
     with atomic_path(path) as tmp:

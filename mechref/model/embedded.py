@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from mechref.errors import ChecksumError, ModelNotFoundError
-from mechref.framework.io import atomic_path, read_json, sha256_file, write_json
+from mechref.framework.io import atomic_path, held_lock, read_json, sha256_file, write_json
 from mechref.framework.paths import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -238,7 +238,24 @@ def ensure_embedded(model: EmbeddedModel, dtype: torch.dtype = torch.float32) ->
     usable = _usable_cache(folders, dtype, model.gguf_sha256)
     if usable is not None:
         return usable
-    folder = folders[dtype]
+    # One build at a time per model: a second process waits, then finds the first one's folder
+    # (without the lock it could delete the assembled GGUF while the other still reads it).
+    with held_lock(cache_dir() / f".{model.name}.lock"):
+        usable = _usable_cache(folders, dtype, model.gguf_sha256)
+        return usable if usable is not None else _build_embedded(model, folders[dtype], dtype)
+
+
+def described_folder(model: EmbeddedModel, dtype: torch.dtype = torch.float32) -> Path:
+    """A cached folder of ``model`` to read its configuration and tensor shapes from, without
+    building one in ``dtype`` when another dtype is cached (they differ only in the weights' dtype)."""
+    for candidate in (dtype, torch.float32, torch.bfloat16, torch.float16):
+        folder = model.cached_folder(candidate)
+        if _valid_cache(folder, model.gguf_sha256):
+            return folder
+    return ensure_embedded(model, dtype)
+
+
+def _build_embedded(model: EmbeddedModel, folder: Path, dtype: torch.dtype) -> Path:
     work = cache_dir() / "gguf"
     gguf_path = work / f"{model.name}.{model.quantization}.gguf"
     try:
@@ -271,5 +288,9 @@ def ensure_local_gguf(gguf_path: Path, dtype: torch.dtype = torch.float32) -> Pa
     usable = _usable_cache(folders, dtype, digest)
     if usable is not None:
         return usable
-    manifest = {"cache_format": CACHE_FORMAT, "name": gguf_path.name, "source": str(gguf_path), "gguf_sha256": digest}
-    return dequantize_gguf_to_folder(gguf_path, folders[dtype], manifest, dtype)
+    with held_lock(cache_dir() / "models" / f".{base}.lock"):
+        usable = _usable_cache(folders, dtype, digest)
+        if usable is not None:
+            return usable
+        manifest = {"cache_format": CACHE_FORMAT, "name": gguf_path.name, "source": str(gguf_path), "gguf_sha256": digest}
+        return dequantize_gguf_to_folder(gguf_path, folders[dtype], manifest, dtype)

@@ -121,20 +121,24 @@ class ModelSettings(Settings):
         machine's available memory, and a line per change; stop before loading, with the fix, when the
         model (or a batch size the user set) will not fit (:mod:`mechref.model.need`). Runs on the CPU only,
         without a device map or quantization (a GPU's memory is its own budget)."""
+        from mechref.model.embedded import described_folder, find_embedded
         from mechref.model.loading import _resolve, resolve_device
         from mechref.model.need import available_bytes, check_need, command_need, fit_batches
 
         if self.device_map or self.quantize or resolve_device(self.device).type != "cpu":
             return settings, []
         name = str(self.model) if self.model is not None else DEFAULT_MODEL
-        folder, _ = _resolve(name, False, resolve_dtype(self.dtype))
-        need = command_need(folder, resolve_dtype(self.dtype), settings)
+        # Sizes and shapes only: an embedded model's cache in any dtype says them (no second dequantization).
+        embedded = find_embedded(name)
+        dtype = resolve_dtype(self.dtype)
+        folder = described_folder(embedded, dtype) if embedded else _resolve(name, False, dtype)[0]
+        need = command_need(folder, dtype, settings)
         if need is None:
             return settings, []
         available = available_bytes()
         settings, notes = fit_batches(need, available, settings, given or set())
         if notes:
-            need = command_need(folder, resolve_dtype(self.dtype), settings) or need
+            need = command_need(folder, dtype, settings) or need
         check_need(need, available, str(self.dtype))
         return settings, notes
 

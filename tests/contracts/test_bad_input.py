@@ -41,6 +41,9 @@ def tiny_loaded(monkeypatch, tiny_qwen):
 @pytest.fixture
 def files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    # Every test here runs a command. Its memory check sizes the default (embedded) model from the
+    # cache, which a fresh machine would first build (gigabytes, a minute); test_need.py tests it.
+    monkeypatch.setattr(ModelSettings, "check_memory", lambda self, settings, given=None: (settings, []))
     Path("bad.json").write_text('{"bad json')
     Path("mixed.json").write_text('[{"instruction": "ok"}, 3]')
     Path("empty.json").write_text("[]")

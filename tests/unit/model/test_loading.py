@@ -239,3 +239,74 @@ def test_a_gguf_without_a_chat_template_is_refused_from_its_metadata_alone(tmp_p
     else:
         check_chat_template(str(path))
     check_chat_template(str(path), "gemma")  # given: fine either way
+
+
+def _fake_embedded(tmp_path, monkeypatch):
+    """A two-part fake embedded model whose dequantization writes only a manifest, slowly, and
+    counts its calls."""
+    import threading
+    import time
+
+    import mechref.model.embedded as embedded
+
+    _fake_parts(tmp_path, [b"abc", b"def"])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("MECHREF_CACHE", str(tmp_path / "cache"))
+    model = EmbeddedModel(
+        name="fake",
+        upstream="x",
+        licence="MIT",
+        parts=numbered_parts("mechref_fakepart{i}", "data/part{j:02d}.bin", 2),
+        part_version="0",
+        gguf_sha256=hashlib.sha256(b"abcdef").hexdigest(),
+        quantization="Q",
+        install='pip install "mechref[fake]"',
+    )
+    calls, guard = [], threading.Lock()
+
+    def slow_dequantize(gguf_path, folder, manifest, dtype):
+        from mechref.framework.io import atomic_path, write_json
+
+        with guard:
+            calls.append(dtype)
+        time.sleep(0.3)  # the window in which a second, unlocked build would delete this one's GGUF
+        assert gguf_path.read_bytes() == b"abcdef", "the assembled GGUF went away during the build"
+        with atomic_path(folder) as tmp:
+            tmp.mkdir()
+            write_json(tmp / "mechref_manifest.json", {**manifest, "dtype": str(dtype)})
+        return folder
+
+    monkeypatch.setattr(embedded, "dequantize_gguf_to_folder", slow_dequantize)
+    return embedded, model, calls
+
+
+def test_two_processes_building_the_embedded_model_at_once_take_turns(tmp_path, monkeypatch):
+    """Two test workers once built the bfloat16 and float32 caches at the same moment; the first to
+    finish deleted the assembled GGUF the other was reading. Builds now hold a lock, and the second
+    builder of the same dtype finds the first one's folder instead of building it again."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    embedded, model, calls = _fake_embedded(tmp_path, monkeypatch)
+    with ThreadPoolExecutor(3) as pool:
+        folders = list(pool.map(lambda d: embedded.ensure_embedded(model, d), [torch.bfloat16, torch.bfloat16, torch.float32]))
+    # Whichever finished first: float32 is built, and bfloat16 at most once (not at all when the
+    # float32 cache came first: a bfloat16 load casts it).
+    assert folders[2] == model.cached_folder() and folders[0] == folders[1]
+    assert folders[0] in (model.cached_folder(torch.bfloat16), folders[2])
+    assert torch.float32 in calls and len(calls) == len(set(calls)) == (1 if folders[0] == folders[2] else 2)
+    assert not (tmp_path / "cache" / "gguf").exists()  # the 1 GB GGUF is not kept
+
+
+def test_sizing_a_model_reads_any_cached_dtype_instead_of_building_another(tmp_path, monkeypatch):
+    """The memory check before a float32 run reads shapes from the bfloat16 cache when only that one
+    exists (a float32 build of the embedded model is 7 GB); with no cache it builds the one asked for."""
+    import torch
+
+    embedded, model, calls = _fake_embedded(tmp_path, monkeypatch)
+    assert embedded.described_folder(model, torch.float32) == model.cached_folder(torch.float32) and len(calls) == 1
+    (tmp_path / "cache").rename(tmp_path / "old")
+    half = embedded.ensure_embedded(model, torch.bfloat16)
+    assert embedded.described_folder(model, torch.float32) == half and len(calls) == 2
+    assert not model.cached_folder(torch.float32).exists()

@@ -12,8 +12,9 @@
    ``benchmarks/results/judges.json``; ``--only mined`` recomputes that column alone.
 
 3. ``registry``: ``mechref/data/judge_validation.json``, the checks the analyses look their
-   judges up in (:mod:`mechref.judges.validation`), written from ``judges.json`` and
-   ``judges_xstest.json`` (``tests/unit/judges/test_validation.py`` fails when they differ).
+   judges up in (:mod:`mechref.judges.validation`), written from ``judges.json``,
+   ``judges_xstest.json`` and ``judges_probe_languages.json`` (``bench_probe_languages.py``);
+   ``tests/unit/judges/test_validation.py`` fails when they differ.
 
     python benchmarks/bench_judges.py sample --languages de zh yo ja
     python benchmarks/bench_judges.py score --mine-from figures/multilingual/audit.jsonl
@@ -68,10 +69,7 @@ def sample(args) -> None:
         path = LABELS / f"{language}.jsonl"
         old = {}
         if path.is_file():
-            old = {
-                (r["label_class"], r.get("instruction", r.get("polyrefuse_index"))): r
-                for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())
-            }
+            old = {_row_key(r): r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
         if language in args.polyrefuse_languages:
             # PolyRefuse's prompts stay in the data folder: a row names its prompt by split and position.
             rows = [
@@ -86,15 +84,26 @@ def sample(args) -> None:
                 for p in multilingual(c, "train", language).instructions[: args.per_class]
             ]
         replies = generate(model, [p for _, p, _ in rows], max_new_tokens=args.max_new_tokens)
+        new = {}
+        for (c, p, where), reply in zip(rows, replies):
+            text = reply.replace(p.strip(), "{prompt}") if "polyrefuse_index" in where else reply
+            row = {"label_class": c, **where, "reply": text}
+            keep = old.get(_row_key(row), {})
+            # A label stays with the reply it was given to; kind too, where the file has it.
+            labels = {k: keep[k] for k in ("refused", "kind") if k in keep} if keep.get("reply") == text else {}
+            new[_row_key(row)] = {**row, "refused": None, **labels}
+        # Rows of another sample (another split, more prompts) are kept: labels are never dropped.
+        merged = [*(r for k, r in old.items() if k not in new), *new.values()]
         with path.open("w", encoding="utf-8") as handle:
-            for (c, p, where), reply in zip(rows, replies):
-                keep = old.get((c, where.get("instruction", where.get("polyrefuse_index"))), {})
-                refused = keep.get("refused") if keep.get("reply") == reply else None
-                text = reply.replace(p.strip(), "{prompt}") if "polyrefuse_index" in where else reply
-                handle.write(
-                    json.dumps({"label_class": c, **where, "reply": text, "refused": refused}, ensure_ascii=False) + "\n"
-                )
-        print("wrote", path)
+            handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in merged)
+        print("wrote", path, f"({len(new)} sampled, {len(merged) - len(new)} other rows kept)")
+
+
+def _row_key(row: dict) -> tuple:
+    """What names a labelled row's prompt: its class and text, or its PolyRefuse split and position."""
+    if "polyrefuse_index" in row:
+        return (row["label_class"], row.get("polyrefuse_split", "test"), row["polyrefuse_index"])
+    return (row["label_class"], row["instruction"])
 
 
 def mined_judges(sources: list[Path]) -> dict:
@@ -114,7 +123,17 @@ def mined_judges(sources: list[Path]) -> dict:
         judges[language] = mine_refusal_openings(
             [r["reply"] for r in harmful], harmless, language, harmful_prompts=[r["instruction"] for r in harmful]
         )
+        MINED_FROM[language] = {r["instruction"].strip() for r in rows if r["language"] == language}
     return judges
+
+
+#: Per language, the prompts whose replies its mined judge was mined from: never scored on.
+MINED_FROM: dict[str, set[str]] = {}
+
+
+def held_out_of_mining(language: str, rows: list[dict]) -> list[dict]:
+    """The labelled rows whose prompts the mined judge of ``language`` was not mined from."""
+    return [r for r in rows if r["instruction"].strip() not in MINED_FROM.get(language, set())]
 
 
 def score(args) -> None:
@@ -145,8 +164,9 @@ def score(args) -> None:
                 english = agree(SubstringJudge("en"), [r["reply"] for r in rows], [bool(r["refused"]) for r in rows])
                 english.pop("verdicts")
                 entry["substring (English phrases)"] = english
+            held = held_out_of_mining(language, rows)
             entry["mined"] = {
-                **verdict_agreement(judge.judge_many([r["reply"] for r in rows]), [bool(r["refused"]) for r in rows]),
+                **verdict_agreement(judge.judge_many([r["reply"] for r in held]), [bool(r["refused"]) for r in held]),
                 "phrases": judge.phrases,
             }
             print(language, judge.phrases, entry["mined"]["accuracy"], entry["mined"]["kappa"])
@@ -184,7 +204,11 @@ def score(args) -> None:
             agreement.pop("verdicts")
             entry[name] = agreement
         if language in mined:
-            entry["mined"] = {**verdict_agreement(mined[language].judge_many(texts), labels), "phrases": mined[language].phrases}
+            held = held_out_of_mining(language, rows)
+            entry["mined"] = {
+                **verdict_agreement(mined[language].judge_many([r["reply"] for r in held]), [bool(r["refused"]) for r in held]),
+                "phrases": mined[language].phrases,
+            }
         results["languages"][language] = entry
         print(language, {k: (v["accuracy"], v["kappa"]) for k, v in entry.items() if isinstance(v, dict)})
     args.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -210,9 +234,10 @@ def _check(judge: str, language: str, model: str | None, agreement: dict, labels
     }
 
 
-def registry_from_results(judges: dict, xstest: dict) -> dict:
-    """The labelled checks of ``judges.json`` (per language, the embedded model's replies) and
-    ``judges_xstest.json`` (English, other models' replies: valid for any model)."""
+def registry_from_results(judges: dict, xstest: dict, probe_languages: dict | None = None) -> dict:
+    """The labelled checks of ``judges.json`` (per language, the embedded model's replies),
+    ``judges_xstest.json`` (English, other models' replies: valid for any model) and
+    ``judges_probe_languages.json`` (the shipped probe on each language's labels)."""
     checks = []
     pooled = "XSTest v2 completions of Llama-2 and Mistral, two human labels each"
     for name in ("substring", "arditi"):
@@ -237,6 +262,12 @@ def registry_from_results(judges: dict, xstest: dict) -> dict:
             checks.append(_check("chat-model", language, model, entry["chat-model"], labels))
         if "mined" in entry and entry["mined"].get("phrases"):
             checks.append(_check("mined", language, model, entry["mined"], labels, phrases=entry["mined"]["phrases"]))
+        probed = (probe_languages or {}).get("languages", {}).get(language)
+        if probed is not None:
+            # The shipped probe never saw these labels (it was fitted on English alone): held out by construction.
+            if (probe_languages["layer"], probe_languages["request"]) != (shipped["layer"], shipped["request"]):
+                raise SystemExit("judges_probe_languages.json measured another probe: rerun bench_probe_languages.py")
+            checks.append(_check("probe", language, model, probed["shipped probe"], labels))
     return {
         "about": "Judges checked against hand labels; written by python benchmarks/bench_judges.py registry "
         "from benchmarks/results/judges.json and judges_xstest.json. model null: labels of other models' replies.",
@@ -247,7 +278,9 @@ def registry_from_results(judges: dict, xstest: dict) -> dict:
 def write_registry(args) -> None:
     judges = json.loads((RESULTS / "judges.json").read_text(encoding="utf-8"))
     xstest = json.loads((RESULTS / "judges_xstest.json").read_text(encoding="utf-8"))
-    REGISTRY.write_text(json.dumps(registry_from_results(judges, xstest), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    probe_languages = json.loads((RESULTS / "judges_probe_languages.json").read_text(encoding="utf-8"))
+    registry = registry_from_results(judges, xstest, probe_languages)
+    REGISTRY.write_text(json.dumps(registry, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print("wrote", REGISTRY)
 
 

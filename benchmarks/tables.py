@@ -33,6 +33,9 @@ LANGUAGE_NAMES = {
     "fr": "French",
     "ru": "Russian",
     "th": "Thai",
+    "ar": "Arabic",
+    "nl": "Dutch",
+    "pl": "Polish",
 }
 
 
@@ -1095,6 +1098,45 @@ def multilingual_repair(name: str = "multilingual_repair.json") -> str:
 RENDERERS["multilingual_repair"] = multilingual_repair
 RENDERERS["overhead"] = overhead
 RENDERERS["multilingual_repair_polyrefuse"] = lambda: multilingual_repair("multilingual_repair_polyrefuse.json")
+
+
+def probe_languages() -> str:
+    """The probe judge on each labelled language: the shipped (English) probe as it is, one fitted
+    with that language left out, and the best other judge on the same labels."""
+    d = _json("judges_probe_languages.json")
+    rows = []
+    for lang, block in d["languages"].items():
+        others = block["other judges"]
+        best = max(others.items(), key=lambda item: item[1]["kappa"], default=None)
+        rows.append(
+            [
+                f"{LANGUAGE_NAMES.get(lang, lang)} ({block['refusals']} / {block['n']})",
+                _agreement(block["shipped probe"]),
+                _agreement(block["probe, this language left out"]),
+                f"{best[0]}: {best[1]['accuracy']:.2f}, κ {best[1]['kappa']:.2f}" if best else "none measured",
+            ]
+        )
+    en = d["en"]
+    rows.append(
+        [
+            f"English, XSTest ({en['refusals']} / {en['n']})",
+            _agreement(en["shipped probe (files it was not fitted on)"]) + " (the two files it was not fitted on)",
+            _agreement(en["probe, English left out"]) + " (fitted on the other languages alone)",
+            "phrase list: see the XSTest table",
+        ]
+    )
+    return _table(
+        [
+            "labelled language (refusals / replies)",
+            "shipped probe (fitted on English only)",
+            "probe with this language left out",
+            "best other judge on these labels",
+        ],
+        rows,
+    )
+
+
+RENDERERS["probe_languages"] = probe_languages
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,6 @@ from typing import Literal, Protocol, Sequence, runtime_checkable
 import torch
 from torch import Tensor
 
-from mechref.errors import DataFormatError
 from mechref.judges.thinking import answer_part
 from mechref.model.loading import MechrefModel
 from mechref.model.logits import last_token_logits
@@ -198,7 +197,7 @@ def make_judge(name: str, model: MechrefModel | None = None, language: str = "en
     ``substring`` uses the language's phrase list, or the English one (with the English
     refusals most models fall back to) where mechref has none for the language; see
     :func:`has_phrases`. ``arditi`` is the paper's 12-phrase English list (:func:`arditi_judge`).
-    ``chat-model`` asks ``model``. ``probe`` (English) reads each reply with the shipped probe's
+    ``chat-model`` asks ``model``. ``probe`` reads each reply with the shipped probe's
     reader, the embedded model (``model`` itself when it is that model, else loaded in bfloat16),
     and needs the prompts too (:mod:`mechref.judges.probe`).
 
@@ -216,12 +215,9 @@ def make_judge(name: str, model: MechrefModel | None = None, language: str = "en
     if name == "probe":
         from mechref.judges.probe import ProbeJudge, probe_reader, shipped_probe
 
+        # Fitted on English replies, the probe reads other languages too (refusal is represented alike
+        # across them); where it was checked against labels is in mechref.judges.validation.
         weights = shipped_probe()
-        if language != weights.language:
-            raise DataFormatError(
-                f"the probe judge is validated on {weights.language!r} replies only, not {language!r}; "
-                "use the mined or chat-model judge for them"
-            )
         return ProbeJudge(probe_reader(model, weights), weights)
     raise ValueError(f"unknown judge {name!r}; choose one of {', '.join(JUDGE_NAMES)}")
 

@@ -92,4 +92,24 @@ def judge_validation(judge: str, language: str, model: str | None, *, phrases: S
     return JudgeValidation(judge, language, "no labelled check")
 
 
-__all__ = ["MIN_KAPPA", "JudgeValidation", "judge_validation", "registry"]
+#: The judges an analysis may pick per language by their checks, cheapest first (a tie goes to it).
+PICKABLE: tuple[str, ...] = ("substring", "probe")
+
+
+def best_judge(language: str, model: str | None, judges: Sequence[str] = PICKABLE) -> JudgeValidation | None:
+    """Of ``judges``, the one with the highest kappa among those validated on ``language`` replies of
+    ``model`` (a tie goes to the earlier, cheaper one); None when none is.
+
+    >>> best_judge("es", "qwen2.5-coder-1.5b-instruct").judge   # the probe: kappa 1.0, the list 0.83
+    'probe'
+    >>> best_judge("vi", "qwen2.5-coder-1.5b-instruct") is None   # no judge was checked in Vietnamese
+    True
+    >>> best_judge("en", "another/model").judge   # XSTest's labels are of other models' replies
+    'probe'
+    """
+    found = [judge_validation(judge, language, model) for judge in judges]
+    validated = [(v.check["kappa"] if v.check else 0.0, -i, v) for i, v in enumerate(found) if v.validated]
+    return max(validated, key=lambda item: item[:2])[2] if validated else None
+
+
+__all__ = ["MIN_KAPPA", "PICKABLE", "JudgeValidation", "best_judge", "judge_validation", "registry"]

@@ -55,7 +55,7 @@ def test_harmful_prompts_only_in_new_languages_run_what_needs_no_harmless_prompt
         assert summary["baseline_refusal"][language]["harmless"] is None
         assert summary["baseline_refusal"][language]["harmful_counts"]["n"] == 3
         assert generation["ablated_refusal_counts"][language]["n"] == 3
-    # English refusals are read by its validated phrase list: the direction's ablation must lower them.
-    assert summary["judge_by_language"]["en"] == "substring"
+    # English refusals are read by its best validated judge, the probe: the direction's ablation must lower them.
+    assert summary["judge_by_language"]["en"] == "probe"
     assert generation["ablated_refusal_rate"]["en"] < summary["baseline_refusal"]["en"]["harmful"]
     assert_every_page_works(out)

@@ -15,8 +15,10 @@ Cohen's kappa and confusion matrix. The ``mined`` judge reads any language: its 
 are mined from another file (``--mine-from``: replies with their prompts and each prompt's class,
 harmful or harmless), never from the file it judges.
 
-Without ``--judge``, English replies are read by the probe (the judge validated on XSTest's human
-labels; it loads the embedded model as its reader) and other languages by their phrase list.
+Without ``--judge``, replies are read by the judge with the best hand-labelled check in their
+language (:func:`mechref.judges.validation.best_judge`): the probe (fitted on English, it loads the
+embedded model as its reader) for English and most bundled languages, the phrase list where it
+agrees as well or better, and the phrase list where neither was checked.
 
 Validating a judge for a language: ``--labelling-sheet sheet.csv`` draws ``--sample`` replies
 (seeded) from a completions file or an analysis's replies (a multilingual run's ``audit.jsonl``,
@@ -45,6 +47,8 @@ from mechref.framework.ownership import OutputTargetError
 from mechref.judges.completions import judge_rows, read_completions, read_mining_rows
 from mechref.judges.core import JUDGE_NAMES, Judge, has_phrases, make_judge, verdict_agreement
 from mechref.judges.mined import mine_refusal_openings
+from mechref.judges.validation import PICKABLE, best_judge, judge_validation
+from mechref.model.embedded import DEFAULT_MODEL
 from mechref.rates import Rate
 
 
@@ -94,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--judge",
         choices=[*JUDGE_NAMES, "mined"],
         default=None,
-        help="the judge (default: probe for English replies, the validated one; substring for other languages)",
+        help="the judge (default: the one with the best hand-labelled check in --language, else substring)",
     )
     parser.add_argument(
         "--mine-from",
@@ -140,7 +144,10 @@ def _main(args: argparse.Namespace) -> int:
         return _write_sheet(args)
     args.language = args.language or "en"
     if args.judge is None:
-        args.judge = "probe" if args.language == "en" else "substring"
+        # The judge with the best hand-labelled check in this language (of the embedded model's replies
+        # where no check is of other models'), else the phrase list.
+        best = best_judge(args.language, DEFAULT_MODEL)
+        args.judge = best.judge if best is not None else "substring"
     # Every check before any model is loaded.
     rows = read_completions(args.file)
     if args.out is not None:
@@ -154,7 +161,8 @@ def _main(args: argparse.Namespace) -> int:
     if args.judge == "substring" and not has_phrases(args.language):
         raise DataFormatError(
             f"mechref has no validated phrase list for language {args.language!r}; "
-            "use --judge chat-model (with --judge-model) for these replies"
+            "use --judge probe (fitted on English; where it was checked: mechref/data/judge_validation.json) or "
+            "--judge chat-model (with --judge-model) for these replies"
         )
     model = None
     judge_name = args.judge
@@ -181,6 +189,8 @@ def _main(args: argparse.Namespace) -> int:
 
         assert isinstance(judge, ProbeJudge)
         judge_name = f"probe (reader {judge.reader.name}, layer {judge.weights.layer})"
+    if args.judge in PICKABLE:
+        print(judge_validation(args.judge, args.language, DEFAULT_MODEL).describe(), f"(replies of {DEFAULT_MODEL})")
     judged = judge_rows(judge, rows)
     rate = Rate.of(r["refusal"] for r in judged)
     low, high = rate.interval

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -63,7 +63,7 @@ from mechref.generation import generate, generate_ids
 from mechref.interventions import activation_addition, directional_ablation
 from mechref.judges.core import REFUSAL_PHRASES, Judge, has_phrases, make_judge
 from mechref.judges.mined import MinedJudge, mine_refusal_openings
-from mechref.judges.validation import JudgeValidation, judge_validation
+from mechref.judges.validation import PICKABLE, JudgeValidation, best_judge, judge_validation
 from mechref.model.fit import check_prompt_lengths
 from mechref.model.loading import MechrefModel
 from mechref.rates import Rate, mcnemar_exact
@@ -194,6 +194,21 @@ def _read_activations(folder: Path, name: str) -> dict[str, Tensor]:
     return read_tensors(folder / name)
 
 
+@lru_cache(maxsize=1)
+def probe_usable() -> bool:
+    """Whether the probe's reader (the embedded model) can be loaded; where not, "auto" picks among the
+    other judges and says so once."""
+    from mechref.framework.settings import SettingsError
+    from mechref.judges.probe import check_probe_usable
+
+    try:
+        check_probe_usable()
+    except SettingsError as error:
+        logger.warning("the probe judge is not available (%s): --judge auto picks among the others", error)
+        return False
+    return True
+
+
 class _Study:
     """The shared state of one run: model, settings, sets, the run folder and its stages."""
 
@@ -223,11 +238,12 @@ class _Study:
         for line in self.direction_mismatches:
             logger.warning("%s", line)
         self.run = Run(out, resume=settings.resume)
-        # Each language's judge: --judge itself, or with "auto" its phrase list where a hand-labelled check of it on
-        # this model passed, else refusal openings mined from its own replies (any language, no list needed).
+        # Each language's judge: --judge itself, or with "auto" the phrase list or the probe, whichever has the better
+        # passing hand-labelled check on this model's replies, else refusal openings mined from its own replies.
         self.judges = {lang: self.judge_of(lang) for lang in self.languages}
         self.unjudgeable = [lang for lang in self.languages if self.judges[lang] == "substring" and not has_phrases(lang)]
         self.mined: dict[str, MinedJudge] = {}
+        self._probe: Judge | None = None
         self.validation: dict[str, JudgeValidation] = {}
         if self.unjudgeable:
             logger.warning(
@@ -298,7 +314,8 @@ class _Study:
         """The judge that reads ``language``'s replies (see ``judges`` in ``__init__``)."""
         if self.settings.judge != "auto":
             return self.settings.judge
-        return "substring" if judge_validation("substring", language, self.model.name).validated else "mined"
+        best = best_judge(language, self.model.name, judges=PICKABLE if probe_usable() else ("substring",))
+        return best.judge if best is not None else "mined"
 
     def validate_judges(self) -> dict[str, JudgeValidation]:
         """Each language's judge looked up among the hand-labelled checks (:mod:`mechref.judges.validation`)."""
@@ -372,7 +389,7 @@ class _Study:
         """The judge's verdict on each row's ``reply`` (a cached stage for the chat-model judge)."""
         pairs = [(r["language"], r["instruction"]) for r in rows]
         replies = [r["reply"] for r in rows]
-        if "chat-model" not in self.judges.values():  # phrase matching: instant, never cached
+        if not {"chat-model", "probe"} & set(self.judges.values()):  # phrase matching: instant, never cached
             return self.judge_rows(pairs, replies)
         settings = {
             **self.base,
@@ -391,11 +408,19 @@ class _Study:
             judge: Judge = (
                 self.mined[language]
                 if self.judges[language] == "mined"
+                else self.probe_judge()
+                if self.judges[language] == "probe"
                 else make_judge(self.judges[language], self.model, language)  # unjudgeable: warned at start, noted in the summary
             )
             for i, v in zip(index, judge.judge_many([replies[i] for i in index], [rows[i][1] for i in index])):
                 verdicts[i] = bool(v)
         return verdicts
+
+    def probe_judge(self) -> Judge:
+        """The probe judge, made once: its reader is this model, or the embedded model loaded once beside it."""
+        if self._probe is None:
+            self._probe = make_judge("probe", self.model)
+        return self._probe
 
     def refusal_tokens(self, rows: list[dict]) -> dict[str, LanguageTokens]:
         overrides = self.settings.token_overrides()

@@ -180,7 +180,7 @@ def summary_base(result: MultilingualResult) -> dict:
             else {}
         ),
         "judge": settings.judge,
-        # With --judge auto: each language's validated phrase list, else its mined openings.
+        # With --judge auto: each language's phrase list or probe (the better passing check), else its mined openings.
         "judge_by_language": result.judge_by_language,
         "judged_with_english_phrases_only": [
             lang for lang in result.unjudgeable if result.judge_by_language.get(lang) == "substring"

@@ -63,11 +63,12 @@ class MultilingualSettings(Settings):
         Path("runs/refusal_direction"), "refusal-direction run folder, used or computed there on first use", metavar="DIR"
     )
     layer: int | None = option(None, "override the layer of the refusal direction", minimum=0)
-    judge: Literal["auto", "substring", "mined", "chat-model"] = option(
+    judge: Literal["auto", "substring", "probe", "mined", "chat-model"] = option(
         "auto",
-        "refusal judge: auto (each language's phrase list where a hand-labelled check of it on this model passed, else "
-        "refusal openings mined from its own replies); each language's phrase list; mined openings for every language "
-        "(any language, no list needed); or the model asked whether a reply refuses",
+        "refusal judge: auto (per language, the phrase list or the probe, whichever has the better passing "
+        "hand-labelled check on this model's replies, else refusal openings mined from its own replies); each "
+        "language's phrase list; the probe (fitted on English, read by the embedded model); mined openings for every "
+        "language (any language, no list needed); or the model asked whether a reply refuses",
     )
     n_mine: int = option(
         16, "mined judge: replies to this many train prompts per class and language are mined (not the test prompts)", minimum=2
@@ -102,6 +103,10 @@ class MultilingualSettings(Settings):
         if unknown or not self.parts:
             raise SettingsError(f"unknown parts {unknown or self.parts}; choose from {', '.join(PARTS)}")
         self.token_overrides()
+        if self.judge == "probe":
+            from mechref.judges.probe import check_probe_usable
+
+            check_probe_usable()
         if "repair" in self.parts and not self.audit:
             raise SettingsError("repair compares with the audit's replies: run it with the audit (drop --no-audit)")
         if not self.repair_coefficients or any(c <= 0 for c in self.repair_coefficients):

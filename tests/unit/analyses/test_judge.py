@@ -81,8 +81,11 @@ def test_bad_options_fail_before_any_model_loads(tmp_path, capsys):
     assert "no completions file" in capsys.readouterr().err
     assert main([str(source), "--judge-model", "x"]) == 2
     assert "--judge-model is for --judge chat-model" in capsys.readouterr().err
-    assert main([str(source), "--language", "it"]) == 2
-    assert "no validated phrase list for language 'it'" in capsys.readouterr().err
+    # No judge given, and none checked in Vietnamese: the phrase list, which has none.
+    assert main([str(source), "--language", "vi"]) == 2
+    assert "no validated phrase list for language 'vi'" in capsys.readouterr().err
+    assert main([str(source), "--language", "it", "--judge", "substring"]) == 2
+    assert "no validated phrase list for language 'it'; use --judge probe" in capsys.readouterr().err
     assert main([str(source), "--out", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
 

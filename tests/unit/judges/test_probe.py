@@ -5,8 +5,6 @@ against scikit-learn's own fitted pipeline."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,7 +13,6 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mechref.errors import MechrefError
-from mechref.judges.core import make_judge
 from mechref.judges.probe import (
     ProbeJudge,
     ProbeWeights,
@@ -141,23 +138,6 @@ def test_the_shipped_probe_loads_and_names_its_reader_and_data():
     assert probe.reader["name"] == "qwen2.5-coder-1.5b-instruct" and probe.coef.shape == (probe.reader["d_model"],)
     assert 0 <= probe.layer < probe.reader["n_layers"] and "XSTest" in probe.fitted_on["data"]
     assert torch.isfinite(probe.coef).all() and (probe.scale > 0).all()
-
-
-def test_the_probe_judge_is_english_only():
-    with pytest.raises(ValueError, match="validated on 'en' replies only, not 'de'"):
-        make_judge("probe", tiny_model("qwen2"), language="de")
-
-
-def test_judge_cli_refuses_another_language_before_loading_a_model(tmp_path):
-    rows = tmp_path / "r.jsonl"
-    rows.write_text('{"prompt": "a", "completion": "b"}\n')
-    done = subprocess.run(
-        [sys.executable, "-m", "mechref.analyses.judge", str(rows), "--judge", "probe", "--language", "de"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 2 and "mechref: error: the probe judge is validated on 'en' replies only, not 'de'" in done.stderr
 
 
 def test_judged_rows_keep_the_probes_log_odds_as_score():

@@ -28,6 +28,7 @@ def test_the_shipped_registry_is_the_one_the_benchmark_json_gives():
     expected = bench.registry_from_results(
         json.loads((results / "judges.json").read_text(encoding="utf-8")),
         json.loads((results / "judges_xstest.json").read_text(encoding="utf-8")),
+        json.loads((results / "judges_probe_languages.json").read_text(encoding="utf-8")),
     )
     shipped = json.loads((ROOT / "mechref" / "data" / "judge_validation.json").read_text(encoding="utf-8"))
     assert shipped == expected, "run: python benchmarks/bench_judges.py registry"
@@ -73,7 +74,35 @@ def test_a_check_counts_for_its_judge_language_and_model_only(monkeypatch):
         ("substring", "th", None, "validated"),  # kappa 0.70 on held-out PolyRefuse train replies
         ("chat-model", "th", None, "below the bar"),
         ("mined", "th", ["ขออภัย"], "no labelled check"),
+        # The English probe on other languages' labels, which it never saw (bench_probe_languages.py).
+        ("probe", "es", None, "validated"),
+        ("probe", "yo", None, "validated"),  # where the phrase list fails
+        ("probe", "ko", None, "validated"),  # kappa 0.65 on 48 replies: over the bar, not by much
+        ("probe", "vi", None, "no labelled check"),
     ],
 )
 def test_the_shipped_checks_say_what_benchmarks_md_says(judge, language, phrases, status):
     assert jv.judge_validation(judge, language, EMBEDDED, phrases=phrases).status == status
+
+
+def test_the_best_judge_is_the_validated_one_with_the_highest_kappa_and_a_tie_goes_to_the_cheaper(monkeypatch):
+    _registry(
+        monkeypatch,
+        [
+            _check("substring", "de", "m", 0.9),
+            _check("probe", "de", "m", 0.8),
+            _check("substring", "es", "m", 0.8),
+            _check("probe", "es", "m", 0.81),
+            _check("substring", "zh", "m", 0.95),
+            _check("probe", "zh", "m", 0.95),
+            _check("substring", "ko", "m", 0.59),  # below the bar, however it compares
+            _check("probe", "ko", "m", 0.5),
+            _check("probe", "yo", "m", 0.6),  # exactly the bar: validated
+        ],
+    )
+    assert jv.best_judge("de", "m").judge == "substring"
+    assert jv.best_judge("es", "m").judge == "probe"
+    assert jv.best_judge("zh", "m").judge == "substring"
+    assert jv.best_judge("ko", "m") is None and jv.best_judge("es", "other") is None
+    assert jv.best_judge("yo", "m").judge == "probe"
+    assert jv.best_judge("es", "m", judges=("substring",)).judge == "substring"

@@ -413,3 +413,37 @@ def test_harmful_prompts_only_run_the_parts_that_need_no_harmless_prompts(tiny_f
         assert generation["paired_vs_audit"][language] == mcnemar_exact(before, after)
         assert generation["ablated_refusal_counts"][language]["k"] == sum(after)
     assert "not run: cosine" in (out / "index.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("language", "usable", "judge"),
+    [
+        ("en", True, "probe"),  # XSTest: probe kappa above the list's, both on other models' replies
+        ("en", False, "substring"),  # the probe's reader cannot be loaded: the best of the others
+        ("de", True, "probe"),  # a check of this model's replies beats the list's
+        ("de", False, "substring"),
+        ("es", True, "substring"),  # a tie goes to the phrase list, which reads without a model
+        ("ko", True, "mined"),  # no passing check: openings mined from the model's own replies
+    ],
+)
+def test_auto_picks_the_judge_with_the_best_passing_check(monkeypatch, language, usable, judge):
+    from types import SimpleNamespace
+
+    from mechref.analyses.multilingual import pipeline
+    from mechref.judges import validation
+
+    checks = [
+        {"judge": "substring", "language": "en", "model": None, "kappa": 0.79, "n": 1350},
+        {"judge": "probe", "language": "en", "model": None, "kappa": 0.90, "n": 900},
+        {"judge": "substring", "language": "de", "model": "m", "kappa": 0.80, "n": 48},
+        {"judge": "probe", "language": "de", "model": "m", "kappa": 0.85, "n": 48},
+        {"judge": "substring", "language": "es", "model": "m", "kappa": 0.9, "n": 48},
+        {"judge": "probe", "language": "es", "model": "m", "kappa": 0.9, "n": 48},
+        {"judge": "probe", "language": "ko", "model": "m", "kappa": 0.59, "n": 48},
+    ]
+    monkeypatch.setattr(validation, "registry", lambda: tuple(checks))
+    monkeypatch.setattr(pipeline, "probe_usable", lambda: usable)
+    study = SimpleNamespace(settings=SimpleNamespace(judge="auto"), model=SimpleNamespace(name="m"))
+    assert pipeline._Study.judge_of(study, language) == judge
+    study.settings.judge = "substring"  # a judge asked for is used as it is
+    assert pipeline._Study.judge_of(study, language) == "substring"

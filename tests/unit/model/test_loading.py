@@ -87,19 +87,23 @@ def _fake_parts(root, contents):
         (package / "data" / f"part{i:02d}.bin").write_bytes(data)
 
 
+#: A two-part fake embedded model (its parts written by _fake_parts), less its sha256.
+FAKE_SPEC = dict(
+    name="fake",
+    upstream="x",
+    licence="MIT",
+    parts=numbered_parts("mechref_fakepart{i}", "data/part{j:02d}.bin", 2),
+    part_version="0",
+    quantization="Q",
+    install='pip install "mechref[fake]"',
+)
+
+
 def test_assembly_checks_sha256(tmp_path, monkeypatch):
     _fake_parts(tmp_path, [b"abc", b"def"])
     monkeypatch.syspath_prepend(str(tmp_path))
     good = hashlib.sha256(b"abcdef").hexdigest()
-    spec = dict(
-        name="fake",
-        upstream="x",
-        licence="MIT",
-        parts=numbered_parts("mechref_fakepart{i}", "data/part{j:02d}.bin", 2),
-        part_version="0",
-        quantization="Q",
-        install='pip install "mechref[fake]"',
-    )
+    spec = FAKE_SPEC
     out = assemble_gguf(EmbeddedModel(**spec, gguf_sha256=good), tmp_path / "out" / "fake.gguf")
     assert out.read_bytes() == b"abcdef"
     target = tmp_path / "out" / "bad.gguf"
@@ -252,16 +256,7 @@ def _fake_embedded(tmp_path, monkeypatch):
     _fake_parts(tmp_path, [b"abc", b"def"])
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("MECHREF_CACHE", str(tmp_path / "cache"))
-    model = EmbeddedModel(
-        name="fake",
-        upstream="x",
-        licence="MIT",
-        parts=numbered_parts("mechref_fakepart{i}", "data/part{j:02d}.bin", 2),
-        part_version="0",
-        gguf_sha256=hashlib.sha256(b"abcdef").hexdigest(),
-        quantization="Q",
-        install='pip install "mechref[fake]"',
-    )
+    model = EmbeddedModel(**FAKE_SPEC, gguf_sha256=hashlib.sha256(b"abcdef").hexdigest())
     calls, guard = [], threading.Lock()
 
     def slow_dequantize(gguf_path, folder, manifest, dtype):

@@ -114,16 +114,8 @@ def test_assembly_checks_sha256(tmp_path, monkeypatch):
 
 
 def test_missing_parts_say_how_to_install():
-    model = EmbeddedModel(
-        name="fake",
-        upstream="x",
-        licence="MIT",
-        parts=numbered_parts("mechref_absent_part{i}", "data/part{j:02d}.bin", 2),
-        part_version="0",
-        gguf_sha256="0" * 64,
-        quantization="Q",
-        install='pip install "mechref[fake]"',
-    )
+    absent = numbered_parts("mechref_absent_part{i}", "data/part{j:02d}.bin", 2)
+    model = EmbeddedModel(**{**FAKE_SPEC, "parts": absent}, gguf_sha256="0" * 64)
     with pytest.raises(ModelNotFoundError, match=r'mechref-absent-part1, mechref-absent-part2.*pip install "mechref\[fake\]"'):
         model.part_files()
 

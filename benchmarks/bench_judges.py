@@ -234,10 +234,13 @@ def _check(judge: str, language: str, model: str | None, agreement: dict, labels
     }
 
 
-def registry_from_results(judges: dict, xstest: dict, probe_languages: dict | None = None) -> dict:
+def registry_from_results(
+    judges: dict, xstest: dict, probe_languages: dict | None = None, mined_contrast: dict | None = None
+) -> dict:
     """The labelled checks of ``judges.json`` (per language, the embedded model's replies),
-    ``judges_xstest.json`` (English, other models' replies: valid for any model) and
-    ``judges_probe_languages.json`` (the shipped probe on each language's labels)."""
+    ``judges_xstest.json`` (English, other models' replies: valid for any model),
+    ``judges_probe_languages.json`` (the shipped probe on each language's labels) and
+    ``judges_mined_contrast.json`` (phrases mined against the same prompts with the direction ablated)."""
     checks = []
     pooled = "XSTest v2 completions of Llama-2 and Mistral, two human labels each"
     for name in ("substring", "arditi"):
@@ -268,6 +271,14 @@ def registry_from_results(judges: dict, xstest: dict, probe_languages: dict | No
             if (probe_languages["layer"], probe_languages["request"]) != (shipped["layer"], shipped["request"]):
                 raise SystemExit("judges_probe_languages.json measured another probe: rerun bench_probe_languages.py")
             checks.append(_check("probe", language, model, probed["shipped probe"], labels))
+    for language, entry in sorted((mined_contrast or {}).get("languages", {}).items()):
+        ablated = entry["ablated contrast"]
+        known = any(
+            c["judge"] == "mined" and c["language"] == language and c.get("phrases") == ablated["phrases"] for c in checks
+        )
+        if ablated["phrases"] and not known:  # the same phrases mined either way are one check
+            labels = f"benchmarks/judge_labels/{language}.jsonl (test prompts)"
+            checks.append(_check("mined", language, judges["model"], ablated, labels, phrases=ablated["phrases"]))
     return {
         "about": "Judges checked against hand labels; written by python benchmarks/bench_judges.py registry "
         "from benchmarks/results/judges.json and judges_xstest.json. model null: labels of other models' replies.",
@@ -279,7 +290,8 @@ def write_registry(args) -> None:
     judges = json.loads((RESULTS / "judges.json").read_text(encoding="utf-8"))
     xstest = json.loads((RESULTS / "judges_xstest.json").read_text(encoding="utf-8"))
     probe_languages = json.loads((RESULTS / "judges_probe_languages.json").read_text(encoding="utf-8"))
-    registry = registry_from_results(judges, xstest, probe_languages)
+    mined_contrast = json.loads((RESULTS / "judges_mined_contrast.json").read_text(encoding="utf-8"))
+    registry = registry_from_results(judges, xstest, probe_languages, mined_contrast)
     REGISTRY.write_text(json.dumps(registry, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print("wrote", REGISTRY)
 

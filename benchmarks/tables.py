@@ -1139,6 +1139,30 @@ def probe_languages() -> str:
 RENDERERS["probe_languages"] = probe_languages
 
 
+def mined_contrast() -> str:
+    """The mined judge mined against replies to harmless prompts, and against the same harmful prompts
+    answered with the refusal direction ablated, on the same held-out hand labels."""
+    d = _json("judges_mined_contrast.json")
+    rows = []
+    for lang, block in d["languages"].items():
+        cells = []
+        for name in ("harmless contrast", "ablated contrast"):
+            judge = block[name]
+            phrases = ", ".join(f"'{p}' ({judge['support'][p][0]}/{judge['support'][p][1]})" for p in judge["phrases"])
+            cells.append(f"{_agreement(judge)}: {phrases or 'no opening found'}")
+        rows.append([f"{LANGUAGE_NAMES.get(lang, lang)} ({block['refusals']} / {block['n']})", *cells])
+    header = [
+        "language (refusals / labelled test replies)",
+        "contrasted with harmless prompts' replies",
+        "contrasted with the same prompts, direction ablated",
+    ]
+    return _table(header, rows)
+
+
+if (RESULTS / "judges_mined_contrast.json").is_file():
+    RENDERERS["mined_contrast"] = mined_contrast
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", nargs="?", help="the table to print (none: list the names)")

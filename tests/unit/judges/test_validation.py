@@ -29,6 +29,7 @@ def test_the_shipped_registry_is_the_one_the_benchmark_json_gives():
         json.loads((results / "judges.json").read_text(encoding="utf-8")),
         json.loads((results / "judges_xstest.json").read_text(encoding="utf-8")),
         json.loads((results / "judges_probe_languages.json").read_text(encoding="utf-8")),
+        json.loads((results / "judges_mined_contrast.json").read_text(encoding="utf-8")),
     )
     shipped = json.loads((ROOT / "mechref" / "data" / "judge_validation.json").read_text(encoding="utf-8"))
     assert shipped == expected, "run: python benchmarks/bench_judges.py registry"
@@ -79,6 +80,8 @@ def test_a_check_counts_for_its_judge_language_and_model_only(monkeypatch):
         ("probe", "yo", None, "validated"),  # where the phrase list fails
         ("probe", "ko", None, "validated"),  # kappa 0.65 on 48 replies: over the bar, not by much
         ("probe", "vi", None, "no labelled check"),
+        # Mined against the same prompts with the direction ablated, Korean finds its apology.
+        ("mined", "ko", ["죄송합니다 하지만"], "validated"),
     ],
 )
 def test_the_shipped_checks_say_what_benchmarks_md_says(judge, language, phrases, status):

@@ -61,10 +61,19 @@ def main(argv: list[str] | None = None) -> int:
     from mechref.judges.core import verdict_agreement
     from mechref.judges.mined import MinedJudge
 
+    for path in (args.harmless, args.ablated):
+        if not path.is_file():
+            parser.error(f"no run summary at {path}: run the multilingual command in this module's docstring first")
+    unlabelled = [lang for lang in args.languages if not (LABELS / f"{lang}.jsonl").is_file()]
+    if unlabelled:
+        parser.error(f"no hand labels for {', '.join(unlabelled)} in {LABELS}")
+    sources = {"harmless contrast": args.harmless, "ablated contrast": args.ablated}
+    mined = {name: json.loads(path.read_text(encoding="utf-8")).get("mined_judges", {}) for name, path in sources.items()}
+    missing = [f"{lang} ({name})" for name, judges in mined.items() for lang in args.languages if lang not in judges]
+    if missing:
+        parser.error(f"no mined judge for {', '.join(missing)}: those runs did not use --judge mined on these languages")
     if args.ablated.resolve() != (RESULTS / "multilingual_mined_ablated.json").resolve():
         shutil.copyfile(args.ablated, RESULTS / "multilingual_mined_ablated.json")  # the run's summary, kept as evidence
-    sources = {"harmless contrast": args.harmless, "ablated contrast": args.ablated}
-    mined = {name: json.loads(path.read_text(encoding="utf-8"))["mined_judges"] for name, path in sources.items()}
     rows: dict[str, dict] = {}
     for language in args.languages:
         # Replies to test prompts only: both judges were mined from replies to train prompts.
@@ -84,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": "python benchmarks/compare_miners.py --ablated runs/mined_ablated/summary.json",
         "labels": "benchmarks/judge_labels/<lang>.jsonl, rows of PolyRefuse test prompts (neither judge was mined from them)",
-        "sources": {name: str(path.name) for name, path in sources.items()},
+        # The ablated run's summary is kept under its committed name, whatever path it was given from.
+        "sources": {"harmless contrast": args.harmless.name, "ablated contrast": "multilingual_mined_ablated.json"},
         "languages": rows,
     }
     args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -314,6 +314,9 @@ def format_summary(summary: dict) -> str:
                 "over-refusing, refuses most harmless prompts too (> 50%; not understood?), never called safety-aligned: "
                 + ", ".join(summary["refuses_most_harmless_prompts"])
             )
+        if summary.get("judge_by_language"):
+            judges = summary["judge_by_language"]
+            lines.append("judged by: " + ", ".join(f"{lang} {judges[lang]}" for lang in languages if lang in judges))
         if summary.get("judge_not_validated"):
             lines.append(
                 "judge not validated (no judge reads these replies, or the one that does has no passing hand-labelled "

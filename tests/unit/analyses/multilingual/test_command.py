@@ -148,6 +148,7 @@ def test_multilingual_commands_end_to_end_share_activations(tiny_folder, tmp_pat
     assert validation["de"]["status"] == validation["zh"]["status"] == "no labelled check"
     assert summary["judge_not_validated"] == ["de", "zh"] and summary["audit_status"]["de"] == "judge not validated"
     assert check["judge_not_validated"] == ["de", "zh"] and "judge not validated" in printed
+    assert "judged by: en substring, de mined, zh mined" in printed
     assert "(judge not validated)" in (out / "addition_check.html").read_text()
 
 

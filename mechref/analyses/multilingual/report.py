@@ -244,6 +244,8 @@ def report_multilingual(result: MultilingualResult, out: str | Path, *, command:
     summary.update(summary_base(result))
     for part in parts:
         summary.update(part)
+    if "baseline_refusal" in summary:
+        summary["where_refusal_breaks"] = where_refusal_breaks(summary)
     summary["figures"] = sorted(set(summary.get("figures", [])) | set(written))
     summary.setdefault("timings_s", {})[command] = {**result.timings, "total": round(sum(result.timings.values()), 1)}
     write_json(path, summary)
@@ -263,6 +265,35 @@ def report_multilingual(result: MultilingualResult, out: str | Path, *, command:
     return summary
 
 
+def where_refusal_breaks(summary: dict) -> list[dict]:
+    """Every audited language, weakest first: its harmful prompts refused (lowest first), its harmless
+    prompts refused and the harmful-harmless separation (silhouette at the direction layer, where measured;
+    lower separates less), each with the counts behind it.
+
+    >>> rates = {"de": {"harmful": 0.5, "harmless": 0.0}, "ja": {"harmful": 0.25, "harmless": 0.125},
+    ...          "fr": {"harmful": 0.5, "harmless": None}}
+    >>> s = {"baseline_refusal": rates, "silhouette": {"at_direction_layer": {"de": 0.3, "ja": 0.2, "fr": 0.1}}}
+    >>> [(r["language"], r["harmful_refused"], r["silhouette"]) for r in where_refusal_breaks(s)]
+    [('ja', 0.25, 0.2), ('fr', 0.5, 0.1), ('de', 0.5, 0.3)]
+    """
+    rates = summary["baseline_refusal"]
+    separation = summary.get("silhouette", {}).get("at_direction_layer", {})
+    rows = [
+        {
+            "language": lang,
+            "harmful_refused": r["harmful"],
+            "harmless_refused": r["harmless"],
+            "silhouette": separation.get(lang),
+            "harmful_counts": r.get("harmful_counts"),
+            "harmless_counts": r.get("harmless_counts"),
+        }
+        for lang, r in rates.items()
+    ]
+    # Ties in refusal broken by the separation (less separated: weaker), then by name (stable output).
+    inf = float("inf")
+    return sorted(rows, key=lambda r: (r["harmful_refused"], inf if r["silhouette"] is None else r["silhouette"], r["language"]))
+
+
 def _cell(x: float | None) -> str:
     """A rate in the printed table; ``–`` where there is none (no harmless prompts)."""
     return f"{'–':>7}" if x is None else f"{x:>7.2f}"
@@ -271,6 +302,9 @@ def _cell(x: float | None) -> str:
 def format_summary(summary: dict) -> str:
     """The summary as the lines the command prints."""
     languages = summary["languages"]
+    if summary.get("where_refusal_breaks"):
+        # Columns weakest first (least harmful refusal), so the languages where refusal breaks lead.
+        languages = [r["language"] for r in summary["where_refusal_breaks"]]
     lines = [
         f"model {summary['model']}, refusal direction layer {summary['direction_layer']}; {summary['data']['source']} "
         f"({summary['data']['reduced_sample_note']})"
@@ -316,7 +350,7 @@ def format_summary(summary: dict) -> str:
             )
         if summary.get("judge_by_language"):
             judges = summary["judge_by_language"]
-            lines.append("judged by: " + ", ".join(f"{lang} {judges[lang]}" for lang in languages if lang in judges))
+            lines.append("judged by: " + ", ".join(f"{lang} {judges[lang]}" for lang in summary["languages"] if lang in judges))
         if summary.get("judge_not_validated"):
             lines.append(
                 "judge not validated (no judge reads these replies, or the one that does has no passing hand-labelled "
@@ -327,10 +361,11 @@ def format_summary(summary: dict) -> str:
             f"mean pairwise cosine of the refusal vectors at layer {summary['cosine']['layer']}: "
             f"{summary['cosine']['mean_pairwise']:.3f}"
         )
-    if "baseline_refusal" in summary:
-        b = summary["baseline_refusal"]
-        order = sorted(languages, key=lambda lang: (b[lang]["harmful"], lang))
-        lines.append("weakest harmful refusal first: " + ", ".join(f"{lang} {b[lang]['harmful']:.2f}" for lang in order))
+    if summary.get("where_refusal_breaks"):
+        lines.append(
+            "where refusal breaks, weakest first (harmful refused, then separation): "
+            + ", ".join(f"{r['language']} {r['harmful_refused']:.2f}" for r in summary["where_refusal_breaks"])
+        )
     if "repair" in summary:
         r = summary["repair"]
         lines.append(f"repair: the {r['source']} refusal vector added at layer {r['layer']} in the weakest languages")

@@ -106,6 +106,16 @@ def test_multilingual_commands_end_to_end_share_activations(tiny_folder, tmp_pat
     assert {f"activations_{l}" for l in LANGS} <= set(summary["resumed_stages"])  # shared, not recomputed
     assert set(summary["silhouette"]["at_direction_layer"]) == set(LANGS) and "cosine" in summary  # merged report
     assert all(-1 <= v <= 1 for v in summary["silhouette"]["at_direction_layer"].values())
+    # Where refusal breaks: every language once, from the audit's counts and the silhouette, weakest first.
+    ranking = summary["where_refusal_breaks"]
+    rates, separation = summary["baseline_refusal"], summary["silhouette"]["at_direction_layer"]
+    assert sorted(r["language"] for r in ranking) == sorted(LANGS)
+    for row in ranking:
+        lang = row["language"]
+        assert row["harmful_refused"] == rates[lang]["harmful_counts"]["k"] / rates[lang]["harmful_counts"]["n"]
+        assert row["harmless_refused"] == rates[lang]["harmless"] and row["silhouette"] == separation[lang]
+    keys = [(r["harmful_refused"], r["silhouette"]) for r in ranking]
+    assert keys == sorted(keys)
 
     assert multilingual.main(common) == 0
     printed = capsys.readouterr().out

@@ -228,28 +228,44 @@ def run_peer(tool: str, run_dir: Path, envs: Path, model_folder: Path, budget_s:
     return result
 
 
-def peer_trials(checkpoints: Path) -> dict:
-    """The completed trials of a peer's Optuna journal (both record ``refusals`` and ``kl_divergence``
-    per trial) and its choice by the rule both apply: fewest refusals, then least KL."""
+def _journal_study(checkpoints: Path):
+    """The one Optuna study of a peer's journal in ``checkpoints``, or None where there is none."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     files = sorted(checkpoints.glob("*.jsonl")) if checkpoints.is_dir() else []
     if not files:
+        return None
+    return optuna.load_study(study_name=None, storage=JournalStorage(JournalFileBackend(str(files[0]))))
+
+
+def _record(t) -> dict:
+    """A completed trial as both peers record it (the number the tool prints: heretic's ``index``, from 1)."""
+    return {
+        "number": t.number,
+        "index": t.user_attrs.get("index", t.number + 1),
+        "refusals": t.user_attrs["refusals"],
+        "kl_divergence": t.user_attrs["kl_divergence"],
+    }
+
+
+def within_budget(trials: list, budget_s: float, first) -> list:
+    """The completed trials that ended no later than ``budget_s`` after ``first`` (the first trial's start;
+    one that ends exactly at the limit counts: an interruption then would have come after it)."""
+    return [t for t in trials if t.datetime_complete is not None and (t.datetime_complete - first).total_seconds() <= budget_s]
+
+
+def peer_trials(checkpoints: Path) -> dict:
+    """The completed trials of a peer's Optuna journal (both record ``refusals`` and ``kl_divergence``
+    per trial) and its choice by the rule both apply: fewest refusals, then least KL."""
+    import optuna
+
+    study = _journal_study(checkpoints)
+    if study is None:
         return {"trials_completed": 0, "trials": [], "own_claim": None}
-    storage = JournalStorage(JournalFileBackend(str(files[0])))
-    study = optuna.load_study(study_name=None, storage=storage)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "refusals" in t.user_attrs]
-    trials = [
-        {
-            "number": t.number,
-            "index": t.user_attrs.get("index", t.number + 1),  # the number the tool prints (heretic's from 1)
-            "refusals": t.user_attrs["refusals"],
-            "kl_divergence": t.user_attrs["kl_divergence"],
-        }
-        for t in done
-    ]
+    trials = [_record(t) for t in done]
     chosen = min(trials, key=lambda t: (t["refusals"], t["kl_divergence"])) if trials else None
     n_bad = next((t.user_attrs.get("n_bad_prompts") for t in done if "n_bad_prompts" in t.user_attrs), N_SEARCH)
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
@@ -267,24 +283,15 @@ def replay_heretic(run_dir: Path, envs: Path, budget_s: float) -> dict:
     (from the journal's times) count, the choice among them by heretic's rule, exported by replaying that
     trial with heretic's own classes (``peers/heretic_replay.py``, which checks the replay's KL)."""
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
     work = run_dir / "heretic"
-    journal = sorted((work / "checkpoints").glob("*.jsonl"))[0]
-    study = optuna.load_study(study_name=None, storage=JournalStorage(JournalFileBackend(str(journal))))
+    study = _journal_study(work / "checkpoints")
+    if study is None:
+        raise SystemExit(f"{work / 'checkpoints'} holds no heretic journal")
     first = min(t.datetime_start for t in study.trials if t.datetime_start)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "refusals" in t.user_attrs]
-    within = [t for t in done if (t.datetime_complete - first).total_seconds() <= budget_s]
-    trials = [
-        {
-            "number": t.number,
-            "index": t.user_attrs.get("index"),
-            "refusals": t.user_attrs["refusals"],
-            "kl_divergence": t.user_attrs["kl_divergence"],
-        }
-        for t in within
-    ]
+    within = within_budget(done, budget_s, first)
+    trials = [_record(t) for t in within]
     chosen = min(trials, key=lambda t: (t["refusals"], t["kl_divergence"]))
     export = work / "export"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

@@ -117,3 +117,13 @@ def test_dominance_needs_no_worse_in_both_and_better_in_one(bench, mine, other, 
     found = bench.dominance(table, paired, "mechref")
     assert list(found) == ["peer"] and found["peer"]["dominates"] is dominates
     assert found["peer"]["kl_difference_significant"] is False  # an interval reaching 0 excludes nothing
+
+
+def test_a_trial_ending_exactly_at_the_budget_counts_and_one_a_microsecond_later_does_not(bench):
+    from datetime import datetime, timedelta
+    from types import SimpleNamespace
+
+    first = datetime(2026, 1, 1)
+    ends = [timedelta(seconds=100), timedelta(seconds=900), timedelta(seconds=900, microseconds=1)]
+    trials = [SimpleNamespace(number=i, datetime_complete=first + e) for i, e in enumerate(ends)]
+    assert [t.number for t in bench.within_budget(trials, 900, first)] == [0, 1]
